@@ -1,0 +1,50 @@
+/*
+ * boundary.h -- shared helpers for the CPython/NumPy boundary (module.c and py_*.c).
+ *
+ * Every binding follows the same shape (after pydata/bottleneck):
+ *   parse arguments -> validate dtype, contiguity, shapes, ranges (isp_arg_array & co)
+ *   -> Py_BEGIN_ALLOW_THREADS -> kernel -> Py_END_ALLOW_THREADS
+ *   -> isp_raise(status) on failure -> one error: label that releases references.
+ * Each py_<family>.c exports a PyMethodDef table that module.c adds to the module.
+ */
+#ifndef ISP_BOUNDARY_H
+#define ISP_BOUNDARY_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#define PY_ARRAY_UNIQUE_SYMBOL instantsoup_ARRAY_API
+#ifndef ISP_MODULE_MAIN
+#define NO_IMPORT_ARRAY
+#endif
+#include <numpy/arrayobject.h>
+
+#include "isp.h"
+
+/* Flags for isp_arg_array */
+#define ISP_ARR_CONTIG 0x1 /* C-contiguous */
+#define ISP_ARR_ROWS 0x2   /* 2-D with unit stride along the last axis; rows may be strided */
+#define ISP_ARR_WRITE 0x4  /* writeable */
+#define ISP_ANY (-1)        /* wildcard in a shape */
+
+/*
+ * Check that obj is an ndarray of the given dtype (exactly; no silent casting), ndim and shape
+ * (entries ISP_ANY match anything; shape may be NULL), with the layout flags above.
+ * Returns a borrowed PyArrayObject* or NULL with TypeError/ValueError naming `name`.
+ */
+PyArrayObject *isp_arg_array(PyObject *obj, const char *name, int typenum, int ndim,
+                             const npy_intp *shape, int flags);
+
+/* Turn a non-OK status (and isp_last_error()) into a Python exception; returns NULL. */
+PyObject *isp_raise(isp_status status);
+
+/* Do two arrays' memory extents overlap (conservative; for output-aliasing checks)? */
+int isp_overlaps(PyArrayObject *a, PyArrayObject *b);
+
+/* dtype name for messages */
+const char *isp_typename(int typenum);
+
+/* Method tables of the kernel families, added to the module in module.c. */
+extern PyMethodDef isp_core_methods[];
+
+#endif /* ISP_BOUNDARY_H */

@@ -1,0 +1,42 @@
+"""instantsoup: Instant Soup Pruning (ICML 2023) for pre-trained transformers, on a CPU.
+
+Draws lottery tickets (sparse subnetworks as accurate as the dense model) from BERT-family text
+models and CLIP's vision tower with C kernels on OpenBLAS. See README.md and docs/.
+"""
+from __future__ import annotations
+
+import os as _os
+
+from instantsoup._native import _C, available_cores
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "set_num_threads", "get_num_threads", "build_info"]
+
+
+def set_num_threads(n: int) -> None:
+    """Set the thread count used by instantsoup's OpenMP kernels and by OpenBLAS (one setting)."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"set_num_threads: expected an int, got {type(n).__name__}")
+    _C.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """The thread count in use (default: the cores available to this process)."""
+    return _C.get_num_threads()
+
+
+def build_info() -> dict:
+    """Facts about this build: BLAS library and version, OpenBLAS core type, threads, compiler."""
+    info = dict(_C.build_info())
+    cfg = info.get("blas_config", "")
+    info["blas_version"] = cfg.split()[1] if cfg.startswith("OpenBLAS ") and len(cfg.split()) > 1 else cfg
+    info["instantsoup_version"] = __version__
+    info["available_cores"] = available_cores()
+    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS"):
+        if var in _os.environ:
+            info["env_" + var] = _os.environ[var]
+    return info
+
+
+set_num_threads(available_cores())

@@ -1,0 +1,5 @@
+import sys
+
+from instantsoup.cli import main
+
+sys.exit(main())

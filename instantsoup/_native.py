@@ -1,0 +1,30 @@
+"""Load the C extension after its OpenBLAS.
+
+The extension links against the OpenBLAS of the scipy-openblas32 wheel; importing that package
+loads the library into the process (RTLD_GLOBAL) before ``instantsoup._C`` needs it.
+"""
+from __future__ import annotations
+
+import os
+
+try:  # the default build; a system-OpenBLAS build does not need it
+    import scipy_openblas32 as _sob  # noqa: F401
+except ImportError:  # pragma: no cover - system BLAS builds
+    _sob = None
+
+try:
+    from instantsoup import _C  # noqa: E402
+except ImportError as e:  # pragma: no cover - build problems
+    raise ImportError(
+        "instantsoup's C extension could not be loaded "
+        f"({e}). Build it with `pip install .` (or `python setup.py build_ext --inplace` in a "
+        "source checkout)."
+    ) from e
+
+
+def available_cores() -> int:
+    """Cores this process may run on (affinity-aware)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
