@@ -1,0 +1,403 @@
+"""Settings of a pruning run, as dataclasses (after open_lth's hparams).
+
+Every field carries its help text in ``metadata["help"]``; :func:`add_arguments` generates the
+``instantsoup prune`` command-line options from these classes and :func:`from_namespace` reads them
+back, so the CLI and the Python API can never disagree. ``validate()`` refuses bad settings with a
+:class:`SettingsError` *before* any work is done; :func:`check_budget` repeats the budget checks once
+the size of the training set (steps per epoch) is known.
+
+Fields with ``metadata["hash"] = False`` (progress bars, thread counts, paths of outputs) do not
+change what a run computes and stay out of the run directory's hash. Fields of
+:class:`PruneSettings` list the methods they apply to in ``metadata["methods"]``; only those enter the
+hash of a run of that method, so tuning an ISP knob never invalidates a finished IMP run.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+METHODS = ("isp", "imp", "omp", "gmp", "random", "dense", "ims")
+MERGE_RULES = ("union", "intersection", "vote")
+SCHEDULES = ("linear", "cosine", "constant")
+
+
+class SettingsError(ValueError):
+    """Settings that cannot produce a sensible run; raised before any work is done."""
+
+
+def _f(default: Any, help: str, *, methods: tuple[str, ...] | None = None, hash: bool = True,
+       choices: tuple | None = None, flag: str | None = None) -> Any:
+    meta = {"help": help, "hash": hash}
+    if methods is not None:
+        meta["methods"] = methods
+    if choices is not None:
+        meta["choices"] = choices
+    if flag is not None:
+        meta["flag"] = flag
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class TrainSettings:
+    """How the model is fine-tuned (shared by every method, denoisers included)."""
+
+    batch_size: int = _f(32, "examples per optimizer step")
+    lr: float = _f(2e-5, "peak learning rate of AdamW")
+    warmup_steps: int = _f(0, "linear warm-up steps (overrides --warmup-ratio when > 0)")
+    warmup_ratio: float = _f(0.0, "linear warm-up as a fraction of the training budget")
+    schedule: str = _f("linear", "learning-rate decay after warm-up (to 0 at the end of the budget)",
+                       choices=SCHEDULES)
+    weight_decay: float = _f(0.0, "decoupled weight decay of AdamW (not on biases / LayerNorm)")
+    max_grad_norm: float = _f(1.0, "global gradient-norm clipping; 0 disables it")
+    label_smoothing: float = _f(0.0, "label smoothing of the cross-entropy loss")
+    epochs: float = _f(3.0, "training budget in epochs (fractions allowed); for IMP: per round")
+    max_steps: int = _f(0, "training budget in optimizer steps; overrides --epochs when > 0")
+    eval_every: int = _f(0, "evaluate every N steps; 0 = once per epoch")
+    seed: int = _f(0, "seed of data order, dropout, subsets, random masks and protocols")
+    max_length: int = _f(128, "maximum tokens per example (longer inputs are truncated)")
+    select_best: bool = _f(True, "keep the weights with the best validation score of the final stage")
+
+    def validate(self) -> None:
+        if self.batch_size < 1:
+            raise SettingsError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise SettingsError(f"lr must be a positive finite number, got {self.lr}")
+        if self.warmup_steps < 0:
+            raise SettingsError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise SettingsError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.schedule not in SCHEDULES:
+            raise SettingsError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if self.weight_decay < 0:
+            raise SettingsError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.max_grad_norm < 0:
+            raise SettingsError(f"max_grad_norm must be >= 0 (0 = off), got {self.max_grad_norm}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise SettingsError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.max_steps < 0:
+            raise SettingsError(f"max_steps must be >= 0, got {self.max_steps}")
+        if self.max_steps == 0 and not (self.epochs > 0 and math.isfinite(self.epochs)):
+            raise SettingsError(f"epochs must be > 0 (or set max_steps), got {self.epochs}")
+        if self.eval_every < 0:
+            raise SettingsError(f"eval_every must be >= 0, got {self.eval_every}")
+        if self.max_length < 2:
+            raise SettingsError(f"max_length must be >= 2, got {self.max_length}")
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """The budget in optimizer steps."""
+        if self.max_steps > 0:
+            return self.max_steps
+        return max(1, int(round(self.epochs * steps_per_epoch)))
+
+    def warmup(self, total_steps: int) -> int:
+        """Warm-up steps for a budget of ``total_steps``."""
+        if self.warmup_steps > 0:
+            return self.warmup_steps
+        return int(self.warmup_ratio * total_steps)
+
+
+ISP, IMP, OMP, GMP, RND, DENSE, IMS = METHODS
+_PRUNED = (ISP, IMP, OMP, GMP, RND)
+
+
+@dataclass
+class PruneSettings:
+    """Which method, which target, and every method's knobs (DESIGN.md section 2)."""
+
+    method: str = _f("isp", "pruning method", choices=METHODS)
+    sparsity: float = _f(0.5, "target fraction of prunable weights set to zero, in [0, 1)",
+                         methods=_PRUNED + (IMS,))
+    step: float = _f(0.10, "fraction of the still-kept weights removed per pruning round "
+                     "(paper: 0.10 BERT, 0.15 CLIP)", methods=(ISP, IMP, GMP))
+    t: int = _f(0, "ISP: steps per round unit (round i trains t*(i+1) steps); 0 = t_fraction of an epoch",
+                methods=(ISP,))
+    t_fraction: float = _f(0.10, "ISP: t as a fraction of an epoch when --t is 0", methods=(ISP,))
+    denoisers: int = _f(4, "ISP: denoisers N per round (paper: 4 BERT, 5 CLIP)", methods=(ISP,))
+    lookahead: int = _f(30, "ISP: look-ahead steps C of each denoiser (paper: 30 BERT, 50 CLIP)",
+                        methods=(ISP,))
+    merge: str = _f("union", "ISP: how the masks of a round are merged", choices=MERGE_RULES,
+                    methods=(ISP,))
+    merge_main: bool = _f(True, "ISP: merge the main model's own magnitude mask with the denoisers'",
+                          methods=(ISP,))
+    adjust_scores: str = _f("soup", "ISP: magnitudes used to cut the merged mask to exactly s_{i+1}: "
+                            "'main' (the main weights) or 'soup' (mean |w| of the denoisers' weights)",
+                            choices=("main", "soup"), methods=(ISP,))
+    subset_fraction: float = _f(0.5, "ISP/IMS: fraction of the training set each denoiser/ingredient sees",
+                                methods=(ISP, IMS))
+    lr_mult_min: float = _f(1.0, "ISP/IMS: smallest learning-rate multiplier drawn per denoiser",
+                            methods=(ISP, IMS))
+    lr_mult_max: float = _f(1.0, "ISP/IMS: largest learning-rate multiplier drawn per denoiser",
+                            methods=(ISP, IMS))
+    wd_choices: str = _f("", "ISP/IMS: comma-separated weight decays drawn per denoiser "
+                         "('' = the main weight decay)", methods=(ISP, IMS))
+    margin: float = _f(0.005, "ISP: stop the rounds when within this sparsity of the target",
+                       methods=(ISP,))
+    rewind_step: int = _f(0, "IMP: rewind kept weights to their values after this many steps "
+                          "(0 = the pre-trained weights)", methods=(IMP,))
+    prune_after: str = _f("pretrained", "OMP: prune the 'pretrained' weights or the 'finetuned' ones "
+                          "(after one budget of dense fine-tuning)", choices=("pretrained", "finetuned"),
+                          methods=(OMP,))
+    gmp_interval: int = _f(0, "GMP: steps between pruning events; 0 = spread the events over the first "
+                           "gmp_end of the budget", methods=(GMP,))
+    gmp_end: float = _f(0.75, "GMP: fraction of the budget by which the target is reached", methods=(GMP,))
+    soup_size: int = _f(4, "IMS: weak models K in the soup", methods=(IMS,))
+    soup_steps: int = _f(100, "IMS: training steps of each weak model", methods=(IMS,))
+    soup: str = _f("uniform", "IMS: 'uniform' or 'greedy' (by validation score) soup",
+                   choices=("uniform", "greedy"), methods=(IMS,))
+
+    def wd_list(self) -> list[float]:
+        """``wd_choices`` parsed (empty: use the main weight decay)."""
+        return [float(x) for x in self.wd_choices.split(",") if x.strip()]
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise SettingsError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if not (0.0 <= self.sparsity < 1.0) or not math.isfinite(self.sparsity):
+            raise SettingsError(f"target sparsity must be in [0, 1), got {self.sparsity}")
+        if self.method in (ISP, IMP, GMP) and not 0.0 < self.step < 1.0:
+            raise SettingsError(f"step must be in (0, 1), got {self.step}")
+        if self.merge not in MERGE_RULES:
+            raise SettingsError(f"unknown merge rule {self.merge!r}; choose one of {', '.join(MERGE_RULES)}")
+        if self.adjust_scores not in ("main", "soup"):
+            raise SettingsError(f"adjust_scores must be 'main' or 'soup', got {self.adjust_scores!r}")
+        if self.t < 0 or not 0.0 < self.t_fraction <= 10.0:
+            raise SettingsError(f"t must be >= 0 and t_fraction in (0, 10], got t={self.t}, "
+                                f"t_fraction={self.t_fraction}")
+        if self.denoisers < 0 or self.lookahead < 0:
+            raise SettingsError(f"denoisers and lookahead must be >= 0, got {self.denoisers}, {self.lookahead}")
+        if self.method == ISP and self.denoisers > 0 and self.lookahead == 0:
+            raise SettingsError("ISP with denoisers needs lookahead >= 1 (or set denoisers 0)")
+        if not 0.0 < self.subset_fraction <= 1.0:
+            raise SettingsError(f"subset_fraction must be in (0, 1], got {self.subset_fraction}")
+        if not 0.0 < self.lr_mult_min <= self.lr_mult_max:
+            raise SettingsError(f"need 0 < lr_mult_min <= lr_mult_max, got {self.lr_mult_min}, {self.lr_mult_max}")
+        try:
+            wds = self.wd_list()
+        except ValueError:
+            raise SettingsError(f"wd_choices must be comma-separated numbers, got {self.wd_choices!r}") from None
+        if any(w < 0 for w in wds):
+            raise SettingsError(f"weight decays must be >= 0, got {self.wd_choices!r}")
+        if not 0.0 <= self.margin < 0.5:
+            raise SettingsError(f"margin must be in [0, 0.5), got {self.margin}")
+        if self.rewind_step < 0:
+            raise SettingsError(f"rewind_step must be >= 0, got {self.rewind_step}")
+        if self.prune_after not in ("pretrained", "finetuned"):
+            raise SettingsError(f"prune_after must be 'pretrained' or 'finetuned', got {self.prune_after!r}")
+        if self.gmp_interval < 0 or not 0.0 < self.gmp_end <= 1.0:
+            raise SettingsError(f"gmp_interval must be >= 0 and gmp_end in (0, 1], got "
+                                f"{self.gmp_interval}, {self.gmp_end}")
+        if self.soup_size < 1 or self.soup_steps < 1:
+            raise SettingsError(f"soup_size and soup_steps must be >= 1, got {self.soup_size}, {self.soup_steps}")
+        if self.soup not in ("uniform", "greedy"):
+            raise SettingsError(f"soup must be 'uniform' or 'greedy', got {self.soup!r}")
+
+    def levels(self) -> list[float]:
+        """The sparsity levels s_1 < s_2 < ... = S an iterative method passes through.
+
+        Each level removes ``step`` of the weights still kept, the last one is clipped to the target.
+        ISP stops as soon as it is within ``margin`` of the target (see :func:`sparsity_levels`).
+        """
+        margin = self.margin if self.method == ISP else 0.0
+        return sparsity_levels(self.sparsity, self.step, margin)
+
+
+def sparsity_levels(target: float, step: float, margin: float = 0.0, start: float = 0.0) -> list[float]:
+    """Levels from ``start`` towards ``target``, removing ``step`` of the kept weights each time.
+
+    The sequence ends with ``target`` itself (the final exact prune); intermediate levels within
+    ``margin`` of the target are skipped.
+    """
+    out: list[float] = []
+    s = start
+    while s < target - margin - 1e-12:
+        s = min(target, 1.0 - (1.0 - s) * (1.0 - step))
+        out.append(s)
+        if len(out) > 10_000:  # pragma: no cover - guarded by validate()
+            raise SettingsError("too many pruning rounds")
+    if out and out[-1] != target and target - out[-1] <= margin + 1e-12:
+        out[-1] = target
+    elif target > start and (not out or out[-1] != target):
+        out.append(target)
+    return out
+
+
+@dataclass
+class DataSettings:
+    """Which task and data."""
+
+    task: str = _f("default", "GLUE task name (sst2, mrpc, ...), 'default' (the embedded demo task) "
+                   "or a table file (.csv/.tsv/.jsonl/.parquet)")
+    data_dir: str = _f("", "directory holding the GLUE task's files")
+    text_column: str = _f("sentence", "table: column with the text")
+    text_pair_column: str = _f("", "table: column with the second text of a pair ('' = none)")
+    label_column: str = _f("label", "table: column with the label")
+    val_fraction: float = _f(0.1, "fraction of the training set held out for validation when the task "
+                             "has no labelled split apart from the one used as test")
+    max_train_examples: int = _f(0, "use at most this many training examples (0 = all)")
+    max_eval_examples: int = _f(0, "use at most this many validation/test examples (0 = all)")
+
+    def validate(self) -> None:
+        if not 0.0 < self.val_fraction < 1.0:
+            raise SettingsError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.max_train_examples < 0 or self.max_eval_examples < 0:
+            raise SettingsError("max_train_examples and max_eval_examples must be >= 0")
+        if os.path.splitext(self.task)[1] and not os.path.exists(self.task):
+            raise SettingsError(f"data file {self.task!r} does not exist")
+        if self.data_dir and not os.path.isdir(self.data_dir):
+            raise SettingsError(f"data_dir {self.data_dir!r} is not a directory")
+
+
+@dataclass
+class RunSettings:
+    """Where and how a run executes (none of these change its results, except ``model``)."""
+
+    model: str = _f("", "Hugging Face checkpoint directory (config.json + model.safetensors); "
+                    "'' = the embedded default model")
+    out: str = _f("runs", "directory holding the run directories", hash=False)
+    threads: int = _f(0, "threads for kernels and BLAS (0 = all available cores)", hash=False)
+    resume: bool = _f(True, "continue an interrupted run from its last finished round", hash=False)
+    progress: bool = _f(True, "show progress bars", hash=False)
+
+    def validate(self) -> None:
+        if self.model:
+            check_model_dir(self.model)
+        if self.threads < 0:
+            raise SettingsError(f"threads must be >= 0, got {self.threads}")
+
+
+def check_model_dir(path: str) -> None:
+    """Refuse a model path that is not a Hugging Face checkpoint directory."""
+    if not os.path.isdir(path):
+        raise SettingsError(f"model path {path!r} is not a directory")
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise SettingsError(f"model path {path!r} has no config.json (expected a Hugging Face checkpoint "
+                            "directory: config.json + model.safetensors)")
+
+
+@dataclass
+class Settings:
+    """Everything a run needs; ``Settings.validate()`` checks all of it."""
+
+    train: TrainSettings = field(default_factory=TrainSettings)
+    prune: PruneSettings = field(default_factory=PruneSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    run: RunSettings = field(default_factory=RunSettings)
+
+    def validate(self) -> None:
+        for part in (self.train, self.prune, self.data, self.run):
+            part.validate()
+        if self.prune.method == DENSE and self.prune.sparsity != 0.0:
+            raise SettingsError("method 'dense' does not prune; leave sparsity at 0")
+
+    def identity(self) -> dict:
+        """The settings that determine a run's results (its hash input)."""
+        return {"train": hashable(self.train), "prune": hashable(self.prune, self.prune.method),
+                "data": hashable(self.data), "model": self.run.model}
+
+
+def hashable(obj: Any, method: str | None = None) -> dict:
+    """Fields of a settings object that enter the run hash (see module docstring)."""
+    out = {}
+    for f in dataclasses.fields(obj):
+        if not f.metadata.get("hash", True):
+            continue
+        ms = f.metadata.get("methods")
+        if method is not None and ms is not None and method not in ms:
+            continue
+        out[f.name] = getattr(obj, f.name)
+    return out
+
+
+def check_budget(s: Settings, steps_per_epoch: int) -> dict:
+    """Refuse a budget too small for the method's schedule; return the planned schedule.
+
+    Called once the training set's size is known (before any training). Returns a dict with
+    ``total_steps``, ``warmup``, and for ISP ``t``, ``levels`` and ``round_steps``.
+    """
+    tr, pr = s.train, s.prune
+    if steps_per_epoch < 1:
+        raise SettingsError("the training set is empty (0 steps per epoch)")
+    total = tr.total_steps(steps_per_epoch)
+    warm = tr.warmup(total)
+    plan = {"steps_per_epoch": steps_per_epoch, "total_steps": total, "warmup": warm}
+    if warm >= total and warm > 0:
+        raise SettingsError(f"warm-up ({warm} steps) does not fit in the budget of {total} steps")
+    if pr.method == ISP:
+        t = pr.t if pr.t > 0 else max(1, int(round(pr.t_fraction * steps_per_epoch)))
+        levels = pr.levels()
+        rounds = len(levels)  # one denoised pruning round per level; the last one reaches S
+        need = sum(t * (i + 1) for i in range(rounds))
+        plan.update(t=t, levels=levels, rounds=rounds, round_steps=[t * (i + 1) for i in range(rounds)])
+        if need >= total and rounds > 0:
+            raise SettingsError(
+                f"budget too small for ISP: {rounds} rounds to reach sparsity {pr.sparsity} with step "
+                f"{pr.step} need t*(1+...+{rounds}) = {need} steps (t={t}) before the final fine-tuning, "
+                f"but the budget is {total} steps ({steps_per_epoch} per epoch); raise --epochs, lower "
+                "--t / --t-fraction or raise --step")
+    elif pr.method == GMP:
+        levels = pr.levels()
+        end = int(pr.gmp_end * total)
+        interval = pr.gmp_interval if pr.gmp_interval > 0 else max(1, end // max(1, len(levels)))
+        if interval * len(levels) > total:
+            raise SettingsError(f"budget too small for GMP: {len(levels)} pruning events every {interval} "
+                                f"steps need {interval * len(levels)} steps, the budget is {total}")
+        plan.update(levels=levels, interval=interval)
+    elif pr.method == IMP:
+        levels = pr.levels()
+        if pr.rewind_step >= total:
+            raise SettingsError(f"rewind_step {pr.rewind_step} is not inside the budget of {total} steps")
+        plan.update(levels=levels, rounds=len(levels))
+    return plan
+
+
+# ----------------------------------------------------------------------------------------------
+# the command line, generated from the dataclasses
+
+def _type_of(f: dataclasses.Field, owner: type) -> type:
+    hints = typing.get_type_hints(owner)
+    return hints[f.name]
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str, ...] = ()) -> None:
+    """Add one ``--field-name`` option per field of the settings dataclass ``cls``."""
+    group = parser.add_argument_group(cls.__name__, (cls.__doc__ or "").strip().splitlines()[0])
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        typ = _type_of(f, cls)
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        help_ = f.metadata.get("help", "") + f" (default: {default!r})"
+        if typ is bool:
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
+                               help=help_)
+        else:
+            group.add_argument(flag, dest=f.name, type=typ, default=default, metavar=typ.__name__.upper(),
+                               choices=f.metadata.get("choices"), help=help_)
+
+
+def from_namespace(cls: type, ns: argparse.Namespace) -> Any:
+    """Build a settings object of class ``cls`` from parsed arguments (missing fields: defaults)."""
+    kw = {f.name: getattr(ns, f.name) for f in dataclasses.fields(cls) if hasattr(ns, f.name)}
+    return cls(**kw)
+
+
+def settings_from_dict(d: dict) -> Settings:
+    """Inverse of ``dataclasses.asdict(settings)`` (unknown keys are an error)."""
+    parts = {}
+    for name, cls in (("train", TrainSettings), ("prune", PruneSettings), ("data", DataSettings),
+                      ("run", RunSettings)):
+        sub = dict(d.get(name, {}))
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(sub) - known
+        if unknown:
+            raise SettingsError(f"unknown {name} settings: {', '.join(sorted(unknown))}")
+        parts[name] = cls(**sub)
+    return Settings(**parts)

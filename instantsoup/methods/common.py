@@ -1,0 +1,249 @@
+"""The four primitives every method composes (train / score / select / merge) and the run scaffolding.
+
+    train(ctx, model, opt, start, stop, ...)   Trainer.train: masked AdamW steps, schedule, evaluation
+    score(model) -> {name: |w|}                magnitudes of the prunable weights (copies)
+    select(source, sparsity, current) -> mask  exact global magnitude selection (instantsoup.magnitude_masks)
+    merge(masks, rule, sparsity, scores)       superposition of masks (instantsoup.merge_masks)
+
+:class:`Context` carries what a method needs (model, optimizer, trainer, run directory, plan) and
+turns "save stage / resume from the last stage / finish into a Ticket" into one-liners.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from instantsoup import runs
+from instantsoup.config import Settings, check_budget
+from instantsoup.ticket import Ticket
+from instantsoup.train import Best, Cost, StepOrder, TaskData, Trainer
+
+log = logging.getLogger(__name__)
+
+
+def _api() -> Any:
+    import instantsoup
+
+    return instantsoup
+
+
+# ---- primitives -------------------------------------------------------------------------------
+def prunable(model: Any) -> dict[str, np.ndarray]:
+    """Views of the prunable weights (name -> (out, in) float32)."""
+    sd = model.state_dict()
+    return {n: sd[n] for n in model.prunable_names}
+
+
+def score(model_or_weights: Any) -> dict[str, np.ndarray]:
+    """|w| of the prunable weights, as float32 copies."""
+    w = prunable(model_or_weights) if hasattr(model_or_weights, "prunable_names") else model_or_weights
+    return {n: np.abs(v).astype(np.float32) for n, v in w.items()}
+
+
+def select(source: Any, sparsity: float, current: Mapping[str, np.ndarray] | None = None) -> Any:
+    """Global magnitude mask at exactly ``sparsity`` among the weights kept by ``current``.
+
+    ``source``: a model (its weights; its own masks as ``current`` unless given) or a mapping of
+    scores/weights.
+    """
+    if hasattr(source, "prunable_names"):
+        cur = current if current is not None else source.masks
+        return _api().magnitude_masks(prunable(source), sparsity, current=cur)
+    return _api().magnitude_masks(source, sparsity, current=current)
+
+
+def merge(masks: Sequence[Any], rule: str, sparsity: float | None = None,
+          scores: Mapping[str, np.ndarray] | None = None, current: Mapping[str, np.ndarray] | None = None) -> Any:
+    """Merge masks by ``rule``; with ``sparsity``, cut/fill to exactly that sparsity by ``scores``.
+
+    ``union``: keep what any mask keeps, then the one-shot adjustment keeps the ``(1-s)·P`` highest
+    scores among them. ``intersection`` / ``vote``: the pruning module's exact-count rules.
+    """
+    if sparsity is None:
+        return _api().merge_masks(list(masks), rule=rule)
+    if rule == "union":
+        merged = _api().merge_masks(list(masks), rule="union")
+        return _api().magnitude_masks(scores, sparsity, current=merged)
+    return _api().merge_masks(list(masks), rule=rule, sparsity=sparsity, scores=scores)
+
+
+def overlap(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> dict:
+    """Overlap of the kept sets of two masks: Jaccard |a∧b|/|a∨b| and Hamming (fraction differing)."""
+    inter = union = diff = total = 0
+    for k in a:
+        x = np.asarray(a[k]).astype(bool)
+        y = np.asarray(b[k]).astype(bool)
+        inter += int(np.count_nonzero(x & y))
+        union += int(np.count_nonzero(x | y))
+        diff += int(np.count_nonzero(x ^ y))
+        total += x.size
+    return {"jaccard": inter / union if union else 1.0, "hamming": diff / max(1, total)}
+
+
+def mask_sparsity(m: Mapping[str, np.ndarray]) -> float:
+    kept = sum(int(np.count_nonzero(v)) for v in m.values())
+    return 1.0 - kept / max(1, sum(int(np.size(v)) for v in m.values()))
+
+
+def as_maskset(m: Mapping[str, np.ndarray]) -> Any:
+    """A copy of ``m`` as a MaskSet (a plain dict if the class cannot be built from a mapping)."""
+    copy = {k: np.array(v, dtype=np.uint8, copy=True) for k, v in m.items()}
+    try:
+        return _api().MaskSet(copy)
+    except Exception:  # noqa: BLE001 - tolerate another constructor signature
+        return copy
+
+
+def set_weight_decay(opt: Any, wd: float) -> float:
+    """Set the optimizer's weight decay; return the previous value."""
+    prev = getattr(opt, "weight_decay")
+    opt.weight_decay = wd
+    return prev
+
+
+@dataclass
+class Protocol:
+    """One denoiser's (or soup ingredient's) training protocol, drawn from (seed, round, index)."""
+
+    seed: int
+    lr_mult: float
+    weight_decay: float
+    subset: np.ndarray = field(repr=False)
+
+    def record(self) -> dict:
+        return {"seed": self.seed, "lr_mult": self.lr_mult, "weight_decay": self.weight_decay,
+                "subset_size": int(len(self.subset))}
+
+
+def draw_protocol(settings: Settings, n_train: int, key: int, index: int) -> Protocol:
+    pr, tr = settings.prune, settings.train
+    rng = np.random.default_rng([tr.seed, 1009, key, index])
+    seed = int(rng.integers(2**31 - 1))
+    lr_mult = float(rng.uniform(pr.lr_mult_min, pr.lr_mult_max)) if pr.lr_mult_max > pr.lr_mult_min else pr.lr_mult_min
+    wds = pr.wd_list()
+    wd = float(wds[int(rng.integers(len(wds)))]) if wds else tr.weight_decay
+    return Protocol(seed, lr_mult, wd, StepOrder.subset(n_train, pr.subset_fraction, seed))
+
+
+# ---- run scaffolding --------------------------------------------------------------------------
+@dataclass
+class Context:
+    """What a method works with; built by :func:`setup`."""
+
+    settings: Settings
+    model: Any
+    opt: Any
+    task: TaskData
+    trainer: Trainer
+    run: runs.RunDir
+    plan: dict
+    keep_round_masks: bool = False
+    round_masks: dict[str, Any] = field(default_factory=dict)
+    t_start: float = field(default_factory=time.perf_counter)
+
+    @property
+    def history(self) -> list[dict]:
+        return self.trainer.history
+
+    @property
+    def cost(self) -> Cost:
+        return self.trainer.cost
+
+    def log(self, record: dict) -> None:
+        self.history.append(record)
+        log.info("%s", {k: v for k, v in record.items() if not isinstance(v, (list, dict))})
+
+    def new_optimizer(self, model: Any) -> Any:
+        tr = self.settings.train
+        return _api().AdamW(model, lr=tr.lr, weight_decay=tr.weight_decay)
+
+    def save(self, name: str, step: int, extra: dict | None = None, **state: Any) -> None:
+        """Checkpoint stage ``name`` (model + optimizer + history + cost + ``state``)."""
+        self.run.save(name, self.model, self.opt,
+                      {"step": step, "history": self.history, "cost": self.cost.to_dict(), **state}, extra)
+
+    def restore(self, name: str) -> dict:
+        """Load stage ``name`` into the model and optimizer; restore history and cost."""
+        state = self.run.load(name, self.model, self.opt)
+        self.trainer.history[:] = state.get("history", [])
+        self.trainer.cost.stages = Cost.from_dict(state.get("cost", {})).stages
+        return state
+
+    def resume_point(self, names: list[str]) -> tuple[int, dict | None]:
+        """Index after the last finished of ``names`` and its state (0, None when starting fresh)."""
+        if not self.run or not self.settings.run.resume:
+            return 0, None
+        last = self.run.last_done(names)
+        if last is None:
+            return 0, None
+        return names.index(last) + 1, self.restore(last)
+
+    def finetune(self, start: int, stop: int, stage: str = "finetune", **kw: Any) -> Best:
+        """Train [start, stop) tracking the best validation score; load the best if asked."""
+        best = Best()
+        self.trainer.train(self.model, self.opt, start, stop, stage=stage, best=best, **kw)
+        if best.weights is None:  # no evaluation happened inside the range: evaluate now
+            self.trainer._evaluate_and_track(self.model, stop, stage, best)
+        if self.settings.train.select_best and best.weights is not None:
+            self.model.load_state_dict(best.weights)
+        return best
+
+    def finish(self, best: Best | None = None, extra_metrics: dict | None = None) -> Ticket:
+        """Evaluate the final model, build the Ticket and export it into the run directory."""
+        tr = self.trainer
+        metrics = {f"val_{k}": v for k, v in tr.evaluate(self.model, "validation").items()}
+        metrics.update({f"test_{k}": v for k, v in tr.evaluate(self.model, "test").items()})
+        if best is not None:
+            metrics["best_step"] = best.step
+        metrics.update(extra_metrics or {})
+        metrics["wall_seconds"] = time.perf_counter() - self.t_start
+        ticket = Ticket(method=self.settings.prune.method,
+                        target_sparsity=self.settings.prune.sparsity if self.settings.prune.method != "ims" else 0.0,
+                        masks=as_maskset(self.model.masks),
+                        weights={k: np.array(v, copy=True) for k, v in self.model.state_dict().items()},
+                        metrics=metrics, history=list(self.history), cost=self.cost,
+                        settings=runs.to_jsonable(dataclasses.asdict(self.settings)),
+                        base_model=self.settings.run.model, tokenizer_dir=self.task.tokenizer_dir,
+                        round_masks=self.round_masks)
+        self.history.append({"event": "done", **{k: v for k, v in metrics.items()}, "sparsity": ticket.sparsity})
+        if self.run:
+            ticket.history = list(self.history)
+            ticket.export(runs.ticket_path(self.run.root), self.model)
+            self.run.write_history(self.history)
+        return ticket
+
+
+def setup(model: Any, task: TaskData, settings: Settings, run_dir: Any = None, *, progress: bool = True,
+          keep_round_masks: bool = False) -> Context:
+    """Validate everything (before any work), plan the budget, build optimizer and trainer."""
+    settings.validate()
+    trainer = Trainer(settings.train, task, progress=progress)
+    plan = check_budget(settings, trainer.steps_per_epoch)
+    trainer.total_steps = plan["total_steps"]
+    trainer.warmup = plan["warmup"]
+    run = run_dir if isinstance(run_dir, runs.RunDir) else runs.RunDir(run_dir)
+    if run:
+        ident = {"settings": runs.to_jsonable(dataclasses.asdict(settings)), "plan": plan}
+        if not runs.settings_path(run.root).exists():
+            runs.write_json(runs.settings_path(run.root), ident)
+    ctx = Context(settings, model, None, task, trainer, run, plan, keep_round_masks)
+    ctx.opt = ctx.new_optimizer(model)
+    log.info("%s: plan %s", settings.prune.method, {k: v for k, v in plan.items() if k != "levels"})
+    return ctx
+
+
+def finished_ticket(ctx: Context) -> Ticket | None:
+    """The ticket of a finished run (weights loaded into the model), or None: reruns do no work."""
+    if not ctx.run or not ctx.run.finished():
+        return None
+    t = Ticket.load(runs.ticket_path(ctx.run.root))
+    ctx.model.set_masks(t.masks)
+    if t.weights is not None:
+        ctx.model.load_state_dict(t.weights)
+    log.info("run %s is finished; loaded its ticket (no training)", ctx.run.root)
+    return t

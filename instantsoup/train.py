@@ -1,0 +1,367 @@
+"""Fine-tuning: schedules, a step-indexed data order, evaluation, best checkpoints, cost accounting.
+
+The :class:`Trainer` owns *how* a model is trained (TrainSettings) on a :class:`TaskData`; methods
+decide *how long* and *on what* (start/stop step, data subset, learning-rate multiplier). Every batch
+is a pure function of (seed, step), so a run restarted at step k sees exactly the batches an
+uninterrupted run sees from step k on.
+
+FLOPs (written down once): for a BERT-style encoder with L layers, hidden H, intermediate I, a
+batch of B sequences padded to T tokens and K labels, one forward pass costs
+
+    2·B·T·L·(4·H² + 2·H·I)          the six weight matrices of each layer (q, k, v, o, fc1, fc2)
+  + 2·B·L·2·T²·H                     attention scores Q·Kᵀ and the weighted sum P·V
+  + 2·B·(H² + H·K)                   pooler and classifier
+
+(embeddings, LayerNorm, softmax, GELU and biases are O(B·T·H) and left out). A training step costs
+3× a forward pass (forward + backward for activations and weights). Pruned weights are still
+multiplied (dense kernels), so the count is the dense count; ``Cost`` also reports the work of
+the kept weights alone (``sparse_flops``) for comparison with papers that count it that way.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from instantsoup.config import TrainSettings
+
+log = logging.getLogger(__name__)
+
+
+# ---- learning-rate schedule -------------------------------------------------------------------
+def lr_at(step: int, *, lr: float, total: int, warmup: int, schedule: str = "linear") -> float:
+    """Learning rate for optimizer step ``step`` (0-based) of a budget of ``total`` steps.
+
+    Linear warm-up from 0 over ``warmup`` steps (step k uses lr·(k+1)/warmup), then ``linear`` decay
+    to 0 at ``total``, ``cosine`` decay to 0, or ``constant``.
+    """
+    if warmup > 0 and step < warmup:
+        return lr * (step + 1) / warmup
+    if schedule == "constant":
+        return lr
+    span = max(1, total - warmup)
+    frac = min(1.0, max(0.0, (step - warmup) / span))
+    if schedule == "linear":
+        return lr * (1.0 - frac)
+    if schedule == "cosine":
+        return lr * 0.5 * (1.0 + math.cos(math.pi * frac))
+    raise ValueError(f"unknown schedule {schedule!r}")
+
+
+# ---- data -------------------------------------------------------------------------------------
+@dataclass
+class Split:
+    """Tokenized examples of one split: ragged token ids (+ token types) and labels (N,)."""
+
+    input_ids: list[np.ndarray]
+    labels: np.ndarray
+    token_type_ids: list[np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def take(self, idx: np.ndarray) -> "Split":
+        idx = np.asarray(idx, dtype=np.int64)
+        return Split([self.input_ids[i] for i in idx], self.labels[idx],
+                     None if self.token_type_ids is None else [self.token_type_ids[i] for i in idx])
+
+    def collate(self, idx: np.ndarray, pad_id: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Batch ``idx`` padded to its longest example: input_ids/attention_mask/token_type_ids (B,T)."""
+        rows = [self.input_ids[i] for i in idx]
+        T = max(len(r) for r in rows)
+        B = len(rows)
+        ids = np.full((B, T), pad_id, dtype=np.int64)
+        am = np.zeros((B, T), dtype=np.int64)
+        tt = np.zeros((B, T), dtype=np.int64)
+        for b, r in enumerate(rows):
+            ids[b, :len(r)] = r
+            am[b, :len(r)] = 1
+            if self.token_type_ids is not None:
+                tt[b, :len(r)] = self.token_type_ids[idx[b]]
+        return {"input_ids": ids, "attention_mask": am, "token_type_ids": tt}, self.labels[np.asarray(idx)]
+
+
+@dataclass
+class TaskData:
+    """A tokenized task: train / validation (model selection) / test (reported only) splits.
+
+    ``metric(preds, labels) -> dict`` with preds (N,) class ids (or floats for regression);
+    ``main_metric`` names the key used for model selection (higher is better).
+    """
+
+    name: str
+    train: Split
+    validation: Split
+    metric: Callable[[np.ndarray, np.ndarray], dict]
+    num_labels: int
+    main_metric: str = "accuracy"
+    test: Split | None = None
+    is_regression: bool = False
+    pad_id: int = 0
+    tokenizer_dir: str | None = None
+    identity: str = ""
+
+
+def accuracy_metric(preds: np.ndarray, labels: np.ndarray) -> dict:
+    return {"accuracy": float(np.mean(np.asarray(preds) == np.asarray(labels)))}
+
+
+class StepOrder:
+    """The examples of optimizer step k: epoch e = k // steps_per_epoch is a seeded permutation.
+
+    ``indices(k)`` is a pure function of (seed, k), so data order resumes exactly at any step. The
+    last batch of an epoch may be smaller. ``pool`` restricts the order to a subset (denoisers).
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, pool: np.ndarray | None = None):
+        self.pool = np.arange(n, dtype=np.int64) if pool is None else np.asarray(pool, dtype=np.int64)
+        if len(self.pool) == 0:
+            raise ValueError("StepOrder: empty data")
+        self.batch_size = batch_size
+        self.seed = seed
+        self.steps_per_epoch = math.ceil(len(self.pool) / batch_size)
+        self._epoch = -1
+        self._perm: np.ndarray | None = None
+
+    def indices(self, step: int) -> np.ndarray:
+        e, j = divmod(step, self.steps_per_epoch)
+        if e != self._epoch:
+            self._perm = self.pool[np.random.default_rng([self.seed, e]).permutation(len(self.pool))]
+            self._epoch = e
+        return self._perm[j * self.batch_size:(j + 1) * self.batch_size]
+
+    @staticmethod
+    def subset(n: int, fraction: float, seed: int) -> np.ndarray:
+        """A sorted random subset of ``round(fraction·n)`` (at least 1) of range(n)."""
+        k = max(1, int(round(fraction * n)))
+        return np.sort(np.random.default_rng([seed, 7]).choice(n, size=k, replace=False))
+
+
+# ---- cost -------------------------------------------------------------------------------------
+def model_dims(model: Any) -> dict:
+    """L, H, I, K of a model (from ``model.config``)."""
+    cfg = model.config
+    d = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(vars(cfg))
+    return {"L": int(d.get("num_hidden_layers", 0)), "H": int(d.get("hidden_size", 0)),
+            "I": int(d.get("intermediate_size", 0)), "K": int(getattr(model, "num_labels", 2))}
+
+
+def forward_flops(dims: Mapping[str, int], batch: int, tokens: int, density: float = 1.0) -> float:
+    """FLOPs of one forward pass over a (batch, tokens) batch (see the module docstring)."""
+    L, H, I, K = dims["L"], dims["H"], dims["I"], dims["K"]
+    matmul = 2.0 * batch * tokens * L * (4 * H * H + 2 * H * I) * density
+    attn = 2.0 * batch * L * 2 * tokens * tokens * H
+    head = 2.0 * batch * (H * H + H * K)
+    return matmul + attn + head
+
+
+@dataclass
+class StageCost:
+    steps: int = 0
+    examples: int = 0
+    tokens: int = 0
+    flops: float = 0.0
+    sparse_flops: float = 0.0
+    eval_flops: float = 0.0
+    seconds: float = 0.0
+
+
+@dataclass
+class Cost:
+    """Work done, per stage ("finetune", "round_003", "denoisers", "eval", ...) and in total."""
+
+    stages: dict[str, StageCost] = field(default_factory=dict)
+
+    def stage(self, name: str) -> StageCost:
+        return self.stages.setdefault(name, StageCost())
+
+    def total(self) -> StageCost:
+        t = StageCost()
+        for s in self.stages.values():
+            for f in dataclasses.fields(StageCost):
+                setattr(t, f.name, getattr(t, f.name) + getattr(s, f.name))
+        return t
+
+    def to_dict(self) -> dict:
+        return {"total": dataclasses.asdict(self.total()),
+                "stages": {k: dataclasses.asdict(v) for k, v in self.stages.items()}}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "Cost":
+        return cls({k: StageCost(**v) for k, v in d.get("stages", {}).items()})
+
+
+# ---- the trainer ------------------------------------------------------------------------------
+@dataclass
+class Best:
+    """Best validation score seen (of one stage) and its weights."""
+
+    score: float = -math.inf
+    step: int = -1
+    metrics: dict = field(default_factory=dict)
+    weights: dict[str, np.ndarray] | None = None
+
+
+class Trainer:
+    """Trains a model on ``task`` with ``settings``; the schedule spans ``total_steps``.
+
+    Methods call :meth:`train` for a range of global steps; the learning rate follows the one
+    schedule of the whole budget (ISP is one pass), evaluation happens every epoch (or every
+    ``eval_every`` steps) on the validation split, and all costs land in ``self.cost``.
+    """
+
+    def __init__(self, settings: TrainSettings, task: TaskData, *, total_steps: int | None = None,
+                 progress: bool = True, cost: Cost | None = None):
+        self.s = settings
+        self.task = task
+        self.order = StepOrder(len(task.train), settings.batch_size, settings.seed)
+        self.steps_per_epoch = self.order.steps_per_epoch
+        self.total_steps = total_steps if total_steps is not None else settings.total_steps(self.steps_per_epoch)
+        self.warmup = settings.warmup(self.total_steps)
+        self.eval_interval = settings.eval_every if settings.eval_every > 0 else self.steps_per_epoch
+        self.progress = progress
+        self.cost = cost if cost is not None else Cost()
+        self.history: list[dict] = []
+        self.eval_batch_size = max(64, settings.batch_size)
+
+    # schedule
+    def lr(self, step: int, total: int | None = None) -> float:
+        return lr_at(step, lr=self.s.lr, total=self.total_steps if total is None else total,
+                     warmup=self.warmup, schedule=self.s.schedule)
+
+    def train(self, model: Any, opt: Any, start: int, stop: int, *, stage: str = "finetune",
+              order: StepOrder | None = None, lr_mult: float = 1.0, lr_offset: int = 0,
+              schedule_total: int | None = None, seed: int | None = None, evaluate: bool = True,
+              best: Best | None = None, desc: str | None = None) -> float:
+        """Train global steps [start, stop); return the mean loss.
+
+        ``order``: the data order (default: the whole training set); ``lr_offset`` shifts the step
+        used for the schedule (denoisers use the main model's step); ``schedule_total`` overrides
+        the schedule length (IMP restarts it each round); ``seed`` seeds dropout for this call
+        (default: derived from the settings' seed and ``start``); ``best``: track the best
+        validation score into it.
+        """
+        if stop <= start:
+            return float("nan")
+        order = order or self.order
+        dims = model_dims(model)
+        model.train(True)
+        model.seed(int(np.random.default_rng([self.s.seed, start, 1]).integers(2**31)) if seed is None else seed)
+        st = self.cost.stage(stage)
+        mgn = self.s.max_grad_norm if self.s.max_grad_norm > 0 else None
+        losses = []
+        density = _density(model)  # masks are fixed within one call
+        bar = _bar(stop - start, desc or stage, self.progress)
+        t0 = time.perf_counter()
+        try:
+            for step in range(start, stop):
+                idx = order.indices(step)
+                batch, labels = self.task.train.collate(idx, self.task.pad_id)
+                lr = self.lr(step + lr_offset, schedule_total) * lr_mult
+                loss = opt.train_step(batch, labels, lr=lr, max_grad_norm=mgn,
+                                      label_smoothing=self.s.label_smoothing)
+                if not math.isfinite(loss):
+                    raise FloatingPointError(f"{stage}: loss is {loss} at step {step} (lr {lr:.3g})")
+                losses.append(loss)
+                B, T = batch["input_ids"].shape
+                st.steps += 1
+                st.examples += B
+                st.tokens += B * T
+                f = forward_flops(dims, B, T)
+                st.flops += 3 * f
+                st.sparse_flops += 3 * forward_flops(dims, B, T, density=density)
+                bar.update(1)
+                if len(losses) % 10 == 0:
+                    bar.set_postfix(loss=f"{np.mean(losses[-10:]):.4f}", lr=f"{lr:.2e}", refresh=False)
+                due = (step + 1) % self.eval_interval == 0 or step + 1 == self.total_steps
+                if evaluate and due:
+                    st.seconds += time.perf_counter() - t0
+                    self._evaluate_and_track(model, step + 1, stage, best)
+                    t0 = time.perf_counter()
+                    model.train(True)
+        finally:
+            st.seconds += time.perf_counter() - t0
+            bar.close()
+        return float(np.mean(losses))
+
+    def _evaluate_and_track(self, model: Any, step: int, stage: str, best: Best | None) -> dict:
+        metrics = self.evaluate(model, "validation")
+        rec = {"event": "eval", "stage": stage, "step": step, "epoch": step / self.steps_per_epoch,
+               "sparsity": _sparsity(model), **{f"val_{k}": v for k, v in metrics.items()}}
+        self.history.append(rec)
+        log.info("%s step %d: %s", stage, step, metrics)
+        if best is not None:
+            score = metrics[self.task.main_metric]
+            if score > best.score:
+                best.score, best.step, best.metrics = score, step, dict(metrics)
+                best.weights = {k: v.copy() for k, v in model.state_dict().items()}
+        return metrics
+
+    def evaluate(self, model: Any, split: str = "validation") -> dict:
+        """The task metric on a split (``validation`` or ``test``); the model is left in eval mode."""
+        data: Split | None = getattr(self.task, split)
+        if data is None or len(data) == 0:
+            return {}
+        preds = predict(model, data, self.eval_batch_size, self.task.pad_id, self.task.is_regression)
+        st = self.cost.stage("eval")
+        dims = model_dims(model)
+        for i in range(0, len(data), self.eval_batch_size):
+            rows = data.input_ids[i:i + self.eval_batch_size]
+            st.eval_flops += forward_flops(dims, len(rows), max(len(r) for r in rows))
+        return {k: float(v) for k, v in self.task.metric(preds, data.labels).items()}
+
+
+def predict(model: Any, data: Split, batch_size: int = 64, pad_id: int = 0,
+            regression: bool = False) -> np.ndarray:
+    """Predictions (N,) of ``model`` on ``data`` (class ids, or values for regression)."""
+    model.train(False)
+    order = np.argsort([len(r) for r in data.input_ids], kind="stable")  # pad little
+    out = np.empty(len(data), dtype=np.float32 if regression else np.int64)
+    for i in range(0, len(order), batch_size):
+        idx = order[i:i + batch_size]
+        batch, _ = data.collate(idx, pad_id)
+        logits = model.forward(batch)
+        out[idx] = logits[:, 0] if regression else np.argmax(logits, axis=1)
+    return out
+
+
+def _density(model: Any) -> float:
+    masks = getattr(model, "masks", None)
+    if not masks:
+        return 1.0
+    kept = sum(int(np.count_nonzero(m)) for m in masks.values())
+    total = sum(m.size for m in masks.values())
+    return kept / max(1, total)
+
+
+def _sparsity(model: Any) -> float:
+    return 1.0 - _density(model)
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None: ...
+    def set_postfix(self, **kw: Any) -> None: ...
+    def close(self) -> None: ...
+
+
+def _bar(total: int, desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, leave=False)
+
+
+def copy_weights(model: Any) -> dict[str, np.ndarray]:
+    """A copy (not views) of the model's weights."""
+    return {k: np.array(v, copy=True) for k, v in model.state_dict().items()}
+
+
+def deepcopy_state(d: Any) -> Any:
+    return copy.deepcopy(d)
