@@ -1,9 +1,19 @@
-"""The ``instantsoup`` command."""
+"""The ``instantsoup`` command: demo, prune, eval, report, info."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import logging
+import shutil
 import sys
+import time
+from pathlib import Path
+
+from instantsoup.config import (DataSettings, PruneSettings, RunSettings, Settings, SettingsError,
+                                TrainSettings, add_arguments, check_model_dir, from_namespace)
+
+log = logging.getLogger("instantsoup")
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -19,15 +29,191 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings(train=from_namespace(TrainSettings, args), prune=from_namespace(PruneSettings, args),
+                    data=from_namespace(DataSettings, args), run=from_namespace(RunSettings, args))
+
+
+def _default_model() -> str:
+    from instantsoup import data
+
+    return str(data.default_model_path())
+
+
+def _set_threads(n: int) -> None:
+    if n > 0:
+        import instantsoup
+
+        instantsoup.set_num_threads(n)
+
+
+def run_settings(settings: Settings, *, model_dir: str | None = None, fresh: bool = False,
+                 keep_round_masks: bool = False, quiet: bool = False):
+    """Validate, load model and task, name the run directory, run the method; return (ticket, run dir)."""
+    import instantsoup
+    from instantsoup import runs
+    from instantsoup.methods import run_method
+    from instantsoup.task import data_identity, load_task
+
+    settings.validate()  # refuses bad settings before any work
+    model_dir = model_dir or settings.run.model or _default_model()
+    check_model_dir(model_dir)
+    _set_threads(settings.run.threads)
+    task = load_task(settings.data, model_dir, settings.train.max_length, settings.train.seed)
+    identity = settings.identity()
+    identity["model"] = runs.model_identity(model_dir)
+    identity["data"]["identity"] = data_identity(settings.data)
+    root = Path(settings.run.out) / runs.run_name(settings.prune.method, identity)
+    if fresh and root.exists():
+        shutil.rmtree(root)
+    model = instantsoup.load_model(model_dir, num_labels=task.num_labels, seed=settings.train.seed)
+    settings = dataclasses.replace(settings, run=dataclasses.replace(settings.run, model=model_dir))
+    log.info("run directory %s", root)
+    kw = {"keep_round_masks": True} if keep_round_masks and settings.prune.method == "isp" else {}
+    ticket = run_method(model, task, settings, run_dir=root, progress=settings.run.progress and not quiet, **kw)
+    return ticket, root
+
+
+def _cmd_prune(args: argparse.Namespace) -> int:
+    from instantsoup import report
+
+    settings = _settings(args)
+    ticket, root = run_settings(settings, fresh=not settings.run.resume, keep_round_masks=args.keep_round_masks)
+    rows = report.load_rows([root / "ticket"])
+    print(report.format_table(rows))
+    print(f"ticket: {root / 'ticket'}  (masks.safetensors, checkpoint/, metrics.json)")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import instantsoup
+    from instantsoup import runs
+    from instantsoup.task import load_task
+    from instantsoup.train import Trainer
+
+    check_model_dir(args.checkpoint)
+    data = from_namespace(DataSettings, args)
+    data.validate()
+    _set_threads(args.threads)
+    task = load_task(data, args.checkpoint, args.max_length, args.seed)
+    model = instantsoup.load_model(args.checkpoint, num_labels=task.num_labels)
+    if args.mask:
+        model.set_masks(runs.load_arrays(args.mask))
+    tr = Trainer(TrainSettings(batch_size=args.batch_size, max_length=args.max_length), task, progress=False)
+    out = {"sparsity": 1.0 - sum(int(m.sum()) for m in model.masks.values()) / max(1, sum(m.size for m in model.masks.values()))}
+    for split in (["validation", "test"] if args.split == "both" else [args.split]):
+        out.update({f"{split}_{k}": v for k, v in tr.evaluate(model, split).items()})
+    print(json.dumps(out, indent=2, sort_keys=True))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from instantsoup import report
+
+    tickets = report.find_tickets(args.paths)
+    if not tickets:
+        print(f"no finished runs under {', '.join(args.paths)}", file=sys.stderr)
+        return 1
+    rows = report.load_rows(tickets)
+    print(report.format_table(rows))
+    if args.plots:
+        for p in report.plot(rows, args.plots):
+            print(f"wrote {p}")
+    if args.csv:
+        import csv
+
+        keys = [k for k in rows[0] if k != "layer_sparsity"]
+        with open(args.csv, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=sorted({k for r in rows for k in r} - {"layer_sparsity"}))
+            w.writeheader()
+            w.writerows([{k: v for k, v in r.items() if k != "layer_sparsity"} for r in rows])
+        del keys
+        print(f"wrote {args.csv}")
+    return 0
+
+
+DEMO_DEFAULTS = {"sparsity": 0.5, "epochs": 2.0, "lr": 1e-4, "batch_size": 32, "max_length": 64,
+                 "denoisers": 3, "lookahead": 10, "step": 0.2, "max_train_examples": 2000,
+                 "max_eval_examples": 500}
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from instantsoup import report
+
+    t0 = time.perf_counter()
+    base = Settings(
+        train=TrainSettings(batch_size=args.batch_size, lr=args.lr, epochs=args.epochs, seed=args.seed,
+                            max_length=args.max_length, warmup_ratio=0.06),
+        prune=PruneSettings(sparsity=args.sparsity, step=args.step, denoisers=args.denoisers,
+                            lookahead=args.lookahead),
+        data=DataSettings(task="default", max_train_examples=args.max_train_examples,
+                          max_eval_examples=args.max_eval_examples),
+        run=RunSettings(out=args.out, threads=args.threads, progress=not args.no_progress))
+    roots = []
+    for method in ("dense", "omp", "isp"):
+        s = dataclasses.replace(base, prune=dataclasses.replace(
+            base.prune, method=method, sparsity=0.0 if method == "dense" else args.sparsity))
+        print(f"[demo] {method} ...", file=sys.stderr, flush=True)
+        _, root = run_settings(s)
+        roots.append(root / "ticket")
+    rows = report.load_rows(roots)
+    print(report.format_table(rows, ["method", "sparsity", report.main_metric(rows) or "sparsity", "steps",
+                                     "seconds"]))
+    plots = report.plot(rows, Path(args.out) / "plots", overlaps=True)
+    print(f"tickets: {', '.join(str(r) for r in roots)}")
+    print(f"plots: {', '.join(str(p) for p in plots)}")
+    print(f"demo wall time: {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="instantsoup",
         description="Instant Soup Pruning: lottery tickets from pre-trained transformers on a CPU.",
     )
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
     info = sub.add_parser("info", help="print build information (BLAS, threads, compiler)")
     info.add_argument("--json", action="store_true", help="print as JSON")
     info.set_defaults(func=_cmd_info)
+
+    pr = sub.add_parser("prune", help="draw a ticket with a method (ISP, IMP, OMP, GMP, random, dense, IMS)",
+                        description="Prune a Hugging Face checkpoint on a task; writes a resumable run "
+                        "directory <out>/<method>-<hash>/ with the ticket in ticket/.")
+    for cls in (PruneSettings, TrainSettings, DataSettings, RunSettings):
+        add_arguments(pr, cls)
+    pr.add_argument("--keep-round-masks", action="store_true",
+                    help="ISP: also store every round's main/denoiser/merged masks in the run directory "
+                    "(not part of the run's hash)")
+    pr.set_defaults(func=_cmd_prune)
+
+    ev = sub.add_parser("eval", help="evaluate a checkpoint (optionally with a mask file) on a task")
+    ev.add_argument("checkpoint", help="Hugging Face checkpoint directory")
+    ev.add_argument("--mask", default="", help="mask file (safetensors, 1 = kept) to apply first")
+    ev.add_argument("--split", default="both", choices=("validation", "test", "both"), help="which split")
+    ev.add_argument("--batch-size", type=int, default=64, help="evaluation batch size")
+    ev.add_argument("--max-length", type=int, default=128, help="maximum tokens per example")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the validation hold-out split")
+    ev.add_argument("--threads", type=int, default=0, help="threads (0 = all available cores)")
+    add_arguments(ev, DataSettings)
+    ev.set_defaults(func=_cmd_eval)
+
+    rp = sub.add_parser("report", help="table and PNG plots from run directories")
+    rp.add_argument("paths", nargs="+", help="run directories, ticket directories or folders of runs")
+    rp.add_argument("--plots", default="", help="write accuracy/layer-sparsity/overlap/cost PNGs here")
+    rp.add_argument("--csv", default="", help="also write the table as CSV")
+    rp.set_defaults(func=_cmd_report)
+
+    de = sub.add_parser("demo", help="dense vs one-shot vs ISP on the embedded model and dataset (minutes)",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    de.add_argument("--out", default="instantsoup-demo", help="output folder (runs, tickets, plots)")
+    for k, v in DEMO_DEFAULTS.items():
+        de.add_argument("--" + k.replace("_", "-"), type=type(v), default=v, help=f"demo {k}")
+    de.add_argument("--seed", type=int, default=0, help="seed")
+    de.add_argument("--threads", type=int, default=0, help="threads (0 = all available cores)")
+    de.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    de.set_defaults(func=_cmd_demo)
     return p
 
 
@@ -37,7 +223,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return args.func(args)
+    level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except SettingsError as e:
+        print(f"instantsoup {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,131 @@
+"""From DataSettings to a tokenized :class:`~instantsoup.train.TaskData` (adapter over instantsoup.data).
+
+Splits: model selection always uses a *validation* split that is never reported as the test score.
+A GLUE task's public "validation" (dev) split has labels, its test split does not, so the dev split
+becomes ``test`` and ``val_fraction`` of the training set is held out (seeded) as ``validation``. A
+single table file is split the same way into train / validation / test.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import numpy as np
+
+from instantsoup.config import DataSettings, SettingsError
+from instantsoup.train import Split, TaskData
+
+log = logging.getLogger(__name__)
+
+
+def encode(tokenizer: Any, dataset: Any, max_length: int) -> Split:
+    """Tokenize a TextDataset (``texts``: list of str or of (a, b) pairs; ``labels``)."""
+    enc = tokenizer.encode(list(dataset.texts), max_length=max_length)
+    ids, types = _ids_and_types(enc)
+    labels = np.asarray(dataset.labels)
+    labels = labels.astype(np.float32 if getattr(dataset, "is_regression", False) else np.int64)
+    return Split([np.asarray(x, np.int64) for x in ids], labels,
+                 None if types is None else [np.asarray(x, np.int64) for x in types])
+
+
+def _ids_and_types(enc: Any) -> tuple[list, list | None]:
+    if isinstance(enc, tuple) and len(enc) == 2:
+        return enc[0], enc[1]
+    if isinstance(enc, dict):
+        return enc["input_ids"], enc.get("token_type_ids")
+    if hasattr(enc, "input_ids"):
+        return enc.input_ids, getattr(enc, "token_type_ids", None)
+    return enc, None
+
+
+def _metric_fn(dataset: Any) -> Any:
+    """``metric(preds, labels) -> dict`` from a TextDataset's ``metric(preds)``."""
+    m = getattr(dataset, "metric", None)
+    if m is None:
+        from instantsoup.train import accuracy_metric
+
+        return accuracy_metric
+
+    def metric(preds: np.ndarray, labels: np.ndarray) -> dict:
+        try:
+            return m(preds, labels)
+        except TypeError:
+            return m(preds)
+
+    return metric
+
+
+def split_off(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """(rest, held_out) with ``round(fraction·n)`` (at least 1) examples held out, seeded."""
+    n = len(split)
+    k = max(1, int(round(fraction * n)))
+    perm = np.random.default_rng([seed, 4242]).permutation(n)
+    return split.take(np.sort(perm[k:])), split.take(np.sort(perm[:k]))
+
+
+def _cap(split: Split, n: int, seed: int) -> Split:
+    if n <= 0 or len(split) <= n:
+        return split
+    return split.take(np.sort(np.random.default_rng([seed, 99]).choice(len(split), n, replace=False)))
+
+
+def load_task(data: DataSettings, model_dir: str, max_length: int, seed: int = 0) -> TaskData:
+    """Load, split and tokenize the task of ``data`` with the tokenizer of ``model_dir``."""
+    from instantsoup import data as D  # the data module (issue 5)
+
+    tok = D.Tokenizer.from_pretrained(model_dir)
+    name = data.task
+    if name == "default":
+        train_ds, dev_ds = _default_splits(D)
+    elif os.path.splitext(name)[1]:
+        full = D.load_table(name, data.text_column, data.label_column,
+                            text_pair_column=data.text_pair_column or None)
+        train_ds, dev_ds = full, None
+    else:
+        if not data.data_dir:
+            raise SettingsError(f"GLUE task {name!r} needs --data-dir")
+        train_ds = D.load_glue(name, data.data_dir, "train")
+        dev_ds = D.load_glue(name, data.data_dir, "validation")
+    train = encode(tok, train_ds, max_length)
+    if dev_ds is None:
+        train, test = split_off(train, data.val_fraction, seed + 1)
+    else:
+        test = encode(tok, dev_ds, max_length)
+    train, val = split_off(train, data.val_fraction, seed)
+    train = _cap(train, data.max_train_examples, seed)
+    val, test = _cap(val, data.max_eval_examples, seed), _cap(test, data.max_eval_examples, seed)
+    regression = bool(getattr(train_ds, "is_regression", False))
+    labels = getattr(train_ds, "label_names", None)
+    num_labels = 1 if regression else (len(labels) if labels else int(train.labels.max()) + 1)
+    metric = _metric_fn(train_ds)
+    probe = metric(train.labels[:2], train.labels[:2])
+    main = "accuracy" if "accuracy" in probe else next(iter(probe))
+    pad = getattr(tok, "pad_token_id", None)
+    log.info("task %s: %d train / %d validation / %d test examples, %d labels", name, len(train), len(val),
+             len(test), num_labels)
+    return TaskData(name=name, train=train, validation=val, test=test, metric=metric, num_labels=num_labels,
+                    main_metric=main, is_regression=regression, pad_id=0 if pad is None else int(pad),
+                    tokenizer_dir=model_dir)
+
+
+def _default_splits(D: Any) -> tuple[Any, Any]:
+    t = D.default_task()
+    if isinstance(t, dict):
+        return t["train"], t.get("validation") or t.get("test")
+    if isinstance(t, (tuple, list)):
+        return t[0], (t[1] if len(t) > 1 else None)
+    return getattr(t, "train"), getattr(t, "validation", None) or getattr(t, "test", None)
+
+
+def data_identity(data: DataSettings) -> str:
+    """Digest of the data a run reads (files' contents), for the run's hash."""
+    from instantsoup import runs
+
+    if data.task == "default":
+        import instantsoup
+
+        return f"default@{instantsoup.__version__}"
+    if os.path.splitext(data.task)[1]:
+        return runs.file_digest(data.task)
+    return f"{data.task}:" + runs.dir_identity(data.data_dir, ("*",))
