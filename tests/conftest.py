@@ -55,3 +55,39 @@ def fake_api(monkeypatch):
         if not hasattr(instantsoup, name):
             monkeypatch.setattr(instantsoup, name, obj, raising=False)
     return fakes
+
+
+def build_tiny_bert(path, vocab_size=60, hidden=32, layers=2, heads=2, intermediate=64, num_labels=2, seed=0):
+    """A randomly initialised BertForSequenceClassification + vocab.txt saved as an HF checkpoint dir."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+                     num_attention_heads=heads, intermediate_size=intermediate, max_position_embeddings=64,
+                     num_labels=num_labels, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+    BertForSequenceClassification(cfg).save_pretrained(str(path), safe_serialization=True)
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(vocab_size - 5)]
+    (path / "vocab.txt").write_text("\n".join(words) + "\n")
+    return path
+
+
+def real_engine() -> bool:
+    import instantsoup
+
+    return hasattr(instantsoup, "load_model") and hasattr(instantsoup, "magnitude_masks")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory):
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+
+
+@pytest.fixture
+def make_model(fake_api, tiny_bert_dir):
+    """() -> a fresh tiny model: the real engine's BERT when merged, else the NumPy stand-in."""
+    import instantsoup
+
+    if real_engine():
+        return lambda: instantsoup.load_model(str(tiny_bert_dir), num_labels=2, seed=0)
+    return lambda: fake_api.FakeModel(fake_api.FakeConfig(vocab_size=60))

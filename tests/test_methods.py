@@ -1,0 +1,149 @@
+"""Every method end to end on a tiny model and task: exact sparsity, exports, history, resume.
+
+Uses the real engine and pruning primitives when they are merged, the NumPy stand-ins of
+tests/fakes.py otherwise (see conftest.make_model / fake_api).
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import make_tiny_task
+from instantsoup import runs
+from instantsoup.config import PruneSettings, Settings, SettingsError, TrainSettings
+from instantsoup.methods import METHODS, instant_soup
+from instantsoup.train import Trainer
+
+HERE = os.path.dirname(__file__)
+
+
+def settings(method, sparsity=0.6, **prune):
+    kw = dict(step=0.3, t=2, denoisers=2, lookahead=3, soup_size=2, soup_steps=3)
+    kw.update(prune)
+    return Settings(train=TrainSettings(batch_size=16, lr=5e-3, epochs=3, seed=1),
+                    prune=PruneSettings(method=method, sparsity=0.0 if method == "dense" else sparsity, **kw))
+
+
+def kept_expected(masks, sparsity):
+    total = sum(m.size for m in masks.values())
+    return total, (1 - sparsity) * total
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_method_end_to_end(method, make_model, tmp_path):
+    task = make_tiny_task(vocab=60)
+    s = settings(method)
+    model = make_model()
+    ticket = METHODS[method](model, task, s, run_dir=tmp_path / "run", progress=False)
+    target = 0.0 if method in ("dense", "ims") else 0.6
+    total, expected = kept_expected(ticket.masks, target)
+    kept = sum(int(np.count_nonzero(m)) for m in ticket.masks.values())
+    assert abs(kept - expected) <= 1, (kept, expected)  # exact count (rounding of (1-S)·P)
+    assert ticket.metrics["val_accuracy"] >= 0 and "test_accuracy" in ticket.metrics
+    assert ticket.cost.total().steps > 0 and ticket.cost.total().flops > 0
+    # exports: masks loadable with safetensors alone, masked weights exactly zero in the checkpoint
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+
+    tdir = tmp_path / "run" / "ticket"
+    with safe_open(str(tdir / "masks.safetensors"), framework="np") as f:
+        meta = f.metadata()
+        masks = {k: f.get_tensor(k) for k in f.keys()}
+    assert meta["method"] == method and float(meta["sparsity"]) == pytest.approx(ticket.sparsity)
+    assert set(masks) == set(model.prunable_names) and all(m.dtype == np.uint8 for m in masks.values())
+    weights = load_file(str(tdir / "checkpoint" / "model.safetensors"))
+    for k, m in masks.items():
+        assert np.all(weights[k][m == 0] == 0), k
+    assert (tdir / "checkpoint" / "config.json").exists()
+
+
+def test_isp_history_shows_rounds_denoisers_and_merged_masks(make_model, tmp_path):
+    task = make_tiny_task(vocab=60)
+    s = settings("isp")
+    ticket = instant_soup(make_model(), task, s, run_dir=tmp_path / "run", progress=False, keep_round_masks=True)
+    rounds = [h for h in ticket.history if h["event"] == "round"]
+    levels = s.prune.levels()
+    assert [r["round"] for r in rounds] == list(range(len(levels))) and len(levels) == 3
+    for r, level in zip(rounds, levels):
+        assert r["level"] == pytest.approx(level)
+        assert len(r["denoisers"]) == 2
+        assert all(abs(d["sparsity"] - level) < 0.01 for d in r["denoisers"])
+        assert r["merged"]["sparsity"] <= level + 1e-9  # the union keeps at least as many
+        assert abs(r["mask"]["sparsity"] - level) < 0.01 and r["sparsity_after"] == r["mask"]["sparsity"]
+        assert 0 < r["mask"]["overlap_main"]["jaccard"] <= 1
+    keys = set(ticket.round_masks)
+    for i in range(len(levels)):
+        for part in ("main", "merged", "final", "denoiser_0", "denoiser_1"):
+            assert f"round_{i:03d}/mask_{part}" in keys
+            assert (tmp_path / "run" / f"round_{i:03d}" / f"mask_{part}.safetensors").exists()
+    assert [h["step"] for h in rounds] == [2, 6, 12]  # t·(i+1) steps per round, continuing
+
+
+def test_isp_union_with_main_scores_equals_magnitude_pruning(make_model):
+    """Documented property: union ⊇ m_main and m_main = top-k(main) ⇒ adjust by main gives m_main."""
+    ticket = instant_soup(make_model(), make_tiny_task(vocab=60), settings("isp", adjust_scores="main"),
+                          progress=False)
+    for r in (h for h in ticket.history if h["event"] == "round"):
+        assert r["mask"]["overlap_main"]["jaccard"] == 1.0
+
+
+def test_rerun_of_a_finished_run_does_no_training(make_model, tmp_path, monkeypatch):
+    task = make_tiny_task(vocab=60)
+    a = METHODS["isp"](make_model(), task, settings("isp"), run_dir=tmp_path / "run", progress=False)
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished run trained again")
+
+    monkeypatch.setattr(Trainer, "train", no_training)
+    model = make_model()
+    b = METHODS["isp"](model, task, settings("isp"), run_dir=tmp_path / "run", progress=False)
+    for k in a.masks:
+        np.testing.assert_array_equal(a.masks[k], b.masks[k])
+        np.testing.assert_array_equal(model.masks[k], a.masks[k])
+    assert b.metrics == a.metrics
+
+
+def test_bad_budget_refused_before_any_training(make_model, monkeypatch):
+    monkeypatch.setattr(Trainer, "train", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(SettingsError, match="budget too small"):
+        instant_soup(make_model(), make_tiny_task(vocab=60), settings("isp", sparsity=0.95, t=5), progress=False)
+
+
+def _child(run_dir, model_dir, slow):
+    return subprocess.Popen([sys.executable, os.path.join(HERE, "isp_child.py"), str(run_dir), str(model_dir),
+                             "1" if slow else "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": os.path.dirname(HERE)})
+
+
+def test_killed_isp_run_resumes_to_the_same_mask(tmp_path, tiny_bert_dir):
+    ref = _child(tmp_path / "ref", tiny_bert_dir, False)
+    victim = _child(tmp_path / "run", tiny_bert_dir, True)
+    deadline = time.time() + 60
+    while not (tmp_path / "run" / "round_000").exists():  # wait until round 1 is under way
+        assert victim.poll() is None, victim.communicate()[1]
+        assert time.time() < deadline
+        time.sleep(0.01)
+    time.sleep(0.08)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert not (tmp_path / "run" / "ticket").exists() and not (tmp_path / "run" / "round_002").exists()
+    out, err = ref.communicate(timeout=120)
+    assert ref.returncode == 0, err
+    resumed = _child(tmp_path / "run", tiny_bert_dir, False)
+    out, err = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, err
+    a = runs.load_arrays(tmp_path / "ref" / "ticket" / "masks.safetensors")
+    b = runs.load_arrays(tmp_path / "run" / "ticket" / "masks.safetensors")
+    assert set(a) == set(b)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    wa = runs.load_arrays(tmp_path / "ref" / "ticket" / "checkpoint" / "model.safetensors")
+    wb = runs.load_arrays(tmp_path / "run" / "ticket" / "checkpoint" / "model.safetensors")
+    for k in wa:
+        np.testing.assert_array_equal(wa[k], wb[k])
+    hist = runs.read_history(tmp_path / "run")
+    assert [h["round"] for h in hist if h["event"] == "round"] == [0, 1, 2]
