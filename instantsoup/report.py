@@ -143,7 +143,8 @@ def plot(rows: list[dict], out_dir: str | os.PathLike, overlaps: bool = True) ->
         ax.set_yticks(range(len(labels)), labels)
         for i in range(len(labels)):
             for j in range(len(labels)):
-                ax.text(j, i, f"{J[i, j]:.2f}", ha="center", va="center", color="w", fontsize=8)
+                ax.text(j, i, f"{J[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                        color="k" if J[i, j] > 0.6 else "w")
         fig.colorbar(im, ax=ax, label="Jaccard overlap of kept weights")
         ax.set_title("mask overlap")
         fig.tight_layout()

@@ -1,0 +1,133 @@
+"""The instantsoup command: --help everywhere, refusals before work, report, prune/eval end to end."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import make_tiny_task, real_engine
+from instantsoup.cli import main
+from instantsoup.methods import METHODS
+from test_methods import settings
+
+
+@pytest.mark.parametrize("cmd", [[], ["prune"], ["eval"], ["report"], ["demo"], ["info"]])
+def test_help(cmd, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(cmd + ["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: instantsoup" in out
+    if cmd == ["prune"]:
+        for flag in ("--denoisers", "--lookahead", "--merge", "--sparsity", "--epochs", "--resume", "--threads",
+                     "--rewind-step", "--soup"):
+            assert flag in out
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--sparsity", "1.0"], "sparsity must be in [0, 1)"),
+    (["--method", "isp", "--step", "0"], "step must be in (0, 1)"),
+    (["--model", "."], "has no config.json"),
+    (["--epochs", "-1"], "epochs must be > 0"),
+])
+def test_prune_refuses_bad_settings_before_work(args, msg, tmp_path, capsys):
+    rc = main(["prune", "--out", str(tmp_path / "runs"), *args])
+    assert rc == 2
+    assert msg in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unknown_method_or_merge_rule_is_refused(capsys):
+    for args in (["--method", "snip"], ["--merge", "mean"]):
+        with pytest.raises(SystemExit) as e:
+            main(["prune", *args])
+        assert e.value.code == 2
+        assert "invalid choice" in capsys.readouterr().err
+
+
+def test_report_table_and_plots(make_model, tmp_path, capsys):
+    task = make_tiny_task(vocab=60)
+    for method, sp in (("dense", 0.0), ("omp", 0.6), ("isp", 0.6), ("random", 0.6)):
+        METHODS[method](make_model(), task, settings(method, sparsity=sp), run_dir=tmp_path / "runs" / method,
+                        progress=False)
+    rc = main(["report", str(tmp_path / "runs"), "--plots", str(tmp_path / "plots"), "--csv", str(tmp_path / "t.csv")])
+    assert rc == 0
+    out = capsys.readouterr().out
+    for m in ("dense", "omp", "isp", "random", "test_accuracy", "steps", "flops"):
+        assert m in out
+    for name in ("accuracy_vs_sparsity", "layer_sparsity", "mask_overlap", "cost"):
+        p = tmp_path / "plots" / f"{name}.png"
+        assert p.exists() and p.stat().st_size > 1000
+    rows = list(csv.DictReader(open(tmp_path / "t.csv")))
+    assert sorted(r["method"] for r in rows) == ["dense", "isp", "omp", "random"]
+    assert main(["report", str(tmp_path / "nothing")]) == 1
+
+
+def _data_ready():
+    try:
+        from instantsoup import data  # noqa: F401
+
+        return real_engine()
+    except ImportError:
+        return False
+
+
+def write_table(path, n=120, seed=0):
+    rng = np.random.default_rng(seed)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["sentence", "label"])
+        for _ in range(n):
+            toks = rng.integers(0, 40, size=int(rng.integers(3, 9)))
+            w.writerow([" ".join(f"w{t}" for t in toks), int((toks >= 20).sum() * 2 > len(toks))])
+
+
+@pytest.mark.skipif(not _data_ready(), reason="needs the engine and data modules (issues 3, 5)")
+def test_prune_eval_end_to_end_and_transformers_logits(tiny_bert_dir, tmp_path, capsys):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    import instantsoup
+
+    table = tmp_path / "toy.csv"
+    write_table(table)
+    argv = ["prune", "--method", "isp", "--model", str(tiny_bert_dir), "--task", str(table), "--sparsity", "0.5",
+            "--step", "0.3", "--t", "2", "--denoisers", "2", "--lookahead", "2", "--epochs", "3",
+            "--batch-size", "16", "--lr", "1e-3", "--out", str(tmp_path / "runs"), "--no-progress",
+            "--max-length", "16"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "isp" in out
+    (run,) = list((tmp_path / "runs").iterdir())
+    tdir = run / "ticket"
+    ck = tdir / "checkpoint"
+    assert (ck / "vocab.txt").exists()
+    # the pruned checkpoint loads in transformers and gives our logits
+    ours = instantsoup.load_model(str(ck))
+    hf = AutoModelForSequenceClassification.from_pretrained(str(ck)).eval()
+    ids = np.array([[2, 10, 11, 12, 3, 0], [2, 20, 21, 3, 0, 0]], dtype=np.int64)
+    am = (ids != 0).astype(np.int64)
+    ours.train(False)
+    a = ours.forward({"input_ids": ids, "attention_mask": am, "token_type_ids": np.zeros_like(ids)})
+    with torch.no_grad():
+        b = hf(input_ids=torch.tensor(ids), attention_mask=torch.tensor(am)).logits.numpy()
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    # rerun: no work (the same run directory, the ticket is reused)
+    mtime = (tdir / "ticket.json").stat().st_mtime_ns
+    assert main(argv) == 0
+    assert (tdir / "ticket.json").stat().st_mtime_ns == mtime  # not even re-exported
+    assert len(list((tmp_path / "runs").iterdir())) == 1
+    # eval with the mask file
+    assert main(["eval", str(ck), "--mask", str(tdir / "masks.safetensors"), "--task", str(table),
+                 "--max-length", "16"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["sparsity"] == pytest.approx(0.5, abs=1e-3) and "test_accuracy" in res
+
+
+def test_module_entry_point():
+    r = subprocess.run([sys.executable, "-m", "instantsoup", "info", "--json"], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))})
+    assert r.returncode == 0 and "num_threads" in json.loads(r.stdout)
