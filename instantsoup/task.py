@@ -40,18 +40,13 @@ def _ids_and_types(enc: Any) -> tuple[list, list | None]:
 
 
 def _metric_fn(dataset: Any) -> Any:
-    """``metric(preds, labels) -> dict`` from a TextDataset's ``metric(preds)``."""
-    m = getattr(dataset, "metric", None)
-    if m is None:
-        from instantsoup.train import accuracy_metric
-
-        return accuracy_metric
+    """``metric(preds, labels) -> dict``: the task's official metrics (``dataset.metric_names``)."""
+    names = tuple(getattr(dataset, "metric_names", ("accuracy",)))
 
     def metric(preds: np.ndarray, labels: np.ndarray) -> dict:
-        try:
-            return m(preds, labels)
-        except TypeError:
-            return m(preds)
+        from instantsoup.data import metrics as M
+
+        return M.compute(names, np.asarray(preds), np.asarray(labels))
 
     return metric
 
@@ -77,7 +72,9 @@ def load_task(data: DataSettings, model_dir: str, max_length: int, seed: int = 0
     tok = D.Tokenizer.from_pretrained(model_dir)
     name = data.task
     if name == "default":
-        train_ds, dev_ds = _default_splits(D)
+        t = D.default_task(train_size=data.max_train_examples or None,
+                           validation_size=data.max_eval_examples or None, seed=seed)
+        train_ds, dev_ds = t.train, t.validation
     elif os.path.splitext(name)[1]:
         full = D.load_table(name, data.text_column, data.label_column,
                             text_pair_column=data.text_pair_column or None)
@@ -96,26 +93,15 @@ def load_task(data: DataSettings, model_dir: str, max_length: int, seed: int = 0
     train = _cap(train, data.max_train_examples, seed)
     val, test = _cap(val, data.max_eval_examples, seed), _cap(test, data.max_eval_examples, seed)
     regression = bool(getattr(train_ds, "is_regression", False))
-    labels = getattr(train_ds, "label_names", None)
-    num_labels = 1 if regression else (len(labels) if labels else int(train.labels.max()) + 1)
+    num_labels = int(train_ds.num_labels)
     metric = _metric_fn(train_ds)
-    probe = metric(train.labels[:2], train.labels[:2])
-    main = "accuracy" if "accuracy" in probe else next(iter(probe))
+    main = train_ds.primary_metric
     pad = getattr(tok, "pad_token_id", None)
     log.info("task %s: %d train / %d validation / %d test examples, %d labels", name, len(train), len(val),
              len(test), num_labels)
     return TaskData(name=name, train=train, validation=val, test=test, metric=metric, num_labels=num_labels,
                     main_metric=main, is_regression=regression, pad_id=0 if pad is None else int(pad),
                     tokenizer_dir=model_dir)
-
-
-def _default_splits(D: Any) -> tuple[Any, Any]:
-    t = D.default_task()
-    if isinstance(t, dict):
-        return t["train"], t.get("validation") or t.get("test")
-    if isinstance(t, (tuple, list)):
-        return t[0], (t[1] if len(t) > 1 else None)
-    return getattr(t, "train"), getattr(t, "validation", None) or getattr(t, "test", None)
 
 
 def data_identity(data: DataSettings) -> str:

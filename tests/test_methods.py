@@ -147,3 +147,18 @@ def test_killed_isp_run_resumes_to_the_same_mask(tmp_path, tiny_bert_dir):
         np.testing.assert_array_equal(wa[k], wb[k])
     hist = runs.read_history(tmp_path / "run")
     assert [h["round"] for h in hist if h["event"] == "round"] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("rule", ["union", "intersection", "vote"])
+@pytest.mark.parametrize("adjust", ["main", "soup"])
+def test_isp_merge_rules_reach_each_level_exactly(rule, adjust, make_model):
+    ticket = instant_soup(make_model(), make_tiny_task(vocab=60), settings("isp", merge=rule, adjust_scores=adjust,
+                                                                          merge_main=rule != "union"),
+                          progress=False)
+    rounds = [h for h in ticket.history if h["event"] == "round"]
+    total = sum(m.size for m in ticket.masks.values())
+    for r in rounds:
+        assert abs((1 - r["mask"]["sparsity"]) * total - (1 - r["level"]) * total) <= 1
+        if rule == "intersection":
+            assert r["merged"]["sparsity"] >= r["level"] - 1e-9
+    assert abs(ticket.sparsity - 0.6) * total <= 1

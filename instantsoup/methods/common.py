@@ -59,17 +59,24 @@ def select(source: Any, sparsity: float, current: Mapping[str, np.ndarray] | Non
 
 def merge(masks: Sequence[Any], rule: str, sparsity: float | None = None,
           scores: Mapping[str, np.ndarray] | None = None, current: Mapping[str, np.ndarray] | None = None) -> Any:
-    """Merge masks by ``rule``; with ``sparsity``, cut/fill to exactly that sparsity by ``scores``.
+    """Merge masks by ``rule``; with ``sparsity``, reach exactly that sparsity ranking by ``scores``.
 
     ``union``: keep what any mask keeps, then the one-shot adjustment keeps the ``(1-s)·P`` highest
-    scores among them. ``intersection`` / ``vote``: the pruning module's exact-count rules.
+    scores among them. ``vote``: the weights kept by most masks, ties by score. ``intersection``:
+    keep what all masks keep; when that is fewer than ``(1-s)·P``, fill up with the highest scores
+    among the other weights ``current`` keeps.
     """
+    api = _api()
     if sparsity is None:
-        return _api().merge_masks(list(masks), rule=rule)
-    if rule == "union":
-        merged = _api().merge_masks(list(masks), rule="union")
-        return _api().magnitude_masks(scores, sparsity, current=merged)
-    return _api().merge_masks(list(masks), rule=rule, sparsity=sparsity, scores=scores)
+        return api.merge_masks(list(masks), rule=rule)
+    if rule == "intersection":
+        inter = api.merge_masks(list(masks), rule="intersection")
+        if mask_sparsity(inter) > sparsity:
+            top = max(float(np.max(v)) for v in scores.values()) + 1.0
+            boosted = {k: np.where(np.asarray(inter[k], bool), v + top, v).astype(np.float32)
+                       for k, v in scores.items()}
+            return api.magnitude_masks(boosted, sparsity, current=current)
+    return api.merge_masks(list(masks), rule=rule, sparsity=sparsity, scores=scores)
 
 
 def overlap(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> dict:
