@@ -243,6 +243,8 @@ def merge_masks(masks, rule="union", sparsity=None, scores=None):
         out = FakeMaskSet({k: np.any([m[k] for m in masks], 0).astype(np.uint8) for k in keys})
     elif rule == "intersection":
         out = FakeMaskSet({k: np.all([m[k] for m in masks], 0).astype(np.uint8) for k in keys})
+    elif rule == "vote" and sparsity is None:
+        return FakeMaskSet({k: (np.sum([m[k] for m in masks], 0) * 2 > len(masks)).astype(np.uint8) for k in keys})
     elif rule == "vote":
         votes = {k: np.sum([m[k] for m in masks], 0).astype(np.float64) for k in keys}
         mx = max(float(np.abs(scores[k]).max()) for k in keys) + 1
