@@ -91,3 +91,14 @@ def make_model(fake_api, tiny_bert_dir):
     if real_engine():
         return lambda: instantsoup.load_model(str(tiny_bert_dir), num_labels=2, seed=0)
     return lambda: fake_api.FakeModel(fake_api.FakeConfig(vocab_size=60))
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest (and steadiest on shared cores) single-threaded."""
+    import instantsoup
+
+    prev = instantsoup.get_num_threads()
+    instantsoup.set_num_threads(1)
+    yield
+    instantsoup.set_num_threads(prev)

@@ -23,6 +23,8 @@ def main():
     run_dir, model_dir, slow = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
     import fakes
 
+    instantsoup.set_num_threads(1)  # same thread count in every run (bitwise-equal masks)
+
     for k, v in fakes.FAKES.items():
         if not hasattr(instantsoup, k):
             setattr(instantsoup, k, v)

@@ -13,6 +13,8 @@ from instantsoup.cli import main
 from instantsoup.methods import METHODS
 from test_methods import settings
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.mark.parametrize("cmd", [[], ["prune"], ["eval"], ["report"], ["demo"], ["info"]])
 def test_help(cmd, capsys):

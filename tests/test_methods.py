@@ -19,6 +19,7 @@ from instantsoup.methods import METHODS, instant_soup
 from instantsoup.train import Trainer
 
 HERE = os.path.dirname(__file__)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def settings(method, sparsity=0.6, **prune):
