@@ -122,6 +122,7 @@ def test_prune_eval_end_to_end_and_transformers_logits(tiny_bert_dir, tmp_path, 
     assert main(argv) == 0
     assert (tdir / "ticket.json").stat().st_mtime_ns == mtime  # not even re-exported
     assert len(list((tmp_path / "runs").iterdir())) == 1
+    assert "isp" in capsys.readouterr().out
     # eval with the mask file
     assert main(["eval", str(ck), "--mask", str(tdir / "masks.safetensors"), "--task", str(table),
                  "--max-length", "16"]) == 0
