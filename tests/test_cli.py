@@ -134,3 +134,43 @@ def test_module_entry_point():
     r = subprocess.run([sys.executable, "-m", "instantsoup", "info", "--json"], capture_output=True, text=True,
                        env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))})
     assert r.returncode == 0 and "num_threads" in json.loads(r.stdout)
+
+
+@pytest.mark.skipif(not _data_ready(), reason="needs the engine and data modules (issues 3, 5)")
+def test_cli_prune_killed_then_resume_gives_the_same_mask(tiny_bert_dir, tmp_path):
+    import signal
+    import time
+
+    from instantsoup import runs
+
+    table = tmp_path / "toy.csv"
+    write_table(table, n=200)
+
+    def argv(out):
+        return [sys.executable, "-m", "instantsoup", "prune", "--method", "isp", "--model", str(tiny_bert_dir),
+                "--task", str(table), "--sparsity", "0.6", "--step", "0.3", "--t", "15", "--denoisers", "2",
+                "--lookahead", "10", "--epochs", "12", "--batch-size", "8", "--lr", "1e-3", "--out", str(out),
+                "--no-progress", "--max-length", "16", "--threads", "1"]
+
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}
+    ref = subprocess.Popen(argv(tmp_path / "ref"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    victim = subprocess.Popen(argv(tmp_path / "run"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not list((tmp_path / "run").glob("*/round_000")):
+        assert victim.poll() is None, victim.communicate()[1]
+        assert time.time() < deadline
+        time.sleep(0.005)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    (run,) = list((tmp_path / "run").iterdir())
+    assert not (run / "ticket").exists()
+    assert ref.wait(timeout=300) == 0, ref.communicate()[1]
+    resumed = subprocess.run(argv(tmp_path / "run") + ["--resume"], env=env, capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    (ref_run,) = list((tmp_path / "ref").iterdir())
+    assert ref_run.name == run.name  # same settings -> same run directory name
+    a = runs.load_arrays(ref_run / "ticket" / "masks.safetensors")
+    b = runs.load_arrays(run / "ticket" / "masks.safetensors")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
