@@ -189,9 +189,10 @@ class Tokenizer:
         if lower is None:
             cased = sum(1 for t in vocab if not (t.startswith("[") and t.endswith("]"))
                         and any(c.isupper() for c in t))
-            lower = cased == 0
+            # uncased vocabularies still hold a few symbols Python calls upper-case (e.g. "ℝ")
+            lower = cased <= 0.001 * len(vocab)
             log.info("%s: no do_lower_case in tokenizer_config.json/config.json; vocabulary has %d "
-                     "cased pieces -> do_lower_case=%s", d, cased, lower)
+                     "upper-case pieces of %d -> do_lower_case=%s", d, cased, len(vocab), lower)
         strip = tcfg.get("strip_accents", mcfg.get("strip_accents"))
         chinese = tcfg.get("tokenize_chinese_chars", mcfg.get("tokenize_chinese_chars", True))
         return cls.from_vocab(vocab, do_lower_case=bool(lower), strip_accents=strip,
