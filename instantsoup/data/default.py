@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bz2
 import csv
+import functools
 import importlib.util
 import io
 import logging
@@ -120,24 +121,15 @@ def _read_corpus(path: Path):
     return list(reader)
 
 
-def default_task(train_size: Optional[int] = 2000, validation_size: Optional[int] = 500, seed: int = 0,
-                 validation_fraction: float = 0.15) -> DefaultTask:
-    """The demo's real task: binary sentiment of Rotten Tomatoes review snippets (SST-2-like).
+_LABELS = ("rotten", "fresh")
 
-    0 = "rotten" (negative), 1 = "fresh" (positive); metric accuracy. Plot synopses are dropped and
-    duplicate snippets kept once (12,752 remain). The split is by movie (``validation_fraction`` of
-    the 507 movies, chosen with a fixed seed) so no movie is in both splits. ``train_size`` /
-    ``validation_size`` draw seeded random subsets of each side (``seed``); None = everything
-    (10,687 / 2,065 with the defaults).
-    """
-    pkg = _package_dir(DATA_DIST, DATA_MODULE, "The default data set (Rotten Tomatoes snippets)")
-    path = pkg / DATA_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: the package '{DATA_DIST}' is installed but lacks {DATA_FILE}; "
-                                f"install a version that ships it: {LEAN_INSTALL}")
+
+@functools.lru_cache(maxsize=2)
+def _corpus(path_str: str, mtime_ns: int, size: int):
+    """(texts, labels, movies, #plots dropped, #duplicates dropped) of the corpus file (cached)."""
+    path = Path(path_str)
     rows = _read_corpus(path)
-    label_names = ["rotten", "fresh"]
-    lookup = {n: i for i, n in enumerate(label_names)}
+    lookup = {n: i for i, n in enumerate(_LABELS)}
     texts, labels, movies, seen = [], [], [], set()
     n_plot = n_dup = 0
     for row in rows:
@@ -155,7 +147,34 @@ def default_task(train_size: Optional[int] = 2000, validation_size: Optional[int
         texts.append(t)
         labels.append(lookup[cat])
         movies.append(row["movie_name"])
-    labels_arr = np.asarray(labels, dtype=np.int64)
+    arr = np.asarray(labels, dtype=np.int64)
+    arr.setflags(write=False)
+    return tuple(texts), arr, tuple(movies), n_plot, n_dup
+
+
+def default_task(train_size: Optional[int] = 2000, validation_size: Optional[int] = 500, seed: int = 0,
+                 validation_fraction: float = 0.15) -> DefaultTask:
+    """The demo's real task: binary sentiment of Rotten Tomatoes review snippets (SST-2-like).
+
+    0 = "rotten" (negative), 1 = "fresh" (positive); metric accuracy. Plot synopses are dropped and
+    duplicate snippets kept once (12,752 remain). The split is by movie (``validation_fraction`` of
+    the 507 movies, chosen with a fixed seed) so no movie is in both splits. ``train_size`` /
+    ``validation_size`` draw seeded random subsets of each side (``seed``); None = everything
+    (10,687 / 2,065 with the defaults).
+    """
+    if not 0.0 < validation_fraction < 1.0:
+        raise ValueError(f"default_task: validation_fraction must be in (0, 1), got {validation_fraction}")
+    for name, v in (("train_size", train_size), ("validation_size", validation_size)):
+        if v is not None and (isinstance(v, bool) or int(v) < 1):
+            raise ValueError(f"default_task: {name} must be a positive int or None, got {v!r}")
+    pkg = _package_dir(DATA_DIST, DATA_MODULE, "The default data set (Rotten Tomatoes snippets)")
+    path = pkg / DATA_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the package '{DATA_DIST}' is installed but lacks {DATA_FILE}; "
+                                f"install a version that ships it: {LEAN_INSTALL}")
+    st = path.stat()
+    texts, labels_arr, movies, n_plot, n_dup = _corpus(str(path), st.st_mtime_ns, st.st_size)
+    label_names = list(_LABELS)
     names = sorted(set(movies))
     rng = np.random.default_rng(_SPLIT_SEED)
     n_val_movies = max(1, int(round(validation_fraction * len(names))))
