@@ -10,8 +10,7 @@ multiple); ``labels`` is (B,) int64 class ids, or float32 for regression, or Non
 """
 from __future__ import annotations
 
-import math
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
