@@ -41,6 +41,11 @@ def build_info() -> dict:
 
 set_num_threads(available_cores())
 
+# --- data (branch data, issue 5) ---------------------------------------------------------------
+from instantsoup import data  # noqa: E402  (tokenization, GLUE/table loaders, batching, default task)
+
+__all__ += ["data"]
+
 # --- experiment layer: settings, trainer, methods, tickets (branch mainjob, issue 6) -----------
 from instantsoup.config import (DataSettings, PruneSettings, RunSettings, Settings,  # noqa: E402
                                 SettingsError, TrainSettings)
