@@ -159,3 +159,14 @@ def test_identity_digests(tmp_path):
     b = runs.model_identity(tmp_path)
     (tmp_path / "notes.txt").write_text("ignored")
     assert a != b and runs.model_identity(tmp_path) == b
+
+
+def test_forward_flops_formula():
+    from instantsoup.train import forward_flops
+
+    dims = {"L": 2, "H": 4, "I": 8, "K": 3}
+    # matmuls 2·B·T·L·(4H²+2HI) + attention 4·B·L·T²·H + head 2·B·(H²+HK)
+    assert forward_flops(dims, 1, 5) == 2 * 5 * 2 * (64 + 64) + 4 * 2 * 25 * 4 + 2 * (16 + 12)
+    assert forward_flops(dims, 3, 5) == 3 * forward_flops(dims, 1, 5)
+    half = forward_flops(dims, 1, 5, density=0.5)
+    assert half == forward_flops(dims, 1, 5) - 5 * 2 * (64 + 64)
