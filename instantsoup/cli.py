@@ -133,7 +133,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 # sized for "a few minutes on 2 cores" with the default 6-layer MiniLM (~1-3 s per step of 16)
-DEMO_DEFAULTS = {"sparsity": 0.5, "epochs": 1.5, "lr": 1e-4, "batch_size": 16, "max_length": 48,
+DEMO_DEFAULTS = {"sparsity": 0.5, "epochs": 1.5, "lr": 3e-4, "batch_size": 16, "max_length": 48,
                  "denoisers": 2, "lookahead": 4, "step": 0.25, "max_train_examples": 512,
                  "max_eval_examples": 300}
 
