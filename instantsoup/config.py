@@ -252,6 +252,17 @@ class DataSettings:
             raise SettingsError(f"data file {self.task!r} does not exist")
         if self.data_dir and not os.path.isdir(self.data_dir):
             raise SettingsError(f"data_dir {self.data_dir!r} is not a directory")
+        if self.task != "default" and not os.path.splitext(self.task)[1]:
+            from instantsoup.data import GLUE_TASKS
+            from instantsoup.data.glue import glue_task
+
+            try:
+                glue_task(self.task)
+            except (KeyError, ValueError):
+                raise SettingsError(f"unknown task {self.task!r}: a GLUE task ({', '.join(sorted(GLUE_TASKS))}), "
+                                    "'default', or a table file (.csv/.tsv/.jsonl/.parquet)")
+            if not self.data_dir:
+                raise SettingsError(f"GLUE task {self.task!r} needs --data-dir (the folder with its files)")
 
 
 @dataclass

@@ -23,6 +23,9 @@ from instantsoup.train import Cost, StepOrder, lr_at
     ({"train": TrainSettings(epochs=0)}, "epochs must be > 0"),
     ({"prune": PruneSettings(lr_mult_min=2, lr_mult_max=1)}, "lr_mult_min"),
     ({"prune": PruneSettings(wd_choices="0.1,x")}, "wd_choices"),
+    ({"data": DataSettings(task="sst3")}, "unknown task 'sst3'"),
+    ({"data": DataSettings(task="sst2")}, "needs --data-dir"),
+    ({"data": DataSettings(task="/nonexistent/x.csv")}, "does not exist"),
 ])
 def test_bad_settings_are_refused(kw, msg):
     with pytest.raises(SettingsError, match=msg):
