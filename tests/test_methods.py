@@ -163,3 +163,18 @@ def test_isp_merge_rules_reach_each_level_exactly(rule, adjust, make_model):
         if rule == "intersection":
             assert r["merged"]["sparsity"] >= r["level"] - 1e-9
     assert abs(ticket.sparsity - 0.6) * total <= 1
+
+
+def test_trainer_evaluates_every_n_steps_and_selects_on_validation_only(make_model):
+    import dataclasses
+
+    s = settings("dense")
+    s = dataclasses.replace(s, train=dataclasses.replace(s.train, eval_every=2))
+    ticket = METHODS["dense"](make_model(), make_tiny_task(vocab=60), s, progress=False)
+    evals = [h for h in ticket.history if h["event"] == "eval"]
+    total = 3 * 6  # 3 epochs of ceil(96·0.9/16) = 6 steps
+    assert [h["step"] for h in evals] == list(range(2, total + 1, 2))
+    assert all(not any(k.startswith("test_") for k in h) for h in evals)  # test split never looked at
+    best = max(evals, key=lambda h: h["val_accuracy"])  # first maximum wins (strict improvement)
+    assert ticket.metrics["best_step"] == best["step"]
+    assert ticket.metrics["val_accuracy"] == pytest.approx(best["val_accuracy"])
