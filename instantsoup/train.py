@@ -308,12 +308,14 @@ class Trainer:
         data: Split | None = getattr(self.task, split)
         if data is None or len(data) == 0:
             return {}
+        t0 = time.perf_counter()
         preds = predict(model, data, self.eval_batch_size, self.task.pad_id, self.task.is_regression)
         st = self.cost.stage("eval")
         dims = model_dims(model)
         for i in range(0, len(data), self.eval_batch_size):
             rows = data.input_ids[i:i + self.eval_batch_size]
             st.eval_flops += forward_flops(dims, len(rows), max(len(r) for r in rows))
+        st.seconds += time.perf_counter() - t0
         return {k: float(v) for k, v in self.task.metric(preds, data.labels).items()}
 
 
