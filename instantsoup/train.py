@@ -312,9 +312,10 @@ class Trainer:
         preds = predict(model, data, self.eval_batch_size, self.task.pad_id, self.task.is_regression)
         st = self.cost.stage("eval")
         dims = model_dims(model)
-        for i in range(0, len(data), self.eval_batch_size):
-            rows = data.input_ids[i:i + self.eval_batch_size]
-            st.eval_flops += forward_flops(dims, len(rows), max(len(r) for r in rows))
+        lens = np.sort([len(r) for r in data.input_ids], kind="stable")  # the batches predict() runs
+        for i in range(0, len(lens), self.eval_batch_size):
+            chunk = lens[i:i + self.eval_batch_size]
+            st.eval_flops += forward_flops(dims, len(chunk), int(chunk[-1]))
         st.seconds += time.perf_counter() - t0
         return {k: float(v) for k, v in self.task.metric(preds, data.labels).items()}
 
