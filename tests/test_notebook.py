@@ -21,6 +21,7 @@ def _ready():
     return real_engine()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _ready(), reason="needs nbclient, the engine and the default model/data packages")
 def test_quickstart_notebook_runs(tmp_path, monkeypatch):
     import nbformat
