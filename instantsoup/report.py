@@ -88,6 +88,15 @@ def _layer_key(name: str) -> str:
     return f"L{m.group(1)}.{part}"
 
 
+_PARTS = ("query", "key", "value", "attn_out", "fc1", "fc2", "q_proj", "k_proj", "v_proj", "out_proj")
+
+
+def _layer_order(name: str) -> tuple:
+    m = re.search(r"layers?\.(\d+)\.", name)
+    part = _layer_key(name).split(".", 1)[-1]
+    return (int(m.group(1)) if m else -1, _PARTS.index(part) if part in _PARTS else len(_PARTS), name)
+
+
 def plot(rows: list[dict], out_dir: str | os.PathLike, overlaps: bool = True) -> list[Path]:
     """Write accuracy_vs_sparsity.png, layer_sparsity.png, mask_overlap.png, cost.png; return paths."""
     import matplotlib
@@ -117,7 +126,7 @@ def plot(rows: list[dict], out_dir: str | os.PathLike, overlaps: bool = True) ->
 
     pruned = [r for r in rows if r.get("layer_sparsity") and r["sparsity"] > 0]
     if pruned:
-        names = list(pruned[0]["layer_sparsity"])
+        names = sorted(pruned[0]["layer_sparsity"], key=_layer_order)
         fig, ax = plt.subplots(figsize=(max(6, 0.25 * len(names)), 4))
         w = 0.8 / len(pruned)
         for j, r in enumerate(pruned):
