@@ -96,15 +96,25 @@ def masked_count(sparsity: float, numel: int) -> int:
     return int(round(s * int(numel)))
 
 
-def to_torch_amount(sparsity: float, current_sparsity: float = 0.0) -> float:
+def to_torch_amount(sparsity: float, current_sparsity: float = 0.0, numel: int | None = None) -> float:
     """The ``amount`` for ``torch.nn.utils.prune`` that goes from ``current_sparsity`` to
     ``sparsity`` (both absolute fractions masked): ``(sparsity - current) / (1 - current)``.
 
-    torch rounds ``amount * remaining`` to an integer count; for an exact count pass the integer
+    With ``numel`` (the number of weights P) both sparsities are first turned into the counts we
+    mask, ``round(s * P)``, and the amount is ``(m - m0) / (P - m0)``: torch then masks exactly
+    the same number of weights as :func:`magnitude_masks` (a repeated target gives 0, not a
+    negative amount from rounding). For a count torch cannot misround, pass the integer
     ``masked_count(sparsity, P) - already_masked`` as ``amount`` instead.
     """
     s = _check_sparsity(sparsity)
     s0 = _check_sparsity(current_sparsity, "current_sparsity")
+    if numel is not None:
+        P = int(numel)
+        m, m0 = int(round(s * P)), int(round(s0 * P))
+        if m < m0:
+            raise ValueError(f"to_torch_amount: sparsity {s} masks {m} of {P} weights, fewer than the "
+                             f"{m0} already masked; pruning cannot unmask")
+        return (m - m0) / (P - m0) if P > m0 else 0.0
     if s < s0:
         raise ValueError(
             f"to_torch_amount: sparsity {s} is below the current sparsity {s0}; pruning cannot unmask"
