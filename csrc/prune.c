@@ -78,25 +78,7 @@ static int64_t block_keys(const sel_source *s, const sel_block *b, uint32_t *key
     int64_t bad = -1;
     /* classes */
     if (s->vm != NULL) {
-        uint32_t *v = key; /* votes, overwritten by the keys below */
-        uint8_t acc = 0;
-        memset(v, 0, sizeof(uint32_t) * (size_t)len);
-        for (int k = 0; k < s->K; k++) {
-            if (s->packed) {
-                const uint8_t *m = s->vm[k];
-                for (int64_t i = 0; i < len; i++) {
-                    int64_t p = pos0 + i;
-                    v[i] += (uint32_t)((m[p >> 3] >> (p & 7)) & 1u);
-                }
-            } else {
-                const uint8_t *m = s->vm[k] + pos0;
-                for (int64_t i = 0; i < len; i++) {
-                    acc |= m[i];
-                    v[i] += m[i];
-                }
-            }
-        }
-        if (acc & 0xFEu) {
+        if (mask_votes(cls, s->vm, s->K, s->packed, pos0, len)) {
             for (int64_t i = 0; i < len && bad < 0; i++)
                 for (int k = 0; k < s->K; k++)
                     if (s->vm[k][pos0 + i] > 1u) {
@@ -106,9 +88,9 @@ static int64_t block_keys(const sel_source *s, const sel_block *b, uint32_t *key
             *why = 2;
             return bad;
         }
-        const uint32_t vs = (uint32_t)s->vstar;
+        const uint8_t vs = (uint8_t)s->vstar;
         for (int64_t i = 0; i < len; i++)
-            cls[i] = (uint8_t)(v[i] > vs ? CLS_KEPT : (v[i] == vs ? CLS_CAND : CLS_MASKED));
+            cls[i] = (uint8_t)(cls[i] > vs ? CLS_KEPT : (cls[i] == vs ? CLS_CAND : CLS_MASKED));
     } else if (s->cur != NULL) {
         const uint8_t *c = s->cur + pos0;
         uint8_t acc = 0;
@@ -199,7 +181,7 @@ isp_status mask_select(uint8_t *out, const sel_source *src, const int64_t *n, in
         return isp_fail(ISP_ERR_INTERNAL, "mask_select: NULL argument");
     if ((src->kind == SEL_ABS || src->kind == SEL_SCORE) && T > 0 && src->x == NULL)
         return isp_fail(ISP_ERR_INTERNAL, "mask_select: key source needs tensors");
-    if (src->vm != NULL && (src->K < 1 || src->vstar < 0 || src->vstar > src->K))
+    if (src->vm != NULL && (src->K < 1 || src->K > 255 || src->vstar < 0 || src->vstar > src->K))
         return isp_fail(ISP_ERR_INTERNAL, "mask_select: bad vote parameters");
     int64_t P = 0, nb = 0;
     for (int t = 0; t < T; t++) {
@@ -324,8 +306,10 @@ isp_status mask_select(uint8_t *out, const sel_source *src, const int64_t *n, in
             for (int64_t bi = 0; bi < nb; bi++) {
                 int why = 0;
                 block_keys(src, &blocks[bi], key, cls, &why);
+                /* few keys fall in bin b1: a predictable branch beats touching the whole table */
                 for (int64_t i = 0; i < blocks[bi].len; i++)
-                    h[key[i] & 0xffffu] += (cls[i] == CLS_CAND) & ((key[i] >> 16) == b1);
+                    if ((key[i] >> 16) == b1 && cls[i] == CLS_CAND)
+                        h[key[i] & 0xffffu]++;
             }
         }
         for (int th = 1; th < nt; th++)

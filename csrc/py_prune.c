@@ -262,8 +262,8 @@ static PyObject *py_mask_vote_select(PyObject *self, PyObject *args, PyObject *k
         goto error;
     if (arr_list_parse(masko, "masks", NPY_UINT8, NULL, 0, packed ? (P + 7) / 8 : P, &ms) < 0)
         goto error;
-    if (ms.count < 1 || ms.count > 65535) {
-        PyErr_Format(PyExc_ValueError, "masks: expected 1 to 65535 masks, got %d", ms.count);
+    if (ms.count < 1 || ms.count > 255) {
+        PyErr_Format(PyExc_ValueError, "masks: expected 1 to 255 masks, got %d", ms.count);
         goto error;
     }
     if (out_overlaps_list(out, &ms, 0))
@@ -377,8 +377,8 @@ static PyObject *py_mask_vote_keep(PyObject *self, PyObject *args, PyObject *kwd
     if (arr_list_parse(masko, "masks", NPY_UINT8, NULL, 0, packed ? (P + 7) / 8 : P, &ms) < 0)
         return NULL;
     PyObject *ret = NULL;
-    if (ms.count < 1 || ms.count > 65535) {
-        PyErr_Format(PyExc_ValueError, "masks: expected 1 to 65535 masks, got %d", ms.count);
+    if (ms.count < 1 || ms.count > 255) {
+        PyErr_Format(PyExc_ValueError, "masks: expected 1 to 255 masks, got %d", ms.count);
         goto error;
     }
     if (out_overlaps_list(out, &ms, 0))
@@ -421,8 +421,8 @@ static PyObject *py_mask_vote_hist(PyObject *self, PyObject *args, PyObject *kwd
         return NULL;
     PyObject *ret = NULL;
     int64_t *hist = NULL;
-    if (ms.count < 1 || ms.count > 65535) {
-        PyErr_Format(PyExc_ValueError, "masks: expected 1 to 65535 masks, got %d", ms.count);
+    if (ms.count < 1 || ms.count > 255) {
+        PyErr_Format(PyExc_ValueError, "masks: expected 1 to 255 masks, got %d", ms.count);
         goto error;
     }
     hist = calloc((size_t)ms.count + 1, sizeof(int64_t));

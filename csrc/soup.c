@@ -98,23 +98,49 @@ isp_status mask_combine(uint8_t *out, const uint8_t *const *in, int K, int64_t P
     return ISP_OK;
 }
 
-/* v (len,) = votes of weights p0 .. p0+len-1; p0 is a multiple of 8. Returns nonzero on a bad byte. */
-static int votes_block(uint16_t *v, const uint8_t *const *in, int K, int packed, int64_t p0,
-                       int64_t len)
+/* spread[b]: byte i of the (little-endian) uint64 is bit i of b -- adds 8 packed votes at once */
+#define SP1(b)                                                                                     \
+    ((uint64_t)((b) & 1) | ((uint64_t)(((b) >> 1) & 1) << 8) |                                   \
+     ((uint64_t)(((b) >> 2) & 1) << 16) | ((uint64_t)(((b) >> 3) & 1) << 24) |                    \
+     ((uint64_t)(((b) >> 4) & 1) << 32) | ((uint64_t)(((b) >> 5) & 1) << 40) |                    \
+     ((uint64_t)(((b) >> 6) & 1) << 48) | ((uint64_t)(((b) >> 7) & 1) << 56))
+#define SP4(n) SP1(n), SP1((n) + 1), SP1((n) + 2), SP1((n) + 3)
+#define SP16(n) SP4(n), SP4((n) + 4), SP4((n) + 8), SP4((n) + 12)
+#define SP64(n) SP16(n), SP16((n) + 16), SP16((n) + 32), SP16((n) + 48)
+static const uint64_t spread[256] = {SP64(0), SP64(64), SP64(128), SP64(192)};
+
+int mask_votes(uint8_t *v, const uint8_t *const *in, int K, int packed, int64_t p0, int64_t len)
 {
     uint8_t acc = 0;
-    memset(v, 0, sizeof(uint16_t) * (size_t)len);
+    memset(v, 0, (size_t)len);
     for (int k = 0; k < K; k++) {
-        if (packed) {
-            const uint8_t *m = in[k] + p0 / 8;
-            for (int64_t i = 0; i < len; i++)
-                v[i] = (uint16_t)(v[i] + ((m[i >> 3] >> (i & 7)) & 1u));
-        } else {
+        if (!packed) {
             const uint8_t *m = in[k] + p0;
             for (int64_t i = 0; i < len; i++) {
                 acc |= m[i];
-                v[i] = (uint16_t)(v[i] + m[i]);
+                v[i] = (uint8_t)(v[i] + m[i]);
             }
+            continue;
+        }
+        int64_t i = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        if ((p0 & 7) == 0) {
+            /* byte-aligned: 8 votes per uint64 add (counts <= K <= 255 never carry) */
+            const uint8_t *m = in[k] + p0 / 8;
+            const int64_t nfull = len / 8;
+            for (int64_t j = 0; j < nfull; j++) {
+                uint64_t x;
+                memcpy(&x, v + 8 * j, sizeof x);
+                x += spread[m[j]];
+                memcpy(v + 8 * j, &x, sizeof x);
+            }
+            i = nfull * 8;
+        }
+#endif
+        const uint8_t *m = in[k];
+        for (; i < len; i++) {
+            const int64_t p = p0 + i;
+            v[i] = (uint8_t)(v[i] + ((m[p >> 3] >> (p & 7)) & 1u));
         }
     }
     return (acc & 0xFEu) != 0;
@@ -123,21 +149,21 @@ static int votes_block(uint16_t *v, const uint8_t *const *in, int K, int packed,
 isp_status mask_vote_keep(uint8_t *out, const uint8_t *const *in, int K, int64_t P, int packed,
                           int min_votes)
 {
-    if (K < 1 || K > 65535)
-        return isp_fail(ISP_ERR_VALUE, "mask_vote_keep: expected 1 <= K <= 65535 masks, got %d", K);
+    if (K < 1 || K > 255)
+        return isp_fail(ISP_ERR_VALUE, "mask_vote_keep: expected 1 <= K <= 255 masks, got %d", K);
     const int64_t nch = (P + SOUP_BLOCK - 1) / SOUP_BLOCK;
     const int nt = isp_get_num_threads();
-    uint16_t *vbuf = malloc(sizeof(uint16_t) * SOUP_BLOCK * (size_t)nt);
+    uint8_t *vbuf = malloc((size_t)SOUP_BLOCK * (size_t)nt);
     if (vbuf == NULL)
         return isp_fail(ISP_ERR_NOMEM, "mask_vote_keep: out of memory");
     int64_t bad = 0;
 #pragma omp parallel num_threads(nt) reduction(+ : bad)
     {
-        uint16_t *v = vbuf + (size_t)SOUP_TID() * SOUP_BLOCK;
+        uint8_t *v = vbuf + (size_t)SOUP_TID() * SOUP_BLOCK;
 #pragma omp for schedule(static)
         for (int64_t c = 0; c < nch; c++) {
             const int64_t p0 = c * SOUP_BLOCK, len = P - p0 < SOUP_BLOCK ? P - p0 : SOUP_BLOCK;
-            bad += votes_block(v, in, K, packed, p0, len);
+            bad += mask_votes(v, in, K, packed, p0, len);
             for (int64_t i = 0; i < len; i++)
                 out[p0 + i] = (uint8_t)(v[i] >= min_votes);
         }
@@ -150,11 +176,11 @@ isp_status mask_vote_keep(uint8_t *out, const uint8_t *const *in, int K, int64_t
 
 isp_status mask_vote_hist(int64_t *hist, const uint8_t *const *in, int K, int64_t P, int packed)
 {
-    if (K < 1 || K > 65535)
-        return isp_fail(ISP_ERR_VALUE, "mask_vote_hist: expected 1 <= K <= 65535 masks, got %d", K);
+    if (K < 1 || K > 255)
+        return isp_fail(ISP_ERR_VALUE, "mask_vote_hist: expected 1 <= K <= 255 masks, got %d", K);
     const int64_t nch = (P + SOUP_BLOCK - 1) / SOUP_BLOCK;
     const int nt = isp_get_num_threads();
-    uint16_t *vbuf = malloc(sizeof(uint16_t) * SOUP_BLOCK * (size_t)nt);
+    uint8_t *vbuf = malloc((size_t)SOUP_BLOCK * (size_t)nt);
     int64_t *th = calloc((size_t)nt * (size_t)(K + 1), sizeof(int64_t));
     if (vbuf == NULL || th == NULL) {
         free(vbuf);
@@ -165,12 +191,12 @@ isp_status mask_vote_hist(int64_t *hist, const uint8_t *const *in, int K, int64_
 #pragma omp parallel num_threads(nt) reduction(+ : bad)
     {
         const int tid = SOUP_TID();
-        uint16_t *v = vbuf + (size_t)tid * SOUP_BLOCK;
+        uint8_t *v = vbuf + (size_t)tid * SOUP_BLOCK;
         int64_t *h = th + (size_t)tid * (size_t)(K + 1);
 #pragma omp for schedule(static)
         for (int64_t c = 0; c < nch; c++) {
             const int64_t p0 = c * SOUP_BLOCK, len = P - p0 < SOUP_BLOCK ? P - p0 : SOUP_BLOCK;
-            bad += votes_block(v, in, K, packed, p0, len);
+            bad += mask_votes(v, in, K, packed, p0, len);
             for (int64_t i = 0; i < len; i++)
                 h[v[i]]++;
         }

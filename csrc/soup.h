@@ -25,6 +25,12 @@ isp_status mask_unpack(uint8_t *m, const uint8_t *bits, int64_t P);
 isp_status mask_combine(uint8_t *out, const uint8_t *const *in, int K, int64_t P, int packed,
                         merge_rule rule);
 
+/*
+ * v (len,) = how many of the K masks (K <= 255) keep weights p0 .. p0+len-1. Returns nonzero if an
+ * unpacked mask holds a byte other than 0/1.
+ */
+int mask_votes(uint8_t *v, const uint8_t *const *in, int K, int packed, int64_t p0, int64_t len);
+
 /* out (P,) = 1 where at least min_votes of the K masks keep the weight (majority: K/2 + 1). */
 isp_status mask_vote_keep(uint8_t *out, const uint8_t *const *in, int K, int64_t P, int packed,
                           int min_votes);

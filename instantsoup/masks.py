@@ -745,8 +745,10 @@ def _select(names, shapes, xs, kind, s, scope, cur: MaskSet | None, seed, meta, 
                 "pruned weight" + (" (pass monotone=False to select from scratch)" if kind != "random" else ""))
         _named_errors(names, fn, _C.mask_select, out, sizes, P - n_mask, kind, xs=xs,
                       cur=cur_flat, seed=seed)
+        n_kept = P - n_mask
     else:
         off = 0
+        n_kept = 0
         for t, (n, sz) in enumerate(zip(names, sizes)):
             n_mask = int(round(s * sz))
             c = None if cur_flat is None else cur_flat[off:off + sz]
@@ -761,7 +763,8 @@ def _select(names, shapes, xs, kind, s, scope, cur: MaskSet | None, seed, meta, 
             _named_errors([n], fn, _C.mask_select, out[off:off + sz], [sz], sz - n_mask, kind,
                           xs=None if xs is None else [xs[t]], cur=c, seed=seed_t)
             off += sz
-    ms = MaskSet._from_flat(names, shapes, out, meta)
+            n_kept += sz - n_mask
+    ms = MaskSet._from_flat(names, shapes, out, meta, num_kept=n_kept)
     ms.metadata["achieved_sparsity"] = ms.sparsity
     log.debug("%s: %s", fn, ms)
     return ms
@@ -805,8 +808,8 @@ def merge_masks(list_of_masks: Iterable[Any], rule: str = "union", sparsity: flo
         raise ValueError(f"{fn}: rule must be one of {MERGE_RULES}, got {rule!r}")
     s = None if sparsity is None else _check_sparsity(sparsity)
     K = len(items)
-    if K > 65535:
-        raise ValueError(f"{fn}: at most 65535 masks, got {K}")
+    if K > 255:
+        raise ValueError(f"{fn}: at most 255 masks can be merged, got {K}")
     first = items[0]
     if isinstance(first, PackedMaskSet):
         names, shapes = list(first.names), list(first._shapes)

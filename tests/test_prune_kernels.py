@@ -572,3 +572,15 @@ def test_torch_amount_with_counts():
     assert isp.to_torch_amount(0.5, 0.2, numel=P) == pytest.approx(300 / 800)
     with pytest.raises(ValueError, match="unmask"):
         isp.to_torch_amount(0.1, 0.2, numel=P)
+
+
+def test_merge_limits_and_single_mask(rng):
+    p = make_params(rng, [(4, 4)])
+    a = isp.random_masks(p, 0.5, seed=1)
+    with pytest.raises(ValueError, match="at most 255"):
+        isp.merge_masks([a] * 256, "union")
+    for rule in ("union", "intersection", "vote"):
+        assert isp.merge_masks([a], rule) == a
+    # packed and byte masks mixed: merged in packed form
+    b = isp.random_masks(p, 0.5, seed=2)
+    np.testing.assert_array_equal(isp.merge_masks([a.pack(), b], "union").flat, a.flat | b.flat)
