@@ -89,8 +89,8 @@ static int64_t block_keys(const sel_source *s, const sel_block *b, uint32_t *key
             return bad;
         }
         const uint8_t vs = (uint8_t)s->vstar;
-        for (int64_t i = 0; i < len; i++)
-            cls[i] = (uint8_t)(cls[i] > vs ? CLS_KEPT : (cls[i] == vs ? CLS_CAND : CLS_MASKED));
+        for (int64_t i = 0; i < len; i++) /* > vs: CLS_KEPT, == vs: CLS_CAND, else CLS_MASKED */
+            cls[i] = (uint8_t)((cls[i] > vs) | ((cls[i] == vs) << 1));
     } else if (s->cur != NULL) {
         const uint8_t *c = s->cur + pos0;
         uint8_t acc = 0;
@@ -249,10 +249,12 @@ isp_status mask_select(uint8_t *out, const sel_source *src, const int64_t *n, in
                 }
                 continue;
             }
-            for (int64_t i = 0; i < b->len; i++) {
-                h[key[i] >> 16] += cls[i] == CLS_CAND;
+            const int64_t len = b->len;
+            for (int64_t i = 0; i < len; i++) {
+                const int64_t c = cls[i] == CLS_CAND;
+                h[key[i] >> 16] += c;
                 nkept += cls[i] == CLS_KEPT;
-                ncand += cls[i] == CLS_CAND;
+                ncand += c;
             }
         }
         tcount[2 * tid] = nkept;
@@ -333,17 +335,21 @@ isp_status mask_select(uint8_t *out, const sel_source *src, const int64_t *n, in
             const sel_block *b = &blocks[bi];
             int why = 0;
             block_keys(src, b, key, cls, &why);
-            uint8_t *o = out + b->pos0;
+            uint8_t *restrict o = out + b->pos0;
+            const uint8_t *restrict cl = cls;
+            const uint32_t *restrict ky = key;
+            const int64_t len = b->len;
             const uint8_t cand_keep = mode == 0;
+            /* branch-free (classes and key comparisons are unpredictable) */
             if (mode != 2) {
-                for (int64_t i = 0; i < b->len; i++)
-                    o[i] = (uint8_t)(cls[i] == CLS_KEPT || (cls[i] == CLS_CAND && cand_keep));
+                for (int64_t i = 0; i < len; i++)
+                    o[i] = (uint8_t)((cl[i] == CLS_KEPT) | ((cl[i] == CLS_CAND) & cand_keep));
             } else {
                 int64_t nt_ties = 0;
-                for (int64_t i = 0; i < b->len; i++) {
-                    const int c = cls[i] == CLS_CAND;
-                    o[i] = (uint8_t)(cls[i] == CLS_KEPT || (c && key[i] >= tau));
-                    nt_ties += c & (key[i] == tau);
+                for (int64_t i = 0; i < len; i++) {
+                    const uint8_t c = cl[i] == CLS_CAND;
+                    o[i] = (uint8_t)((cl[i] == CLS_KEPT) | (c & (ky[i] >= tau)));
+                    nt_ties += c & (ky[i] == tau);
                 }
                 ties[bi] = nt_ties;
             }

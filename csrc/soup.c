@@ -181,7 +181,9 @@ isp_status mask_vote_hist(int64_t *hist, const uint8_t *const *in, int K, int64_
     const int64_t nch = (P + SOUP_BLOCK - 1) / SOUP_BLOCK;
     const int nt = isp_get_num_threads();
     uint8_t *vbuf = malloc((size_t)SOUP_BLOCK * (size_t)nt);
-    int64_t *th = calloc((size_t)nt * (size_t)(K + 1), sizeof(int64_t));
+    /* 8 sub-histograms per thread: consecutive increments of the same few bins would otherwise
+       wait on each other through memory */
+    int64_t *th = calloc((size_t)nt * 8 * (size_t)(K + 1), sizeof(int64_t));
     if (vbuf == NULL || th == NULL) {
         free(vbuf);
         free(th);
@@ -192,18 +194,19 @@ isp_status mask_vote_hist(int64_t *hist, const uint8_t *const *in, int K, int64_
     {
         const int tid = SOUP_TID();
         uint8_t *v = vbuf + (size_t)tid * SOUP_BLOCK;
-        int64_t *h = th + (size_t)tid * (size_t)(K + 1);
+        int64_t *h = th + (size_t)tid * 8 * (size_t)(K + 1);
+        const int64_t stride = K + 1;
 #pragma omp for schedule(static)
         for (int64_t c = 0; c < nch; c++) {
             const int64_t p0 = c * SOUP_BLOCK, len = P - p0 < SOUP_BLOCK ? P - p0 : SOUP_BLOCK;
             bad += mask_votes(v, in, K, packed, p0, len);
             for (int64_t i = 0; i < len; i++)
-                h[v[i]]++;
+                h[(i & 7) * stride + v[i]]++;
         }
     }
     for (int v = 0; v <= K; v++) {
         hist[v] = 0;
-        for (int t = 0; t < nt; t++)
+        for (int t = 0; t < nt * 8; t++)
             hist[v] += th[(size_t)t * (size_t)(K + 1) + (size_t)v];
     }
     free(vbuf);
