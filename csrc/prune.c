@@ -10,13 +10,18 @@
  * small per-thread buffer, so nothing of size P is allocated):
  *   1. histogram of the top 16 key bits of the candidates (+ validation: NaN/inf, mask bytes);
  *      the bin b1 holding the m-th smallest candidate (m = candidates to mask) follows;
- *   2. histogram of the low 16 bits of the candidates in bin b1 -> the exact threshold key tau and
- *      r = how many candidates with key == tau are masked;
- *   3. write the mask (key > tau kept, key < tau masked, key == tau kept for now) and count the
+ *   2. usual case, bin b1 holds few candidates (<= max(65536, P/64)): write the mask (above b1
+ *      kept, below masked, inside b1 kept for now) while gathering b1's candidates as (key,
+ *      position); sort them and mask the first m - (count below b1). Two passes in all.
+ *   Otherwise (heavy ties, e.g. many exact zeros):
+ *   2'. histogram of the low 16 bits of the candidates in bin b1 -> the exact threshold key tau
+ *      and r = how many candidates with key == tau are masked;
+ *   3'. write the mask (key > tau kept, key < tau masked, key == tau kept for now) and count the
  *      tau-ties per block; a serial scan over the blocks assigns the r masked ties to the first
  *      blocks in position order, and a fix-up pass over those few blocks masks them.
  * Histograms are per thread and summed, ties are resolved by position: the result is the same for
- * any thread count. Extra memory: nthreads * (65536 * 8 + SEL_BLOCK * 5) bytes + 16 B per block.
+ * any thread count. Extra memory: nthreads * (65536 * 8 + SEL_BLOCK * 5) bytes + 16 B per block
+ * (+ 16 B per gathered candidate, at most P/4 bytes).
  */
 #include <limits.h>
 #include <stdlib.h>
@@ -42,6 +47,20 @@ typedef struct {
 } sel_block;
 
 enum { CLS_MASKED = 0, CLS_KEPT = 1, CLS_CAND = 2 };
+
+/* a candidate of the deciding histogram bin, gathered in mode 3 */
+typedef struct {
+    uint32_t key;
+    int64_t pos;
+} sel_item;
+
+static int item_cmp(const void *a, const void *b)
+{
+    const sel_item *x = a, *y = b;
+    if (x->key != y->key)
+        return x->key < y->key ? -1 : 1;
+    return (x->pos > y->pos) - (x->pos < y->pos);
+}
 
 static inline uint32_t f2u(float f)
 {
@@ -197,6 +216,8 @@ isp_status mask_select(uint8_t *out, const sel_source *src, const int64_t *n, in
         return ISP_OK;
 
     isp_status st = ISP_OK;
+    sel_item *items = NULL;
+    int64_t n_got = 0;
     int nt = isp_get_num_threads();
     if (nt < 1)
         nt = 1;
@@ -284,18 +305,26 @@ isp_status mask_select(uint8_t *out, const sel_source *src, const int64_t *n, in
     }
     const int64_t n_prune = n_cand - (n_keep - n_fixed); /* candidates to mask */
 
-    /* mode 0: keep every candidate; 1: mask every candidate; 2: threshold tau with r masked ties */
+    /* mode 0: keep every candidate; 1: mask every candidate; 2: threshold tau with r masked ties;
+       3: the bin b1 is small -- gather its candidates while writing and sort them (no pass 2) */
     int mode = n_prune == 0 ? 0 : (n_prune == n_cand ? 1 : 2);
-    uint32_t tau = 0;
-    int64_t r = 0;
+    uint32_t tau = 0, b1 = 0;
+    int64_t r = 0, cum = 0, n_in = 0;
     if (mode == 2) {
         for (int th = 1; th < nt; th++)
             for (int j = 0; j < SEL_BINS; j++)
                 hist[j] += hist[(size_t)th * SEL_BINS + j];
-        int64_t cum = 0;
-        uint32_t b1 = 0;
         while (cum + hist[b1] < n_prune)
             cum += hist[b1++];
+        n_in = hist[b1];
+        const int64_t gather_limit = P / 64 > 65536 ? P / 64 : 65536; /* <= 0.25 byte per weight */
+        if (n_in <= gather_limit && !src->no_gather) {
+            items = malloc(sizeof(sel_item) * (size_t)n_in);
+            if (items != NULL)
+                mode = 3;
+        }
+    }
+    if (mode == 2) {
         /* pass 2: low 16 bits inside bin b1 */
         memset(hist, 0, sizeof(int64_t) * (size_t)nt * SEL_BINS);
 #pragma omp parallel num_threads(nt)
@@ -341,7 +370,29 @@ isp_status mask_select(uint8_t *out, const sel_source *src, const int64_t *n, in
             const int64_t len = b->len;
             const uint8_t cand_keep = mode == 0;
             /* branch-free (classes and key comparisons are unpredictable) */
-            if (mode != 2) {
+            if (mode == 3) {
+                int64_t nb1 = 0;
+                for (int64_t i = 0; i < len; i++) {
+                    const uint8_t c = cl[i] == CLS_CAND;
+                    const uint32_t hi = ky[i] >> 16;
+                    o[i] = (uint8_t)((cl[i] == CLS_KEPT) | (c & (hi >= b1)));
+                    nb1 += c & (hi == b1);
+                }
+                if (nb1 > 0) {
+                    int64_t at;
+#pragma omp atomic capture
+                    {
+                        at = n_got;
+                        n_got += nb1;
+                    }
+                    for (int64_t i = 0; i < len && at < n_in; i++)
+                        if (cl[i] == CLS_CAND && (ky[i] >> 16) == b1) {
+                            items[at].key = ky[i];
+                            items[at].pos = b->pos0 + i;
+                            at++;
+                        }
+                }
+            } else if (mode != 2) {
                 for (int64_t i = 0; i < len; i++)
                     o[i] = (uint8_t)((cl[i] == CLS_KEPT) | ((cl[i] == CLS_CAND) & cand_keep));
             } else {
@@ -354,6 +405,17 @@ isp_status mask_select(uint8_t *out, const sel_source *src, const int64_t *n, in
                 ties[bi] = nt_ties;
             }
         }
+    }
+    if (mode == 3) {
+        /* mask the n_prune - cum smallest (key, position) of bin b1 */
+        if (n_got != n_in) {
+            st = isp_fail(ISP_ERR_INTERNAL, "mask_select: gathered %lld of %lld", (long long)n_got,
+                          (long long)n_in);
+            goto done;
+        }
+        qsort(items, (size_t)n_in, sizeof(sel_item), item_cmp);
+        for (int64_t j = 0; j < n_prune - cum; j++)
+            out[items[j].pos] = 0;
     }
     if (mode == 2) {
         /* the r masked ties are the first r in position order */
@@ -390,6 +452,7 @@ isp_status mask_select(uint8_t *out, const sel_source *src, const int64_t *n, in
     }
 
 done:
+    free(items);
     free(blocks);
     free(hist);
     free(keybuf);

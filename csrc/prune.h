@@ -40,6 +40,7 @@ typedef struct {
     int K;
     int packed;
     int vstar;
+    int no_gather; /* 1: always take the histogram path for the deciding bin (tests) */
 } sel_source;
 
 /*

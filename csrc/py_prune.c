@@ -160,23 +160,25 @@ static int out_overlaps_list(PyArrayObject *out, arr_list *L, int allow_first_eq
 }
 
 PyDoc_STRVAR(mask_select_doc,
-             "mask_select(out, sizes, n_keep, kind, xs=None, cur=None, seed=0)\n--\n\n"
+             "mask_select(out, sizes, n_keep, kind, xs=None, cur=None, seed=0, gather=True)\n--\n\n"
              "Write into out (P,) uint8 the mask keeping exactly n_keep weights of the tensors of\n"
              "sizes (T,): the largest keys among candidates (cur == 1, or all if cur is None);\n"
              "ties: the smaller global position is masked first. kind: 'abs' (|xs|), 'score' (xs),\n"
              "'random' (hash of seed and position), 'none'. xs: list of T float32 C-contiguous\n"
-             "arrays, never concatenated. out may be cur (in place).");
+             "arrays, never concatenated. out may be cur (in place). gather=False forces the\n"
+             "two-histogram path for the deciding bin (for tests; same result).");
 
 static PyObject *py_mask_select(PyObject *self, PyObject *args, PyObject *kwds)
 {
     (void)self;
-    static char *kwlist[] = {"out", "sizes", "n_keep", "kind", "xs", "cur", "seed", NULL};
+    static char *kwlist[] = {"out", "sizes", "n_keep", "kind", "xs", "cur", "seed", "gather", NULL};
     PyObject *outo, *sizeso, *xso = Py_None, *curo = Py_None;
     long long n_keep;
     const char *kinds;
     unsigned long long seed = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOLs|OOK:mask_select", kwlist, &outo, &sizeso,
-                                     &n_keep, &kinds, &xso, &curo, &seed))
+    int gather = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOLs|OOKp:mask_select", kwlist, &outo, &sizeso,
+                                     &n_keep, &kinds, &xso, &curo, &seed, &gather))
         return NULL;
     sel_kind kind;
     if (parse_kind(kinds, &kind) < 0)
@@ -210,7 +212,7 @@ static PyObject *py_mask_select(PyObject *self, PyObject *args, PyObject *kwds)
             goto error;
     }
     sel_source src = {.kind = kind, .x = (const float *const *)xs.ptr, .cur = cur, .seed = seed,
-                      .vm = NULL, .K = 0, .packed = 0, .vstar = 0};
+                      .vm = NULL, .K = 0, .packed = 0, .vstar = 0, .no_gather = !gather};
     uint8_t *op = PyArray_DATA(out);
     isp_status st;
     Py_BEGIN_ALLOW_THREADS;

@@ -245,7 +245,7 @@ isp_status mask_vote_select(uint8_t *out, const uint8_t *const *in, int K, int p
                         "vote: cannot keep %lld weights: only %lld are kept by at least one mask",
                         (long long)n_keep, (long long)above);
     sel_source src = {.kind = tie_kind, .x = x, .cur = NULL, .seed = 0, .vm = in, .K = K,
-                      .packed = packed, .vstar = vstar};
+                      .packed = packed, .vstar = vstar, .no_gather = 0};
     return mask_select(out, &src, n, T, n_keep);
 }
 

@@ -584,3 +584,28 @@ def test_merge_limits_and_single_mask(rng):
     # packed and byte masks mixed: merged in packed form
     b = isp.random_masks(p, 0.5, seed=2)
     np.testing.assert_array_equal(isp.merge_masks([a.pack(), b], "union").flat, a.flat | b.flat)
+
+
+@pytest.mark.parametrize("kind", ["normal", "ties", "zeros"])
+def test_both_threshold_paths_agree(rng, threads, kind):
+    # gather=True sorts the deciding histogram bin; gather=False resolves it with a second
+    # histogram pass and a tie fix-up; both must equal the oracle
+    p = make_params(rng, [(130, 260), (3,), (200, 99)], kind)
+    xs = list(p.values())
+    sizes = [a.size for a in xs]
+    w = flat(p)
+    P = w.size
+    cur = (rng.random(P) < 0.8).astype(np.uint8)
+    for n_keep in (1, 1000, P // 3, int(cur.sum()) - 1):
+        exp = ref_select(np.abs(w), cur.astype(bool), n_keep)
+        for gather in (True, False):
+            out = np.empty(P, np.uint8)
+            _C.mask_select(out, sizes, n_keep, "abs", xs=xs, cur=cur, gather=gather)
+            np.testing.assert_array_equal(out, exp, err_msg=f"gather={gather} n_keep={n_keep}")
+    outs = []
+    for gather in (True, False):
+        out = np.empty(P, np.uint8)
+        _C.mask_select(out, sizes, P // 2, "random", seed=5, gather=gather)
+        assert out.sum() == P // 2
+        outs.append(out)
+    np.testing.assert_array_equal(outs[0], outs[1])
