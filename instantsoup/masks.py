@@ -309,6 +309,9 @@ class MaskSet(Mapping):
         self._init(names, shapes, flat, metadata, num_kept)
         return self
 
+    def __reduce__(self):  # pickling (multiprocessing, run directories): one flat buffer
+        return (_maskset_from_state, (self._names, self._shapes, np.array(self._flat), self.metadata))
+
     # Mapping protocol
     def __getitem__(self, name: str) -> np.ndarray:
         return self._views[name]
@@ -545,6 +548,10 @@ class MaskSet(Mapping):
         if not out:
             raise ValueError("from_torch_prune: the module has no pruning masks (no *_mask buffers)")
         return cls(out, metadata={"method": "torch_prune"})
+
+
+def _maskset_from_state(names, shapes, flat, metadata) -> MaskSet:
+    return MaskSet._from_flat(names, shapes, flat, metadata)
 
 
 def _resolve_torch_name(module: Any, name: str, name_map) -> str:

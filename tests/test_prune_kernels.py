@@ -609,3 +609,13 @@ def test_both_threshold_paths_agree(rng, threads, kind):
         assert out.sum() == P // 2
         outs.append(out)
     np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_maskset_pickle_and_copy(rng):
+    import copy
+    import pickle
+
+    m = isp.magnitude_masks(make_params(rng, [(5, 6), (4,)]), 0.5)
+    for other in (pickle.loads(pickle.dumps(m)), copy.deepcopy(m), m.copy()):
+        assert other == m and other.metadata == m.metadata and other.names == m.names
+        assert not other["layer.0.weight"].flags.writeable
