@@ -38,6 +38,7 @@
 
 #define SEL_BLOCK 16384
 #define SEL_BINS 65536
+#define SEL_PAR_MIN (1 << 14) /* counting loops below this size run on one thread */
 
 typedef struct {
     int32_t t;    /* tensor */
@@ -219,6 +220,8 @@ isp_status mask_select(uint8_t *out, const sel_source *src, const int64_t *n, in
     sel_item *items = NULL;
     int64_t n_got = 0;
     int nt = isp_get_num_threads();
+    if (nt > nb) /* at least one block per thread: waking threads for tiny inputs costs more */
+        nt = (int)nb;
     if (nt < 1)
         nt = 1;
     sel_block *blocks = malloc(sizeof(sel_block) * (size_t)nb);
@@ -466,7 +469,7 @@ isp_status mask_count(int64_t *kept, const uint8_t *m, int64_t P, int packed)
 {
     if (P < 0)
         return isp_fail(ISP_ERR_VALUE, "mask_count: negative size");
-    int nt = isp_get_num_threads();
+    const int nt = P >= SEL_PAR_MIN ? isp_get_num_threads() : 1;
     int64_t total = 0, bad = 0;
     if (packed) {
         const int64_t nbytes = (P + 7) / 8;

@@ -16,6 +16,8 @@
 #include "isp.h"
 
 #define SOUP_BLOCK 8192 /* weights per block in vote loops (a multiple of 8) */
+#define SOUP_PAR_MIN (1 << 14) /* loops over fewer elements run on one thread */
+#define SOUP_NT(n) ((n) >= SOUP_PAR_MIN ? isp_get_num_threads() : 1)
 
 isp_status mask_pack(uint8_t *bits, const uint8_t *m, int64_t P)
 {
@@ -23,7 +25,7 @@ isp_status mask_pack(uint8_t *bits, const uint8_t *m, int64_t P)
         return isp_fail(ISP_ERR_VALUE, "mask_pack: negative size");
     const int64_t nbytes = (P + 7) / 8;
     int64_t bad = 0;
-#pragma omp parallel for num_threads(isp_get_num_threads()) reduction(+ : bad) schedule(static)
+#pragma omp parallel for num_threads(SOUP_NT(P)) reduction(+ : bad) schedule(static)
     for (int64_t j = 0; j < nbytes; j++) {
         const uint8_t *s = m + 8 * j;
         const int64_t cnt = P - 8 * j < 8 ? P - 8 * j : 8;
@@ -45,7 +47,7 @@ isp_status mask_unpack(uint8_t *m, const uint8_t *bits, int64_t P)
     if (P < 0)
         return isp_fail(ISP_ERR_VALUE, "mask_unpack: negative size");
     const int64_t nbytes = (P + 7) / 8;
-#pragma omp parallel for num_threads(isp_get_num_threads()) schedule(static)
+#pragma omp parallel for num_threads(SOUP_NT(P)) schedule(static)
     for (int64_t j = 0; j < nbytes; j++) {
         uint8_t *d = m + 8 * j;
         const int64_t cnt = P - 8 * j < 8 ? P - 8 * j : 8;
@@ -67,7 +69,7 @@ isp_status mask_combine(uint8_t *out, const uint8_t *const *in, int K, int64_t P
     const int64_t CH = 1 << 14;
     const int64_t nch = (nbytes + CH - 1) / CH;
     int64_t bad = 0;
-#pragma omp parallel for num_threads(isp_get_num_threads()) reduction(+ : bad) schedule(static)
+#pragma omp parallel for num_threads(SOUP_NT(nbytes)) reduction(+ : bad) schedule(static)
     for (int64_t c = 0; c < nch; c++) {
         const int64_t j0 = c * CH, j1 = j0 + CH < nbytes ? j0 + CH : nbytes;
         uint8_t acc = 0;
@@ -152,7 +154,7 @@ isp_status mask_vote_keep(uint8_t *out, const uint8_t *const *in, int K, int64_t
     if (K < 1 || K > 255)
         return isp_fail(ISP_ERR_VALUE, "mask_vote_keep: expected 1 <= K <= 255 masks, got %d", K);
     const int64_t nch = (P + SOUP_BLOCK - 1) / SOUP_BLOCK;
-    const int nt = isp_get_num_threads();
+    const int nt = SOUP_NT(P);
     uint8_t *vbuf = malloc((size_t)SOUP_BLOCK * (size_t)nt);
     if (vbuf == NULL)
         return isp_fail(ISP_ERR_NOMEM, "mask_vote_keep: out of memory");
@@ -179,7 +181,7 @@ isp_status mask_vote_hist(int64_t *hist, const uint8_t *const *in, int K, int64_
     if (K < 1 || K > 255)
         return isp_fail(ISP_ERR_VALUE, "mask_vote_hist: expected 1 <= K <= 255 masks, got %d", K);
     const int64_t nch = (P + SOUP_BLOCK - 1) / SOUP_BLOCK;
-    const int nt = isp_get_num_threads();
+    const int nt = SOUP_NT(P);
     uint8_t *vbuf = malloc((size_t)SOUP_BLOCK * (size_t)nt);
     /* 8 sub-histograms per thread: consecutive increments of the same few bins would otherwise
        wait on each other through memory */
@@ -253,7 +255,7 @@ isp_status mask_overlap(int64_t *na, int64_t *nb, int64_t *nab, const uint8_t *a
                         int64_t P, int packed)
 {
     int64_t sa = 0, sb = 0, sab = 0, bad = 0;
-    const int nt = isp_get_num_threads();
+    const int nt = SOUP_NT(P);
     if (packed) {
         const int64_t nbytes = (P + 7) / 8;
         const uint8_t last = (uint8_t)((P & 7) ? ((1u << (P & 7)) - 1u) : 0xffu);
@@ -288,7 +290,7 @@ isp_status soup_average(float *out, const float *const *in, const double *w, int
         return isp_fail(ISP_ERR_VALUE, "soup_average: no parameter sets to average");
     const int64_t CH = 4096;
     const int64_t nch = (n + CH - 1) / CH;
-#pragma omp parallel num_threads(isp_get_num_threads())
+#pragma omp parallel num_threads(SOUP_NT(n))
     {
         double acc[4096];
 #pragma omp for schedule(static)
