@@ -55,6 +55,31 @@ typedef struct {
     int64_t pos;
 } sel_item;
 
+/*
+ * Append the candidates of block keys key (len,) (classes cls, or all candidates if NULL) whose
+ * high key half is b1 to items[at..n_in); returns the new fill. Matches are rare (~1 in 1000), so
+ * 64-element chunks are first tested with a vectorizable OR and skipped when empty.
+ */
+static int64_t gather_bin(sel_item *items, int64_t at, int64_t n_in, const uint32_t *key,
+                          const uint8_t *cls, int64_t len, uint32_t b1, int64_t pos0)
+{
+    for (int64_t c0 = 0; c0 < len; c0 += 64) {
+        const int64_t c1 = c0 + 64 < len ? c0 + 64 : len;
+        uint32_t any = 0;
+        for (int64_t i = c0; i < c1; i++)
+            any |= (uint32_t)((key[i] >> 16) == b1);
+        if (!any)
+            continue;
+        for (int64_t i = c0; i < c1 && at < n_in; i++)
+            if ((key[i] >> 16) == b1 && (cls == NULL || cls[i] == CLS_CAND)) {
+                items[at].key = key[i];
+                items[at].pos = pos0 + i;
+                at++;
+            }
+    }
+    return at;
+}
+
 static int item_cmp(const void *a, const void *b)
 {
     const sel_item *x = a, *y = b;
@@ -217,6 +242,7 @@ isp_status mask_select(uint8_t *out, const sel_source *src, const int64_t *n, in
         return ISP_OK;
 
     isp_status st = ISP_OK;
+    const int all_cand = src->vm == NULL && src->cur == NULL;
     sel_item *items = NULL;
     int64_t n_got = 0;
     int nt = isp_get_num_threads();
@@ -274,6 +300,12 @@ isp_status mask_select(uint8_t *out, const sel_source *src, const int64_t *n, in
                 continue;
             }
             const int64_t len = b->len;
+            if (all_cand) { /* no current mask, no votes: every weight is a candidate */
+                for (int64_t i = 0; i < len; i++)
+                    h[key[i] >> 16]++;
+                ncand += len;
+                continue;
+            }
             for (int64_t i = 0; i < len; i++) {
                 const int64_t c = cls[i] == CLS_CAND;
                 h[key[i] >> 16] += c;
@@ -373,7 +405,23 @@ isp_status mask_select(uint8_t *out, const sel_source *src, const int64_t *n, in
             const int64_t len = b->len;
             const uint8_t cand_keep = mode == 0;
             /* branch-free (classes and key comparisons are unpredictable) */
-            if (mode == 3) {
+            if (mode == 3 && all_cand) {
+                int64_t nb1 = 0;
+                for (int64_t i = 0; i < len; i++) {
+                    const uint32_t hi = ky[i] >> 16;
+                    o[i] = (uint8_t)(hi >= b1);
+                    nb1 += hi == b1;
+                }
+                if (nb1 > 0) {
+                    int64_t at;
+#pragma omp atomic capture
+                    {
+                        at = n_got;
+                        n_got += nb1;
+                    }
+                    at = gather_bin(items, at, n_in, ky, NULL, len, b1, b->pos0);
+                }
+            } else if (mode == 3) {
                 int64_t nb1 = 0;
                 for (int64_t i = 0; i < len; i++) {
                     const uint8_t c = cl[i] == CLS_CAND;
@@ -388,12 +436,7 @@ isp_status mask_select(uint8_t *out, const sel_source *src, const int64_t *n, in
                         at = n_got;
                         n_got += nb1;
                     }
-                    for (int64_t i = 0; i < len && at < n_in; i++)
-                        if (cl[i] == CLS_CAND && (ky[i] >> 16) == b1) {
-                            items[at].key = ky[i];
-                            items[at].pos = b->pos0 + i;
-                            at++;
-                        }
+                    at = gather_bin(items, at, n_in, ky, cl, len, b1, b->pos0);
                 }
             } else if (mode != 2) {
                 for (int64_t i = 0; i < len; i++)
@@ -416,8 +459,27 @@ isp_status mask_select(uint8_t *out, const sel_source *src, const int64_t *n, in
                           (long long)n_in);
             goto done;
         }
-        qsort(items, (size_t)n_in, sizeof(sel_item), item_cmp);
-        for (int64_t j = 0; j < n_prune - cum; j++)
+        /* no sort: a histogram of the low key halves finds the threshold key; only the items
+           equal to it are ordered (by position) */
+        const int64_t r1 = n_prune - cum; /* 1 <= r1 <= n_in */
+        int64_t *h = hist;
+        memset(h, 0, sizeof(int64_t) * SEL_BINS);
+        for (int64_t j = 0; j < n_in; j++)
+            h[items[j].key & 0xffffu]++;
+        uint32_t lo = 0;
+        int64_t below = 0;
+        while (below + h[lo] < r1)
+            below += h[lo++];
+        const uint32_t t_key = (b1 << 16) | lo;
+        int64_t n_eq = 0;
+        for (int64_t j = 0; j < n_in; j++) {
+            if (items[j].key < t_key)
+                out[items[j].pos] = 0;
+            else if (items[j].key == t_key)
+                items[n_eq++] = items[j]; /* n_eq <= j: compacting in place is safe */
+        }
+        qsort(items, (size_t)n_eq, sizeof(sel_item), item_cmp);
+        for (int64_t j = 0; j < r1 - below; j++)
             out[items[j].pos] = 0;
     }
     if (mode == 2) {
