@@ -19,7 +19,7 @@ Conventions
   smaller flat index is masked first, as a stable ascending sort would do. Results do not depend
   on the number of threads.
 
-Everything heavy runs in C (``instantsoup._C``): a two-level radix select over the float bit
+Merges take up to 255 masks. Everything heavy runs in C (``instantsoup._C``): a two-level radix select over the float bit
 patterns, multi-threaded, without sorting and without concatenating the weights (extra memory is
 a few hundred KB per thread, plus the result mask: 1 byte per weight).
 
@@ -301,6 +301,18 @@ class MaskSet(Mapping):
         }
         self.metadata = dict(metadata or {})
         self._num_kept = num_kept
+
+    @classmethod
+    def ones(cls, model_or_params: Any) -> "MaskSet":
+        """The dense mask set (everything kept) over a model's prunable weights (``model.masks``)
+        or over the arrays of a mapping name -> array (only names and shapes are used)."""
+        src = model_or_params.masks if _is_model(model_or_params) else model_or_params
+        if not isinstance(src, Mapping):
+            raise TypeError(f"MaskSet.ones: expected a model or a mapping, got {type(src).__name__}")
+        names = list(src)
+        shapes = [tuple(_to_numpy(src[n]).shape) for n in names]
+        P = sum(int(np.prod(sh, dtype=np.int64)) for sh in shapes)
+        return cls._from_flat(names, shapes, np.ones(P, np.uint8), {"method": "dense"}, num_kept=P)
 
     @classmethod
     def _from_flat(cls, names, shapes, flat, metadata=None, num_kept=None) -> "MaskSet":

@@ -619,3 +619,10 @@ def test_maskset_pickle_and_copy(rng):
     for other in (pickle.loads(pickle.dumps(m)), copy.deepcopy(m), m.copy()):
         assert other == m and other.metadata == m.metadata and other.names == m.names
         assert not other["layer.0.weight"].flags.writeable
+
+
+def test_maskset_ones(rng):
+    p = make_params(rng, [(3, 4), (5,)])
+    d = isp.MaskSet.ones(p)
+    assert d.sparsity == 0.0 and d.names == list(p) and d.shapes == {n: a.shape for n, a in p.items()}
+    assert isp.magnitude_masks(p, 0.5, current=d) == isp.magnitude_masks(p, 0.5)
