@@ -122,11 +122,13 @@ def test_scores_instead_of_magnitude(rng):
     assert m.metadata["scores"] == "external"
 
 
-def test_in_place_select_on_current(rng):
-    w = rng.standard_normal(50000).astype(np.float32)
-    cur = (rng.random(50000) < 0.6).astype(np.uint8)
-    exp = ref_select(np.abs(w), cur.astype(bool), 20000)
-    _C.mask_select(cur, [50000], 20000, "abs", xs=[w], cur=cur)
+@pytest.mark.parametrize("gather", [True, False])
+def test_in_place_select_on_current(rng, gather):
+    w = np.round(rng.standard_normal(50000), 2).astype(np.float32)  # with ties
+    cur0 = (rng.random(50000) < 0.6).astype(np.uint8)
+    exp = ref_select(np.abs(w), cur0.astype(bool), 20000)
+    cur = cur0.copy()
+    _C.mask_select(cur, [50000], 20000, "abs", xs=[w], cur=cur, gather=gather)
     np.testing.assert_array_equal(cur, exp)
 
 
