@@ -41,6 +41,11 @@ def build_info() -> dict:
 
 set_num_threads(available_cores())
 
+# --- data (branch data, issue 5) ---------------------------------------------------------------
+from instantsoup import data  # noqa: E402  (tokenization, GLUE/table loaders, batching, default task)
+
+__all__ += ["data"]
+
 # --- pruning: masks, selection, merges, soups (branch prune, issue 4) ---
 from instantsoup.masks import (  # noqa: E402
     MaskSet,
