@@ -40,3 +40,9 @@ def build_info() -> dict:
 
 
 set_num_threads(available_cores())
+
+# ---- engine (issue 3): models and optimizer ---------------------------------------------------
+from instantsoup.models import load_model  # noqa: E402
+from instantsoup.optim import AdamW  # noqa: E402
+
+__all__ += ["load_model", "AdamW"]
