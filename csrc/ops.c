@@ -24,6 +24,27 @@
 /* parallelise a loop only when it has enough work to pay for the fork */
 #define BIG(n) ((int64_t)(n) >= 16384)
 
+/*
+ * SIMD dispatch: hot loops are written once in plain C and compiled twice, for AVX2 and for the
+ * baseline x86-64 (SSE2), choosing at run time; the build itself stays portable (no -march).
+ * Both variants do the same arithmetic in the same order (no FMA contraction, no reassociation),
+ * so the results are bitwise identical whichever is picked.
+ */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(ISP_NO_DISPATCH)
+#define SIMD_FN(name, params, ...)                                                                 \
+    __attribute__((target("avx2"), noinline)) static void name##_avx2 params{__VA_ARGS__}         \
+    __attribute__((noinline)) static void name##_base params{__VA_ARGS__}
+#define SIMD_CALL(name) (__builtin_cpu_supports("avx2") ? name##_avx2 : name##_base)
+#else
+#define SIMD_FN(name, params, ...) static void name params{__VA_ARGS__}
+#define SIMD_CALL(name) name
+#endif
+
+/* elementwise loops run over fixed chunks of this many elements, one thread per chunk */
+#define CHUNK 16384
+#define NCHUNKS(n) (((n) + CHUNK - 1) / CHUNK)
+#define CHUNK_LEN(n, k) ((n) - (k) * CHUNK < CHUNK ? (n) - (k) * CHUNK : CHUNK)
+
 /* ------------------------------------------------------------------------------------------ */
 /* elementary functions                                                                        */
 
@@ -34,13 +55,14 @@ static inline float f32_from_bits(int32_t i)
     return f;
 }
 
-/* exp with Cody-Waite range reduction and a degree-7 polynomial; relative error ~2e-7. */
+/* exp with Cody-Waite range reduction and a degree-7 polynomial; relative error ~2e-7.
+   Branch-free so that loops calling it vectorise; NaN in -> NaN out (via x - x). */
 static inline float fexp(float x)
 {
-    float xc = x > -87.0f ? x : -87.0f; /* NaN -> -87, restored below */
+    float xc = x > -87.0f ? x : -87.0f;
     xc = xc < 88.0f ? xc : 88.0f;
     float t = xc * 1.44269504088896341f;
-    int32_t n = (int32_t)(t + (t >= 0.0f ? 0.5f : -0.5f));
+    int32_t n = (int32_t)(t + 128.5f) - 128; /* round to nearest, t in [-126, 127] */
     float fn = (float)n;
     float r = xc - fn * 0.693359375f;
     r = r - fn * -2.12194440e-4f;
@@ -51,8 +73,7 @@ static inline float fexp(float x)
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * (r * r) + r + 1.0f;
-    float y = p * f32_from_bits((n + 127) << 23);
-    return x == x ? y : x;
+    return p * f32_from_bits((n + 127) << 23) + (x - x);
 }
 
 /* erf after Abramowitz & Stegun 7.1.26; absolute error below 2e-7. */
@@ -66,8 +87,7 @@ static inline float ferf(float x)
     y = y * t - 0.284496736f;
     y = y * t + 0.254829592f;
     y = y * t;
-    float e = 1.0f - y * fexp(-ax * ax);
-    return x < 0.0f ? -e : e;
+    return copysignf(1.0f - y * fexp(-ax * ax), x);
 }
 
 /* tanh through exp; absolute error ~1e-7 */
@@ -103,17 +123,44 @@ uint64_t rng_key(uint64_t seed, uint64_t step, uint64_t site)
                  (site + 0x8CB92BA72F3D8DD7ULL));
 }
 
+/* murmur3's 32-bit finaliser: a bijection with good avalanche, vectorisable (32-bit lanes) */
+static inline uint32_t fmix32(uint32_t h)
+{
+    h ^= h >> 16;
+    h *= 0x85EBCA6Bu;
+    h ^= h >> 13;
+    h *= 0xC2B2AE35u;
+    h ^= h >> 16;
+    return h;
+}
+
+/* two keyed rounds over the element index (the high half of idx goes into the second key) */
+static inline float rng_u(uint64_t key, uint64_t idx)
+{
+    uint32_t h = fmix32((uint32_t)idx ^ (uint32_t)key);
+    h = fmix32(h + ((uint32_t)(key >> 32) ^ ((uint32_t)(idx >> 32) * 0x9E3779B9u)));
+    return (float)(h >> 8) * (1.0f / 16777216.0f);
+}
+
 float rng_uniform(uint64_t key, uint64_t idx)
 {
-    return (float)(mix64(key + idx * 0x9E3779B97F4A7C15ULL) >> 40) * (1.0f / 16777216.0f);
+    return rng_u(key, idx);
 }
+
+SIMD_FN(dropout_chunk, (float *out, const float *inp, int64_t i0, int64_t n, float p,
+                        uint64_t key),
+        const float scale = 1.0f / (1.0f - p);
+        for (int64_t i = 0; i < n; i++) {
+            float u = rng_u(key, (uint64_t)(i0 + i));
+            out[i] = u >= p ? inp[i] * scale : 0.0f;
+        })
 
 void dropout_forward(float *out, const float *inp, int64_t N, float p, uint64_t key)
 {
-    float scale = 1.0f / (1.0f - p);
-#pragma omp parallel for num_threads(NT) schedule(static) if (BIG(N))
-    for (int64_t i = 0; i < N; i++)
-        out[i] = rng_uniform(key, (uint64_t)i) >= p ? inp[i] * scale : 0.0f;
+#pragma omp parallel for num_threads(NT) schedule(static) if (NCHUNKS(N) > 1)
+    for (int64_t k = 0; k < NCHUNKS(N); k++)
+        SIMD_CALL(dropout_chunk)(out + k * CHUNK, inp + k * CHUNK, k * CHUNK, CHUNK_LEN(N, k), p,
+                                 key);
 }
 
 void dropout_backward(float *dinp, const float *dout, int64_t N, float p, uint64_t key)
@@ -169,37 +216,76 @@ static inline float sqdev_f(const float *x, float m, int n)
 /* ------------------------------------------------------------------------------------------ */
 /* layernorm                                                                                   */
 
+SIMD_FN(layernorm_rows, (float *out, float *mean, float *rstd, const float *inp,
+                         const float *weight, const float *bias, int64_t n0, int64_t n1, int C,
+                         float eps),
+        for (int64_t n = n0; n < n1; n++) {
+            const float *x = inp + n * C;
+            float m = sum_f(x, C) / (float)C;
+            float v = sqdev_f(x, m, C) / (float)C;
+            float s = 1.0f / sqrtf(v + eps);
+            float *o = out + n * C;
+            for (int c = 0; c < C; c++)
+                o[c] = (x[c] - m) * s * weight[c] + bias[c];
+            mean[n] = m;
+            rstd[n] = s;
+        })
+
+#define ROWS 64 /* rows per task */
+
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                        const float *weight, const float *bias, int64_t N, int C, float eps)
 {
+    int64_t ntask = (N + ROWS - 1) / ROWS;
 #pragma omp parallel for num_threads(NT) schedule(static) if (BIG(N * C))
-    for (int64_t n = 0; n < N; n++) {
-        const float *x = inp + n * C;
-        float m = sum_f(x, C) / (float)C;
-        float v = sqdev_f(x, m, C) / (float)C;
-        float s = 1.0f / sqrtf(v + eps);
-        float *o = out + n * C;
-        for (int c = 0; c < C; c++)
-            o[c] = (x[c] - m) * s * weight[c] + bias[c];
-        mean[n] = m;
-        rstd[n] = s;
-    }
+    for (int64_t k = 0; k < ntask; k++)
+        SIMD_CALL(layernorm_rows)(out, mean, rstd, inp, weight, bias, k * ROWS,
+                                  (k + 1) * ROWS < N ? (k + 1) * ROWS : N, C, eps);
 }
 
 /* columns [c0,c1) of dweight/dbias: a fixed order over rows for every column */
-static void layernorm_backward_params(float *dweight, float *dbias, const float *dout,
-                                      const float *inp, const float *mean, const float *rstd,
-                                      int64_t N, int C, int c0, int c1)
-{
-    for (int64_t n = 0; n < N; n++) {
-        const float *x = inp + n * C, *d = dout + n * C;
-        float m = mean[n], s = rstd[n];
-        for (int c = c0; c < c1; c++) {
-            dweight[c] += d[c] * ((x[c] - m) * s);
-            dbias[c] += d[c];
-        }
-    }
-}
+SIMD_FN(layernorm_backward_params, (float *dweight, float *dbias, const float *dout,
+                                    const float *inp, const float *mean, const float *rstd,
+                                    int64_t N, int C, int c0, int c1),
+        for (int64_t n = 0; n < N; n++) {
+            const float *x = inp + n * C, *d = dout + n * C;
+            float m = mean[n], s = rstd[n];
+            for (int c = c0; c < c1; c++) {
+                dweight[c] += d[c] * ((x[c] - m) * s);
+                dbias[c] += d[c];
+            }
+        })
+
+SIMD_FN(layernorm_backward_rows, (float *dinp, const float *dout, const float *inp,
+                                  const float *weight, const float *mean, const float *rstd,
+                                  int64_t n0, int64_t n1, int C),
+        for (int64_t n = n0; n < n1; n++) {
+            const float *x = inp + n * C, *d = dout + n * C;
+            float m = mean[n], s = rstd[n];
+            float acc_a[8] = {0}, acc_b[8] = {0};
+            int c = 0;
+            for (; c + 8 <= C; c += 8)
+                for (int k = 0; k < 8; k++) {
+                    float dn = weight[c + k] * d[c + k];
+                    acc_a[k] += dn;
+                    acc_b[k] += dn * ((x[c + k] - m) * s);
+                }
+            float sa = ((acc_a[0] + acc_a[4]) + (acc_a[1] + acc_a[5])) +
+                       ((acc_a[2] + acc_a[6]) + (acc_a[3] + acc_a[7]));
+            float sb = ((acc_b[0] + acc_b[4]) + (acc_b[1] + acc_b[5])) +
+                       ((acc_b[2] + acc_b[6]) + (acc_b[3] + acc_b[7]));
+            for (; c < C; c++) {
+                float dn = weight[c] * d[c];
+                sa += dn;
+                sb += dn * ((x[c] - m) * s);
+            }
+            float ma = sa / (float)C, mb = sb / (float)C;
+            float *di = dinp + n * C;
+            for (c = 0; c < C; c++) {
+                float xh = (x[c] - m) * s;
+                di[c] = (weight[c] * d[c] - ma - xh * mb) * s;
+            }
+        })
 
 void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                         const float *inp, const float *weight, const float *mean,
@@ -210,36 +296,13 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 #pragma omp parallel for num_threads(NT) schedule(static) if (BIG(N * C))
     for (int k = 0; k < nchunks; k++) {
         int c0 = k * 64, c1 = c0 + 64 < C ? c0 + 64 : C;
-        layernorm_backward_params(dweight, dbias, dout, inp, mean, rstd, N, C, c0, c1);
+        SIMD_CALL(layernorm_backward_params)(dweight, dbias, dout, inp, mean, rstd, N, C, c0, c1);
     }
+    int64_t ntask = (N + ROWS - 1) / ROWS;
 #pragma omp parallel for num_threads(NT) schedule(static) if (BIG(N * C))
-    for (int64_t n = 0; n < N; n++) {
-        const float *x = inp + n * C, *d = dout + n * C;
-        float m = mean[n], s = rstd[n];
-        float acc_a[8] = {0}, acc_b[8] = {0};
-        int c = 0;
-        for (; c + 8 <= C; c += 8)
-            for (int k = 0; k < 8; k++) {
-                float dn = weight[c + k] * d[c + k];
-                acc_a[k] += dn;
-                acc_b[k] += dn * ((x[c + k] - m) * s);
-            }
-        float sa = ((acc_a[0] + acc_a[4]) + (acc_a[1] + acc_a[5])) +
-                   ((acc_a[2] + acc_a[6]) + (acc_a[3] + acc_a[7]));
-        float sb = ((acc_b[0] + acc_b[4]) + (acc_b[1] + acc_b[5])) +
-                   ((acc_b[2] + acc_b[6]) + (acc_b[3] + acc_b[7]));
-        for (; c < C; c++) {
-            float dn = weight[c] * d[c];
-            sa += dn;
-            sb += dn * ((x[c] - m) * s);
-        }
-        float ma = sa / (float)C, mb = sb / (float)C;
-        float *di = dinp + n * C;
-        for (c = 0; c < C; c++) {
-            float xh = (x[c] - m) * s;
-            di[c] = (weight[c] * d[c] - ma - xh * mb) * s;
-        }
-    }
+    for (int64_t k = 0; k < ntask; k++)
+        SIMD_CALL(layernorm_backward_rows)(dinp, dout, inp, weight, mean, rstd, k * ROWS,
+                                           (k + 1) * ROWS < N ? (k + 1) * ROWS : N, C);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -250,113 +313,94 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 #define TANH_K 0.79788456080286536f  /* sqrt(2/pi) */
 #define TANH_C 0.044715f
 
+SIMD_FN(act_chunk, (float *out, float *deriv, const float *inp, const float *dout,
+                    int64_t n, int act, int mode),
+        /* mode 0: out = act(x); 1: out = act(x), deriv = act'(x); 2: deriv = dout * act'(x) */
+        switch (act) {
+        case ACT_GELU:
+            for (int64_t i = 0; i < n; i++) {
+                float x = inp[i];
+                float cdf = 0.5f * (1.0f + ferf(x * GELU_K));
+                if (mode == 0)
+                    out[i] = x * cdf;
+                else {
+                    float d = cdf + x * GELU_P * fexp(-0.5f * x * x);
+                    if (mode == 1) {
+                        out[i] = x * cdf;
+                        deriv[i] = d;
+                    } else
+                        deriv[i] = dout[i] * d;
+                }
+            }
+            break;
+        case ACT_GELU_TANH:
+            for (int64_t i = 0; i < n; i++) {
+                float x = inp[i];
+                float th = ftanh(TANH_K * (x + TANH_C * x * x * x));
+                float d = 0.5f * (1.0f + th) +
+                          0.5f * x * (1.0f - th * th) * TANH_K * (1.0f + 3.0f * TANH_C * x * x);
+                if (mode == 0)
+                    out[i] = 0.5f * x * (1.0f + th);
+                else if (mode == 1) {
+                    out[i] = 0.5f * x * (1.0f + th);
+                    deriv[i] = d;
+                } else
+                    deriv[i] = dout[i] * d;
+            }
+            break;
+        case ACT_RELU:
+            for (int64_t i = 0; i < n; i++) {
+                float x = inp[i];
+                if (mode == 0)
+                    out[i] = x > 0.0f ? x : 0.0f;
+                else if (mode == 1) {
+                    out[i] = x > 0.0f ? x : 0.0f;
+                    deriv[i] = x > 0.0f ? 1.0f : 0.0f;
+                } else
+                    deriv[i] = x > 0.0f ? dout[i] : 0.0f;
+            }
+            break;
+        default: /* ACT_QUICK_GELU */
+            for (int64_t i = 0; i < n; i++) {
+                float x = inp[i];
+                float sg = 1.0f / (1.0f + fexp(-1.702f * x));
+                float d = sg + x * 1.702f * sg * (1.0f - sg);
+                if (mode == 0)
+                    out[i] = x * sg;
+                else if (mode == 1) {
+                    out[i] = x * sg;
+                    deriv[i] = d;
+                } else
+                    deriv[i] = dout[i] * d;
+            }
+            break;
+        })
+
+static void act_run(float *out, float *deriv, const float *inp, const float *dout, int64_t N,
+                    isp_act act, int mode)
+{
+#pragma omp parallel for num_threads(NT) schedule(static) if (NCHUNKS(N) > 1)
+    for (int64_t k = 0; k < NCHUNKS(N); k++) {
+        int64_t o = k * CHUNK;
+        SIMD_CALL(act_chunk)(out != NULL ? out + o : NULL, deriv != NULL ? deriv + o : NULL,
+                             inp + o, dout != NULL ? dout + o : NULL, CHUNK_LEN(N, k), (int)act,
+                             mode);
+    }
+}
+
 void act_forward(float *out, const float *inp, int64_t N, isp_act act)
 {
-    switch (act) {
-    case ACT_GELU:
-#pragma omp parallel for num_threads(NT) schedule(static) if (BIG(N))
-        for (int64_t i = 0; i < N; i++) {
-            float x = inp[i];
-            out[i] = 0.5f * x * (1.0f + ferf(x * GELU_K));
-        }
-        break;
-    case ACT_GELU_TANH:
-#pragma omp parallel for num_threads(NT) schedule(static) if (BIG(N))
-        for (int64_t i = 0; i < N; i++) {
-            float x = inp[i];
-            out[i] = 0.5f * x * (1.0f + ftanh(TANH_K * (x + TANH_C * x * x * x)));
-        }
-        break;
-    case ACT_RELU:
-#pragma omp parallel for num_threads(NT) schedule(static) if (BIG(N))
-        for (int64_t i = 0; i < N; i++)
-            out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
-        break;
-    case ACT_QUICK_GELU:
-#pragma omp parallel for num_threads(NT) schedule(static) if (BIG(N))
-        for (int64_t i = 0; i < N; i++) {
-            float x = inp[i];
-            out[i] = x / (1.0f + fexp(-1.702f * x));
-        }
-        break;
-    }
+    act_run(out, NULL, inp, NULL, N, act, 0);
 }
 
 void act_forward_deriv(float *out, float *deriv, const float *inp, int64_t N, isp_act act)
 {
-    switch (act) {
-    case ACT_GELU:
-#pragma omp parallel for num_threads(NT) schedule(static) if (BIG(N))
-        for (int64_t i = 0; i < N; i++) {
-            float x = inp[i];
-            float cdf = 0.5f * (1.0f + ferf(x * GELU_K));
-            out[i] = x * cdf;
-            deriv[i] = cdf + x * GELU_P * fexp(-0.5f * x * x);
-        }
-        break;
-    case ACT_GELU_TANH:
-#pragma omp parallel for num_threads(NT) schedule(static) if (BIG(N))
-        for (int64_t i = 0; i < N; i++) {
-            float x = inp[i];
-            float th = ftanh(TANH_K * (x + TANH_C * x * x * x));
-            out[i] = 0.5f * x * (1.0f + th);
-            deriv[i] = 0.5f * (1.0f + th) +
-                       0.5f * x * (1.0f - th * th) * TANH_K * (1.0f + 3.0f * TANH_C * x * x);
-        }
-        break;
-    case ACT_RELU:
-#pragma omp parallel for num_threads(NT) schedule(static) if (BIG(N))
-        for (int64_t i = 0; i < N; i++) {
-            out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
-            deriv[i] = inp[i] > 0.0f ? 1.0f : 0.0f;
-        }
-        break;
-    case ACT_QUICK_GELU:
-#pragma omp parallel for num_threads(NT) schedule(static) if (BIG(N))
-        for (int64_t i = 0; i < N; i++) {
-            float x = inp[i];
-            float s = 1.0f / (1.0f + fexp(-1.702f * x));
-            out[i] = x * s;
-            deriv[i] = s + x * 1.702f * s * (1.0f - s);
-        }
-        break;
-    }
+    act_run(out, deriv, inp, NULL, N, act, 1);
 }
 
 void act_backward(float *dinp, const float *inp, const float *dout, int64_t N, isp_act act)
 {
-    switch (act) {
-    case ACT_GELU:
-#pragma omp parallel for num_threads(NT) schedule(static) if (BIG(N))
-        for (int64_t i = 0; i < N; i++) {
-            float x = inp[i];
-            float cdf = 0.5f * (1.0f + ferf(x * GELU_K));
-            dinp[i] = dout[i] * (cdf + x * GELU_P * fexp(-0.5f * x * x));
-        }
-        break;
-    case ACT_GELU_TANH:
-#pragma omp parallel for num_threads(NT) schedule(static) if (BIG(N))
-        for (int64_t i = 0; i < N; i++) {
-            float x = inp[i];
-            float th = ftanh(TANH_K * (x + TANH_C * x * x * x));
-            dinp[i] = dout[i] * (0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * TANH_K *
-                                                          (1.0f + 3.0f * TANH_C * x * x));
-        }
-        break;
-    case ACT_RELU:
-#pragma omp parallel for num_threads(NT) schedule(static) if (BIG(N))
-        for (int64_t i = 0; i < N; i++)
-            dinp[i] = inp[i] > 0.0f ? dout[i] : 0.0f;
-        break;
-    case ACT_QUICK_GELU:
-#pragma omp parallel for num_threads(NT) schedule(static) if (BIG(N))
-        for (int64_t i = 0; i < N; i++) {
-            float x = inp[i];
-            float s = 1.0f / (1.0f + fexp(-1.702f * x));
-            dinp[i] = dout[i] * (s + x * 1.702f * s * (1.0f - s));
-        }
-        break;
-    }
+    act_run(NULL, dinp, inp, dout, N, act, 2);
 }
 
 void tanh_forward(float *out, const float *inp, int64_t N)
@@ -441,153 +485,140 @@ void linear_backward(float *dinp, float *dweight, float *dbias, const float *dou
 /* ------------------------------------------------------------------------------------------ */
 /* attention                                                                                   */
 
+/*
+ * Attention runs one (b,h) pair per task, spread over our threads; inside a task the three
+ * products per pass are single-threaded sgemm calls (OpenBLAS is switched to one thread for the
+ * duration, so the pools do not fight), the softmax and dropout are our vectorised loops.
+ * Per-thread scratch: two (T,T) blocks and one row.
+ */
+#define ATT_PER(T) (2 * (int64_t)(T) * (T) + (int64_t)(T) + 64)
+
 int64_t attention_scratch_size(int T, int C, int NH, int nthreads)
 {
-    int HS = C / NH;
-    return (int64_t)nthreads * ((int64_t)HS * T + 3 * (int64_t)T + 16);
+    (void)C;
+    (void)NH;
+    return (int64_t)nthreads * ATT_PER(T);
 }
 
-/* y[0:n] += a * x[0:n] */
-static inline void axpy(float *restrict y, float a, const float *restrict x, int n)
+/* rows of scores s (T,T) -> probabilities in place; vis (T) 1 = key visible */
+SIMD_FN(softmax_rows, (float *s, const float *vis, int T, int causal),
+        for (int i = 0; i < T; i++) {
+            float *p = s + (int64_t)i * T;
+            const int jn = causal ? i + 1 : T; /* keys beyond jn are masked */
+            float mx = -INFINITY;
+            for (int j = 0; j < jn; j++) {
+                float sj = vis[j] != 0.0f ? p[j] : -INFINITY;
+                mx = sj > mx ? sj : mx;
+            }
+            if (mx == -INFINITY) { /* every key masked: uniform, as adding finfo.min does */
+                for (int j = 0; j < T; j++)
+                    p[j] = 1.0f / (float)T;
+                continue;
+            }
+            for (int j = 0; j < jn; j++)
+                p[j] = vis[j] != 0.0f ? fexp(p[j] - mx) : 0.0f;
+            float sum = sum_f(p, jn);
+            for (int j = 0; j < jn; j++)
+                p[j] = p[j] / sum;
+            for (int j = jn; j < T; j++)
+                p[j] = 0.0f;
+        })
+
+/* ds (T,T) = p * (dp - rowsum(p * dp)) * scale, in place over dp */
+SIMD_FN(softmax_rows_backward, (float *dp, const float *p, int T, float scale),
+        for (int i = 0; i < T; i++) {
+            const float *pi = p + (int64_t)i * T;
+            float *di = dp + (int64_t)i * T;
+            float dot = dot_f(pi, di, T);
+            for (int j = 0; j < T; j++)
+                di[j] = pi[j] * (di[j] - dot) * scale;
+        })
+
+static void attention_head_forward(float *out, float *att, const float *qkv, const uint8_t *am,
+                                   int b, int h, int T, int C, int NH, int causal, float p_drop,
+                                   uint64_t key, float *scratch)
 {
-    for (int i = 0; i < n; i++)
-        y[i] += a * x[i];
+    const int HS = C / NH, C3 = 3 * C;
+    const float scale = 1.0f / sqrtf((float)HS);
+    float *pd = scratch, *vis = scratch + 2 * (int64_t)T * T;
+    const float *q = qkv + (int64_t)b * T * C3 + h * HS, *k = q + C, *v = q + 2 * C;
+    int64_t blk = ((int64_t)b * NH + h) * T * T;
+    float *s = att + blk;
+    for (int j = 0; j < T; j++)
+        vis[j] = (am == NULL || am[j]) ? 1.0f : 0.0f;
+    blas_sgemm_rm(0, 1, T, T, HS, scale, q, C3, k, C3, 0.0f, s, T);
+    SIMD_CALL(softmax_rows)(s, vis, T, causal);
+    const float *pp = s;
+    if (p_drop > 0.0f) {
+        SIMD_CALL(dropout_chunk)(pd, s, blk, (int64_t)T * T, p_drop, key);
+        pp = pd;
+    }
+    blas_sgemm_rm(0, 0, T, HS, T, 1.0f, pp, T, v, C3, 0.0f, out + (int64_t)b * T * C + h * HS,
+                  C);
 }
 
-/* Is key j visible from query i of sequence b? */
-static inline int key_visible(const uint8_t *am, int i, int j, int causal)
+static void attention_head_backward(float *dqkv, const float *dout, const float *qkv,
+                                    const float *att, int b, int h, int T, int C, int NH,
+                                    float p_drop, uint64_t key, float *scratch)
 {
-    return (am == NULL || am[j]) && (!causal || j <= i);
+    const int HS = C / NH, C3 = 3 * C;
+    const float scale = 1.0f / sqrtf((float)HS);
+    float *pd = scratch, *dp = scratch + (int64_t)T * T;
+    const int64_t off = (int64_t)b * T * C3 + h * HS;
+    const float *q = qkv + off, *k = q + C, *v = q + 2 * C;
+    float *dq = dqkv + off, *dk = dq + C, *dv = dq + 2 * C;
+    const float *dob = dout + (int64_t)b * T * C + h * HS;
+    int64_t blk = ((int64_t)b * NH + h) * T * T;
+    const float *p = att + blk, *pp = p;
+    if (p_drop > 0.0f) {
+        SIMD_CALL(dropout_chunk)(pd, p, blk, (int64_t)T * T, p_drop, key);
+        pp = pd;
+    }
+    /* dV = P_dropped^T dO;  dP_dropped = dO V^T, then back through the dropout */
+    blas_sgemm_rm(1, 0, T, HS, T, 1.0f, pp, T, dob, C, 0.0f, dv, C3);
+    blas_sgemm_rm(0, 1, T, T, HS, 1.0f, dob, C, v, C3, 0.0f, dp, T);
+    if (p_drop > 0.0f)
+        SIMD_CALL(dropout_chunk)(dp, dp, blk, (int64_t)T * T, p_drop, key);
+    SIMD_CALL(softmax_rows_backward)(dp, p, T, scale);
+    /* dQ = dS K;  dK = dS^T Q */
+    blas_sgemm_rm(0, 0, T, HS, T, 1.0f, dp, T, k, C3, 0.0f, dq, C3);
+    blas_sgemm_rm(1, 0, T, HS, T, 1.0f, dp, T, q, C3, 0.0f, dk, C3);
 }
 
 void attention_forward(float *out, float *att, const float *qkv, const uint8_t *amask, int B,
                        int T, int C, int NH, int causal, float p_drop, uint64_t key,
                        float *scratch)
 {
-    const int HS = C / NH, C3 = 3 * C;
-    const float scale = 1.0f / sqrtf((float)HS);
-    const float dscale = p_drop > 0.0f ? 1.0f / (1.0f - p_drop) : 1.0f;
-    const int64_t per = (int64_t)HS * T + 3 * (int64_t)T + 16;
-#pragma omp parallel for num_threads(NT) schedule(static) collapse(2)
-    for (int b = 0; b < B; b++) {
-        for (int h = 0; h < NH; h++) {
-            float *kt = scratch + per * THREAD_ID(); /* (HS,T) K^T of this head */
-            const float *base = qkv + (int64_t)b * T * C3;
-            const uint8_t *am = amask != NULL ? amask + (int64_t)b * T : NULL;
-            for (int j = 0; j < T; j++) {
-                const float *kj = base + (int64_t)j * C3 + C + h * HS;
-                for (int k = 0; k < HS; k++)
-                    kt[(int64_t)k * T + j] = kj[k];
-            }
-            for (int i = 0; i < T; i++) {
-                const float *qi = base + (int64_t)i * C3 + h * HS;
-                float *p = att + (((int64_t)b * NH + h) * T + i) * T;
-                for (int j = 0; j < T; j++)
-                    p[j] = 0.0f;
-                for (int k = 0; k < HS; k++)
-                    axpy(p, qi[k], kt + (int64_t)k * T, T);
-                float mx = -INFINITY;
-                int nvis = 0;
-                for (int j = 0; j < T; j++) {
-                    p[j] *= scale;
-                    if (key_visible(am, i, j, causal)) {
-                        mx = p[j] > mx ? p[j] : mx;
-                        nvis++;
-                    }
-                }
-                if (nvis == 0) { /* every key masked: uniform, like adding finfo.min everywhere */
-                    for (int j = 0; j < T; j++)
-                        p[j] = 1.0f / (float)T;
-                } else {
-                    float s = 0.0f;
-                    for (int j = 0; j < T; j++) {
-                        p[j] = key_visible(am, i, j, causal) ? fexp(p[j] - mx) : 0.0f;
-                        s += p[j];
-                    }
-                    for (int j = 0; j < T; j++)
-                        p[j] = p[j] / s;
-                }
-                float *o = out + ((int64_t)b * T + i) * C + h * HS;
-                for (int k = 0; k < HS; k++)
-                    o[k] = 0.0f;
-                uint64_t row = (((uint64_t)b * NH + h) * T + i) * T;
-                for (int j = 0; j < T; j++) {
-                    float pj = p[j];
-                    if (p_drop > 0.0f)
-                        pj = rng_uniform(key, row + j) >= p_drop ? pj * dscale : 0.0f;
-                    if (pj != 0.0f)
-                        axpy(o, pj, base + (int64_t)j * C3 + 2 * C + h * HS, HS);
-                }
-            }
-        }
-    }
+    const int64_t per = ATT_PER(T);
+    const int nt = NT;
+    if (nt > 1)
+        blas_set_num_threads(1);
+#pragma omp parallel for num_threads(nt) schedule(static) collapse(2)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            attention_head_forward(out, att, qkv, amask != NULL ? amask + (int64_t)b * T : NULL, b,
+                                   h, T, C, NH, causal, p_drop, key, scratch + per * THREAD_ID());
+    if (nt > 1)
+        blas_set_num_threads(nt);
 }
 
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
                         const uint8_t *amask, int B, int T, int C, int NH, int causal,
                         float p_drop, uint64_t key, float *scratch)
 {
-    const int HS = C / NH, C3 = 3 * C;
-    const float scale = 1.0f / sqrtf((float)HS);
-    const float dscale = p_drop > 0.0f ? 1.0f / (1.0f - p_drop) : 1.0f;
-    const int64_t per = (int64_t)HS * T + 3 * (int64_t)T + 16;
+    const int64_t per = ATT_PER(T);
+    const int nt = NT;
     (void)amask;
-    (void)causal; /* masked keys have probability 0, so they get no gradient */
-#pragma omp parallel for num_threads(NT) schedule(static) collapse(2)
-    for (int b = 0; b < B; b++) {
-        for (int h = 0; h < NH; h++) {
-            float *vt = scratch + per * THREAD_ID(); /* (HS,T) V^T */
-            float *dp = vt + (int64_t)HS * T;      /* (T) */
-            float *ks = dp + T;                    /* (T) dropout scale per key */
-            float *ds = ks + T;                    /* (T) */
-            const float *base = qkv + (int64_t)b * T * C3;
-            float *dbase = dqkv + (int64_t)b * T * C3;
-            for (int j = 0; j < T; j++) {
-                const float *vj = base + (int64_t)j * C3 + 2 * C + h * HS;
-                for (int k = 0; k < HS; k++)
-                    vt[(int64_t)k * T + j] = vj[k];
-                float *d = dbase + (int64_t)j * C3 + h * HS;
-                for (int k = 0; k < HS; k++)
-                    d[k] = d[C + k] = d[2 * C + k] = 0.0f;
-            }
-            for (int i = 0; i < T; i++) {
-                const float *p = att + (((int64_t)b * NH + h) * T + i) * T;
-                const float *doi = dout + ((int64_t)b * T + i) * C + h * HS;
-                const float *qi = base + (int64_t)i * C3 + h * HS;
-                float *dqi = dbase + (int64_t)i * C3 + h * HS;
-                uint64_t row = (((uint64_t)b * NH + h) * T + i) * T;
-                for (int j = 0; j < T; j++)
-                    ks[j] = p_drop > 0.0f ? (rng_uniform(key, row + j) >= p_drop ? dscale : 0.0f)
-                                          : 1.0f;
-                /* dP_dropped = dO V^T; dV += P_dropped^T dO */
-                for (int j = 0; j < T; j++)
-                    dp[j] = 0.0f;
-                for (int k = 0; k < HS; k++)
-                    axpy(dp, doi[k], vt + (int64_t)k * T, T);
-                for (int j = 0; j < T; j++) {
-                    float pj = p[j] * ks[j];
-                    if (pj != 0.0f)
-                        axpy(dbase + (int64_t)j * C3 + 2 * C + h * HS, pj, doi, HS);
-                }
-                /* softmax backward: dS = P * (dP - sum(P dP)), times the score scale */
-                float dot = 0.0f;
-                for (int j = 0; j < T; j++) {
-                    dp[j] *= ks[j];
-                    dot += p[j] * dp[j];
-                }
-                for (int j = 0; j < T; j++)
-                    ds[j] = p[j] * (dp[j] - dot) * scale;
-                for (int j = 0; j < T; j++) {
-                    float d = ds[j];
-                    if (d != 0.0f) {
-                        const float *kj = base + (int64_t)j * C3 + C + h * HS;
-                        axpy(dqi, d, kj, HS);
-                        axpy(dbase + (int64_t)j * C3 + C + h * HS, d, qi, HS);
-                    }
-                }
-            }
-        }
-    }
+    (void)causal; /* masked keys have probability 0 in att, so they get no gradient */
+    if (nt > 1)
+        blas_set_num_threads(1);
+#pragma omp parallel for num_threads(nt) schedule(static) collapse(2)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            attention_head_backward(dqkv, dout, qkv, att, b, h, T, C, NH, p_drop, key,
+                                    scratch + per * THREAD_ID());
+    if (nt > 1)
+        blas_set_num_threads(nt);
 }
 
 /* ------------------------------------------------------------------------------------------ */
