@@ -274,3 +274,34 @@ def test_dropout_gradients_match_finite_differences(tmp_path):
     fd = (vals[0] - vals[1]) / (2 * eps)
     an = float((g * direction).sum())
     assert abs(fd - an) <= 2e-2 * abs(an) + 1e-4, (fd, an)
+
+
+def test_save_pretrained_loads_in_transformers(tmp_path):
+    hf, d = make_hf(tmp_path, **CONFIGS["odd-gelu-cls3"])
+    model = instantsoup.load_model(d)
+    rng = np.random.default_rng(8)
+    masks = {k: (rng.random(v.shape) > 0.5).astype(np.uint8) for k, v in model.masks.items()}
+    model.set_masks(masks)
+    opt = instantsoup.AdamW(model, lr=1e-3)
+    batch, y = make_batch(rng)
+    opt.train_step(batch, y)
+    out = tmp_path / "ours"
+    model.save_pretrained(out)
+    back = transformers.AutoModelForSequenceClassification.from_pretrained(out).eval()
+    assert type(back).__name__ == "BertForSequenceClassification"
+    with torch.no_grad():
+        logits = back(**torch_batch(batch)).logits.numpy()
+    np.testing.assert_allclose(model.forward(batch), logits, rtol=1e-5, atol=1e-5)
+    k = model.prunable_names[0]
+    assert np.all(back.state_dict()[k].numpy()[masks[k] == 0] == 0)
+
+
+def test_pytorch_model_bin(tmp_path):
+    hf, d = make_hf(tmp_path, **CONFIGS["l1-gelunew-cls2"])
+    torch.save(hf.state_dict(), os.path.join(d, "pytorch_model.bin"))
+    os.remove(os.path.join(d, "model.safetensors"))
+    model = instantsoup.load_model(d)
+    batch, _ = make_batch(np.random.default_rng(9), num_labels=2)
+    with torch.no_grad():
+        ref = hf(**torch_batch(batch)).logits.numpy()
+    np.testing.assert_allclose(model.forward(batch), ref, rtol=1e-5, atol=1e-5)
