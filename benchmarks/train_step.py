@@ -8,6 +8,18 @@ OpenBLAS reaches on the same GEMM shapes (through instantsoup._C.sgemm).
 """
 from __future__ import annotations
 
+import os
+import sys
+
+# Both sides get the same OpenMP wait policy (instantsoup defaults to PASSIVE, see
+# instantsoup/_native.py); it must be set before torch or instantsoup load libgomp.
+for _i, _a in enumerate(sys.argv):
+    if _a.startswith("--wait-policy"):
+        _v = _a.split("=", 1)[1] if "=" in _a else sys.argv[_i + 1]
+        if _v.lower() != "default":
+            os.environ["OMP_WAIT_POLICY"] = _v.upper()
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import tempfile
 import time
@@ -125,6 +137,7 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=None, help="override the batch size")
     ap.add_argument("--seq", type=int, default=None, help="override the sequence length")
     ap.add_argument("--skip-torch", action="store_true")
+    ap.add_argument("--wait-policy", default="passive", help="OMP_WAIT_POLICY for both sides: passive, active, default")
     args = ap.parse_args(argv)
 
     import torch
@@ -134,7 +147,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     instantsoup.set_num_threads(args.threads)
     info = instantsoup.build_info()
-    print(f"threads={args.threads} torch={torch.__version__} blas={info['blas']} {info['blas_version']} "
+    print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')} threads={args.threads} torch={torch.__version__} blas={info['blas']} {info['blas_version']} "
           f"core={info['blas_corename']}")
     print(f"{'size':8s} {'B':>3s} {'T':>4s} {'torch ms':>9s} {'ours ms':>9s} {'ratio':>6s} "
           f"{'our GF/s':>9s} {'torch GF/s':>10s} {'sgemm GF/s':>10s}")

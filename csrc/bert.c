@@ -290,7 +290,7 @@ static void backward(bert_model *m, const int32_t *ids, const int32_t *types, co
     /* pooler: only the first token of each sequence gets a gradient */
     memset(a->dio, 0, sizeof(float) * (size_t)BT * C);
     linear_backward(NULL, m->g.poolw, m->g.poolb, a->dpre, h, m->p.poolw, B, C, C, T * C, 0);
-    blas_sgemm_rm(0, 0, B, C, C, 1.0f, a->dpre, C, m->p.poolw, C, 0.0f, a->dio, T * C);
+    gemm_par(0, 0, B, C, C, 1.0f, a->dpre, C, m->p.poolw, C, 0.0f, a->dio, T * C);
     /* encoder */
     encoder_rng rng = {m->training, m->seed, m->step, SITE_ENC};
     encoder_backward(a->dio, &m->g.enc, &m->p.enc, &a->enc, &cfg->enc, a->x0, amask, B, T, &rng);

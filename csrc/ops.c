@@ -439,6 +439,37 @@ void softmax_forward(float *probs, const float *logits, int64_t N, int V)
 /* ------------------------------------------------------------------------------------------ */
 /* linear                                                                                      */
 
+/*
+ * C (M,N) = alpha op(A) op(B) + beta C with the rows of C split over our OpenMP threads, each
+ * block one single-threaded sgemm. One thread pool (ours) does all the work: OpenBLAS's own
+ * pthreads would otherwise spin against our OpenMP threads between calls. Every element of C
+ * is computed by one sgemm over the full K, so the result does not depend on the split.
+ */
+void gemm_par(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc)
+{
+    const int nt = NT;
+    if (nt <= 1 || M < 32 || (int64_t)M * N * K < ((int64_t)1 << 18)) {
+        if (nt > 1)
+            blas_set_num_threads(1);
+        blas_sgemm_rm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        if (nt > 1)
+            blas_set_num_threads(nt);
+        return;
+    }
+    int nb = nt < M / 16 ? nt : M / 16; /* blocks of at least 16 rows */
+    blas_set_num_threads(1);
+#pragma omp parallel for num_threads(nb) schedule(static)
+    for (int t = 0; t < nb; t++) {
+        int m0 = (int)(((int64_t)M * t / nb) & ~(int64_t)15);
+        int m1 = t == nb - 1 ? M : (int)(((int64_t)M * (t + 1) / nb) & ~(int64_t)15);
+        const float *Ab = ta ? A + m0 : A + (int64_t)m0 * lda;
+        blas_sgemm_rm(ta, tb, m1 - m0, N, K, alpha, Ab, lda, B, ldb, beta, C + (int64_t)m0 * ldc,
+                      ldc);
+    }
+    blas_set_num_threads(nt);
+}
+
 void linear_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int N, int C, int OC, int ldi)
 {
@@ -447,7 +478,7 @@ void linear_forward(float *out, const float *inp, const float *weight, const flo
         for (int n = 0; n < N; n++)
             memcpy(out + (int64_t)n * OC, bias, sizeof(float) * (size_t)OC);
     }
-    blas_sgemm_rm(0, 1, N, OC, C, 1.0f, inp, ldi, weight, C, bias != NULL ? 1.0f : 0.0f, out, OC);
+    gemm_par(0, 1, N, OC, C, 1.0f, inp, ldi, weight, C, bias != NULL ? 1.0f : 0.0f, out, OC);
 }
 
 /* dbias[j] += sum_n dout[n, j], columns split into fixed chunks */
@@ -475,9 +506,8 @@ void linear_backward(float *dinp, float *dweight, float *dbias, const float *dou
                      int accumulate)
 {
     if (dinp != NULL)
-        blas_sgemm_rm(0, 0, N, C, OC, 1.0f, dout, OC, weight, C, accumulate ? 1.0f : 0.0f, dinp,
-                      C);
-    blas_sgemm_rm(1, 0, OC, C, N, 1.0f, dout, OC, inp, ldi, 1.0f, dweight, C);
+        gemm_par(0, 0, N, C, OC, 1.0f, dout, OC, weight, C, accumulate ? 1.0f : 0.0f, dinp, C);
+    gemm_par(1, 0, OC, C, N, 1.0f, dout, OC, inp, ldi, 1.0f, dweight, C);
     if (dbias != NULL)
         colsum_acc(dbias, dout, N, OC);
 }

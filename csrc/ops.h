@@ -66,6 +66,10 @@ void softmax_forward(float *probs, const float *logits, int64_t N, int V);
 
 /* ---- linear layers through sgemm ---- */
 
+/* sgemm (row-major, as blas_sgemm_rm) with the rows of C split over our threads */
+void gemm_par(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc);
+
 /* out (N,OC) = inp (N,C) @ weight (OC,C)^T + bias (OC; may be NULL). inp rows have stride ldi. */
 void linear_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int N, int C, int OC, int ldi);
