@@ -9,6 +9,9 @@ from safetensors.numpy import load_file, save_file
 import instantsoup
 from instantsoup.models.bert import BertConfig, BertModel
 
+# NumPy-only (no torch), so the sanitizer job runs the whole engine path through these as well
+pytestmark = pytest.mark.kernel
+
 CFG = dict(model_type="bert", vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
            intermediate_size=24, max_position_embeddings=12, type_vocab_size=2, hidden_act="gelu",
            hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, layer_norm_eps=1e-12,
@@ -302,6 +305,7 @@ def rss_mb():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""), reason="ASan's quarantine grows RSS")
 def test_no_memory_growth(ckpt, rng):
     m = instantsoup.load_model(ckpt).train()
     opt = instantsoup.AdamW(m, lr=1e-4)
