@@ -41,6 +41,11 @@ def build_info() -> dict:
 
 set_num_threads(available_cores())
 
+# --- data (branch data, issue 5) ---------------------------------------------------------------
+from instantsoup import data  # noqa: E402  (tokenization, GLUE/table loaders, batching, default task)
+
+__all__ += ["data"]
+
 # ---- engine (issue 3): models and optimizer ---------------------------------------------------
 from instantsoup.models import load_model  # noqa: E402
 from instantsoup.optim import AdamW  # noqa: E402
