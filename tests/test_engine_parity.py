@@ -305,3 +305,35 @@ def test_pytorch_model_bin(tmp_path):
     with torch.no_grad():
         ref = hf(**torch_batch(batch)).logits.numpy()
     np.testing.assert_allclose(model.forward(batch), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_real_minilm_checkpoint():
+    """The embedded real checkpoint (all-MiniLM-L6-v2: a base BertModel, no 'bert.' prefix)."""
+    try:
+        from instantsoup.data import default_model_path
+
+        path = str(default_model_path())
+    except Exception as e:  # the default model package is optional
+        pytest.skip(f"default model not installed ({e})")
+    model = instantsoup.load_model(path, num_labels=2, seed=0)
+    hf = transformers.BertForSequenceClassification.from_pretrained(path, num_labels=2,
+                                                                    attn_implementation="eager").eval()
+    named = dict(hf.named_parameters())
+    with torch.no_grad():  # the head is new on both sides: use ours
+        for k in ("classifier.weight", "classifier.bias"):
+            named[k].copy_(torch.tensor(model.state_dict()[k]))
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1000, 30000, (4, 16))
+    am = np.ones((4, 16), np.int64)
+    am[2, 9:] = 0
+    ids[2, 9:] = 0
+    batch = dict(input_ids=ids, attention_mask=am, token_type_ids=np.zeros_like(ids))
+    y = np.array([0, 1, 1, 0])
+    loss_t, logits_t = hf_loss(hf, batch, y)
+    loss_t.backward()
+    loss = model.forward_backward(batch, y)
+    np.testing.assert_allclose(model.last_logits, logits_t.detach().numpy(), rtol=1e-5, atol=1e-5)
+    assert abs(loss - loss_t.item()) < 1e-5
+    for k, g in model.grads.items():
+        tg = named[k].grad.numpy()
+        assert np.abs(g - tg).max() <= 2e-4 * np.abs(tg).max() + 1e-6, k
