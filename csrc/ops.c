@@ -313,66 +313,74 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 #define TANH_K 0.79788456080286536f  /* sqrt(2/pi) */
 #define TANH_C 0.044715f
 
-SIMD_FN(act_chunk, (float *out, float *deriv, const float *inp, const float *dout,
-                    int64_t n, int act, int mode),
-        /* mode 0: out = act(x); 1: out = act(x), deriv = act'(x); 2: deriv = dout * act'(x) */
-        switch (act) {
-        case ACT_GELU:
-            for (int64_t i = 0; i < n; i++) {
-                float x = inp[i];
-                float cdf = 0.5f * (1.0f + ferf(x * GELU_K));
-                if (mode == 0)
-                    out[i] = x * cdf;
-                else {
-                    float d = cdf + x * GELU_P * fexp(-0.5f * x * x);
-                    if (mode == 1) {
-                        out[i] = x * cdf;
-                        deriv[i] = d;
-                    } else
-                        deriv[i] = dout[i] * d;
-                }
-            }
-            break;
-        case ACT_GELU_TANH:
-            for (int64_t i = 0; i < n; i++) {
-                float x = inp[i];
-                float th = ftanh(TANH_K * (x + TANH_C * x * x * x));
-                float d = 0.5f * (1.0f + th) +
-                          0.5f * x * (1.0f - th * th) * TANH_K * (1.0f + 3.0f * TANH_C * x * x);
-                if (mode == 0)
-                    out[i] = 0.5f * x * (1.0f + th);
-                else if (mode == 1) {
-                    out[i] = 0.5f * x * (1.0f + th);
-                    deriv[i] = d;
-                } else
-                    deriv[i] = dout[i] * d;
-            }
-            break;
-        case ACT_RELU:
-            for (int64_t i = 0; i < n; i++) {
-                float x = inp[i];
-                if (mode == 0)
-                    out[i] = x > 0.0f ? x : 0.0f;
-                else if (mode == 1) {
-                    out[i] = x > 0.0f ? x : 0.0f;
-                    deriv[i] = x > 0.0f ? 1.0f : 0.0f;
-                } else
-                    deriv[i] = x > 0.0f ? dout[i] : 0.0f;
-            }
-            break;
-        default: /* ACT_QUICK_GELU */
-            for (int64_t i = 0; i < n; i++) {
-                float x = inp[i];
-                float sg = 1.0f / (1.0f + fexp(-1.702f * x));
-                float d = sg + x * 1.702f * sg * (1.0f - sg);
-                if (mode == 0)
-                    out[i] = x * sg;
-                else if (mode == 1) {
-                    out[i] = x * sg;
-                    deriv[i] = d;
-                } else
-                    deriv[i] = dout[i] * d;
-            }
+static inline float gelu_f(float x)
+{
+    return x * (0.5f * (1.0f + ferf(x * GELU_K)));
+}
+
+static inline float gelu_d(float x)
+{
+    return 0.5f * (1.0f + ferf(x * GELU_K)) + x * GELU_P * fexp(-0.5f * x * x);
+}
+
+static inline float gelu_tanh_f(float x)
+{
+    return 0.5f * x * (1.0f + ftanh(TANH_K * (x + TANH_C * x * x * x)));
+}
+
+static inline float gelu_tanh_d(float x)
+{
+    float th = ftanh(TANH_K * (x + TANH_C * x * x * x));
+    return 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * TANH_K * (1.0f + 3.0f * TANH_C * x * x);
+}
+
+static inline float relu_f(float x)
+{
+    return x > 0.0f ? x : 0.0f;
+}
+
+static inline float relu_d(float x)
+{
+    return x > 0.0f ? 1.0f : 0.0f;
+}
+
+static inline float quick_gelu_f(float x)
+{
+    return x * (1.0f / (1.0f + fexp(-1.702f * x)));
+}
+
+static inline float quick_gelu_d(float x)
+{
+    float sg = 1.0f / (1.0f + fexp(-1.702f * x));
+    return sg + x * 1.702f * sg * (1.0f - sg);
+}
+
+/* one branch-free loop per (activation, mode) so that each vectorises */
+#define ACT_CASES(A, F, D)                                                                         \
+    case (A) * 3 + 0:                                                                              \
+        for (int64_t i = 0; i < n; i++)                                                            \
+            out[i] = F(inp[i]);                                                                    \
+        break;                                                                                     \
+    case (A) * 3 + 1:                                                                              \
+        for (int64_t i = 0; i < n; i++) {                                                          \
+            out[i] = F(inp[i]);                                                                    \
+            deriv[i] = D(inp[i]);                                                                  \
+        }                                                                                          \
+        break;                                                                                     \
+    case (A) * 3 + 2:                                                                              \
+        for (int64_t i = 0; i < n; i++)                                                            \
+            deriv[i] = dout[i] * D(inp[i]);                                                        \
+        break;
+
+/* mode 0: out = act(x); 1: out = act(x), deriv = act'(x); 2: deriv = dout * act'(x) */
+SIMD_FN(act_chunk, (float *out, float *deriv, const float *inp, const float *dout, int64_t n,
+                    int act, int mode),
+        switch (act * 3 + mode) {
+            ACT_CASES(ACT_GELU, gelu_f, gelu_d)
+            ACT_CASES(ACT_GELU_TANH, gelu_tanh_f, gelu_tanh_d)
+            ACT_CASES(ACT_RELU, relu_f, relu_d)
+            ACT_CASES(ACT_QUICK_GELU, quick_gelu_f, quick_gelu_d)
+        default:
             break;
         })
 
