@@ -234,6 +234,14 @@ isp_status bert_check_labels(const bert_model *m, const void *labels, int B)
     return ISP_OK;
 }
 
+static void zero_parallel(float *x, int64_t n)
+{
+    const int64_t chunk = 1 << 20, nchunks = (n + chunk - 1) / chunk;
+#pragma omp parallel for num_threads(NT) schedule(static) if (nchunks > 1)
+    for (int64_t k = 0; k < nchunks; k++)
+        memset(x + k * chunk, 0, sizeof(float) * (size_t)(n - k * chunk < chunk ? n - k * chunk : chunk));
+}
+
 static uint64_t key_of(const bert_model *m, uint64_t site)
 {
     return rng_key(m->seed, m->step, site);
@@ -337,7 +345,7 @@ isp_status bert_forward_backward(bert_model *m, float *loss, float *logits, cons
     }
     if (logits != NULL)
         memcpy(logits, a->logits, sizeof(float) * (size_t)B * NL);
-    memset(m->grads, 0, sizeof(float) * (size_t)m->num_params);
+    zero_parallel(m->grads, m->num_params);
     backward(m, ids, types, amask, B, T);
     mask_apply(m->grads, m->masks, m->num_prunable);
     if (m->training)
@@ -356,5 +364,5 @@ isp_status bert_train_step(bert_model *m, float *loss, float *grad_norm, float *
     if (st != ISP_OK)
         return st;
     return adamw_update(m->params, mom1, mom2, m->grads, m->num_params, seg, decay, S, m->masks, 0,
-                        m->num_prunable, hp, grad_norm);
+                        m->num_prunable, 1, hp, grad_norm);
 }

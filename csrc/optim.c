@@ -35,11 +35,41 @@ void mask_apply(float *x, const uint8_t *mask, int64_t P)
         x[i] = mask[i] ? x[i] : 0.0f;
 }
 
+#define ADAM_CHUNK 65536
+
+/* AdamW on [i0,i1) with gradients scaled by gscale (clipping); with a mask (indexed from
+   mask_off) masked entries become exactly 0 */
+static void adam_range(float *params, float *m, float *v, float *grads, int64_t i0, int64_t i1,
+                       const uint8_t *mask, int64_t mask_off, float gscale, float shrink,
+                       float b1, float b2, float eps, float step_size, float bc2_sqrt)
+{
+    const float one_m_b1 = 1.0f - b1, one_m_b2 = 1.0f - b2;
+    for (int64_t i = i0; i < i1; i++) {
+        float g = grads[i] * gscale;
+        grads[i] = g; /* the clipped gradient, as clip_grad_norm_ leaves it */
+        float p = params[i] * shrink;
+        float mi = m[i] + one_m_b1 * (g - m[i]); /* torch lerp */
+        float vi = v[i] * b2 + one_m_b2 * g * g;
+        float denom = sqrtf(vi) / bc2_sqrt + eps;
+        p = p - step_size * mi / denom;
+        if (mask != NULL) {
+            int keep = mask[i - mask_off] != 0;
+            p = keep ? p : 0.0f;
+            mi = keep ? mi : 0.0f;
+            vi = keep ? vi : 0.0f;
+        }
+        params[i] = p;
+        m[i] = mi;
+        v[i] = vi;
+    }
+}
+
 isp_status adamw_update(float *params, float *m, float *v, float *grads, int64_t N,
                         const int64_t *seg, const uint8_t *decay, int S, const uint8_t *mask,
-                        int64_t mask_off, int64_t P, const adamw_hparams *hp, float *grad_norm)
+                        int64_t mask_off, int64_t P, int grads_masked, const adamw_hparams *hp,
+                        float *grad_norm)
 {
-    if (mask != NULL)
+    if (mask != NULL && !grads_masked)
         mask_apply(grads + mask_off, mask, P);
     float norm = (float)vector_norm(grads, N);
     if (grad_norm != NULL)
@@ -49,40 +79,35 @@ isp_status adamw_update(float *params, float *m, float *v, float *grads, int64_t
                         "the gradient norm is %s: a NaN or inf reached the gradients (check the "
                         "inputs, labels and learning rate); the parameters were not updated",
                         isnan(norm) ? "nan" : "inf");
+    float coef = 1.0f;
     if (hp->max_norm > 0.0f) {
         /* torch: clip_coef = max_norm / (total_norm + 1e-6), clamped to 1, always applied */
-        float coef = hp->max_norm / (norm + 1e-6f);
+        coef = hp->max_norm / (norm + 1e-6f);
         if (coef > 1.0f)
             coef = 1.0f;
-#pragma omp parallel for num_threads(NT) schedule(static) if (N >= 65536)
-        for (int64_t i = 0; i < N; i++)
-            grads[i] *= coef;
     }
     const float b1 = hp->beta1, b2 = hp->beta2, eps = hp->eps, lr = hp->lr;
     const double bc1 = 1.0 - pow((double)b1, (double)hp->step);
     const double bc2 = 1.0 - pow((double)b2, (double)hp->step);
     const float step_size = (float)(lr / bc1);
     const float bc2_sqrt = (float)sqrt(bc2);
-    const float one_m_b1 = 1.0f - b1, one_m_b2 = 1.0f - b2;
     for (int s = 0; s < S; s++) {
         const float shrink = decay[s] ? 1.0f - lr * hp->weight_decay : 1.0f;
         const int64_t i0 = seg[s], i1 = seg[s + 1];
-#pragma omp parallel for num_threads(NT) schedule(static) if (i1 - i0 >= 65536)
-        for (int64_t i = i0; i < i1; i++) {
-            if (mask != NULL && i >= mask_off && i < mask_off + P && !mask[i - mask_off]) {
-                params[i] = 0.0f;
-                m[i] = 0.0f;
-                v[i] = 0.0f;
-                continue;
-            }
-            float g = grads[i];
-            float p = params[i] * shrink;
-            float mi = m[i] + one_m_b1 * (g - m[i]); /* torch lerp */
-            float vi = v[i] * b2 + one_m_b2 * g * g;
-            float denom = sqrtf(vi) / bc2_sqrt + eps;
-            params[i] = p - step_size * mi / denom;
-            m[i] = mi;
-            v[i] = vi;
+        const int64_t nchunks = (i1 - i0 + ADAM_CHUNK - 1) / ADAM_CHUNK;
+#pragma omp parallel for num_threads(NT) schedule(static) if (nchunks > 1)
+        for (int64_t k = 0; k < nchunks; k++) {
+            int64_t a0 = i0 + k * ADAM_CHUNK, a1 = a0 + ADAM_CHUNK < i1 ? a0 + ADAM_CHUNK : i1;
+            /* split [a0,a1) into the parts outside and inside the masked range */
+            int64_t m0 = mask != NULL ? mask_off : a1, m1 = mask != NULL ? mask_off + P : a1;
+            m0 = m0 < a0 ? a0 : (m0 > a1 ? a1 : m0);
+            m1 = m1 < m0 ? m0 : (m1 > a1 ? a1 : m1);
+            adam_range(params, m, v, grads, a0, m0, NULL, 0, coef, shrink, b1, b2, eps, step_size,
+                       bc2_sqrt);
+            adam_range(params, m, v, grads, m0, m1, mask, mask_off, coef, shrink, b1, b2, eps,
+                       step_size, bc2_sqrt);
+            adam_range(params, m, v, grads, m1, a1, NULL, 0, coef, shrink, b1, b2, eps, step_size,
+                       bc2_sqrt);
         }
     }
     return ISP_OK;

@@ -26,13 +26,15 @@ double vector_norm(const float *x, int64_t N);
 void mask_apply(float *x, const uint8_t *mask, int64_t P);
 
 /*
- * One optimizer step: grads are clipped in place (when hp->max_norm > 0), then AdamW updates
+ * One optimizer step: grads are masked (unless grads_masked says they already are) and clipped in
+ * place (when hp->max_norm > 0), then AdamW updates
  * params, m, v (all (N)); masked entries are zeroed. *grad_norm gets the norm before clipping
  * (after masking). Returns ISP_ERR_NONFINITE, leaving every buffer unchanged, when that norm
  * is not finite.
  */
 isp_status adamw_update(float *params, float *m, float *v, float *grads, int64_t N,
                         const int64_t *seg, const uint8_t *decay, int S, const uint8_t *mask,
-                        int64_t mask_off, int64_t P, const adamw_hparams *hp, float *grad_norm);
+                        int64_t mask_off, int64_t P, int grads_masked, const adamw_hparams *hp,
+                        float *grad_norm);
 
 #endif /* ISP_OPTIM_H */

@@ -434,7 +434,7 @@ static PyObject *py_bert_adamw(PyObject *self, PyObject *args)
     h->busy = 1;
     Py_BEGIN_ALLOW_THREADS;
     st = adamw_update(h->m.params, o.m, o.v, h->m.grads, h->m.num_params, o.seg, o.decay, o.S,
-                      h->m.masks, 0, h->m.num_prunable, &o.hp, &norm);
+                      h->m.masks, 0, h->m.num_prunable, 0, &o.hp, &norm);
     Py_END_ALLOW_THREADS;
     h->busy = 0;
     if (st != ISP_OK)
@@ -795,7 +795,7 @@ static PyObject *py_op_adamw(PyObject *self, PyObject *args)
     }
     float norm = 0.0f;
     isp_status st = adamw_update(PyArray_DATA(p), PyArray_DATA(m), PyArray_DATA(v), PyArray_DATA(g),
-                                 n[0], s, PyArray_DATA(dec), S, mask, mask_off, P, &hp, &norm);
+                                 n[0], s, PyArray_DATA(dec), S, mask, mask_off, P, 0, &hp, &norm);
     if (st != ISP_OK)
         return isp_raise(st);
     return PyFloat_FromDouble(norm);
