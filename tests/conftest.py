@@ -45,18 +45,6 @@ def make_tiny_task(n_train=96, n_val=48, n_test=48, vocab=50, seed=0, pad_id=0):
     return TaskData("tiny", split(n_train), split(n_val), accuracy_metric, 2, test=split(n_test), pad_id=pad_id)
 
 
-@pytest.fixture
-def fake_api(monkeypatch):
-    """The real engine/pruning API where merged, the NumPy stand-ins of tests/fakes.py elsewhere."""
-    import instantsoup
-    import fakes
-
-    for name, obj in fakes.FAKES.items():
-        if not hasattr(instantsoup, name):
-            monkeypatch.setattr(instantsoup, name, obj, raising=False)
-    return fakes
-
-
 def build_tiny_bert(path, vocab_size=60, hidden=32, layers=2, heads=2, intermediate=64, num_labels=2, seed=0):
     """A randomly initialised BertForSequenceClassification + vocab.txt saved as an HF checkpoint dir."""
     import torch
@@ -72,25 +60,17 @@ def build_tiny_bert(path, vocab_size=60, hidden=32, layers=2, heads=2, intermedi
     return path
 
 
-def real_engine() -> bool:
-    import instantsoup
-
-    return hasattr(instantsoup, "load_model") and hasattr(instantsoup, "magnitude_masks")
-
-
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory):
     return build_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
 
 
 @pytest.fixture
-def make_model(fake_api, tiny_bert_dir):
-    """() -> a fresh tiny model: the real engine's BERT when merged, else the NumPy stand-in."""
+def make_model(tiny_bert_dir):
+    """() -> a fresh tiny BERT (2 layers, hidden 32) loaded by the engine."""
     import instantsoup
 
-    if real_engine():
-        return lambda: instantsoup.load_model(str(tiny_bert_dir), num_labels=2, seed=0)
-    return lambda: fake_api.FakeModel(fake_api.FakeConfig(vocab_size=60))
+    return lambda: instantsoup.load_model(str(tiny_bert_dir), num_labels=2, seed=0)
 
 
 @pytest.fixture

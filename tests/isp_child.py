@@ -9,7 +9,7 @@ import time
 sys.path.insert(0, __import__("os").path.dirname(__file__))
 
 import instantsoup  # noqa: E402
-from conftest import make_tiny_task, real_engine  # noqa: E402
+from conftest import make_tiny_task  # noqa: E402
 
 
 def settings():
@@ -21,17 +21,8 @@ def settings():
 
 def main():
     run_dir, model_dir, slow = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
-    import fakes
-
     instantsoup.set_num_threads(1)  # same thread count in every run (bitwise-equal masks)
-
-    for k, v in fakes.FAKES.items():
-        if not hasattr(instantsoup, k):
-            setattr(instantsoup, k, v)
-    if real_engine():
-        model = instantsoup.load_model(model_dir, num_labels=2, seed=0)
-    else:
-        model = fakes.FakeModel(fakes.FakeConfig(vocab_size=60))
+    model = instantsoup.load_model(model_dir, num_labels=2, seed=0)
     if slow:
         from instantsoup.train import StepOrder
 

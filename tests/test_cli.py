@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import make_tiny_task, real_engine
+from conftest import make_tiny_task
 from instantsoup.cli import main
 from instantsoup.methods import METHODS
 from test_methods import settings
@@ -68,15 +68,6 @@ def test_report_table_and_plots(make_model, tmp_path, capsys):
     assert main(["report", str(tmp_path / "nothing")]) == 1
 
 
-def _data_ready():
-    try:
-        from instantsoup import data  # noqa: F401
-
-        return real_engine()
-    except ImportError:
-        return False
-
-
 def write_table(path, n=120, seed=0):
     rng = np.random.default_rng(seed)
     with open(path, "w", newline="") as f:
@@ -87,7 +78,6 @@ def write_table(path, n=120, seed=0):
             w.writerow([" ".join(f"w{t}" for t in toks), int((toks >= 20).sum() * 2 > len(toks))])
 
 
-@pytest.mark.skipif(not _data_ready(), reason="needs the engine and data modules (issues 3, 5)")
 def test_prune_eval_end_to_end_and_transformers_logits(tiny_bert_dir, tmp_path, capsys):
     import torch
     from transformers import AutoModelForSequenceClassification
@@ -136,7 +126,6 @@ def test_module_entry_point():
     assert r.returncode == 0 and "num_threads" in json.loads(r.stdout)
 
 
-@pytest.mark.skipif(not _data_ready(), reason="needs the engine and data modules (issues 3, 5)")
 def test_cli_prune_killed_then_resume_gives_the_same_mask(tiny_bert_dir, tmp_path):
     import signal
     import time

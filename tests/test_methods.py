@@ -1,7 +1,7 @@
 """Every method end to end on a tiny model and task: exact sparsity, exports, history, resume.
 
-Uses the real engine and pruning primitives when they are merged, the NumPy stand-ins of
-tests/fakes.py otherwise (see conftest.make_model / fake_api).
+A tiny generated BERT (conftest.build_tiny_bert: 2 layers, hidden 32, vocab 60) on a generated
+token-id task (conftest.make_tiny_task), single-threaded.
 """
 import os
 import signal
