@@ -178,3 +178,22 @@ def test_trainer_evaluates_every_n_steps_and_selects_on_validation_only(make_mod
     best = max(evals, key=lambda h: h["val_accuracy"])  # first maximum wins (strict improvement)
     assert ticket.metrics["best_step"] == best["step"]
     assert ticket.metrics["val_accuracy"] == pytest.approx(best["val_accuracy"])
+
+
+def test_resume_false_starts_over(make_model, tmp_path, monkeypatch):
+    import dataclasses
+
+    task = make_tiny_task(vocab=60)
+    s = settings("omp")
+    METHODS["omp"](make_model(), task, s, run_dir=tmp_path / "run", progress=False)
+    calls = []
+    orig = Trainer.train
+
+    def counting(self, *a, **k):
+        calls.append(1)
+        return orig(self, *a, **k)
+
+    monkeypatch.setattr(Trainer, "train", counting)
+    s2 = dataclasses.replace(s, run=dataclasses.replace(s.run, resume=False))
+    METHODS["omp"](make_model(), task, s2, run_dir=tmp_path / "run", progress=False)
+    assert calls and (tmp_path / "run" / "ticket" / "ticket.json").exists()

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -233,6 +235,8 @@ def setup(model: Any, task: TaskData, settings: Settings, run_dir: Any = None, *
     plan = check_budget(settings, trainer.steps_per_epoch)
     trainer.total_steps = plan["total_steps"]
     trainer.warmup = plan["warmup"]
+    if run_dir is not None and not settings.run.resume and os.path.isdir(run_dir):
+        shutil.rmtree(run_dir)  # resume=False: start over
     run = run_dir if isinstance(run_dir, runs.RunDir) else runs.RunDir(run_dir)
     if run:
         ident = {"settings": runs.to_jsonable(dataclasses.asdict(settings)), "plan": plan}
