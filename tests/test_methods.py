@@ -197,3 +197,27 @@ def test_resume_false_starts_over(make_model, tmp_path, monkeypatch):
     s2 = dataclasses.replace(s, run=dataclasses.replace(s.run, resume=False))
     METHODS["omp"](make_model(), task, s2, run_dir=tmp_path / "run", progress=False)
     assert calls and (tmp_path / "run" / "ticket" / "ticket.json").exists()
+
+
+@pytest.mark.parametrize("method, knobs", [
+    ("imp", {"rewind_step": 2}),
+    ("omp", {"prune_after": "finetuned"}),
+    ("ims", {"soup": "greedy", "lr_mult_min": 0.5, "lr_mult_max": 2.0, "wd_choices": "0,0.1"}),
+    ("isp", {"lr_mult_min": 0.5, "lr_mult_max": 2.0, "wd_choices": "0,0.1", "subset_fraction": 0.3}),
+    ("gmp", {"gmp_interval": 3}),
+])
+def test_method_variants(method, knobs, make_model, tmp_path):
+    task = make_tiny_task(vocab=60)
+    ticket = METHODS[method](make_model(), task, settings(method, **knobs), run_dir=tmp_path / "run", progress=False)
+    target = 0.0 if method == "ims" else 0.6
+    total = sum(m.size for m in ticket.masks.values())
+    assert abs(ticket.sparsity - target) * total <= 1
+    if method == "isp":
+        protos = [d for h in ticket.history if h["event"] == "round" for d in h["denoisers"]]
+        assert len({d["lr_mult"] for d in protos}) == len(protos)  # drawn per denoiser
+        assert {d["weight_decay"] for d in protos} <= {0.0, 0.1}
+        assert all(d["subset_size"] == round(0.3 * len(task.train)) for d in protos)
+    if method == "omp":
+        assert ticket.cost.stages["dense"].steps == ticket.cost.stages["finetune"].steps  # two budgets
+    if method == "imp":
+        assert (tmp_path / "run" / "rewind").is_dir()
