@@ -38,6 +38,7 @@ def load_rows(ticket_dirs: Iterable[Path]) -> list[dict]:
                      "sparsity": rec["sparsity"], **rec.get("metrics", {}), "steps": tot.get("steps", 0),
                      "examples": tot.get("examples", 0), "flops": tot.get("flops", 0.0),
                      "seconds": tot.get("seconds", 0.0), "path": str(d),
+                     "run": Path(d).parent.name if Path(d).name == "ticket" else Path(d).name,
                      "layer_sparsity": rec.get("layer_sparsity", {})})
     return rows
 
@@ -57,7 +58,7 @@ def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
     """A plain-text table (fixed-width) of the summary rows."""
     metric = main_metric(rows)
     val = main_metric(rows, "val")
-    cols = columns or ["method", "sparsity", *([metric] if metric else []),
+    cols = columns or ["method", "run", "sparsity", *([metric] if metric else []),
                        *([val] if val and val != metric else []), "steps", "flops", "seconds"]
 
     def fmt(c: str, v: Any) -> str:
