@@ -493,6 +493,7 @@ _ALLOWED_PICKLE = {
     ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
     ("numpy", "ndarray"), ("numpy", "dtype"), ("builtins", "bytearray"), ("copy_reg", "_reconstructor"),
     ("copyreg", "_reconstructor"), ("__builtin__", "object"), ("builtins", "object"),
+    ("_codecs", "encode"),  # bytes pickled by Python 3 at protocol 2
 }
 
 
@@ -508,6 +509,9 @@ class _SafeUnpickler(pickle.Unpickler):
         if module in ("copy_reg", "copyreg"):
             import copyreg
             return getattr(copyreg, name)
+        if module == "_codecs":
+            import codecs
+            return codecs.encode
         if module in ("__builtin__", "builtins"):
             import builtins
             return getattr(builtins, name)

@@ -251,5 +251,15 @@ CLASSNAMES: dict[str, list[str]] = {
 
 def templates_for(name: str | None) -> list[str]:
     """The zero-shot templates of dataset ``name`` (a copy); ``["a photo of a {}."]`` if unknown."""
-    key = (name or "default").lower().replace("-", "_")
-    return list(TEMPLATES.get(key, TEMPLATES["default"]))
+    def norm(s: str) -> str:
+        return "".join(ch for ch in s.lower() if ch.isalnum())
+
+    wanted = norm(name or "default")
+    aliases = {"cars": "stanford_cars", "stanfordcars": "stanford_cars", "fashionmnist": "fashion_mnist",
+               "cifar100coarse": "cifar100", "eurosatrgb": "eurosat"}
+    for key, tl in TEMPLATES.items():
+        if norm(key) == wanted:
+            return list(tl)
+    if wanted in aliases:
+        return list(TEMPLATES[aliases[wanted]])
+    return list(TEMPLATES["default"])
