@@ -34,5 +34,6 @@ void isp_set_num_threads(int n);
 int isp_get_num_threads(void);
 
 #include "blas.h"
+#include "clip.h"
 
 #endif /* ISP_H */
