@@ -98,6 +98,13 @@ def test_pipeline_from_preprocessor_config(tmp_path, rng):
     hf2 = _hf_processor(**{k: v for k, v in json.loads((out / "preprocessor_config.json").read_text()).items()
                            if k != "image_processor_type"})
     np.testing.assert_array_equal(ImageProcessor.from_pretrained(out)(im), _hf(hf2, im))
+    # the steps switched off one by one (the arithmetic path, not the lookup table)
+    for off in ({"do_normalize": False}, {"do_rescale": False}, {"do_center_crop": False, "do_resize": True,
+                                                                  "size": {"height": 22, "width": 22}}):
+        kw = dict(size={"shortest_edge": 26}, crop_size={"height": 22, "width": 22}, image_mean=[0.5, 0.4, 0.3],
+                  image_std=[0.2, 0.25, 0.3])
+        kw.update(off)
+        np.testing.assert_array_equal(ImageProcessor.from_config(kw)(im), _hf(_hf_processor(**kw), im), err_msg=str(off))
     # legacy int sizes; fall back to config.json's image_size without a preprocessor config
     legacy = ImageProcessor.from_config({"size": 24, "crop_size": 20})
     assert legacy.shortest_edge == 24 and legacy.crop_size == (20, 20)
@@ -470,7 +477,14 @@ def test_batches_seeded_resumable_and_subsets(rng):
     assert not np.array_equal(b.order(0), b.order(1))
     assert not np.array_equal(b.order(0), ImageBatches(ds, 5, seed=4, processor=proc).order(0))
     full = [x for x in b.iterate(0, 12)]
-    resumed = list(ImageBatches(ds, 5, seed=3, processor=proc).iterate(7, 12))
+    resumed = list(ImageBatches(ds, 5, seed=3, processor=proc, prefetch=0).iterate(7, 12))
+    assert len(resumed) == 5
+    it = ImageBatches(ds, 5, seed=3, processor=proc, prefetch=3).iterate(7)  # endless, closed early
+    resumed_prefetched = [next(it) for _ in range(5)]
+    it.close()
+    for (x1, y1), (x2, y2) in zip(resumed, resumed_prefetched):
+        np.testing.assert_array_equal(x1["pixel_values"], x2["pixel_values"])
+        np.testing.assert_array_equal(y1, y2)
     for (x1, y1), (x2, y2) in zip(full[7:], resumed):
         np.testing.assert_array_equal(x1["pixel_values"], x2["pixel_values"])
         np.testing.assert_array_equal(y1, y2)
