@@ -469,17 +469,18 @@ def test_batches_seeded_resumable_and_subsets(rng):
     ds = _small_ds(rng)
     proc = ImageProcessor(shortest_edge=6, crop_size=(6, 6))
     b = ImageBatches(ds, 5, seed=3, processor=proc)
-    assert b.steps_per_epoch == len(b) == 5 and b.steps(1.5) == 8
+    assert b.steps_per_epoch == len(b) == 5 and b.num_steps(1.5) == 8 and b.num_steps(0.01) == 1
     # an epoch covers every example once; the last batch is smaller
     seen = np.concatenate([b.batch_indices(s) for s in range(5)])
     assert sorted(seen) == list(range(23)) and len(b.batch_indices(4)) == 3
     # epochs differ, seeds differ, same seed -> same batches
     assert not np.array_equal(b.order(0), b.order(1))
     assert not np.array_equal(b.order(0), ImageBatches(ds, 5, seed=4, processor=proc).order(0))
-    full = [x for x in b.iterate(0, 12)]
-    resumed = list(ImageBatches(ds, 5, seed=3, processor=proc, prefetch=0).iterate(7, 12))
+    full = list(b.iter_steps(epochs=12 / 5))
+    assert len(full) == 12
+    resumed = list(ImageBatches(ds, 5, seed=3, processor=proc, prefetch=0).iter_steps(5, start=7))
     assert len(resumed) == 5
-    it = ImageBatches(ds, 5, seed=3, processor=proc, prefetch=3).iterate(7)  # endless, closed early
+    it = ImageBatches(ds, 5, seed=3, processor=proc, prefetch=3).iter_steps(start=7)  # endless, closed early
     resumed_prefetched = [next(it) for _ in range(5)]
     it.close()
     for (x1, y1), (x2, y2) in zip(resumed, resumed_prefetched):
@@ -506,6 +507,13 @@ def test_batches_seeded_resumable_and_subsets(rng):
     assert b.subset(0.5, seed=0).num_examples == 12
     sub_of_sub = s1.subset(4, seed=9)
     assert set(sub_of_sub.indices.tolist()) <= set(s1.indices.tolist())
+    with_steps = list(s1.iter_steps(3, start=1, with_step=True))
+    assert [w[0] for w in with_steps] == [1, 2, 3]
+    np.testing.assert_array_equal(s1.labels, ds.labels[s1.indices])
+    # collect returns outputs in dataset order whatever the shuffle
+    got = b.collect(lambda batch: batch["pixel_values"][:, 0, 0, 0])
+    np.testing.assert_array_equal(got, proc(ds.images)[:, 0, 0, 0])
+    assert b.with_options(shuffle=False).order(3).tolist() == list(range(23))
     with pytest.raises(ValueError, match="subset size"):
         b.subset(24, seed=0)
     with pytest.raises(ValueError, match="batch_size"):

@@ -963,14 +963,15 @@ def load_vision_dataset(name: str, root: str | os.PathLike, split: str = "train"
 # ------------------------------------------------------------------------------------------------
 
 class ImageBatches:
-    """Seeded, resumable mini-batches of preprocessed images.
+    """Seeded, resumable mini-batches of preprocessed images (the image twin of
+    :class:`instantsoup.data.Batches`, with the same methods).
 
     ``batches.batch(step)`` returns ``({"pixel_values": (B, 3, H, W) float32}, labels (B,) int64)``
     for a *global* step: epoch ``step // steps_per_epoch``, whose order is a permutation drawn from
-    ``(seed, epoch)`` (or the dataset order when ``shuffle=False``). So any step can be recomputed
-    exactly, and a run resumes with ``batches.iterate(start_step=k)``. ``iter(batches)`` is one epoch
-    (epoch 0); ``len(batches)`` its number of steps. The last batch of an epoch is smaller unless
-    ``drop_last``.
+    ``(seed, epoch)`` alone (or the dataset order when ``shuffle=False``). So any step can be
+    recomputed exactly and a run resumes with ``batches.iter_steps(start=k)``. ``iter(batches)`` is
+    one epoch (epoch 0); ``len(batches)`` its number of steps. The last batch of an epoch is smaller
+    unless ``drop_last``.
 
     Args:
         dataset: an :class:`ImageDataset`.
@@ -979,15 +980,14 @@ class ImageBatches:
         shuffle: shuffle each epoch.
         processor: the :class:`ImageProcessor` (default: CLIP at 224).
         drop_last: drop the incomplete last batch of an epoch.
-        indices: restrict to these dataset indices (see :meth:`subset`).
         prefetch: batches prepared ahead in a background thread while the caller trains (the
             C training step releases the GIL); 0 prepares each batch on demand. The batches are
             the same either way.
     """
 
-    def __init__(self, dataset: ImageDataset, batch_size: int, seed: int = 0, shuffle: bool = True,
-                 processor: ImageProcessor | None = None, drop_last: bool = False,
-                 indices: np.ndarray | None = None, prefetch: int = 1):
+    def __init__(self, dataset: ImageDataset, batch_size: int = 32, seed: int = 0, shuffle: bool = True,
+                 processor: ImageProcessor | None = None, *, drop_last: bool = False, prefetch: int = 1,
+                 _indices: np.ndarray | None = None):
         if not isinstance(dataset, ImageDataset):
             raise TypeError(f"ImageBatches: expected an ImageDataset, got {type(dataset).__name__}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
@@ -999,69 +999,91 @@ class ImageBatches:
         self.processor = processor if processor is not None else ImageProcessor()
         self.drop_last = bool(drop_last)
         self.prefetch = max(0, int(prefetch))
-        self.indices = (np.arange(len(dataset), dtype=np.int64) if indices is None
-                        else np.asarray(indices, dtype=np.int64))
-        if self.indices.ndim != 1 or (self.indices.size and (self.indices.min() < 0 or self.indices.max() >= len(dataset))):
+        self._indices = (np.arange(len(dataset), dtype=np.int64) if _indices is None
+                         else np.asarray(_indices, dtype=np.int64))
+        if len(self._indices) == 0:
+            raise ValueError("ImageBatches: no examples")
+        if self._indices.ndim != 1 or self._indices.min() < 0 or self._indices.max() >= len(dataset):
             raise ValueError("ImageBatches: indices out of range of the dataset")
-        if len(self.indices) == 0:
-            raise ValueError("ImageBatches: empty dataset")
-        if self.drop_last and len(self.indices) < self.batch_size:
-            raise ValueError(f"ImageBatches: {len(self.indices)} examples < batch_size {self.batch_size} with drop_last")
+        if self.drop_last and len(self._indices) < self.batch_size:
+            raise ValueError(f"ImageBatches: drop_last with {len(self._indices)} examples < batch_size "
+                             f"{self.batch_size} leaves no batch")
         self._order_cache: tuple[int, np.ndarray] | None = None
 
+    # -- sizes -------------------------------------------------------------------------------------
     @property
     def num_examples(self) -> int:
-        return len(self.indices)
+        return len(self._indices)
 
     @property
     def steps_per_epoch(self) -> int:
-        n = len(self.indices)
+        n = len(self._indices)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __len__(self) -> int:
         return self.steps_per_epoch
 
-    def steps(self, epochs: float) -> int:
-        """Number of steps in ``epochs`` (may be fractional) epochs, rounded."""
-        return int(round(epochs * self.steps_per_epoch))
+    def num_steps(self, epochs: float) -> int:
+        """Steps in ``epochs`` epochs (fractions allowed, rounded; at least 1 when epochs > 0)."""
+        if epochs < 0:
+            raise ValueError(f"epochs must be >= 0, got {epochs}")
+        steps = int(round(float(epochs) * self.steps_per_epoch))
+        return max(steps, 1) if epochs > 0 else 0
 
+    @property
+    def indices(self) -> np.ndarray:
+        """(N,) the dataset indices these batches draw from."""
+        return self._indices
+
+    @property
+    def labels(self) -> np.ndarray:
+        """(N,) labels of :attr:`indices`, in that order."""
+        return self.dataset.labels[self._indices]
+
+    # -- order -------------------------------------------------------------------------------------
     def order(self, epoch: int) -> np.ndarray:
         """Dataset indices in the order of epoch ``epoch``."""
         if not self.shuffle:
-            return self.indices
-        if self._order_cache is not None and self._order_cache[0] == epoch:
-            return self._order_cache[1]
-        rng = np.random.default_rng([self.seed, int(epoch)])
-        order = self.indices[rng.permutation(len(self.indices))]
-        self._order_cache = (epoch, order)
+            return self._indices
+        cached = self._order_cache
+        if cached is not None and cached[0] == epoch:
+            return cached[1]
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, int(epoch), 0x1A6E]))
+        order = self._indices[rng.permutation(len(self._indices))]
+        self._order_cache = (int(epoch), order)
         return order
 
     def batch_indices(self, step: int) -> np.ndarray:
-        """Dataset indices of global step ``step``."""
+        """(B,) dataset indices of global step ``step``."""
         if step < 0:
             raise ValueError(f"step must be >= 0, got {step}")
         epoch, k = divmod(int(step), self.steps_per_epoch)
         return self.order(epoch)[k * self.batch_size:(k + 1) * self.batch_size]
 
-    def collate(self, idx: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Preprocess the images ``idx`` of the dataset -> (batch dict, labels)."""
+    # -- batches -----------------------------------------------------------------------------------
+    def collate(self, indices: Sequence[int] | np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Preprocess the dataset's images at ``indices`` -> (batch dict, labels (B,) int64)."""
+        idx = np.asarray(indices, dtype=np.int64)
         ds = self.dataset
         out = np.empty((len(idx), 3) + self.processor.crop_size, dtype=np.float32)
         for j, i in enumerate(idx):
             where = ds.images[i] if ds.lazy else f"{ds.name}[{int(i)}]"
-            out[j] = self.processor.process(ds.image(int(i)), where=where)
+            px = self.processor.process(ds.image(int(i)), where=where)
+            if px.shape != out.shape[1:]:
+                raise ValueError(f"{where}: processed to {px.shape}, expected {out.shape[1:]}")
+            out[j] = px
         return {"pixel_values": out}, ds.labels[idx].copy()
 
     def batch(self, step: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """The batch of global step ``step`` (deterministic)."""
+        """(batch, labels) of global step ``step`` (deterministic)."""
         return self.collate(self.batch_indices(step))
 
-    def iterate(self, start_step: int = 0, stop_step: int | None = None) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
-        """Batches of global steps start_step, start_step+1, ... (< stop_step; endless if None)."""
-        step = int(start_step)
+    def _steps(self, start: int, stop: int | None) -> Iterator[tuple[int, dict[str, np.ndarray], np.ndarray]]:
+        step = int(start)
         if self.prefetch == 0:
-            while stop_step is None or step < stop_step:
-                yield self.batch(step)
+            while stop is None or step < stop:
+                b, y = self.batch(step)
+                yield step, b, y
                 step += 1
             return
         from collections import deque
@@ -1071,42 +1093,95 @@ class ImageBatches:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="instantsoup-images") as pool:
             try:
                 while True:
-                    while len(pending) <= self.prefetch and (stop_step is None or step < stop_step):
-                        pending.append(pool.submit(self.batch, step))
+                    while len(pending) <= self.prefetch and (stop is None or step < stop):
+                        pending.append((step, pool.submit(self.batch, step)))
                         step += 1
                     if not pending:
                         return
-                    yield pending.popleft().result()
+                    s, fut = pending.popleft()
+                    b, y = fut.result()
+                    yield s, b, y
             finally:
-                for fut in pending:
+                for _, fut in pending:
                     fut.cancel()
 
-    def epoch(self, e: int = 0) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
-        """The batches of epoch ``e``."""
+    def iter_steps(self, num_steps: int | None = None, start: int = 0, *, epochs: float | None = None,
+                   with_step: bool = False) -> Iterator:
+        """Batches of global steps ``start``, ``start + 1``, ... (crossing epochs).
+
+        num_steps: how many (None and no ``epochs`` = endless); epochs: alternatively a (fractional)
+        number of epochs counted from step 0 — the iterator stops at ``num_steps(epochs)``.
+        Yields (batch, labels), or (step, batch, labels) with ``with_step``.
+        """
+        if start < 0:
+            raise ValueError(f"start must be >= 0, got {start}")
+        stop = None
+        if epochs is not None:
+            stop = self.num_steps(epochs)
+        if num_steps is not None:
+            stop = start + int(num_steps) if stop is None else min(stop, start + int(num_steps))
+        for s, b, y in self._steps(start, stop):
+            yield (s, b, y) if with_step else (b, y)
+
+    def epoch(self, epoch: int = 0) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
+        """The batches of one epoch, in order."""
         spe = self.steps_per_epoch
-        return self.iterate(e * spe, (e + 1) * spe)
+        return self.iter_steps(spe, epoch * spe)
 
     def __iter__(self) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
+        """One pass: the batches of epoch 0 (use :meth:`iter_steps` to train across epochs)."""
         return self.epoch(0)
 
-    def subset(self, n_or_fraction: int | float, seed: int) -> "ImageBatches":
-        """Batches over a seeded random subset: ``n`` examples (int) or a fraction in (0, 1].
-        The subset shuffles with ``seed`` too."""
-        n_all = len(self.indices)
-        if isinstance(n_or_fraction, float):
-            if not 0 < n_or_fraction <= 1:
-                raise ValueError(f"subset fraction must be in (0, 1], got {n_or_fraction}")
-            n = max(1, int(round(n_or_fraction * n_all)))
+    # -- derived -----------------------------------------------------------------------------------
+    def _options(self) -> dict:
+        return dict(batch_size=self.batch_size, seed=self.seed, shuffle=self.shuffle, processor=self.processor,
+                    drop_last=self.drop_last, prefetch=self.prefetch)
+
+    def subset(self, n: int | float, seed: int, **overrides: Any) -> "ImageBatches":
+        """A seeded random subset (n examples, or a fraction in (0, 1]) that also shuffles with
+        ``seed``; other constructor options may be overridden by keyword."""
+        total = len(self._indices)
+        if isinstance(n, bool) or not isinstance(n, (int, float, np.integer, np.floating)):
+            raise TypeError(f"subset size must be an int count or a float fraction, got {type(n).__name__}")
+        if isinstance(n, (float, np.floating)):
+            if not 0.0 < n <= 1.0:
+                raise ValueError(f"subset fraction must be in (0, 1], got {n}")
+            k = max(1, int(round(float(n) * total)))
         else:
-            n = int(n_or_fraction)
-            if not 0 < n <= n_all:
-                raise ValueError(f"subset size must be in 1..{n_all}, got {n}")
-        pick = np.sort(np.random.default_rng([int(seed), 0x5B]).choice(n_all, size=n, replace=False))
-        return ImageBatches(self.dataset, self.batch_size, seed=seed, shuffle=self.shuffle,
-                            processor=self.processor, drop_last=self.drop_last and n >= self.batch_size,
-                            indices=self.indices[pick], prefetch=self.prefetch)
+            k = int(n)
+            if not 1 <= k <= total:
+                raise ValueError(f"subset size must be in [1, {total}], got {k}")
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5B5B]))
+        chosen = np.sort(self._indices[rng.permutation(total)[:k]])
+        opts = self._options()
+        opts.update(seed=int(seed), drop_last=self.drop_last and k >= self.batch_size)
+        opts.update(overrides)
+        return ImageBatches(self.dataset, _indices=chosen, **opts)
+
+    def with_options(self, **overrides: Any) -> "ImageBatches":
+        """The same examples with other options (e.g. ``shuffle=False`` for evaluation)."""
+        opts = self._options()
+        opts.update(overrides)
+        return ImageBatches(self.dataset, _indices=self._indices, **opts)
+
+    def collect(self, fn: Any) -> np.ndarray:
+        """Apply ``fn`` (e.g. ``model.forward``) to every batch of one pass; the outputs stacked in
+        the order of :attr:`indices`: (N, ...) array."""
+        if self.drop_last and len(self._indices) % self.batch_size:
+            raise ValueError("collect: drop_last leaves examples out; use with_options(drop_last=False)")
+        pos = {int(i): r for r, i in enumerate(self._indices)}
+        out = None
+        for step, batch, _ in self._steps(0, self.steps_per_epoch):
+            idx = self.batch_indices(step)
+            y = np.asarray(fn(batch))
+            if y.shape[0] != len(idx):
+                raise ValueError(f"collect: fn returned {y.shape[0]} rows for a batch of {len(idx)}")
+            if out is None:
+                out = np.empty((len(self._indices),) + y.shape[1:], dtype=y.dtype)
+            out[[pos[int(i)] for i in idx]] = y
+        return out
 
     def __repr__(self) -> str:
-        return (f"ImageBatches({self.dataset.name}/{self.dataset.split}: {len(self.indices)} examples, "
+        return (f"ImageBatches({self.dataset.name}/{self.dataset.split}: n={self.num_examples}, "
                 f"batch_size={self.batch_size}, steps_per_epoch={self.steps_per_epoch}, seed={self.seed}, "
                 f"shuffle={self.shuffle})")
