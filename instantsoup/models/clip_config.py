@@ -241,7 +241,7 @@ def read_checkpoint(path: str | os.PathLike, cfg: CLIPConfig) -> dict[str, np.nd
         a = np.asarray(sd[name])
         if tuple(a.shape) != shape:
             raise ValueError(f"{path}: tensor {name} has shape {tuple(a.shape)}, config says {shape}")
-        out[name] = np.ascontiguousarray(a, dtype=np.float32)
+        out[name] = np.array(a, dtype=np.float32, order="C")  # keeps 0-d logit_scale 0-d
     return out
 
 
@@ -252,7 +252,7 @@ def write_checkpoint(path: str | os.PathLike, cfg: CLIPConfig, tensors: Mapping[
     path = os.fspath(path)
     os.makedirs(path, exist_ok=True)
     tmp = os.path.join(path, ".model.safetensors.tmp")
-    save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}, tmp,
+    save_file({k: np.array(v, dtype=np.float32, order="C") for k, v in tensors.items()}, tmp,
               metadata={"format": "pt"})
     os.replace(tmp, os.path.join(path, "model.safetensors"))
     tmp = os.path.join(path, ".config.json.tmp")
