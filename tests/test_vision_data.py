@@ -529,30 +529,10 @@ def test_batches_seeded_resumable_and_subsets(rng):
 @pytest.fixture(scope="module")
 def clip_tokenizer_dir(tmp_path_factory):
     """A tiny CLIP tokenizer: byte-level BPE with </w> word ends trained on a few prompts."""
-    from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers, trainers
-    from tokenizers.models import BPE
+    from clip_helpers import write_clip_tokenizer
 
     d = tmp_path_factory.mktemp("cliptok")
-    corpus = ["a photo of a cat.", "a blurry photo of the dog!", "the quick brown fox jumps over the lazy dog",
-              "it's a photo of the number: \"7\".", "satellite imagery of a river", "i love my car",
-              "a centered satellite photo of annual crop land", "red and white circle 20 kph speed limit"] * 10
-    tok = Tokenizer(BPE(unk_token="<|endoftext|>", end_of_word_suffix="</w>", continuing_subword_prefix=""))
-    tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "),
-                                           normalizers.Lowercase()])
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""),
-                             behavior="removed", invert=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False)])
-    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<|startoftext|>", "<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), end_of_word_suffix="</w>",
-                                  show_progress=False)
-    tok.train_from_iterator(corpus, trainer)
-    tok.model.save(str(d))
-    vocab = json.loads((d / "vocab.json").read_text())
-    for ch in sorted(pre_tokenizers.ByteLevel.alphabet()):  # every byte, alone and word-final
-        for t in (ch, ch + "</w>"):
-            vocab.setdefault(t, len(vocab))
-    (d / "vocab.json").write_text(json.dumps(vocab))
+    write_clip_tokenizer(d)
     assert (d / "merges.txt").read_text().startswith("#version")
     return d
 
