@@ -40,10 +40,13 @@ isp_status patch_embed_forward(float *out, float *cols, const float *pix, const 
                         IH, IW, PS, B, C);
     const int NP = (IH / PS) * (IW / PS), T = NP + 1, K = 3 * PS * PS;
     patch_im2col(cols, pix, B, IH, IW, PS);
-    for (int b = 0; b < B; b++) {
-        float *ob = out + (int64_t)b * T * C;
-        // patch rows 1..NP of this image: cols_b (NP,K) @ w^T (K,C)
-        blas_sgemm_rm(0, 1, NP, C, K, 1.0f, cols + (int64_t)b * NP * K, K, w, K, 0.0f, ob + C, C);
+    // one GEMM for all patches, written to rows 1..B*NP of out viewed as (B*T, C) ...
+    blas_sgemm_rm(0, 1, B * NP, C, K, 1.0f, cols, K, w, K, 0.0f, out + C, C);
+    // ... then each image's rows move down by b to make room for the class tokens. Row r goes
+    // from 1+r to 1+r+b; walking r downwards never overwrites a row still to be moved.
+    for (int b = B - 1; b > 0; b--) {
+        float *src = out + (1 + (int64_t)b * NP) * C;
+        memmove(src + (int64_t)b * C, src, sizeof(float) * (size_t)NP * C);
     }
 #pragma omp parallel for num_threads(isp_get_num_threads()) schedule(static)
     for (int b = 0; b < B; b++) {
@@ -60,19 +63,21 @@ isp_status patch_embed_forward(float *out, float *cols, const float *pix, const 
     return ISP_OK;
 }
 
-isp_status patch_embed_backward(float *dw, float *dcls, float *dpos, const float *dout,
-                                const float *cols, int B, int NP, int K, int C)
+isp_status patch_embed_backward(float *dw, float *dcls, float *dpos, float *scratch,
+                                const float *dout, const float *cols, int B, int NP, int K, int C)
 {
-    // dw is (C,K), dcls is (C), dpos is (T,C), dout is (B,T,C), cols is (B*NP,K)
+    // dw is (C,K), dcls is (C), dpos is (T,C), scratch is (B*NP,C), dout is (B,T,C),
+    // cols is (B*NP,K)
     if (B <= 0 || NP <= 0 || K <= 0 || C <= 0)
         return isp_fail(ISP_ERR_VALUE, "patch_embed_backward: bad sizes B=%d NP=%d K=%d C=%d", B,
                         NP, K, C);
     const int T = NP + 1;
-    for (int b = 0; b < B; b++) {
-        // dw += dout_b[1:]^T (C,NP) @ cols_b (NP,K)
-        blas_sgemm_rm(1, 0, C, K, NP, 1.0f, dout + ((int64_t)b * T + 1) * C, C,
-                      cols + (int64_t)b * NP * K, K, 1.0f, dw, K);
-    }
+    // gather the patch rows of dout, then dw += dpatches^T (C,B*NP) @ cols (B*NP,K)
+#pragma omp parallel for num_threads(isp_get_num_threads()) schedule(static)
+    for (int b = 0; b < B; b++)
+        memcpy(scratch + (int64_t)b * NP * C, dout + ((int64_t)b * T + 1) * C,
+               sizeof(float) * (size_t)NP * C);
+    blas_sgemm_rm(1, 0, C, K, B * NP, 1.0f, scratch, C, cols, K, 1.0f, dw, K);
     // position / class gradients: sums over the batch, parallel over channels (deterministic)
 #pragma omp parallel for num_threads(isp_get_num_threads()) schedule(static)
     for (int i = 0; i < C; i++) {

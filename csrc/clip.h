@@ -27,9 +27,9 @@ isp_status patch_embed_forward(float *out, float *cols, const float *pix, const 
                                int C);
 
 /* Backward: accumulates (+=) into dw (C,K), dcls (C), dpos (T,C) from dout (B,T,C) and the
- * cols (B*NP,K) of the forward pass. Pixels get no gradient. */
-isp_status patch_embed_backward(float *dw, float *dcls, float *dpos, const float *dout,
-                                const float *cols, int B, int NP, int K, int C);
+ * cols (B*NP,K) of the forward pass; scratch is (B*NP,C). Pixels get no gradient. */
+isp_status patch_embed_backward(float *dw, float *dcls, float *dpos, float *scratch,
+                                const float *dout, const float *cols, int B, int NP, int K, int C);
 
 /* Cosine head: fn = f / ||f|| per row, logits = fn @ w^T (+ bias).
  * logits is (B,NL); fn is (B,D) and inv_norm (B) are saved for the backward pass;

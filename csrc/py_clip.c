@@ -1,6 +1,8 @@
 /* py_clip.c -- bindings of the CLIP kernels (clip.c): validate, release the GIL, call. */
 #include "boundary.h"
 
+#include <stdlib.h>
+
 #define ARR(var, obj, name, nd, shp, fl)                                                          \
     PyArrayObject *var = isp_arg_array(obj, name, NPY_FLOAT32, nd, shp, fl);                    \
     if (var == NULL)                                                                               \
@@ -104,11 +106,15 @@ static PyObject *py_patch_embed_backward(PyObject *self, PyObject *args)
     ARR(dw, dwo, "dweight", 2, wshape, RW);
     ARR(dcls, dco, "dclass_embedding", 1, clshape, RW);
     ARR(dpos, dpo, "dposition_embedding", 2, pshape, RW);
+    float *scratch = malloc(sizeof(float) * (size_t)B * (T - 1) * C);
+    if (scratch == NULL)
+        return PyErr_NoMemory();
     isp_status st;
     Py_BEGIN_ALLOW_THREADS;
-    st = patch_embed_backward(PyArray_DATA(dw), PyArray_DATA(dcls), PyArray_DATA(dpos),
+    st = patch_embed_backward(PyArray_DATA(dw), PyArray_DATA(dcls), PyArray_DATA(dpos), scratch,
                               PyArray_DATA(dout), PyArray_DATA(cols), B, T - 1, K, C);
     Py_END_ALLOW_THREADS;
+    free(scratch);
     if (st != ISP_OK)
         return isp_raise(st);
     Py_RETURN_NONE;
