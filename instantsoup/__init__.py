@@ -40,3 +40,8 @@ def build_info() -> dict:
 
 
 set_num_threads(available_cores())
+
+# --- data (branch data, issue 5) ---------------------------------------------------------------
+from instantsoup import data  # noqa: E402  (tokenization, GLUE/table loaders, batching, default task)
+
+__all__ += ["data"]

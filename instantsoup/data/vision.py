@@ -38,6 +38,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from instantsoup.data.errors import DataError
 from instantsoup.data.vision_prompts import CLASSNAMES, TEMPLATES, templates_for
 
 logger = logging.getLogger(__name__)
@@ -73,11 +74,16 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
-class DatasetFormatError(ValueError):
-    """A dataset file is missing, truncated or does not have the layout of its published format."""
+class DatasetFormatError(DataError):
+    """A dataset file is truncated or does not have the layout of its published format (the
+    message names the file). A :class:`instantsoup.data.DataError`, hence a ValueError."""
+
+    def __init__(self, message: str, path: str | None = None):
+        ValueError.__init__(self, message)
+        self.path, self.line, self.row, self.reason = path, None, None, message
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(DatasetFormatError):
     """An image file could not be decoded (the message names the file)."""
 
 
@@ -382,7 +388,7 @@ def open_image(path: str | os.PathLike):
     except FileNotFoundError:
         raise
     except Exception as e:  # PIL raises UnidentifiedImageError, OSError (truncated), SyntaxError...
-        raise ImageDecodeError(f"cannot decode image file {path}: {e}") from e
+        raise ImageDecodeError(f"cannot decode image file {path}: {e}", path) from e
 
 
 def check_pixel_values(pixel_values: Any, image_size: int | tuple[int, int] | None = None,
