@@ -139,6 +139,8 @@ def test_pipeline_errors(tmp_path):
     bad.write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
     with pytest.raises(ImageDecodeError, match="broken.jpg"):
         p(str(bad))
+    from instantsoup.data import DataError
+    assert issubclass(ImageDecodeError, DataError) and issubclass(DatasetFormatError, ValueError)
     trunc = tmp_path / "trunc.png"
     buf = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, "PNG")
@@ -514,6 +516,13 @@ def test_batches_seeded_resumable_and_subsets(rng):
     got = b.collect(lambda batch: batch["pixel_values"][:, 0, 0, 0])
     np.testing.assert_array_equal(got, proc(ds.images)[:, 0, 0, 0])
     assert b.with_options(shuffle=False).order(3).tolist() == list(range(23))
+    # the trainer-facing split
+    split = V.ImageSplit(ds, proc)
+    assert len(split) == 23 and split.labels.tolist() == ds.labels.tolist()
+    part = split.take([3, 1, 7])
+    bx, by = part.collate([2, 0])
+    np.testing.assert_array_equal(bx["pixel_values"], proc(ds.images[[7, 3]]))
+    assert by.tolist() == ds.labels[[7, 3]].tolist() and len(part.input_ids) == 3
     with pytest.raises(ValueError, match="subset size"):
         b.subset(24, seed=0)
     with pytest.raises(ValueError, match="batch_size"):

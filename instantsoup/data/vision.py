@@ -49,6 +49,7 @@ __all__ = [
     "ImageProcessor",
     "ImageDataset",
     "ImageBatches",
+    "ImageSplit",
     "DatasetFormatError",
     "ImageDecodeError",
     "check_pixel_values",
@@ -1191,3 +1192,44 @@ class ImageBatches:
         return (f"ImageBatches({self.dataset.name}/{self.dataset.split}: n={self.num_examples}, "
                 f"batch_size={self.batch_size}, steps_per_epoch={self.steps_per_epoch}, seed={self.seed}, "
                 f"shuffle={self.shuffle})")
+
+
+class ImageSplit:
+    """One split of images in the shape of the trainer's tokenized ``Split`` (``labels``,
+    ``len``, ``take(idx)``, ``collate(idx) -> ({"pixel_values"}, labels)``), so the training loop and
+    the pruning methods drive image tasks unchanged. Images are preprocessed when collated.
+
+    ``input_ids`` exists for code that sorts examples by length: every image counts as length 1.
+    """
+
+    def __init__(self, dataset: ImageDataset, processor: ImageProcessor | None = None,
+                 indices: np.ndarray | None = None):
+        self.dataset = dataset
+        self.processor = processor if processor is not None else ImageProcessor()
+        self.indices = (np.arange(len(dataset), dtype=np.int64) if indices is None
+                        else np.asarray(indices, dtype=np.int64))
+        self.token_type_ids = None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.dataset.labels[self.indices]
+
+    @property
+    def input_ids(self) -> list[np.ndarray]:
+        return [np.zeros(1, dtype=np.int64)] * len(self.indices)
+
+    def take(self, idx: Sequence[int] | np.ndarray) -> "ImageSplit":
+        return ImageSplit(self.dataset, self.processor, self.indices[np.asarray(idx, dtype=np.int64)])
+
+    def collate(self, idx: Sequence[int] | np.ndarray, pad_id: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Examples ``idx`` (positions in this split) -> ({"pixel_values": (B,3,H,W)}, labels (B,))."""
+        rows = self.indices[np.asarray(idx, dtype=np.int64)]
+        ds = self.dataset
+        out = np.empty((len(rows), 3) + self.processor.crop_size, dtype=np.float32)
+        for j, i in enumerate(rows):
+            where = ds.images[i] if ds.lazy else f"{ds.name}[{int(i)}]"
+            out[j] = self.processor.process(ds.image(int(i)), where=where)
+        return {"pixel_values": out}, ds.labels[rows].copy()
