@@ -34,6 +34,7 @@ void isp_set_num_threads(int n);
 int isp_get_num_threads(void);
 
 #include "blas.h"
-#include "clip.h"
+#include "soup.h" /* prune.h + soup.h: selection, masks, merges, soups */
+#include "clip.h" /* CLIP: patch embedding, cosine head */
 
 #endif /* ISP_H */

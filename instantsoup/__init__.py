@@ -45,3 +45,19 @@ set_num_threads(available_cores())
 from instantsoup import data  # noqa: E402  (tokenization, GLUE/table loaders, batching, default task)
 
 __all__ += ["data"]
+
+# --- pruning: masks, selection, merges, soups (branch prune, issue 4) ---
+from instantsoup.masks import (  # noqa: E402
+    MaskSet,
+    PackedMaskSet,
+    average_weights,
+    from_torch_amount,
+    magnitude_masks,
+    masked_count,
+    merge_masks,
+    random_masks,
+    to_torch_amount,
+)
+
+__all__ += ["MaskSet", "PackedMaskSet", "magnitude_masks", "random_masks", "merge_masks",
+            "average_weights", "masked_count", "to_torch_amount", "from_torch_amount"]
