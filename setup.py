@@ -57,7 +57,7 @@ def blas_config():
 
 
 blas = blas_config()
-cflags = ["-std=c11", "-Wall", "-Wextra", "-fopenmp", "-fno-strict-aliasing"]
+cflags = ["-std=c11", "-Wall", "-Wextra", "-fopenmp", "-fno-strict-aliasing", "-fno-trapping-math", "-fno-math-errno"]
 ldflags = ["-fopenmp"]
 if _flag("INSTANTSOUP_DEBUG"):
     cflags += ["-O0", "-g"]

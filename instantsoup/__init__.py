@@ -61,3 +61,9 @@ from instantsoup.masks import (  # noqa: E402
 
 __all__ += ["MaskSet", "PackedMaskSet", "magnitude_masks", "random_masks", "merge_masks",
             "average_weights", "masked_count", "to_torch_amount", "from_torch_amount"]
+
+# ---- engine (issue 3): models and optimizer ---------------------------------------------------
+from instantsoup.models import load_model  # noqa: E402
+from instantsoup.optim import AdamW  # noqa: E402
+
+__all__ += ["load_model", "AdamW"]

@@ -1,0 +1,223 @@
+"""Single engine kernels against NumPy oracles (no torch: the sanitizer job runs these)."""
+import math
+
+import numpy as np
+import pytest
+
+from instantsoup import _C
+
+pytestmark = pytest.mark.kernel
+
+erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def test_exp_erf_accuracy():
+    x = np.linspace(-80, 80, 20001).astype(np.float32)
+    e, _ = _C.op_math(x)
+    ref = np.exp(x.astype(np.float64))
+    assert np.max(np.abs(e - ref) / ref) < 5e-7
+    x = np.linspace(-6, 6, 20001).astype(np.float32)
+    _, r = _C.op_math(x)
+    assert np.max(np.abs(r - erf(x.astype(np.float64)))) < 5e-7
+    e, r = _C.op_math(np.array([np.nan, -np.inf, -1000.0, 1000.0], np.float32))
+    assert np.isnan(e[0]) and np.isnan(r[0])
+    assert 0 <= e[2] < 1e-37
+
+
+def test_layernorm(rng):
+    N, C = 37, 50
+    x = rng.normal(1.0, 2.0, (N, C)).astype(np.float32)
+    w = rng.normal(1.0, 0.2, C).astype(np.float32)
+    b = rng.normal(0.0, 0.2, C).astype(np.float32)
+    out, mean, rstd = _C.op_layernorm(x, w, b, 1e-5)
+    xd = x.astype(np.float64)
+    m = xd.mean(1, keepdims=True)
+    v = xd.var(1, keepdims=True)
+    xh = (xd - m) / np.sqrt(v + 1e-5)
+    np.testing.assert_allclose(out, xh * w + b, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(mean, m[:, 0], rtol=1e-6, atol=1e-6)
+    dout = rng.normal(size=(N, C)).astype(np.float32)
+    dx, dw, db = _C.op_layernorm_backward(dout, x, w, mean, rstd)
+    dxh = dout * w
+    ref = (dxh - dxh.mean(1, keepdims=True) - xh * (dxh * xh).mean(1, keepdims=True)) / np.sqrt(v + 1e-5)
+    np.testing.assert_allclose(dx, ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(dw, (dout * xh).sum(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(db, dout.sum(0), rtol=1e-5, atol=1e-5)
+
+
+def act_ref(x, act):
+    x = x.astype(np.float64)
+    if act == 0:
+        return 0.5 * x * (1 + erf(x / math.sqrt(2)))
+    if act == 1:
+        return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+    if act == 2:
+        return np.maximum(x, 0)
+    return x / (1 + np.exp(-1.702 * x))
+
+
+@pytest.mark.parametrize("act", [0, 1, 2, 3])
+def test_activations(act):
+    x = np.linspace(-9, 9, 40001).astype(np.float32)
+    x = x[np.abs(x) > 1e-3]  # relu's kink
+    y, d, y2, d2 = _C.op_act(x, act)
+    ref = act_ref(x, act)
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=3e-7)
+    np.testing.assert_array_equal(y, y2)
+    np.testing.assert_array_equal(d, d2)
+    h = 1e-4
+    num = (act_ref(x.astype(np.float64) + h, act) - act_ref(x.astype(np.float64) - h, act)) / (2 * h)
+    np.testing.assert_allclose(d, num, rtol=1e-4, atol=3e-6)
+
+
+def attention_ref(qkv, am, NH, causal):
+    B, T, C3 = qkv.shape
+    C = C3 // 3
+    HS = C // NH
+    q, k, v = (qkv[..., i * C:(i + 1) * C].reshape(B, T, NH, HS).transpose(0, 2, 1, 3).astype(np.float64)
+               for i in range(3))
+    s = q @ k.transpose(0, 1, 3, 2) / math.sqrt(HS)
+    vis = np.ones((B, 1, T, T), bool)
+    if am is not None:
+        vis &= am[:, None, None, :].astype(bool)
+    if causal:
+        vis &= np.tril(np.ones((T, T), bool))
+    s = np.where(vis, s, -np.inf)
+    s = s - s.max(-1, keepdims=True)
+    p = np.exp(s)
+    p /= p.sum(-1, keepdims=True)
+    o = (p @ v).transpose(0, 2, 1, 3).reshape(B, T, C)
+    return o, p, (q, k, v)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention(rng, causal):
+    B, T, C, NH = 3, 7, 12, 3
+    qkv = rng.normal(size=(B, T, 3 * C)).astype(np.float32)
+    am = np.ones((B, T), np.uint8)
+    am[1, 5:] = 0
+    am[2, 2:] = 0
+    out, att = _C.op_attention(qkv, am, NH, causal, 0.0, 0)
+    ref, p, (q, k, v) = attention_ref(qkv, am, NH, causal)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(att, p, rtol=1e-5, atol=1e-7)
+    assert np.all(att[~np.broadcast_to(am[:, None, None, :].astype(bool), att.shape)] == 0)
+    # backward against the analytic gradient
+    dout = rng.normal(size=(B, T, C)).astype(np.float32)
+    dq = _C.op_attention_backward(dout, qkv, att, am, NH, causal, 0.0, 0)
+    HS = C // NH
+    do = dout.reshape(B, T, NH, HS).transpose(0, 2, 1, 3).astype(np.float64)
+    dv = p.transpose(0, 1, 3, 2) @ do
+    dp = do @ v.transpose(0, 1, 3, 2)
+    ds = p * (dp - (p * dp).sum(-1, keepdims=True)) / math.sqrt(HS)
+    dqr = ds @ k
+    dkr = ds.transpose(0, 1, 3, 2) @ q
+    ref = np.concatenate([z.transpose(0, 2, 1, 3).reshape(B, T, C) for z in (dqr, dkr, dv)], -1)
+    np.testing.assert_allclose(dq, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_attention_all_masked_row_is_uniform(rng):
+    qkv = rng.normal(size=(1, 4, 12)).astype(np.float32)
+    out, att = _C.op_attention(qkv, np.zeros((1, 4), np.uint8), 2, False, 0.0, 0)
+    np.testing.assert_allclose(att, 0.25)
+    assert np.all(np.isfinite(out))
+
+
+def test_attention_dropout_gradient(rng):
+    """With dropout, backward matches finite differences of the same (seeded) forward."""
+    B, T, C, NH = 2, 5, 8, 2
+    qkv = rng.normal(size=(B, T, 3 * C)).astype(np.float64)
+    dout = rng.normal(size=(B, T, C)).astype(np.float32)
+    key = 12345
+
+    def f(x):
+        o, _ = _C.op_attention(x.astype(np.float32), None, NH, False, 0.3, key)
+        return float((o.astype(np.float64) * dout).sum())
+
+    _, att = _C.op_attention(qkv.astype(np.float32), None, NH, False, 0.3, key)
+    g = _C.op_attention_backward(dout, qkv.astype(np.float32), att, None, NH, False, 0.3, key)
+    d = rng.normal(size=qkv.shape)
+    eps = 1e-2
+    fd = (f(qkv + eps * d) - f(qkv - eps * d)) / (2 * eps)
+    an = float((g * d).sum())
+    assert abs(fd - an) < 1e-2 * abs(an) + 1e-3
+
+
+def test_dropout_rng():
+    x = np.ones(200_000, np.float32)
+    y = _C.op_dropout(x, 0.25, 1, 0, 3)
+    kept = y != 0
+    assert abs(kept.mean() - 0.75) < 0.005
+    np.testing.assert_allclose(y[kept], 1 / 0.75)
+    np.testing.assert_array_equal(y, _C.op_dropout(x, 0.25, 1, 0, 3))
+    for other in [(2, 0, 3), (1, 1, 3), (1, 0, 4)]:  # seed, step, site each change the mask
+        z = _C.op_dropout(x, 0.25, *other)
+        assert 0.5 < ((z != 0) == kept).mean() < 0.7  # independent masks agree ~62.5%
+    np.testing.assert_array_equal(_C.op_dropout(x, 0.0, 1, 0, 3), x)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_crossentropy(rng, smoothing):
+    B, NL = 6, 4
+    logits = rng.normal(0, 3, (B, NL)).astype(np.float32)
+    y = rng.integers(0, NL, B).astype(np.int32)
+    loss, probs, dl = _C.op_crossentropy(logits, y, smoothing)
+    ld = logits.astype(np.float64)
+    logp = ld - ld.max(1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(1, keepdims=True))
+    target = np.full((B, NL), smoothing / NL)
+    target[np.arange(B), y] += 1 - smoothing
+    assert abs(loss - float(-(target * logp).sum(1).mean())) < 1e-6
+    np.testing.assert_allclose(dl, (np.exp(logp) - target) / B, rtol=1e-5, atol=1e-7)
+
+
+def adamw_ref(p, g, m, v, decay, mask, lr, b1, b2, eps, wd, step, max_norm):
+    p, g, m, v = (a.astype(np.float64) for a in (p, g, m, v))
+    g = g * mask
+    norm = np.sqrt((g * g).sum())
+    if max_norm > 0:
+        g = g * min(1.0, max_norm / (norm + 1e-6))
+    p = p * np.where(decay, 1 - lr * wd, 1.0)
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g * g
+    p = p - lr / (1 - b1 ** step) * m / (np.sqrt(v) / math.sqrt(1 - b2 ** step) + eps)
+    return p * mask, m * mask, v * mask, norm
+
+
+def test_adamw_masked(rng):
+    n = 1000
+    p = rng.normal(size=n).astype(np.float32)
+    g = rng.normal(size=n).astype(np.float32)
+    m = np.zeros(n, np.float32)
+    v = np.zeros(n, np.float32)
+    seg = np.array([0, 300, 700, n], np.int64)
+    dec = np.array([1, 0, 1], np.uint8)
+    decay = np.repeat(dec.astype(bool), np.diff(seg))
+    mask = np.ones(n, np.uint8)
+    mask[100:500] = rng.random(400) > 0.5
+    p *= mask
+    rp, rm, rv = p.copy(), m.copy(), v.copy()
+    for step in range(1, 6):
+        gg = (g * (1 + 0.1 * step)).astype(np.float32)
+        norm = _C.op_adamw(p, gg.copy(), m, v, seg, dec, mask[100:500].copy(), 100, 1e-2, 0.9, 0.99, 1e-8, 0.1,
+                           step, 5.0)
+        full = mask.astype(np.float64)
+        rp, rm, rv, rnorm = adamw_ref(rp, gg, rm, rv, decay, full, 1e-2, 0.9, 0.99, 1e-8, 0.1, step, 5.0)
+        assert abs(norm - rnorm) < 1e-4 * rnorm
+    np.testing.assert_allclose(p, rp, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(m, rm, rtol=1e-5, atol=1e-7)
+    off = mask == 0
+    assert np.all(p[off] == 0) and np.all(m[off] == 0) and np.all(v[off] == 0)
+
+
+def test_adamw_nonfinite_gradient_leaves_state(rng):
+    p = rng.normal(size=10).astype(np.float32)
+    g = np.zeros(10, np.float32)
+    g[3] = np.nan
+    m = np.zeros(10, np.float32)
+    v = np.zeros(10, np.float32)
+    before = p.copy()
+    with pytest.raises(ValueError, match="nan"):
+        _C.op_adamw(p, g, m, v, np.array([0, 10], np.int64), np.array([1], np.uint8), None, 0, 1e-3, 0.9,
+                    0.999, 1e-8, 0.0, 1, 0.0)
+    np.testing.assert_array_equal(p, before)
