@@ -41,7 +41,7 @@ isp_status patch_embed_forward(float *out, float *cols, const float *pix, const 
     const int NP = (IH / PS) * (IW / PS), T = NP + 1, K = 3 * PS * PS;
     patch_im2col(cols, pix, B, IH, IW, PS);
     // one GEMM for all patches, written to rows 1..B*NP of out viewed as (B*T, C) ...
-    blas_sgemm_rm(0, 1, B * NP, C, K, 1.0f, cols, K, w, K, 0.0f, out + C, C);
+    gemm_par(0, 1, B * NP, C, K, 1.0f, cols, K, w, K, 0.0f, out + C, C);
     // ... then each image's rows move down by b to make room for the class tokens. Row r goes
     // from 1+r to 1+r+b; walking r downwards never overwrites a row still to be moved.
     for (int b = B - 1; b > 0; b--) {
@@ -77,7 +77,7 @@ isp_status patch_embed_backward(float *dw, float *dcls, float *dpos, float *scra
     for (int b = 0; b < B; b++)
         memcpy(scratch + (int64_t)b * NP * C, dout + ((int64_t)b * T + 1) * C,
                sizeof(float) * (size_t)NP * C);
-    blas_sgemm_rm(1, 0, C, K, B * NP, 1.0f, scratch, C, cols, K, 1.0f, dw, K);
+    gemm_par(1, 0, C, K, B * NP, 1.0f, scratch, C, cols, K, 1.0f, dw, K);
     // position / class gradients: sums over the batch, parallel over channels (deterministic)
 #pragma omp parallel for num_threads(isp_get_num_threads()) schedule(static)
     for (int i = 0; i < C; i++) {
@@ -118,7 +118,7 @@ isp_status cosine_head_forward(float *logits, float *fn, float *inv_norm, const 
     if (bad >= 0)
         return isp_fail(ISP_ERR_NONFINITE,
                         "cosine_head_forward: image feature %d has a zero or non-finite norm", bad);
-    blas_sgemm_rm(0, 1, B, NL, D, 1.0f, fn, D, w, D, 0.0f, logits, NL);
+    gemm_par(0, 1, B, NL, D, 1.0f, fn, D, w, D, 0.0f, logits, NL);
     if (bias != NULL) {
         for (int b = 0; b < B; b++)
             for (int j = 0; j < NL; j++)
@@ -137,7 +137,7 @@ isp_status cosine_head_backward(float *df, float *dw, float *dbias, const float 
         return isp_fail(ISP_ERR_VALUE, "cosine_head_backward: bad sizes B=%d D=%d NL=%d", B, D,
                         NL);
     if (dw != NULL) // dw += dlogits^T (NL,B) @ fn (B,D)
-        blas_sgemm_rm(1, 0, NL, D, B, 1.0f, dlogits, NL, fn, D, 1.0f, dw, D);
+        gemm_par(1, 0, NL, D, B, 1.0f, dlogits, NL, fn, D, 1.0f, dw, D);
     if (dbias != NULL) {
         for (int j = 0; j < NL; j++) {
             float s = 0.0f;
@@ -147,7 +147,7 @@ isp_status cosine_head_backward(float *df, float *dw, float *dbias, const float 
         }
     }
     // dfn = dlogits @ w (B,D); df = (dfn - fn * <fn, dfn>) / ||f||
-    blas_sgemm_rm(0, 0, B, D, NL, 1.0f, dlogits, NL, w, D, 0.0f, df, D);
+    gemm_par(0, 0, B, D, NL, 1.0f, dlogits, NL, w, D, 0.0f, df, D);
     for (int b = 0; b < B; b++) {
         float *g = df + (int64_t)b * D;
         const float *y = fn + (int64_t)b * D;
