@@ -17,6 +17,9 @@ import warnings
 
 import numpy as np
 
+# run from a source checkout without installing: the in-place build next to this folder
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 
 def build(args):
     import torch
