@@ -336,3 +336,20 @@ def test_legacy_eos_token_id_pools_at_the_largest_id(tmp_path, rng):
     with torch.no_grad():
         want = hf.get_text_features(input_ids=torch.from_numpy(ids)).pooler_output.numpy()
     np.testing.assert_allclose(model.encode_text(ids), want, rtol=1e-5, atol=1e-5)
+
+
+def test_pytorch_model_bin_checkpoint(tmp_path, rng):
+    """Older checkpoints ship pytorch_model.bin (read with torch.load(weights_only=True))."""
+    import shutil
+
+    hf = tiny_clip(tmp_path)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shutil.copy(tmp_path / "config.json", bin_dir / "config.json")
+    torch.save({k: v.clone() for k, v in hf.state_dict().items()}, bin_dir / "pytorch_model.bin")
+    a = load_clip(tmp_path)
+    b = load_clip(bin_dir)
+    px = rng.standard_normal((2, 3, 16, 16)).astype(np.float32)
+    np.testing.assert_array_equal(a.encode_image(px), b.encode_image(px))
+    ids = np.array([[0, 5, 6, 1]])
+    np.testing.assert_array_equal(a.encode_text(ids), b.encode_text(ids))
