@@ -145,11 +145,21 @@ class StepOrder:
 
 # ---- cost -------------------------------------------------------------------------------------
 def model_dims(model: Any) -> dict:
-    """L, H, I, K of a model (from ``model.config``)."""
+    """L, H, I, K of the trained encoder (``model.cost_dims()`` if the model has it, else its config)."""
+    if hasattr(model, "cost_dims"):
+        return dict(model.cost_dims())
     cfg = model.config
     d = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(vars(cfg))
     return {"L": int(d.get("num_hidden_layers", 0)), "H": int(d.get("hidden_size", 0)),
             "I": int(d.get("intermediate_size", 0)), "K": int(getattr(model, "num_labels", 2))}
+
+
+def batch_shape(model: Any, batch: Mapping[str, np.ndarray]) -> tuple[int, int]:
+    """(B, T): sequences and tokens per sequence of a batch (images: the model's patches + 1)."""
+    if "input_ids" in batch:
+        B, T = batch["input_ids"].shape
+        return int(B), int(T)
+    return int(batch["pixel_values"].shape[0]), int(getattr(model, "num_tokens", 1))
 
 
 def forward_flops(dims: Mapping[str, int], batch: int, tokens: int, density: float = 1.0) -> float:
@@ -269,7 +279,7 @@ class Trainer:
                 if not math.isfinite(loss):
                     raise FloatingPointError(f"{stage}: loss is {loss} at step {step} (lr {lr:.3g})")
                 losses.append(loss)
-                B, T = batch["input_ids"].shape
+                B, T = batch_shape(model, batch)
                 st.steps += 1
                 st.examples += B
                 st.tokens += B * T
@@ -309,26 +319,31 @@ class Trainer:
         if data is None or len(data) == 0:
             return {}
         t0 = time.perf_counter()
-        preds = predict(model, data, self.eval_batch_size, self.task.pad_id, self.task.is_regression)
         st = self.cost.stage("eval")
         dims = model_dims(model)
-        lens = np.sort([len(r) for r in data.input_ids], kind="stable")  # the batches predict() runs
-        for i in range(0, len(lens), self.eval_batch_size):
-            chunk = lens[i:i + self.eval_batch_size]
-            st.eval_flops += forward_flops(dims, len(chunk), int(chunk[-1]))
+
+        def count(batch: Mapping[str, np.ndarray]) -> None:
+            st.eval_flops += forward_flops(dims, *batch_shape(model, batch))
+
+        preds = predict(model, data, self.eval_batch_size, self.task.pad_id, self.task.is_regression, count)
         st.seconds += time.perf_counter() - t0
         return {k: float(v) for k, v in self.task.metric(preds, data.labels).items()}
 
 
 def predict(model: Any, data: Split, batch_size: int = 64, pad_id: int = 0,
-            regression: bool = False) -> np.ndarray:
-    """Predictions (N,) of ``model`` on ``data`` (class ids, or values for regression)."""
+            regression: bool = False, on_batch: Callable[[dict], None] | None = None) -> np.ndarray:
+    """Predictions (N,) of ``model`` on ``data`` (class ids, or values for regression).
+
+    Text is batched by length (little padding); ``on_batch(batch)`` sees every batch run.
+    """
     model.train(False)
     order = np.argsort([len(r) for r in data.input_ids], kind="stable")  # pad little
     out = np.empty(len(data), dtype=np.float32 if regression else np.int64)
     for i in range(0, len(order), batch_size):
         idx = order[i:i + batch_size]
         batch, _ = data.collate(idx, pad_id)
+        if on_batch is not None:
+            on_batch(batch)
         logits = model.forward(batch)
         out[idx] = logits[:, 0] if regression else np.argmax(logits, axis=1)
     return out
