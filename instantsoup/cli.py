@@ -47,6 +47,21 @@ def _set_threads(n: int) -> None:
         instantsoup.set_num_threads(n)
 
 
+def load_for_task(model_dir: str, task, seed: int = 0):
+    """The model with a head for ``task``: a classifier of ``num_labels`` (BERT), or CLIP's frozen
+    zero-shot head from the task's class names and prompt templates (as the paper does)."""
+    import instantsoup
+    from instantsoup.models import read_config
+
+    if read_config(model_dir).get("model_type") == "clip":
+        model = instantsoup.load_model(model_dir, seed=seed)
+        if not task.info.get("classnames"):
+            raise SettingsError("a CLIP model needs an image task (class names for its zero-shot head)")
+        model.zero_shot_head(task.info["classnames"], task.info["templates"])
+        return model
+    return instantsoup.load_model(model_dir, num_labels=task.num_labels, seed=seed)
+
+
 def run_settings(settings: Settings, *, model_dir: str | None = None, fresh: bool = False,
                  keep_round_masks: bool = False, quiet: bool = False):
     """Validate, load model and task, name the run directory, run the method; return (ticket, run dir)."""
@@ -66,7 +81,7 @@ def run_settings(settings: Settings, *, model_dir: str | None = None, fresh: boo
     root = Path(settings.run.out) / runs.run_name(settings.prune.method, identity)
     if fresh and root.exists():
         shutil.rmtree(root)
-    model = instantsoup.load_model(model_dir, num_labels=task.num_labels, seed=settings.train.seed)
+    model = load_for_task(model_dir, task, settings.train.seed)
     settings = dataclasses.replace(settings, run=dataclasses.replace(settings.run, model=model_dir))
     log.info("run directory %s", root)
     kw = {"keep_round_masks": True} if keep_round_masks and settings.prune.method == "isp" else {}
@@ -86,7 +101,8 @@ def _cmd_prune(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    import instantsoup
+    import numpy as np
+
     from instantsoup import runs
     from instantsoup.task import load_task
     from instantsoup.train import Trainer
@@ -96,11 +112,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     data.validate()
     _set_threads(args.threads)
     task = load_task(data, args.checkpoint, args.max_length, args.seed)
-    model = instantsoup.load_model(args.checkpoint, num_labels=task.num_labels)
+    model = load_for_task(args.checkpoint, task)
     if args.mask:
         model.set_masks(runs.load_arrays(args.mask))
     tr = Trainer(TrainSettings(batch_size=args.batch_size, max_length=args.max_length), task, progress=False)
-    out = {"sparsity": 1.0 - sum(int(m.sum()) for m in model.masks.values()) / max(1, sum(m.size for m in model.masks.values()))}
+    sd = model.state_dict()
+    zeros = sum(int(np.count_nonzero(sd[n] == 0)) for n in model.prunable_names)
+    out = {"sparsity": zeros / max(1, sum(sd[n].size for n in model.prunable_names))}  # exact zeros
+    if args.mask:
+        out["mask_sparsity"] = 1.0 - sum(int(np.count_nonzero(m)) for m in model.masks.values()) / max(
+            1, sum(m.size for m in model.masks.values()))
     for split in (["validation", "test"] if args.split == "both" else [args.split]):
         out.update({f"{split}_{k}": v for k, v in tr.evaluate(model, split).items()})
     print(json.dumps(out, indent=2, sort_keys=True))

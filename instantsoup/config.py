@@ -232,8 +232,9 @@ def sparsity_levels(target: float, step: float, margin: float = 0.0, start: floa
 class DataSettings:
     """Which task and data."""
 
-    task: str = _f("default", "GLUE task name (sst2, mrpc, ...), 'default' (the embedded demo task) "
-                   "or a table file (.csv/.tsv/.jsonl/.parquet)")
+    task: str = _f("default", "GLUE task name (sst2, mrpc, ...), 'default' (the embedded demo task), "
+                   "a table file (.csv/.tsv/.jsonl/.parquet), or an image task for CLIP (cifar10, cifar100, "
+                   "mnist, svhn, gtsrb, eurosat, image_folder, ...; with --data-dir)")
     data_dir: str = _f("", "directory holding the GLUE task's files")
     text_column: str = _f("sentence", "table: column with the text")
     text_pair_column: str = _f("", "table: column with the second text of a pair ('' = none)")
@@ -252,7 +253,12 @@ class DataSettings:
             raise SettingsError(f"data file {self.task!r} does not exist")
         if self.data_dir and not os.path.isdir(self.data_dir):
             raise SettingsError(f"data_dir {self.data_dir!r} is not a directory")
-        if self.task != "default" and not os.path.splitext(self.task)[1]:
+        from instantsoup.task import is_vision_task
+
+        if is_vision_task(self.task):
+            if not self.data_dir:
+                raise SettingsError(f"image task {self.task!r} needs --data-dir (the folder with its files)")
+        elif self.task != "default" and not os.path.splitext(self.task)[1]:
             from instantsoup.data import GLUE_TASKS
             from instantsoup.data.glue import glue_task
 

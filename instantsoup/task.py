@@ -69,8 +69,10 @@ def load_task(data: DataSettings, model_dir: str, max_length: int, seed: int = 0
     """Load, split and tokenize the task of ``data`` with the tokenizer of ``model_dir``."""
     from instantsoup import data as D  # the data module (issue 5)
 
-    tok = D.Tokenizer.from_pretrained(model_dir)
     name = data.task
+    if is_vision_task(name):
+        return load_image_task(data, model_dir, seed)
+    tok = D.Tokenizer.from_pretrained(model_dir)
     if name == "default":
         t = D.default_task(train_size=data.max_train_examples or None,
                            validation_size=data.max_eval_examples or None, seed=seed)
@@ -102,6 +104,37 @@ def load_task(data: DataSettings, model_dir: str, max_length: int, seed: int = 0
     return TaskData(name=name, train=train, validation=val, test=test, metric=metric, num_labels=num_labels,
                     main_metric=main, is_regression=regression, pad_id=0 if pad is None else int(pad),
                     tokenizer_dir=model_dir)
+
+
+def is_vision_task(name: str) -> bool:
+    from instantsoup.data.vision import VISION_DATASETS
+
+    return name.lower().replace("-", "_") in VISION_DATASETS
+
+
+def load_image_task(data: DataSettings, model_dir: str, seed: int = 0) -> TaskData:
+    """An image classification task (CIFAR-10, ..., or a class-per-folder tree) for CLIP's vision tower.
+
+    The published train split is split into train / validation; the published test split is the test.
+    ``info`` carries class names and prompt templates for the zero-shot head.
+    """
+    from instantsoup.data import vision as V
+    from instantsoup.train import accuracy_metric
+
+    if not data.data_dir:
+        raise SettingsError(f"image task {data.task!r} needs --data-dir")
+    train_ds = V.load_vision_dataset(data.task, data.data_dir, "train")
+    test_ds = V.load_vision_dataset(data.task, data.data_dir, "test")
+    proc = V.ImageProcessor.from_pretrained(model_dir)
+    train, test = V.ImageSplit(train_ds, proc), V.ImageSplit(test_ds, proc)
+    train, val = split_off(train, data.val_fraction, seed)
+    train = _cap(train, data.max_train_examples, seed)
+    val, test = _cap(val, data.max_eval_examples, seed), _cap(test, data.max_eval_examples, seed)
+    log.info("task %s: %d train / %d validation / %d test images, %d classes", data.task, len(train), len(val),
+             len(test), len(train_ds.classnames))
+    return TaskData(name=data.task, train=train, validation=val, test=test, metric=accuracy_metric,
+                    num_labels=len(train_ds.classnames), main_metric="accuracy", tokenizer_dir=model_dir,
+                    info={"classnames": list(train_ds.classnames), "templates": list(train_ds.templates)})
 
 
 def data_identity(data: DataSettings) -> str:

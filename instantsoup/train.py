@@ -106,6 +106,7 @@ class TaskData:
     pad_id: int = 0
     tokenizer_dir: str | None = None
     identity: str = ""
+    info: dict = field(default_factory=dict)  # e.g. classnames/templates of an image task (zero-shot head)
 
 
 def accuracy_metric(preds: np.ndarray, labels: np.ndarray) -> dict:

@@ -163,3 +163,54 @@ def test_cli_prune_killed_then_resume_gives_the_same_mask(tiny_bert_dir, tmp_pat
     b = runs.load_arrays(run / "ticket" / "masks.safetensors")
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
+
+
+def write_image_folder(root, n_per_class=(24, 8), seed=0):
+    """root/{train,test}/{red,green,blue}/*.png: noisy 20x20 images, class = dominant channel."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, n in zip(("train", "test"), n_per_class):
+        for c, name in enumerate(("red", "green", "blue")):
+            d = root / split / name
+            d.mkdir(parents=True)
+            for i in range(n):
+                img = rng.integers(0, 90, (20, 20, 3), dtype=np.uint8)
+                img[..., c] += 150
+                Image.fromarray(img).save(d / f"{i:03d}.png")
+    return root
+
+
+def test_cli_prune_clip_on_an_image_folder(tmp_path, capsys):
+    pytest.importorskip("PIL")
+    import warnings
+
+    import torch
+    import transformers
+    from clip_helpers import tiny_clip
+
+    import instantsoup
+
+    ck = tmp_path / "clip"
+    ck.mkdir()
+    tiny_clip(ck)
+    data = write_image_folder(tmp_path / "images")
+    argv = ["prune", "--method", "isp", "--model", str(ck), "--task", "image_folder", "--data-dir", str(data),
+            "--sparsity", "0.5", "--step", "0.3", "--t", "2", "--denoisers", "2", "--lookahead", "2", "--epochs", "4",
+            "--batch-size", "16", "--lr", "1e-3", "--out", str(tmp_path / "runs"), "--no-progress"]
+    assert main(argv) == 0
+    assert "isp" in capsys.readouterr().out
+    (run,) = list((tmp_path / "runs").iterdir())
+    ck_out = run / "ticket" / "checkpoint"
+    masks = instantsoup.MaskSet.load(run / "ticket" / "masks.safetensors")
+    assert abs(masks.sparsity - 0.5) < 1e-3 and all("vision_model" in k for k in masks)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        back = transformers.CLIPModel.from_pretrained(ck_out)
+    sd = back.state_dict()
+    for k, m in masks.items():
+        assert (sd[k].numpy()[np.asarray(m) == 0] == 0).all(), k
+    assert main(["eval", str(ck_out), "--task", "image_folder", "--data-dir", str(data)]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["sparsity"] == pytest.approx(0.5, abs=1e-3) and 0 <= res["test_accuracy"] <= 1
+    del torch
