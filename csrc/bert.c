@@ -155,11 +155,12 @@ static int64_t head_acts_size(const bert_config *cfg, int B, int T)
 }
 
 /* Point the activations at (B,T), growing the buffer when needed (no allocation otherwise). */
-static isp_status ensure_acts(bert_model *m, int B, int T)
+static isp_status ensure_acts(bert_model *m, int B, int T, int forward_only)
 {
     const bert_config *cfg = &m->cfg;
     int nt = NT;
-    int64_t need = encoder_acts_size(&cfg->enc, B, T, nt) + head_acts_size(cfg, B, T);
+    int64_t need =
+        encoder_acts_size(&cfg->enc, B, T, nt, forward_only) + head_acts_size(cfg, B, T);
     if (need > m->acts_cap) {
         free(m->acts_mem);
         m->acts_cap = 0;
@@ -187,7 +188,7 @@ static isp_status ensure_acts(bert_model *m, int B, int T)
     a->probs = p, p += (int64_t)B * NL;
     a->dlogits = p, p += (int64_t)B * NL;
     a->amask = (uint8_t *)p, p += (BT + 3) / 4 + 16;
-    encoder_point_acts(&a->enc, p, &cfg->enc, B, T);
+    encoder_point_acts(&a->enc, p, &cfg->enc, B, T, forward_only);
     return ISP_OK;
 }
 
@@ -315,7 +316,7 @@ static void backward(bert_model *m, const int32_t *ids, const int32_t *types, co
 isp_status bert_forward(bert_model *m, float *logits, const int32_t *ids, const int32_t *types,
                         const uint8_t *amask, int B, int T)
 {
-    isp_status st = ensure_acts(m, B, T);
+    isp_status st = ensure_acts(m, B, T, 1); /* no backward follows: one layer's activations */
     if (st != ISP_OK)
         return st;
     forward(m, ids, types, amask, B, T);
@@ -330,7 +331,7 @@ isp_status bert_forward_backward(bert_model *m, float *loss, float *logits, cons
                                  const int32_t *types, const uint8_t *amask, const void *labels,
                                  int B, int T, float smoothing)
 {
-    isp_status st = ensure_acts(m, B, T);
+    isp_status st = ensure_acts(m, B, T, 0);
     if (st != ISP_OK)
         return st;
     forward(m, ids, types, amask, B, T);

@@ -13,6 +13,7 @@
  *   res2 = ln1 + drop(act(fch) W_2 + b)     res2 = res1 + drop(act(fch) W_2 + b)   = output
  *   ln2  = LN2(res2)            = output
  * act(fch) is recomputed in the backward pass instead of being saved per layer.
+ * Forward-only passes may use a shared layout (one slot for all layers, see encoder_acts).
  */
 #include <string.h>
 
@@ -81,16 +82,18 @@ static int64_t per_token(const encoder_config *cfg)
            C /* ln2 */ + 2 /* stats */ + F /* fch */ + C /* res2 */;
 }
 
-int64_t encoder_acts_size(const encoder_config *cfg, int B, int T, int nthreads)
+int64_t encoder_acts_size(const encoder_config *cfg, int B, int T, int nthreads,
+                          int forward_only)
 {
-    int64_t BT = (int64_t)B * T, L = cfg->L, C = cfg->C, F = cfg->F;
+    int64_t BT = (int64_t)B * T, L = forward_only ? 1 : cfg->L, C = cfg->C, F = cfg->F;
     return L * BT * per_token(cfg) + L * (int64_t)B * cfg->NH * T * T + 3 * BT * F + 2 * BT * C +
            3 * BT * C + attention_scratch_size(T, cfg->C, cfg->NH, nthreads);
 }
 
-void encoder_point_acts(encoder_acts *a, float *base, const encoder_config *cfg, int B, int T)
+void encoder_point_acts(encoder_acts *a, float *base, const encoder_config *cfg, int B, int T,
+                        int forward_only)
 {
-    int64_t BT = (int64_t)B * T, L = cfg->L, C = cfg->C, F = cfg->F;
+    int64_t BT = (int64_t)B * T, L = forward_only ? 1 : cfg->L, C = cfg->C, F = cfg->F;
     float *p = base;
 #define TAKE(field, n)                                                                             \
     do {                                                                                           \
@@ -116,6 +119,7 @@ void encoder_point_acts(encoder_acts *a, float *base, const encoder_config *cfg,
     TAKE(tmp2, BT * C);
     TAKE(dqkv, BT * 3 * C);
     a->attn_scratch = p;
+    a->shared = forward_only;
 #undef TAKE
 }
 
@@ -128,6 +132,10 @@ typedef struct {
 static layer_acts layer_slice(const encoder_acts *a, const encoder_config *cfg, int B, int T,
                               int l)
 {
+    /* In the shared (forward-only) layout every layer writes slot 0. That is safe: a layer reads
+       its input x (the previous output, in the same slot) only before it writes that output. */
+    if (a->shared)
+        l = 0;
     int64_t BT = (int64_t)B * T, C = cfg->C, F = cfg->F;
     layer_acts la = {
         .ln1 = a->ln1 + l * BT * C,

@@ -63,6 +63,10 @@ def test_views_and_names(ckpt, rng):
     sd["classifier.bias"][:] += 1.0
     np.testing.assert_allclose(m.forward(b), before + 1.0, rtol=1e-5, atol=1e-6)
     assert sum(v.size for v in sd.values()) == m.num_parameters
+    # forward alone keeps one layer's activations; the result is the same as with all layers kept
+    logits = m.forward(b)
+    m.forward_backward(b, np.array([0, 1, 1]))
+    np.testing.assert_array_equal(logits, m.last_logits)
 
 
 def test_base_checkpoint_without_prefix_gets_seeded_head(tmp_path, rng):
