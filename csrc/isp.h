@@ -34,6 +34,7 @@ void isp_set_num_threads(int n);
 int isp_get_num_threads(void);
 
 #include "blas.h"
+#include "soup.h" /* prune.h + soup.h: selection, masks, merges, soups */
 #include "ops.h"     /* engine kernels */
 #include "encoder.h" /* engine encoder stack; bert.h and optim.h are included by their users */
 

@@ -46,6 +46,22 @@ from instantsoup import data  # noqa: E402  (tokenization, GLUE/table loaders, b
 
 __all__ += ["data"]
 
+# --- pruning: masks, selection, merges, soups (branch prune, issue 4) ---
+from instantsoup.masks import (  # noqa: E402
+    MaskSet,
+    PackedMaskSet,
+    average_weights,
+    from_torch_amount,
+    magnitude_masks,
+    masked_count,
+    merge_masks,
+    random_masks,
+    to_torch_amount,
+)
+
+__all__ += ["MaskSet", "PackedMaskSet", "magnitude_masks", "random_masks", "merge_masks",
+            "average_weights", "masked_count", "to_torch_amount", "from_torch_amount"]
+
 # ---- engine (issue 3): models and optimizer ---------------------------------------------------
 from instantsoup.models import load_model  # noqa: E402
 from instantsoup.optim import AdamW  # noqa: E402
