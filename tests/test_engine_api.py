@@ -326,3 +326,25 @@ def test_no_memory_growth(ckpt, rng):
             opt.step()
             m.clone()
     assert rss_mb() - r0 < 5.0
+
+
+def test_threads_train_separate_models_concurrently(ckpt, rng):
+    """The GIL is released during steps: two Python threads, two models, same results as in turn."""
+    import threading
+
+    bs = [(batch(rng, B=4, T=8), rng.integers(0, 2, 4)) for _ in range(4)]
+
+    def run(out, key):
+        m = instantsoup.load_model(ckpt).train()
+        m.seed(1)
+        opt = instantsoup.AdamW(m, lr=1e-3)
+        out[key] = [opt.train_step(b, y) for _ in range(5) for b, y in bs]
+
+    seq, par = {}, {}
+    run(seq, 0)
+    threads = [threading.Thread(target=run, args=(par, k)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert par[0] == seq[0] and par[1] == seq[0]
