@@ -5,8 +5,8 @@
  * size, V vocabulary, NL labels, N rows, OC output channels.
  *
  * Determinism: every reduction runs in a fixed order inside one thread (rows, columns or (b,h)
- * pairs are distributed over threads, never the terms of one sum), so results do not depend on
- * the thread count. exp and erf are our own vectorisable polynomials (ops_expf / ops_erff).
+ * pairs are distributed over threads, never the terms of one sum), so our kernels' results do
+ * not depend on the thread count (gemm_par's sgemm blocks may, in the last bits). exp and erf are our own vectorisable polynomials (ops_expf / ops_erff).
  */
 #include <math.h>
 #include <string.h>
@@ -466,7 +466,8 @@ void softmax_forward(float *probs, const float *logits, int64_t N, int V)
  * C (M,N) = alpha op(A) op(B) + beta C with the rows of C split over our OpenMP threads, each
  * block one single-threaded sgemm. One thread pool (ours) does all the work: OpenBLAS's own
  * pthreads would otherwise spin against our OpenMP threads between calls. Every element of C
- * is computed by one sgemm over the full K, so the result does not depend on the split.
+ * is computed by one sgemm over the full K; OpenBLAS may still pick other kernel paths for other
+ * block heights, so different thread counts can differ in the last bits (same count: identical).
  */
 void gemm_par(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc)

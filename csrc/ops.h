@@ -6,8 +6,8 @@
  *
  * Conventions: outputs first, then inputs, then sizes. Backward passes ACCUMULATE (+=) into
  * parameter gradients (the caller zeroes them); activation gradients are OVERWRITTEN unless the
- * comment says otherwise. Every kernel is deterministic and independent of the thread count:
- * each output element is reduced in a fixed order by exactly one thread.
+ * comment says otherwise. Every kernel is deterministic and (except the sgemm blocks of gemm_par)
+ * independent of the thread count: each output element is reduced in a fixed order by one thread.
  */
 #include "isp.h" /* first, outside the guard: isp.h includes this header */
 #ifndef ISP_OPS_H
