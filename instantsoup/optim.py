@@ -52,7 +52,7 @@ class AdamW:
         self.eps = _check_float("eps", eps)
         self.weight_decay = _check_float("weight_decay", weight_decay)
         if no_decay is None:
-            rule = default_no_decay
+            rule = getattr(model, "default_no_decay", default_no_decay)  # CLIP: layer_norm names
         elif callable(no_decay):
             rule = no_decay
         else:
@@ -94,8 +94,12 @@ class AdamW:
 
     def step(self, lr: float | None = None, max_grad_norm: float | None = None) -> float:
         """Apply model.grads: clip (if max_grad_norm), AdamW, re-mask. Returns the norm before clipping."""
-        norm = _C.bert_adamw(self.model._h, self.exp_avg, self.exp_avg_sq, self._seg, self._decay,
-                             *self._hp(lr, max_grad_norm))
+        if hasattr(self.model, "_c_adamw"):  # models with their own C step (CLIP)
+            norm = self.model._c_adamw(self.exp_avg, self.exp_avg_sq, self._seg, self._decay,
+                                       *self._hp(lr, max_grad_norm))
+        else:
+            norm = _C.bert_adamw(self.model._h, self.exp_avg, self.exp_avg_sq, self._seg, self._decay,
+                                 *self._hp(lr, max_grad_norm))
         self.step_count += 1
         self.last_grad_norm = norm
         return norm
@@ -107,6 +111,13 @@ class AdamW:
         The gradient norm before clipping is left in ``last_grad_norm``.
         """
         m = self.model
+        if hasattr(m, "_c_train_step"):  # models with their own C step (CLIP)
+            loss, norm = m._c_train_step(self.exp_avg, self.exp_avg_sq, self._seg, self._decay,
+                                         *self._hp(lr, max_grad_norm), batch, labels,
+                                         float(label_smoothing))
+            self.step_count += 1
+            self.last_grad_norm = norm
+            return loss
         ids, tt, am = m._batch(batch)
         y = m._labels(labels, ids.shape[0])
         loss, norm = _C.bert_train_step(m._h, self.exp_avg, self.exp_avg_sq, self._seg, self._decay,

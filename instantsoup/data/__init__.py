@@ -19,3 +19,12 @@ from instantsoup.data.default import (DefaultTask, MissingDemoPackage, default_m
 __all__ = ["DataError", "Encoded", "TextDataset", "Tokenizer", "accuracy", "f1_score", "matthews_corrcoef",
            "pearson", "spearman", "load_table", "GLUE_TASKS", "load_glue", "Batches", "DefaultTask",
            "MissingDemoPackage", "default_model_info", "default_model_path", "default_task"]
+
+# --- vision (branch vision, issue 7) ---------------------------------------------------------
+from instantsoup.data.clip_tokenizer import CLIPTokenizer  # noqa: E402
+from instantsoup.data.vision import (DatasetFormatError, ImageBatches, ImageDataset,  # noqa: E402
+                                     ImageDecodeError, ImageProcessor, check_pixel_values, load_vision_dataset)
+
+__all__ += ["CLIPTokenizer", "DatasetFormatError", "ImageBatches", "ImageDataset", "ImageDecodeError",
+            "ImageProcessor", "check_pixel_values", "load_vision_dataset"]
+# --- end vision ------------------------------------------------------------------------------

@@ -11,6 +11,13 @@ __all__ = ["load_model", "BertModel", "BertConfig"]
 
 _LOADERS = {"bert": BertModel.from_pretrained}
 
+# --- vision (issue 7): CLIP ---
+from instantsoup.models.clip import CLIPModel, load_clip  # noqa: E402
+
+_LOADERS["clip"] = load_clip
+__all__ += ["CLIPModel", "load_clip"]
+
+
 
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
     """The parsed config.json of a Hugging Face checkpoint directory (ValueError if unusable)."""

@@ -1,0 +1,548 @@
+/*
+ * clip_model.c -- CLIP's vision tower as a classifier (forward + backward) and its text tower
+ * (forward) around the encoder stack. Layouts: clip_model.h.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clip_model.h"
+
+#define NT isp_get_num_threads()
+#define SITE_ENC 2 /* dropout sites of encoder layer l: 2 + 3l + k (as in bert.c) */
+
+/* x[0..n) = 0 in fixed chunks over our threads (the gradient buffer of ViT-B is 88 M floats) */
+static void zero_floats(float *x, int64_t n)
+{
+    const int64_t chunk = 1 << 16, nchunks = (n + chunk - 1) / chunk;
+#pragma omp parallel for num_threads(NT) schedule(static) if (nchunks > 4)
+    for (int64_t k = 0; k < nchunks; k++) {
+        int64_t a = k * chunk, b = a + chunk < n ? a + chunk : n;
+        memset(x + a, 0, sizeof(float) * (size_t)(b - a));
+    }
+}
+
+/* ================================ vision ================================ */
+
+static const char *const clipv_extra_names[CLIPV_NUM_EXTRA] = {
+    "patchw", "cls", "pos", "preln_w", "preln_b", "postln_w", "postln_b", "projw", "headw", "headb",
+};
+
+static void clipv_extra_sizes(int64_t s[CLIPV_NUM_EXTRA], const clipv_config *cfg)
+{
+    int64_t C = cfg->enc.C, G = cfg->IH / cfg->PS, T = G * G + 1;
+    s[0] = C * 3 * cfg->PS * cfg->PS;
+    s[1] = C;
+    s[2] = T * C;
+    s[3] = s[4] = s[5] = s[6] = C;
+    s[7] = (int64_t)cfg->D * C;
+    s[8] = (int64_t)cfg->NL * cfg->D;
+    s[9] = cfg->NL;
+}
+
+int clipv_num_tensors(void)
+{
+    return ENC_NUM_TENSORS + CLIPV_NUM_EXTRA;
+}
+
+const char *clipv_tensor_name(int i)
+{
+    if (i < 0 || i >= clipv_num_tensors())
+        return NULL;
+    return i < ENC_NUM_TENSORS ? encoder_tensor_names[i] : clipv_extra_names[i - ENC_NUM_TENSORS];
+}
+
+void clipv_tensor_span(const clipv_config *cfg, int i, int64_t *offset, int64_t *size)
+{
+    int64_t s[ENC_NUM_TENSORS + CLIPV_NUM_EXTRA];
+    encoder_tensor_sizes(s, &cfg->enc);
+    clipv_extra_sizes(s + ENC_NUM_TENSORS, cfg);
+    int64_t off = 0;
+    for (int k = 0; k < i; k++)
+        off += s[k];
+    *offset = off;
+    *size = s[i];
+}
+
+static void clipv_point_params(clipv_params *p, float *base, const clipv_config *cfg)
+{
+    encoder_point_params(&p->enc, base, &cfg->enc);
+    base += encoder_num_params(&cfg->enc);
+    int64_t s[CLIPV_NUM_EXTRA];
+    clipv_extra_sizes(s, cfg);
+    float **ptrs[CLIPV_NUM_EXTRA] = {&p->patchw,  &p->cls,      &p->pos,   &p->preln_w, &p->preln_b,
+                                     &p->postln_w, &p->postln_b, &p->projw, &p->headw,   &p->headb};
+    for (int i = 0; i < CLIPV_NUM_EXTRA; i++) {
+        *ptrs[i] = s[i] > 0 ? base : NULL;
+        base += s[i];
+    }
+}
+
+static isp_status encoder_config_check(const encoder_config *e, const char *tower)
+{
+    if (e->L < 1 || e->C < 1 || e->NH < 1 || e->F < 1)
+        return isp_fail(ISP_ERR_VALUE,
+                        "%s config: num_hidden_layers, hidden_size, num_attention_heads and "
+                        "intermediate_size must be >= 1 (got %d, %d, %d, %d)",
+                        tower, e->L, e->C, e->NH, e->F);
+    if (e->C % e->NH != 0)
+        return isp_fail(ISP_ERR_VALUE,
+                        "%s config: hidden_size (%d) is not a multiple of num_attention_heads (%d)",
+                        tower, e->C, e->NH);
+    if ((int)e->act < ACT_GELU || (int)e->act > ACT_QUICK_GELU)
+        return isp_fail(ISP_ERR_VALUE, "%s config: unknown activation %d", tower, (int)e->act);
+    if (!(e->eps > 0.0f) || !isfinite(e->eps))
+        return isp_fail(ISP_ERR_VALUE, "%s config: layer_norm_eps must be > 0, got %g", tower,
+                        (double)e->eps);
+    if (!(e->p_hidden >= 0.0f && e->p_hidden < 1.0f) || !(e->p_attn >= 0.0f && e->p_attn < 1.0f))
+        return isp_fail(ISP_ERR_VALUE, "%s config: dropout probabilities must be in [0, 1)",
+                        tower);
+    if ((int64_t)e->C * 3 > (1 << 30) || (int64_t)e->F > (1 << 30))
+        return isp_fail(ISP_ERR_VALUE, "%s config: sizes too large", tower);
+    return ISP_OK;
+}
+
+isp_status clipv_init(clipv_model *m, const clipv_config *cfg)
+{
+    memset(m, 0, sizeof *m);
+    isp_status st = encoder_config_check(&cfg->enc, "vision");
+    if (st != ISP_OK)
+        return st;
+    if (cfg->PS < 1 || cfg->IH < cfg->PS || cfg->IH % cfg->PS != 0)
+        return isp_fail(ISP_ERR_VALUE,
+                        "vision config: image_size %d is not a positive multiple of patch_size %d",
+                        cfg->IH, cfg->PS);
+    if (cfg->D < 1 || cfg->NL < 0)
+        return isp_fail(ISP_ERR_VALUE, "vision config: projection_dim %d / num_labels %d", cfg->D,
+                        cfg->NL);
+    int64_t T = (int64_t)(cfg->IH / cfg->PS) * (cfg->IH / cfg->PS) + 1;
+    if (T > (1 << 20) || (int64_t)cfg->enc.C * 3 * cfg->PS * cfg->PS > (1 << 30))
+        return isp_fail(ISP_ERR_VALUE, "vision config: sizes too large");
+    m->cfg = *cfg;
+    m->cfg.enc.prenorm = 1;
+    m->cfg.enc.causal = 0;
+    int64_t s[CLIPV_NUM_EXTRA], n = encoder_num_params(&cfg->enc);
+    clipv_extra_sizes(s, cfg);
+    for (int i = 0; i < CLIPV_NUM_EXTRA; i++)
+        n += s[i];
+    m->num_params = n;
+    m->num_prunable = encoder_num_prunable(&cfg->enc);
+    m->params = calloc((size_t)n, sizeof(float));
+    m->grads = calloc((size_t)n, sizeof(float));
+    m->masks = malloc((size_t)m->num_prunable);
+    if (m->params == NULL || m->grads == NULL || m->masks == NULL) {
+        clipv_free(m);
+        return isp_fail(ISP_ERR_NOMEM, "out of memory allocating %lld parameters", (long long)n);
+    }
+    memset(m->masks, 1, (size_t)m->num_prunable);
+    clipv_point_params(&m->p, m->params, &m->cfg);
+    clipv_point_params(&m->g, m->grads, &m->cfg);
+    return ISP_OK;
+}
+
+void clipv_free(clipv_model *m)
+{
+    free(m->params);
+    free(m->grads);
+    free(m->masks);
+    free(m->fhead_w);
+    free(m->fhead_b);
+    free(m->acts_mem);
+    memset(m, 0, sizeof *m);
+}
+
+isp_status clipv_set_frozen_head(clipv_model *m, const float *w, const float *b, int NL)
+{
+    if (m->cfg.NL > 0)
+        return isp_fail(ISP_ERR_VALUE,
+                        "this model has a trainable head of %d classes; set its weights instead",
+                        m->cfg.NL);
+    if (NL < 1)
+        return isp_fail(ISP_ERR_VALUE, "head: expected at least one class, got %d", NL);
+    int64_t nw = (int64_t)NL * m->cfg.D;
+    for (int64_t i = 0; i < nw; i++)
+        if (!isfinite(w[i]))
+            return isp_fail(ISP_ERR_NONFINITE, "head: weight %lld is not finite", (long long)i);
+    float *hw = malloc(sizeof(float) * (size_t)nw), *hb = calloc((size_t)NL, sizeof(float));
+    if (hw == NULL || hb == NULL) {
+        free(hw);
+        free(hb);
+        return isp_fail(ISP_ERR_NOMEM, "out of memory for a head of %d classes", NL);
+    }
+    memcpy(hw, w, sizeof(float) * (size_t)nw);
+    if (b != NULL)
+        memcpy(hb, b, sizeof(float) * (size_t)NL);
+    free(m->fhead_w);
+    free(m->fhead_b);
+    m->fhead_w = hw;
+    m->fhead_b = hb;
+    m->fNL = NL;
+    return ISP_OK;
+}
+
+int clipv_num_labels(const clipv_model *m)
+{
+    return m->cfg.NL > 0 ? m->cfg.NL : m->fNL;
+}
+
+static const float *head_w(const clipv_model *m)
+{
+    return m->cfg.NL > 0 ? m->p.headw : m->fhead_w;
+}
+
+static const float *head_b(const clipv_model *m)
+{
+    return m->cfg.NL > 0 ? m->p.headb : m->fhead_b;
+}
+
+static isp_status clipv_ensure_acts(clipv_model *m, int B)
+{
+    const clipv_config *cfg = &m->cfg;
+    const int G = cfg->IH / cfg->PS, NP = G * G, T = NP + 1, C = cfg->enc.C, D = cfg->D;
+    const int64_t K = 3 * (int64_t)cfg->PS * cfg->PS, BT = (int64_t)B * T;
+    const int NL = clipv_num_labels(m) > 0 ? clipv_num_labels(m) : 1;
+    if (BT > (1 << 30))
+        return isp_fail(ISP_ERR_VALUE, "pixel_values: batch too large (%d images)", B);
+    int64_t head = (int64_t)B * NP * K + 3 * BT * C + 2 * BT + 4 * (int64_t)B * C + 2 * B +
+                   3 * (int64_t)B * D + B + 3 * (int64_t)B * NL + 64;
+    int64_t need = encoder_acts_size(&cfg->enc, B, T, NT) + head;
+    if (need > m->acts_cap) {
+        free(m->acts_mem);
+        m->acts_cap = 0;
+        m->acts_mem = malloc((size_t)need * sizeof(float));
+        if (m->acts_mem == NULL)
+            return isp_fail(ISP_ERR_NOMEM,
+                            "out of memory allocating activations for a batch of %d images "
+                            "(%.1f MB); use smaller batches",
+                            B, (double)need * 4.0 / 1e6);
+        m->acts_cap = need;
+    }
+    float *p = m->acts_mem;
+    clipv_acts *a = &m->a;
+    a->cols = p, p += (int64_t)B * NP * K;
+    a->emb = p, p += BT * C;
+    a->x0 = p, p += BT * C;
+    a->dio = p, p += BT * C;
+    a->pre_mean = p, p += BT;
+    a->pre_rstd = p, p += BT;
+    a->clsh = p, p += (int64_t)B * C;
+    a->pooled = p, p += (int64_t)B * C;
+    a->dpooled = p, p += (int64_t)B * C;
+    a->dclsh = p, p += (int64_t)B * C;
+    a->post_mean = p, p += B;
+    a->post_rstd = p, p += B;
+    a->feat = p, p += (int64_t)B * D;
+    a->fn = p, p += (int64_t)B * D;
+    a->dfeat = p, p += (int64_t)B * D;
+    a->inv_norm = p, p += B;
+    a->logits = p, p += (int64_t)B * NL;
+    a->probs = p, p += (int64_t)B * NL;
+    a->dlogits = p, p += (int64_t)B * NL;
+    encoder_point_acts(&a->enc, p, &cfg->enc, B, T);
+    return ISP_OK;
+}
+
+isp_status clipv_check_pixels(const clipv_model *m, const float *pix, int B)
+{
+    if (B < 1)
+        return isp_fail(ISP_ERR_VALUE, "pixel_values: empty batch");
+    int64_t n = (int64_t)B * 3 * m->cfg.IH * m->cfg.IH;
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(pix[i]))
+            return isp_fail(ISP_ERR_NONFINITE, "pixel_values: value %g at flat index %lld of "
+                            "image %lld is not finite", (double)pix[i], (long long)i,
+                            (long long)(i / (3 * (int64_t)m->cfg.IH * m->cfg.IH)));
+    return ISP_OK;
+}
+
+isp_status clipv_check_labels(const clipv_model *m, const int32_t *labels, int B)
+{
+    int NL = clipv_num_labels(m);
+    for (int b = 0; b < B; b++)
+        if (labels[b] < 0 || labels[b] >= NL)
+            return isp_fail(ISP_ERR_VALUE, "labels: label %d at [%d] is outside [0, %d classes)",
+                            labels[b], b, NL);
+    return ISP_OK;
+}
+
+/* image -> features (a->feat); leaves every activation the backward pass needs */
+static void clipv_features(clipv_model *m, const float *pix, int B)
+{
+    const clipv_config *cfg = &m->cfg;
+    const int G = cfg->IH / cfg->PS, T = G * G + 1, C = cfg->enc.C, D = cfg->D;
+    const int64_t BT = (int64_t)B * T;
+    clipv_acts *a = &m->a;
+    patch_embed_forward(a->emb, a->cols, pix, m->p.patchw, m->p.cls, m->p.pos, B, cfg->IH,
+                        cfg->IH, cfg->PS, C);
+    layernorm_forward(a->x0, a->pre_mean, a->pre_rstd, a->emb, m->p.preln_w, m->p.preln_b, BT, C,
+                      cfg->enc.eps);
+    encoder_rng rng = {m->training, m->seed, m->step, SITE_ENC};
+    encoder_forward(&a->enc, &m->p.enc, &cfg->enc, a->x0, NULL, B, T, &rng);
+    const float *h = encoder_output(&a->enc, &cfg->enc, B, T);
+    for (int b = 0; b < B; b++)
+        memcpy(a->clsh + (int64_t)b * C, h + (int64_t)b * T * C, sizeof(float) * (size_t)C);
+    layernorm_forward(a->pooled, a->post_mean, a->post_rstd, a->clsh, m->p.postln_w,
+                      m->p.postln_b, B, C, cfg->enc.eps);
+    linear_forward(a->feat, a->pooled, m->p.projw, NULL, B, C, D, C);
+}
+
+static isp_status clipv_logits(clipv_model *m, int B)
+{
+    return cosine_head_forward(m->a.logits, m->a.fn, m->a.inv_norm, m->a.feat, head_w(m),
+                               head_b(m), B, m->cfg.D, clipv_num_labels(m));
+}
+
+isp_status clipv_encode(clipv_model *m, float *feat, const float *pix, int B)
+{
+    isp_status st = clipv_ensure_acts(m, B);
+    if (st != ISP_OK)
+        return st;
+    clipv_features(m, pix, B);
+    memcpy(feat, m->a.feat, sizeof(float) * (size_t)B * m->cfg.D);
+    if (m->training)
+        m->step++;
+    return ISP_OK;
+}
+
+isp_status clipv_forward(clipv_model *m, float *logits, const float *pix, int B)
+{
+    if (clipv_num_labels(m) < 1)
+        return isp_fail(ISP_ERR_VALUE, "the model has no classification head yet: call "
+                        "zero_shot_head(classnames, templates) or load it with num_labels");
+    isp_status st = clipv_ensure_acts(m, B);
+    if (st != ISP_OK)
+        return st;
+    clipv_features(m, pix, B);
+    st = clipv_logits(m, B);
+    if (st != ISP_OK)
+        return st;
+    if (logits != NULL)
+        memcpy(logits, m->a.logits, sizeof(float) * (size_t)B * clipv_num_labels(m));
+    if (m->training)
+        m->step++;
+    return ISP_OK;
+}
+
+static void clipv_backward(clipv_model *m, int B)
+{
+    const clipv_config *cfg = &m->cfg;
+    const int G = cfg->IH / cfg->PS, NP = G * G, T = NP + 1, C = cfg->enc.C, D = cfg->D;
+    const int64_t BT = (int64_t)B * T, K = 3 * (int64_t)cfg->PS * cfg->PS;
+    const int NL = clipv_num_labels(m), trainable = cfg->NL > 0;
+    clipv_acts *a = &m->a;
+    cosine_head_backward(a->dfeat, trainable ? m->g.headw : NULL, trainable ? m->g.headb : NULL,
+                         a->dlogits, a->fn, a->inv_norm, head_w(m), B, D, NL);
+    linear_backward(a->dpooled, m->g.projw, NULL, a->dfeat, a->pooled, m->p.projw, B, C, D, C, 0);
+    layernorm_backward(a->dclsh, m->g.postln_w, m->g.postln_b, a->dpooled, a->clsh,
+                       m->p.postln_w, a->post_mean, a->post_rstd, B, C);
+    memset(a->dio, 0, sizeof(float) * (size_t)(BT * C));
+    for (int b = 0; b < B; b++)
+        memcpy(a->dio + (int64_t)b * T * C, a->dclsh + (int64_t)b * C, sizeof(float) * (size_t)C);
+    encoder_rng rng = {m->training, m->seed, m->step, SITE_ENC};
+    encoder_backward(a->dio, &m->g.enc, &m->p.enc, &a->enc, &cfg->enc, a->x0, NULL, B, T, &rng);
+    layernorm_backward(a->dio, m->g.preln_w, m->g.preln_b, a->dio, a->emb, m->p.preln_w,
+                       a->pre_mean, a->pre_rstd, BT, C);
+    /* a->emb (B,T,C) is no longer needed: it is the gather scratch (B*NP,C) */
+    patch_embed_backward(m->g.patchw, m->g.cls, m->g.pos, a->emb, a->dio, a->cols, B, NP, (int)K, C);
+}
+
+isp_status clipv_forward_backward(clipv_model *m, float *loss, float *logits, const float *pix,
+                                  const int32_t *labels, int B, float smoothing)
+{
+    int NL = clipv_num_labels(m);
+    if (NL < 1)
+        return isp_fail(ISP_ERR_VALUE, "the model has no classification head yet: call "
+                        "zero_shot_head(classnames, templates) or load it with num_labels");
+    isp_status st = clipv_ensure_acts(m, B);
+    if (st != ISP_OK)
+        return st;
+    clipv_features(m, pix, B);
+    st = clipv_logits(m, B);
+    if (st != ISP_OK)
+        return st;
+    clipv_acts *a = &m->a;
+    *loss = crossentropy_forward(a->probs, a->logits, labels, B, NL, smoothing);
+    crossentropy_backward(a->dlogits, a->probs, labels, B, NL, smoothing);
+    if (logits != NULL)
+        memcpy(logits, a->logits, sizeof(float) * (size_t)B * NL);
+    zero_floats(m->grads, m->num_params);
+    clipv_backward(m, B);
+    mask_apply(m->grads, m->masks, m->num_prunable);
+    if (m->training)
+        m->step++;
+    return ISP_OK;
+}
+
+isp_status clipv_train_step(clipv_model *m, float *loss, float *grad_norm, float *mom1,
+                            float *mom2, const int64_t *seg, const uint8_t *decay, int S,
+                            const adamw_hparams *hp, const float *pix, const int32_t *labels,
+                            int B, float smoothing)
+{
+    isp_status st = clipv_forward_backward(m, loss, NULL, pix, labels, B, smoothing);
+    if (st != ISP_OK)
+        return st;
+    return adamw_update(m->params, mom1, mom2, m->grads, m->num_params, seg, decay, S, m->masks, 0,
+                        m->num_prunable, 1, hp, grad_norm);
+}
+
+/* ================================ text ================================ */
+
+static const char *const clipt_extra_names[CLIPT_NUM_EXTRA] = {"wte", "wpe", "lnf_w", "lnf_b",
+                                                               "projw"};
+
+static void clipt_extra_sizes(int64_t s[CLIPT_NUM_EXTRA], const clipt_config *cfg)
+{
+    int64_t C = cfg->enc.C;
+    s[0] = (int64_t)cfg->V * C;
+    s[1] = (int64_t)cfg->TP * C;
+    s[2] = s[3] = C;
+    s[4] = (int64_t)cfg->D * C;
+}
+
+int clipt_num_tensors(void)
+{
+    return ENC_NUM_TENSORS + CLIPT_NUM_EXTRA;
+}
+
+const char *clipt_tensor_name(int i)
+{
+    if (i < 0 || i >= clipt_num_tensors())
+        return NULL;
+    return i < ENC_NUM_TENSORS ? encoder_tensor_names[i] : clipt_extra_names[i - ENC_NUM_TENSORS];
+}
+
+void clipt_tensor_span(const clipt_config *cfg, int i, int64_t *offset, int64_t *size)
+{
+    int64_t s[ENC_NUM_TENSORS + CLIPT_NUM_EXTRA];
+    encoder_tensor_sizes(s, &cfg->enc);
+    clipt_extra_sizes(s + ENC_NUM_TENSORS, cfg);
+    int64_t off = 0;
+    for (int k = 0; k < i; k++)
+        off += s[k];
+    *offset = off;
+    *size = s[i];
+}
+
+isp_status clipt_init(clipt_model *m, const clipt_config *cfg)
+{
+    memset(m, 0, sizeof *m);
+    isp_status st = encoder_config_check(&cfg->enc, "text");
+    if (st != ISP_OK)
+        return st;
+    if (cfg->V < 1 || cfg->TP < 1 || cfg->D < 1)
+        return isp_fail(ISP_ERR_VALUE, "text config: vocab_size %d, max_position_embeddings %d, "
+                        "projection_dim %d must be >= 1", cfg->V, cfg->TP, cfg->D);
+    m->cfg = *cfg;
+    m->cfg.enc.prenorm = 1;
+    m->cfg.enc.causal = 1;
+    int64_t s[CLIPT_NUM_EXTRA], n = encoder_num_params(&cfg->enc);
+    clipt_extra_sizes(s, cfg);
+    for (int i = 0; i < CLIPT_NUM_EXTRA; i++)
+        n += s[i];
+    m->num_params = n;
+    m->params = calloc((size_t)n, sizeof(float));
+    if (m->params == NULL)
+        return isp_fail(ISP_ERR_NOMEM, "out of memory allocating %lld parameters", (long long)n);
+    encoder_point_params(&m->p.enc, m->params, &m->cfg.enc);
+    float *base = m->params + encoder_num_params(&cfg->enc);
+    float **ptrs[CLIPT_NUM_EXTRA] = {&m->p.wte, &m->p.wpe, &m->p.lnf_w, &m->p.lnf_b, &m->p.projw};
+    for (int i = 0; i < CLIPT_NUM_EXTRA; i++) {
+        *ptrs[i] = base;
+        base += s[i];
+    }
+    return ISP_OK;
+}
+
+void clipt_free(clipt_model *m)
+{
+    free(m->params);
+    free(m->acts_mem);
+    memset(m, 0, sizeof *m);
+}
+
+isp_status clipt_encode(clipt_model *m, float *feat, const int32_t *ids, const uint8_t *amask,
+                        int B, int T)
+{
+    const clipt_config *cfg = &m->cfg;
+    const int C = cfg->enc.C, D = cfg->D;
+    if (B < 1 || T < 1)
+        return isp_fail(ISP_ERR_VALUE, "input_ids: expected a non-empty (batch, seq_len) array");
+    if (T > cfg->TP)
+        return isp_fail(ISP_ERR_VALUE,
+                        "input_ids: sequence length %d exceeds max_position_embeddings = %d", T,
+                        cfg->TP);
+    const int64_t BT = (int64_t)B * T;
+    if (BT > (1 << 30))
+        return isp_fail(ISP_ERR_VALUE, "input_ids: batch too large (%d x %d)", B, T);
+    for (int64_t i = 0; i < BT; i++)
+        if (ids[i] < 0 || ids[i] >= cfg->V)
+            return isp_fail(ISP_ERR_VALUE,
+                            "input_ids: id %d at [%lld, %lld] is outside the vocabulary [0, %d)",
+                            ids[i], (long long)(i / T), (long long)(i % T), cfg->V);
+    /* pooling positions, as transformers' CLIPTextModel picks them */
+    int *pos = malloc(sizeof(int) * (size_t)B);
+    if (pos == NULL)
+        return isp_fail(ISP_ERR_NOMEM, "out of memory");
+    for (int b = 0; b < B; b++) {
+        const int32_t *r = ids + (int64_t)b * T;
+        int k = -1;
+        if (cfg->eos_id == 2) { /* legacy configs: the largest id (first occurrence) */
+            k = 0;
+            for (int t = 1; t < T; t++)
+                if (r[t] > r[k])
+                    k = t;
+        } else {
+            for (int t = 0; t < T && k < 0; t++)
+                if (r[t] == cfg->eos_id)
+                    k = t;
+        }
+        if (k < 0) {
+            free(pos);
+            return isp_fail(ISP_ERR_VALUE,
+                            "input_ids row %d has no end-of-text token (id %d); tokenize with the "
+                            "CLIP tokenizer, which appends it",
+                            b, cfg->eos_id);
+        }
+        pos[b] = k;
+    }
+    int64_t need = encoder_acts_size(&cfg->enc, B, T, NT) + 2 * BT * C + C + 4 * (int64_t)B * C +
+                   2 * B + (BT + 3) / 4 + 64;
+    if (need > m->acts_cap) {
+        free(m->acts_mem);
+        m->acts_cap = 0;
+        m->acts_mem = malloc((size_t)need * sizeof(float));
+        if (m->acts_mem == NULL) {
+            free(pos);
+            return isp_fail(ISP_ERR_NOMEM, "out of memory for a text batch of %d x %d", B, T);
+        }
+        m->acts_cap = need;
+    }
+    float *p = m->acts_mem;
+    float *x0 = p;
+    p += BT * C;
+    float *zero = p; /* the (absent) token-type row */
+    p += C;
+    float *sel = p, *lnout = p + (int64_t)B * C, *mean = p + 2 * (int64_t)B * C,
+          *rstd = mean + B;
+    p += 2 * (int64_t)B * C + 2 * B;
+    uint8_t *am = (uint8_t *)p;
+    p += (BT + 3) / 4 + 16;
+    encoder_acts acts;
+    encoder_point_acts(&acts, p, &cfg->enc, B, T);
+    memset(zero, 0, sizeof(float) * (size_t)C);
+    const uint8_t *amask_c = NULL;
+    if (amask != NULL) {
+        memcpy(am, amask, (size_t)BT);
+        amask_c = am;
+    }
+    embeddings_forward(x0, ids, NULL, m->p.wte, m->p.wpe, zero, B, T, C);
+    encoder_rng rng = {0, 0, 0, SITE_ENC};
+    encoder_forward(&acts, &m->p.enc, &cfg->enc, x0, amask_c, B, T, &rng);
+    const float *h = encoder_output(&acts, &cfg->enc, B, T);
+    for (int b = 0; b < B; b++)
+        memcpy(sel + (int64_t)b * C, h + ((int64_t)b * T + pos[b]) * C, sizeof(float) * (size_t)C);
+    free(pos);
+    layernorm_forward(lnout, mean, rstd, sel, m->p.lnf_w, m->p.lnf_b, B, C, cfg->enc.eps);
+    linear_forward(feat, lnout, m->p.projw, NULL, B, C, D, C);
+    return ISP_OK;
+}
