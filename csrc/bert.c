@@ -158,7 +158,8 @@ static isp_status ensure_acts(bert_model *m, int B, int T, int forward_only)
 {
     const bert_config *cfg = &m->cfg;
     int nt = NT;
-    int64_t need = encoder_acts_size(&cfg->enc, B, T, nt, forward_only) + head_acts_size(cfg, B, T);
+    int64_t need =
+        encoder_acts_size_mode(&cfg->enc, B, T, nt, forward_only) + head_acts_size(cfg, B, T);
     if (need > m->acts_cap) {
         free(m->acts_mem);
         m->acts_cap = 0;
@@ -186,7 +187,7 @@ static isp_status ensure_acts(bert_model *m, int B, int T, int forward_only)
     a->probs = p, p += (int64_t)B * NL;
     a->dlogits = p, p += (int64_t)B * NL;
     a->amask = (uint8_t *)p, p += (BT + 3) / 4 + 16;
-    encoder_point_acts(&a->enc, p, &cfg->enc, B, T, forward_only);
+    encoder_point_acts_mode(&a->enc, p, &cfg->enc, B, T, forward_only);
     return ISP_OK;
 }
 

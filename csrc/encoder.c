@@ -82,15 +82,16 @@ static int64_t per_token(const encoder_config *cfg)
            C /* ln2 */ + 2 /* stats */ + F /* fch */ + C /* res2 */;
 }
 
-int64_t encoder_acts_size(const encoder_config *cfg, int B, int T, int nthreads, int forward_only)
+int64_t encoder_acts_size_mode(const encoder_config *cfg, int B, int T, int nthreads,
+                               int forward_only)
 {
     int64_t BT = (int64_t)B * T, L = forward_only ? 1 : cfg->L, C = cfg->C, F = cfg->F;
     return L * BT * per_token(cfg) + L * (int64_t)B * cfg->NH * T * T + 3 * BT * F + 2 * BT * C +
            3 * BT * C + attention_scratch_size(T, cfg->C, cfg->NH, nthreads);
 }
 
-void encoder_point_acts(encoder_acts *a, float *base, const encoder_config *cfg, int B, int T,
-                        int forward_only)
+void encoder_point_acts_mode(encoder_acts *a, float *base, const encoder_config *cfg, int B, int T,
+                             int forward_only)
 {
     int64_t BT = (int64_t)B * T, L = forward_only ? 1 : cfg->L, C = cfg->C, F = cfg->F;
     float *p = base;
@@ -120,6 +121,16 @@ void encoder_point_acts(encoder_acts *a, float *base, const encoder_config *cfg,
     a->attn_scratch = p;
     a->shared = forward_only;
 #undef TAKE
+}
+
+int64_t encoder_acts_size(const encoder_config *cfg, int B, int T, int nthreads)
+{
+    return encoder_acts_size_mode(cfg, B, T, nthreads, 0);
+}
+
+void encoder_point_acts(encoder_acts *a, float *base, const encoder_config *cfg, int B, int T)
+{
+    encoder_point_acts_mode(a, base, cfg, B, T, 0);
 }
 
 /* The per-layer slices of the saved activations. */

@@ -71,13 +71,17 @@ typedef struct {
     int shared;                   /* 1: every layer uses the same slot (forward only) */
 } encoder_acts;
 
+/* Floats of saved activations and scratch for (B,T) (everything the backward pass needs). */
+int64_t encoder_acts_size(const encoder_config *cfg, int B, int T, int nthreads);
+void encoder_point_acts(encoder_acts *a, float *base, const encoder_config *cfg, int B, int T);
 /*
- * Floats needed for (B,T). forward_only = 1 keeps one layer's activations (all layers write the
- * same slot: enough for inference, L times smaller; encoder_backward must not be called).
+ * The same with a choice: forward_only = 1 keeps one layer's activations (all layers write the
+ * same slot: enough for inference, L times smaller; encoder_backward must not be called then).
  */
-int64_t encoder_acts_size(const encoder_config *cfg, int B, int T, int nthreads, int forward_only);
-void encoder_point_acts(encoder_acts *a, float *base, const encoder_config *cfg, int B, int T,
-                        int forward_only);
+int64_t encoder_acts_size_mode(const encoder_config *cfg, int B, int T, int nthreads,
+                               int forward_only);
+void encoder_point_acts_mode(encoder_acts *a, float *base, const encoder_config *cfg, int B, int T,
+                             int forward_only);
 
 /* Dropout state for one pass: keys derive from (seed, step, site_base + 3*layer + k). */
 typedef struct {

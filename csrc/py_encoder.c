@@ -852,7 +852,7 @@ static PyObject *py_op_encoder(PyObject *self, PyObject *args)
     const uint8_t *am;
     if (!parse_amask(amo, B, T, &am))
         return NULL;
-    int64_t asz = encoder_acts_size(&c, B, T, isp_get_num_threads(), 0);
+    int64_t asz = encoder_acts_size(&c, B, T, isp_get_num_threads());
     float *acts = malloc(sizeof(float) * (size_t)asz);
     PyObject *y = new_f32(3, PyArray_DIMS(x)), *dx = new_f32(3, PyArray_DIMS(x));
     npy_intp gn[1] = {(npy_intp)n};
@@ -868,7 +868,7 @@ static PyObject *py_op_encoder(PyObject *self, PyObject *args)
     encoder_acts ea;
     encoder_point_params(&ep, PyArray_DATA(p), &c);
     encoder_point_params(&gp, PyArray_DATA((PyArrayObject *)g), &c);
-    encoder_point_acts(&ea, acts, &c, B, T, 0);
+    encoder_point_acts(&ea, acts, &c, B, T);
     encoder_rng rng = {training, seed, step, 0};
     Py_BEGIN_ALLOW_THREADS;
     encoder_forward(&ea, &ep, &c, PyArray_DATA(x), am, B, T, &rng);
