@@ -102,8 +102,8 @@ isp_status bert_config_check(const bert_config *c)
     float ps[3] = {e->p_hidden, e->p_attn, c->p_cls};
     for (int i = 0; i < 3; i++)
         if (!(ps[i] >= 0.0f && ps[i] < 1.0f))
-            return isp_fail(ISP_ERR_VALUE, "config: dropout probabilities must be in [0, 1), got %g",
-                            ps[i]);
+            return isp_fail(ISP_ERR_VALUE,
+                            "config: dropout probabilities must be in [0, 1), got %g", ps[i]);
     /* the stack uses int row counts for sgemm */
     if ((int64_t)e->C * 3 > (1 << 30) || (int64_t)e->F > (1 << 30) ||
         (int64_t)c->V * e->C > ((int64_t)1 << 40))
@@ -129,8 +129,7 @@ isp_status bert_init(bert_model *m, const bert_config *cfg)
     m->masks = malloc((size_t)m->num_prunable);
     if (m->params == NULL || m->grads == NULL || m->masks == NULL) {
         bert_free(m);
-        return isp_fail(ISP_ERR_NOMEM, "out of memory allocating %lld parameters",
-                        (long long)n);
+        return isp_fail(ISP_ERR_NOMEM, "out of memory allocating %lld parameters", (long long)n);
     }
     memset(m->masks, 1, (size_t)m->num_prunable);
     point_params(&m->p, m->params, cfg);
@@ -155,11 +154,12 @@ static int64_t head_acts_size(const bert_config *cfg, int B, int T)
 }
 
 /* Point the activations at (B,T), growing the buffer when needed (no allocation otherwise). */
-static isp_status ensure_acts(bert_model *m, int B, int T)
+static isp_status ensure_acts(bert_model *m, int B, int T, int forward_only)
 {
     const bert_config *cfg = &m->cfg;
     int nt = NT;
-    int64_t need = encoder_acts_size(&cfg->enc, B, T, nt) + head_acts_size(cfg, B, T);
+    int64_t need =
+        encoder_acts_size_mode(&cfg->enc, B, T, nt, forward_only) + head_acts_size(cfg, B, T);
     if (need > m->acts_cap) {
         free(m->acts_mem);
         m->acts_cap = 0;
@@ -187,7 +187,7 @@ static isp_status ensure_acts(bert_model *m, int B, int T)
     a->probs = p, p += (int64_t)B * NL;
     a->dlogits = p, p += (int64_t)B * NL;
     a->amask = (uint8_t *)p, p += (BT + 3) / 4 + 16;
-    encoder_point_acts(&a->enc, p, &cfg->enc, B, T);
+    encoder_point_acts_mode(&a->enc, p, &cfg->enc, B, T, forward_only);
     return ISP_OK;
 }
 
@@ -196,7 +196,9 @@ isp_status bert_check_inputs(const bert_model *m, const int32_t *ids, const int3
 {
     const bert_config *c = &m->cfg;
     if (B < 1 || T < 1)
-        return isp_fail(ISP_ERR_VALUE, "input_ids: expected a non-empty (batch, seq_len) array, got (%d, %d)", B, T);
+        return isp_fail(ISP_ERR_VALUE,
+                        "input_ids: expected a non-empty (batch, seq_len) array, got (%d, %d)", B,
+                        T);
     if (T > c->TP)
         return isp_fail(ISP_ERR_VALUE,
                         "input_ids: sequence length %d exceeds max_position_embeddings = %d", T,
@@ -209,9 +211,10 @@ isp_status bert_check_inputs(const bert_model *m, const int32_t *ids, const int3
                             "input_ids: id %d at [%lld, %lld] is outside the vocabulary [0, %d)",
                             ids[i], (long long)(i / T), (long long)(i % T), c->V);
         if (types != NULL && (types[i] < 0 || types[i] >= c->TV))
-            return isp_fail(ISP_ERR_VALUE,
-                            "token_type_ids: %d at [%lld, %lld] is outside [0, type_vocab_size = %d)",
-                            types[i], (long long)(i / T), (long long)(i % T), c->TV);
+            return isp_fail(
+                ISP_ERR_VALUE,
+                "token_type_ids: %d at [%lld, %lld] is outside [0, type_vocab_size = %d)", types[i],
+                (long long)(i / T), (long long)(i % T), c->TV);
     }
     return ISP_OK;
 }
@@ -222,14 +225,15 @@ isp_status bert_check_labels(const bert_model *m, const void *labels, int B)
         const float *y = labels;
         for (int b = 0; b < B; b++)
             if (!isfinite(y[b]))
-                return isp_fail(ISP_ERR_VALUE, "labels: regression target %d is %g (not finite)",
-                                b, (double)y[b]);
+                return isp_fail(ISP_ERR_VALUE, "labels: regression target %d is %g (not finite)", b,
+                                (double)y[b]);
     } else {
         const int32_t *y = labels;
         for (int b = 0; b < B; b++)
             if (y[b] < 0 || y[b] >= m->cfg.NL)
-                return isp_fail(ISP_ERR_VALUE, "labels: label %d at [%d] is outside [0, num_labels = %d)",
-                                y[b], b, m->cfg.NL);
+                return isp_fail(ISP_ERR_VALUE,
+                                "labels: label %d at [%d] is outside [0, num_labels = %d)", y[b], b,
+                                m->cfg.NL);
     }
     return ISP_OK;
 }
@@ -239,7 +243,8 @@ static void zero_parallel(float *x, int64_t n)
     const int64_t chunk = 1 << 20, nchunks = (n + chunk - 1) / chunk;
 #pragma omp parallel for num_threads(NT) schedule(static) if (nchunks > 1)
     for (int64_t k = 0; k < nchunks; k++)
-        memset(x + k * chunk, 0, sizeof(float) * (size_t)(n - k * chunk < chunk ? n - k * chunk : chunk));
+        memset(x + k * chunk, 0,
+               sizeof(float) * (size_t)(n - k * chunk < chunk ? n - k * chunk : chunk));
 }
 
 static uint64_t key_of(const bert_model *m, uint64_t site)
@@ -279,8 +284,8 @@ static void forward(bert_model *m, const int32_t *ids, const int32_t *types,
     linear_forward(a->logits, a->pooled_d, m->p.clsw, m->p.clsb, B, C, cfg->NL, C);
 }
 
-static void backward(bert_model *m, const int32_t *ids, const int32_t *types, const uint8_t *has_mask,
-                     int B, int T)
+static void backward(bert_model *m, const int32_t *ids, const int32_t *types,
+                     const uint8_t *has_mask, int B, int T)
 {
     const bert_config *cfg = &m->cfg;
     const int C = cfg->enc.C, BT = B * T;
@@ -315,7 +320,7 @@ static void backward(bert_model *m, const int32_t *ids, const int32_t *types, co
 isp_status bert_forward(bert_model *m, float *logits, const int32_t *ids, const int32_t *types,
                         const uint8_t *amask, int B, int T)
 {
-    isp_status st = ensure_acts(m, B, T);
+    isp_status st = ensure_acts(m, B, T, 1); /* no backward follows: one layer's activations */
     if (st != ISP_OK)
         return st;
     forward(m, ids, types, amask, B, T);
@@ -330,7 +335,7 @@ isp_status bert_forward_backward(bert_model *m, float *loss, float *logits, cons
                                  const int32_t *types, const uint8_t *amask, const void *labels,
                                  int B, int T, float smoothing)
 {
-    isp_status st = ensure_acts(m, B, T);
+    isp_status st = ensure_acts(m, B, T, 0);
     if (st != ISP_OK)
         return st;
     forward(m, ids, types, amask, B, T);
@@ -354,10 +359,9 @@ isp_status bert_forward_backward(bert_model *m, float *loss, float *logits, cons
 }
 
 isp_status bert_train_step(bert_model *m, float *loss, float *grad_norm, float *mom1, float *mom2,
-                           const int64_t *seg, const uint8_t *decay, int S,
-                           const adamw_hparams *hp, const int32_t *ids, const int32_t *types,
-                           const uint8_t *amask, const void *labels, int B, int T,
-                           float smoothing)
+                           const int64_t *seg, const uint8_t *decay, int S, const adamw_hparams *hp,
+                           const int32_t *ids, const int32_t *types, const uint8_t *amask,
+                           const void *labels, int B, int T, float smoothing)
 {
     isp_status st =
         bert_forward_backward(m, loss, NULL, ids, types, amask, labels, B, T, smoothing);

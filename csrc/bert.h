@@ -79,9 +79,8 @@ isp_status bert_forward_backward(bert_model *m, float *loss, float *logits, cons
                                  int B, int T, float smoothing);
 /* forward_backward + clip + AdamW + re-mask */
 isp_status bert_train_step(bert_model *m, float *loss, float *grad_norm, float *mom1, float *mom2,
-                           const int64_t *seg, const uint8_t *decay, int S,
-                           const adamw_hparams *hp, const int32_t *ids, const int32_t *types,
-                           const uint8_t *amask, const void *labels, int B, int T,
-                           float smoothing);
+                           const int64_t *seg, const uint8_t *decay, int S, const adamw_hparams *hp,
+                           const int32_t *ids, const int32_t *types, const uint8_t *amask,
+                           const void *labels, int B, int T, float smoothing);
 
 #endif /* ISP_BERT_H */

@@ -13,6 +13,7 @@
  *   res2 = ln1 + drop(act(fch) W_2 + b)     res2 = res1 + drop(act(fch) W_2 + b)   = output
  *   ln2  = LN2(res2)            = output
  * act(fch) is recomputed in the backward pass instead of being saved per layer.
+ * Forward-only passes may use a shared layout (one slot for all layers, see encoder_acts).
  */
 #include <string.h>
 
@@ -81,16 +82,18 @@ static int64_t per_token(const encoder_config *cfg)
            C /* ln2 */ + 2 /* stats */ + F /* fch */ + C /* res2 */;
 }
 
-int64_t encoder_acts_size(const encoder_config *cfg, int B, int T, int nthreads)
+int64_t encoder_acts_size_mode(const encoder_config *cfg, int B, int T, int nthreads,
+                               int forward_only)
 {
-    int64_t BT = (int64_t)B * T, L = cfg->L, C = cfg->C, F = cfg->F;
+    int64_t BT = (int64_t)B * T, L = forward_only ? 1 : cfg->L, C = cfg->C, F = cfg->F;
     return L * BT * per_token(cfg) + L * (int64_t)B * cfg->NH * T * T + 3 * BT * F + 2 * BT * C +
            3 * BT * C + attention_scratch_size(T, cfg->C, cfg->NH, nthreads);
 }
 
-void encoder_point_acts(encoder_acts *a, float *base, const encoder_config *cfg, int B, int T)
+void encoder_point_acts_mode(encoder_acts *a, float *base, const encoder_config *cfg, int B, int T,
+                             int forward_only)
 {
-    int64_t BT = (int64_t)B * T, L = cfg->L, C = cfg->C, F = cfg->F;
+    int64_t BT = (int64_t)B * T, L = forward_only ? 1 : cfg->L, C = cfg->C, F = cfg->F;
     float *p = base;
 #define TAKE(field, n)                                                                             \
     do {                                                                                           \
@@ -116,7 +119,18 @@ void encoder_point_acts(encoder_acts *a, float *base, const encoder_config *cfg,
     TAKE(tmp2, BT * C);
     TAKE(dqkv, BT * 3 * C);
     a->attn_scratch = p;
+    a->shared = forward_only;
 #undef TAKE
+}
+
+int64_t encoder_acts_size(const encoder_config *cfg, int B, int T, int nthreads)
+{
+    return encoder_acts_size_mode(cfg, B, T, nthreads, 0);
+}
+
+void encoder_point_acts(encoder_acts *a, float *base, const encoder_config *cfg, int B, int T)
+{
+    encoder_point_acts_mode(a, base, cfg, B, T, 0);
 }
 
 /* The per-layer slices of the saved activations. */
@@ -125,9 +139,12 @@ typedef struct {
         *res2;
 } layer_acts;
 
-static layer_acts layer_slice(const encoder_acts *a, const encoder_config *cfg, int B, int T,
-                              int l)
+static layer_acts layer_slice(const encoder_acts *a, const encoder_config *cfg, int B, int T, int l)
 {
+    /* In the shared (forward-only) layout every layer writes slot 0. That is safe: a layer reads
+       its input x (the previous output, in the same slot) only before it writes that output. */
+    if (a->shared)
+        l = 0;
     int64_t BT = (int64_t)B * T, C = cfg->C, F = cfg->F;
     layer_acts la = {
         .ln1 = a->ln1 + l * BT * C,
@@ -205,8 +222,7 @@ void encoder_forward(encoder_acts *a, const encoder_params *p, const encoder_con
         encoder_params w = layer_params(p, cfg, l);
         const float *qkv_in = x;
         if (cfg->prenorm) {
-            layernorm_forward(la.ln1, la.ln1_mean, la.ln1_rstd, x, w.ln1w, w.ln1b, BT, C,
-                              cfg->eps);
+            layernorm_forward(la.ln1, la.ln1_mean, la.ln1_rstd, x, w.ln1w, w.ln1b, BT, C, cfg->eps);
             qkv_in = la.ln1;
         }
         linear_forward(la.qkv, qkv_in, w.qkvw, w.qkvb, BT, C, 3 * C, C);
@@ -244,9 +260,9 @@ void encoder_forward(encoder_acts *a, const encoder_params *p, const encoder_con
     }
 }
 
-void encoder_backward(float *dio, encoder_params *g, const encoder_params *p,
-                      const encoder_acts *a, const encoder_config *cfg, const float *inp,
-                      const uint8_t *amask, int B, int T, const encoder_rng *rng)
+void encoder_backward(float *dio, encoder_params *g, const encoder_params *p, const encoder_acts *a,
+                      const encoder_config *cfg, const float *inp, const uint8_t *amask, int B,
+                      int T, const encoder_rng *rng)
 {
     const int C = cfg->C, F = cfg->F, BT = B * T;
     const int64_t BTC = (int64_t)BT * C, BTF = (int64_t)BT * F;
@@ -272,8 +288,7 @@ void encoder_backward(float *dio, encoder_params *g, const encoder_params *p,
             dffn = a->tmp;
         }
         act_forward_deriv(a->hact, a->hderiv, la.fch, BTF, cfg->act);
-        linear_backward(a->dhact, gw.fcprojw, gw.fcprojb, dffn, a->hact, w.fcprojw, BT, F, C, F,
-                        0);
+        linear_backward(a->dhact, gw.fcprojw, gw.fcprojb, dffn, a->hact, w.fcprojw, BT, F, C, F, 0);
         mul_inplace(a->dhact, a->hderiv, BTF);
         if (!cfg->prenorm) {
             /* d ln1 = d res2 (residual) + dfch W_1; then through LN1 to d res1 */
@@ -293,16 +308,14 @@ void encoder_backward(float *dio, encoder_params *g, const encoder_params *p,
             dropout_backward(a->tmp, dio, BTC, p_hid, site_key(rng, l, 1));
             dproj = a->tmp;
         }
-        linear_backward(a->tmp2, gw.attprojw, gw.attprojb, dproj, la.atty, w.attprojw, BT, C, C,
-                        C, 0);
-        attention_backward(a->dqkv, a->tmp2, la.qkv, la.att, amask, B, T, C, cfg->NH,
-                           cfg->causal, p_attn, p_attn > 0.0f ? site_key(rng, l, 0) : 0,
-                           a->attn_scratch);
+        linear_backward(a->tmp2, gw.attprojw, gw.attprojb, dproj, la.atty, w.attprojw, BT, C, C, C,
+                        0);
+        attention_backward(a->dqkv, a->tmp2, la.qkv, la.att, amask, B, T, C, cfg->NH, cfg->causal,
+                           p_attn, p_attn > 0.0f ? site_key(rng, l, 0) : 0, a->attn_scratch);
         if (!cfg->prenorm) {
             linear_backward(dio, gw.qkvw, gw.qkvb, a->dqkv, x, w.qkvw, BT, C, 3 * C, C, 1);
         } else {
-            linear_backward(a->tmp2, gw.qkvw, gw.qkvb, a->dqkv, la.ln1, w.qkvw, BT, C, 3 * C, C,
-                            0);
+            linear_backward(a->tmp2, gw.qkvw, gw.qkvb, a->dqkv, la.ln1, w.qkvw, BT, C, 3 * C, C, 0);
             layernorm_backward(a->tmp2, gw.ln1w, gw.ln1b, a->tmp2, x, w.ln1w, la.ln1_mean,
                                la.ln1_rstd, BT, C);
             add_inplace(dio, a->tmp2, BTC);

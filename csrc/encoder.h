@@ -64,14 +64,24 @@ typedef struct {
     float *fch;                       /* (L,B,T,F) before the activation */
     float *res2;                      /* (L,B,T,C) */
     /* scratch shared by the layers */
-    float *hact, *hderiv, *dhact;     /* (B,T,F): act(fch), act'(fch), its gradient */
-    float *tmp, *tmp2;                /* (B,T,C) */
-    float *dqkv;                      /* (B,T,3C) */
-    float *attn_scratch;              /* attention_scratch_size(T, C, NH, nthreads) */
+    float *hact, *hderiv, *dhact; /* (B,T,F): act(fch), act'(fch), its gradient */
+    float *tmp, *tmp2;            /* (B,T,C) */
+    float *dqkv;                  /* (B,T,3C) */
+    float *attn_scratch;          /* attention_scratch_size(T, C, NH, nthreads) */
+    int shared;                   /* 1: every layer uses the same slot (forward only) */
 } encoder_acts;
 
+/* Floats of saved activations and scratch for (B,T) (everything the backward pass needs). */
 int64_t encoder_acts_size(const encoder_config *cfg, int B, int T, int nthreads);
 void encoder_point_acts(encoder_acts *a, float *base, const encoder_config *cfg, int B, int T);
+/*
+ * The same with a choice: forward_only = 1 keeps one layer's activations (all layers write the
+ * same slot: enough for inference, L times smaller; encoder_backward must not be called then).
+ */
+int64_t encoder_acts_size_mode(const encoder_config *cfg, int B, int T, int nthreads,
+                               int forward_only);
+void encoder_point_acts_mode(encoder_acts *a, float *base, const encoder_config *cfg, int B, int T,
+                             int forward_only);
 
 /* Dropout state for one pass: keys derive from (seed, step, site_base + 3*layer + k). */
 typedef struct {
@@ -89,8 +99,8 @@ void encoder_forward(encoder_acts *a, const encoder_params *p, const encoder_con
  * dio (B,T,C): in: gradient of the loss w.r.t. the stack's output; out: w.r.t. its input.
  * g accumulates the parameter gradients. inp and amask as given to the forward pass.
  */
-void encoder_backward(float *dio, encoder_params *g, const encoder_params *p,
-                      const encoder_acts *a, const encoder_config *cfg, const float *inp,
-                      const uint8_t *amask, int B, int T, const encoder_rng *rng);
+void encoder_backward(float *dio, encoder_params *g, const encoder_params *p, const encoder_acts *a,
+                      const encoder_config *cfg, const float *inp, const uint8_t *amask, int B,
+                      int T, const encoder_rng *rng);
 
 #endif /* ISP_ENCODER_H */

@@ -5,8 +5,8 @@
  * size, V vocabulary, NL labels, N rows, OC output channels.
  *
  * Determinism: every reduction runs in a fixed order inside one thread (rows, columns or (b,h)
- * pairs are distributed over threads, never the terms of one sum), so results do not depend on
- * the thread count. exp and erf are our own vectorisable polynomials (ops_expf / ops_erff).
+ * pairs are distributed over threads, never the terms of one sum), so our kernels' results do
+ * not depend on the thread count (gemm_par's sgemm blocks may, in the last bits). exp and erf are our own vectorisable polynomials (ops_expf / ops_erff).
  */
 #include <math.h>
 #include <string.h>
@@ -32,11 +32,21 @@
  */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(ISP_NO_DISPATCH)
 #define SIMD_FN(name, params, ...)                                                                 \
-    __attribute__((target("avx2"), noinline)) static void name##_avx2 params{__VA_ARGS__}         \
-    __attribute__((noinline)) static void name##_base params{__VA_ARGS__}
+    __attribute__((target("avx2"), noinline)) static void name##_avx2 params                       \
+    {                                                                                              \
+        __VA_ARGS__                                                                                \
+    }                                                                                              \
+    __attribute__((noinline)) static void name##_base params                                       \
+    {                                                                                              \
+        __VA_ARGS__                                                                                \
+    }
 #define SIMD_CALL(name) (__builtin_cpu_supports("avx2") ? name##_avx2 : name##_base)
 #else
-#define SIMD_FN(name, params, ...) static void name params{__VA_ARGS__}
+#define SIMD_FN(name, params, ...)                                                                 \
+    static void name params                                                                        \
+    {                                                                                              \
+        __VA_ARGS__                                                                                \
+    }
 #define SIMD_CALL(name) name
 #endif
 
@@ -147,13 +157,13 @@ float rng_uniform(uint64_t key, uint64_t idx)
     return rng_u(key, idx);
 }
 
-SIMD_FN(dropout_chunk, (float *out, const float *inp, int64_t i0, int64_t n, float p,
-                        uint64_t key),
-        const float scale = 1.0f / (1.0f - p);
-        for (int64_t i = 0; i < n; i++) {
-            float u = rng_u(key, (uint64_t)(i0 + i));
-            out[i] = u >= p ? inp[i] * scale : 0.0f;
-        })
+SIMD_FN(
+    dropout_chunk, (float *out, const float *inp, int64_t i0, int64_t n, float p, uint64_t key),
+    const float scale = 1.0f / (1.0f - p);
+    for (int64_t i = 0; i < n; i++) {
+        float u = rng_u(key, (uint64_t)(i0 + i));
+        out[i] = u >= p ? inp[i] * scale : 0.0f;
+    })
 
 void dropout_forward(float *out, const float *inp, int64_t N, float p, uint64_t key)
 {
@@ -216,25 +226,26 @@ static inline float sqdev_f(const float *x, float m, int n)
 /* ------------------------------------------------------------------------------------------ */
 /* layernorm                                                                                   */
 
-SIMD_FN(layernorm_rows, (float *out, float *mean, float *rstd, const float *inp,
-                         const float *weight, const float *bias, int64_t n0, int64_t n1, int C,
-                         float eps),
-        for (int64_t n = n0; n < n1; n++) {
-            const float *x = inp + n * C;
-            float m = sum_f(x, C) / (float)C;
-            float v = sqdev_f(x, m, C) / (float)C;
-            float s = 1.0f / sqrtf(v + eps);
-            float *o = out + n * C;
-            for (int c = 0; c < C; c++)
-                o[c] = (x[c] - m) * s * weight[c] + bias[c];
-            mean[n] = m;
-            rstd[n] = s;
-        })
+SIMD_FN(
+    layernorm_rows,
+    (float *out, float *mean, float *rstd, const float *inp, const float *weight, const float *bias,
+     int64_t n0, int64_t n1, int C, float eps),
+    for (int64_t n = n0; n < n1; n++) {
+        const float *x = inp + n * C;
+        float m = sum_f(x, C) / (float)C;
+        float v = sqdev_f(x, m, C) / (float)C;
+        float s = 1.0f / sqrtf(v + eps);
+        float *o = out + n * C;
+        for (int c = 0; c < C; c++)
+            o[c] = (x[c] - m) * s * weight[c] + bias[c];
+        mean[n] = m;
+        rstd[n] = s;
+    })
 
 #define ROWS 64 /* rows per task */
 
-void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
-                       const float *weight, const float *bias, int64_t N, int C, float eps)
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
+                       const float *bias, int64_t N, int C, float eps)
 {
     int64_t ntask = (N + ROWS - 1) / ROWS;
 #pragma omp parallel for num_threads(NT) schedule(static) if (BIG(N * C))
@@ -244,52 +255,54 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
 }
 
 /* columns [c0,c1) of dweight/dbias: a fixed order over rows for every column */
-SIMD_FN(layernorm_backward_params, (float *dweight, float *dbias, const float *dout,
-                                    const float *inp, const float *mean, const float *rstd,
-                                    int64_t N, int C, int c0, int c1),
-        for (int64_t n = 0; n < N; n++) {
-            const float *x = inp + n * C, *d = dout + n * C;
-            float m = mean[n], s = rstd[n];
-            for (int c = c0; c < c1; c++) {
-                dweight[c] += d[c] * ((x[c] - m) * s);
-                dbias[c] += d[c];
-            }
-        })
+SIMD_FN(
+    layernorm_backward_params,
+    (float *dweight, float *dbias, const float *dout, const float *inp, const float *mean,
+     const float *rstd, int64_t N, int C, int c0, int c1),
+    for (int64_t n = 0; n < N; n++) {
+        const float *x = inp + n * C, *d = dout + n * C;
+        float m = mean[n], s = rstd[n];
+        for (int c = c0; c < c1; c++) {
+            dweight[c] += d[c] * ((x[c] - m) * s);
+            dbias[c] += d[c];
+        }
+    })
 
-SIMD_FN(layernorm_backward_rows, (float *dinp, const float *dout, const float *inp,
-                                  const float *weight, const float *mean, const float *rstd,
-                                  int64_t n0, int64_t n1, int C),
-        for (int64_t n = n0; n < n1; n++) {
-            const float *x = inp + n * C, *d = dout + n * C;
-            float m = mean[n], s = rstd[n];
-            float acc_a[8] = {0}, acc_b[8] = {0};
-            int c = 0;
-            for (; c + 8 <= C; c += 8)
-                for (int k = 0; k < 8; k++) {
-                    float dn = weight[c + k] * d[c + k];
-                    acc_a[k] += dn;
-                    acc_b[k] += dn * ((x[c + k] - m) * s);
-                }
-            float sa = ((acc_a[0] + acc_a[4]) + (acc_a[1] + acc_a[5])) +
-                       ((acc_a[2] + acc_a[6]) + (acc_a[3] + acc_a[7]));
-            float sb = ((acc_b[0] + acc_b[4]) + (acc_b[1] + acc_b[5])) +
-                       ((acc_b[2] + acc_b[6]) + (acc_b[3] + acc_b[7]));
-            for (; c < C; c++) {
-                float dn = weight[c] * d[c];
-                sa += dn;
-                sb += dn * ((x[c] - m) * s);
+SIMD_FN(
+    layernorm_backward_rows,
+    (float *dinp, const float *dout, const float *inp, const float *weight, const float *mean,
+     const float *rstd, int64_t n0, int64_t n1, int C),
+    for (int64_t n = n0; n < n1; n++) {
+        const float *x = inp + n * C, *d = dout + n * C;
+        float m = mean[n], s = rstd[n];
+        float acc_a[8] = {0}, acc_b[8] = {0};
+        int c = 0;
+        for (; c + 8 <= C; c += 8)
+            for (int k = 0; k < 8; k++) {
+                float dn = weight[c + k] * d[c + k];
+                acc_a[k] += dn;
+                acc_b[k] += dn * ((x[c + k] - m) * s);
             }
-            float ma = sa / (float)C, mb = sb / (float)C;
-            float *di = dinp + n * C;
-            for (c = 0; c < C; c++) {
-                float xh = (x[c] - m) * s;
-                di[c] = (weight[c] * d[c] - ma - xh * mb) * s;
-            }
-        })
+        float sa = ((acc_a[0] + acc_a[4]) + (acc_a[1] + acc_a[5])) +
+                   ((acc_a[2] + acc_a[6]) + (acc_a[3] + acc_a[7]));
+        float sb = ((acc_b[0] + acc_b[4]) + (acc_b[1] + acc_b[5])) +
+                   ((acc_b[2] + acc_b[6]) + (acc_b[3] + acc_b[7]));
+        for (; c < C; c++) {
+            float dn = weight[c] * d[c];
+            sa += dn;
+            sb += dn * ((x[c] - m) * s);
+        }
+        float ma = sa / (float)C, mb = sb / (float)C;
+        float *di = dinp + n * C;
+        for (c = 0; c < C; c++) {
+            float xh = (x[c] - m) * s;
+            di[c] = (weight[c] * d[c] - ma - xh * mb) * s;
+        }
+    })
 
 void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
-                        const float *inp, const float *weight, const float *mean,
-                        const float *rstd, int64_t N, int C)
+                        const float *inp, const float *weight, const float *mean, const float *rstd,
+                        int64_t N, int C)
 {
     /* parameter gradients first: dinp may alias dout */
     int nchunks = (C + 63) / 64;
@@ -308,9 +321,9 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 /* ------------------------------------------------------------------------------------------ */
 /* activations                                                                                 */
 
-#define GELU_K 0.70710678118654752f  /* 1/sqrt(2) */
-#define GELU_P 0.39894228040143268f  /* 1/sqrt(2 pi) */
-#define TANH_K 0.79788456080286536f  /* sqrt(2/pi) */
+#define GELU_K 0.70710678118654752f /* 1/sqrt(2) */
+#define GELU_P 0.39894228040143268f /* 1/sqrt(2 pi) */
+#define TANH_K 0.79788456080286536f /* sqrt(2/pi) */
 #define TANH_C 0.044715f
 
 static inline float gelu_f(float x)
@@ -331,7 +344,8 @@ static inline float gelu_tanh_f(float x)
 static inline float gelu_tanh_d(float x)
 {
     float th = ftanh(TANH_K * (x + TANH_C * x * x * x));
-    return 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * TANH_K * (1.0f + 3.0f * TANH_C * x * x);
+    return 0.5f * (1.0f + th) +
+           0.5f * x * (1.0f - th * th) * TANH_K * (1.0f + 3.0f * TANH_C * x * x);
 }
 
 static inline float relu_f(float x)
@@ -373,16 +387,17 @@ static inline float quick_gelu_d(float x)
         break;
 
 /* mode 0: out = act(x); 1: out = act(x), deriv = act'(x); 2: deriv = dout * act'(x) */
-SIMD_FN(act_chunk, (float *out, float *deriv, const float *inp, const float *dout, int64_t n,
-                    int act, int mode),
-        switch (act * 3 + mode) {
-            ACT_CASES(ACT_GELU, gelu_f, gelu_d)
-            ACT_CASES(ACT_GELU_TANH, gelu_tanh_f, gelu_tanh_d)
-            ACT_CASES(ACT_RELU, relu_f, relu_d)
-            ACT_CASES(ACT_QUICK_GELU, quick_gelu_f, quick_gelu_d)
-        default:
-            break;
-        })
+SIMD_FN(
+    act_chunk,
+    (float *out, float *deriv, const float *inp, const float *dout, int64_t n, int act, int mode),
+    switch (act * 3 + mode) {
+        ACT_CASES(ACT_GELU, gelu_f, gelu_d)
+        ACT_CASES(ACT_GELU_TANH, gelu_tanh_f, gelu_tanh_d)
+        ACT_CASES(ACT_RELU, relu_f, relu_d)
+        ACT_CASES(ACT_QUICK_GELU, quick_gelu_f, quick_gelu_d)
+    default:
+        break;
+    })
 
 static void act_run(float *out, float *deriv, const float *inp, const float *dout, int64_t N,
                     isp_act act, int mode)
@@ -451,7 +466,8 @@ void softmax_forward(float *probs, const float *logits, int64_t N, int V)
  * C (M,N) = alpha op(A) op(B) + beta C with the rows of C split over our OpenMP threads, each
  * block one single-threaded sgemm. One thread pool (ours) does all the work: OpenBLAS's own
  * pthreads would otherwise spin against our OpenMP threads between calls. Every element of C
- * is computed by one sgemm over the full K, so the result does not depend on the split.
+ * is computed by one sgemm over the full K; OpenBLAS may still pick other kernel paths for other
+ * block heights, so different thread counts can differ in the last bits (same count: identical).
  */
 void gemm_par(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc)
@@ -478,8 +494,8 @@ void gemm_par(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
     blas_set_num_threads(nt);
 }
 
-void linear_forward(float *out, const float *inp, const float *weight, const float *bias,
-                    int N, int C, int OC, int ldi)
+void linear_forward(float *out, const float *inp, const float *weight, const float *bias, int N,
+                    int C, int OC, int ldi)
 {
     if (bias != NULL) {
 #pragma omp parallel for num_threads(NT) schedule(static) if (BIG((int64_t)N * OC))
@@ -509,9 +525,8 @@ static void colsum_acc(float *dbias, const float *dout, int N, int OC)
     }
 }
 
-void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
-                     const float *inp, const float *weight, int N, int C, int OC, int ldi,
-                     int accumulate)
+void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                     const float *weight, int N, int C, int OC, int ldi, int accumulate)
 {
     if (dinp != NULL)
         gemm_par(0, 0, N, C, OC, 1.0f, dout, OC, weight, C, accumulate ? 1.0f : 0.0f, dinp, C);
@@ -539,38 +554,39 @@ int64_t attention_scratch_size(int T, int C, int NH, int nthreads)
 }
 
 /* rows of scores s (T,T) -> probabilities in place; vis (T) 1 = key visible */
-SIMD_FN(softmax_rows, (float *s, const float *vis, int T, int causal),
-        for (int i = 0; i < T; i++) {
-            float *p = s + (int64_t)i * T;
-            const int jn = causal ? i + 1 : T; /* keys beyond jn are masked */
-            float mx = -INFINITY;
-            for (int j = 0; j < jn; j++) {
-                float sj = vis[j] != 0.0f ? p[j] : -INFINITY;
-                mx = sj > mx ? sj : mx;
-            }
-            if (mx == -INFINITY) { /* every key masked: uniform, as adding finfo.min does */
-                for (int j = 0; j < T; j++)
-                    p[j] = 1.0f / (float)T;
-                continue;
-            }
-            for (int j = 0; j < jn; j++)
-                p[j] = vis[j] != 0.0f ? fexp(p[j] - mx) : 0.0f;
-            float sum = sum_f(p, jn);
-            for (int j = 0; j < jn; j++)
-                p[j] = p[j] / sum;
-            for (int j = jn; j < T; j++)
-                p[j] = 0.0f;
-        })
+SIMD_FN(
+    softmax_rows, (float *s, const float *vis, int T, int causal), for (int i = 0; i < T; i++) {
+        float *p = s + (int64_t)i * T;
+        const int jn = causal ? i + 1 : T; /* keys beyond jn are masked */
+        float mx = -INFINITY;
+        for (int j = 0; j < jn; j++) {
+            float sj = vis[j] != 0.0f ? p[j] : -INFINITY;
+            mx = sj > mx ? sj : mx;
+        }
+        if (mx == -INFINITY) { /* every key masked: uniform, as adding finfo.min does */
+            for (int j = 0; j < T; j++)
+                p[j] = 1.0f / (float)T;
+            continue;
+        }
+        for (int j = 0; j < jn; j++)
+            p[j] = vis[j] != 0.0f ? fexp(p[j] - mx) : 0.0f;
+        float sum = sum_f(p, jn);
+        for (int j = 0; j < jn; j++)
+            p[j] = p[j] / sum;
+        for (int j = jn; j < T; j++)
+            p[j] = 0.0f;
+    })
 
 /* ds (T,T) = p * (dp - rowsum(p * dp)) * scale, in place over dp */
-SIMD_FN(softmax_rows_backward, (float *dp, const float *p, int T, float scale),
-        for (int i = 0; i < T; i++) {
-            const float *pi = p + (int64_t)i * T;
-            float *di = dp + (int64_t)i * T;
-            float dot = dot_f(pi, di, T);
-            for (int j = 0; j < T; j++)
-                di[j] = pi[j] * (di[j] - dot) * scale;
-        })
+SIMD_FN(
+    softmax_rows_backward, (float *dp, const float *p, int T, float scale),
+    for (int i = 0; i < T; i++) {
+        const float *pi = p + (int64_t)i * T;
+        float *di = dp + (int64_t)i * T;
+        float dot = dot_f(pi, di, T);
+        for (int j = 0; j < T; j++)
+            di[j] = pi[j] * (di[j] - dot) * scale;
+    })
 
 static void attention_head_forward(float *out, float *att, const float *qkv, const uint8_t *am,
                                    int b, int h, int T, int C, int NH, int causal, float p_drop,
@@ -591,8 +607,7 @@ static void attention_head_forward(float *out, float *att, const float *qkv, con
         SIMD_CALL(dropout_chunk)(pd, s, blk, (int64_t)T * T, p_drop, key);
         pp = pd;
     }
-    blas_sgemm_rm(0, 0, T, HS, T, 1.0f, pp, T, v, C3, 0.0f, out + (int64_t)b * T * C + h * HS,
-                  C);
+    blas_sgemm_rm(0, 0, T, HS, T, 1.0f, pp, T, v, C3, 0.0f, out + (int64_t)b * T * C + h * HS, C);
 }
 
 static void attention_head_backward(float *dqkv, const float *dout, const float *qkv,
@@ -623,9 +638,8 @@ static void attention_head_backward(float *dqkv, const float *dout, const float 
     blas_sgemm_rm(1, 0, T, HS, T, 1.0f, dp, T, q, C3, 0.0f, dk, C3);
 }
 
-void attention_forward(float *out, float *att, const float *qkv, const uint8_t *amask, int B,
-                       int T, int C, int NH, int causal, float p_drop, uint64_t key,
-                       float *scratch)
+void attention_forward(float *out, float *att, const float *qkv, const uint8_t *amask, int B, int T,
+                       int C, int NH, int causal, float p_drop, uint64_t key, float *scratch)
 {
     const int64_t per = ATT_PER(T);
     const int nt = NT;
@@ -641,8 +655,8 @@ void attention_forward(float *out, float *att, const float *qkv, const uint8_t *
 }
 
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
-                        const uint8_t *amask, int B, int T, int C, int NH, int causal,
-                        float p_drop, uint64_t key, float *scratch)
+                        const uint8_t *amask, int B, int T, int C, int NH, int causal, float p_drop,
+                        uint64_t key, float *scratch)
 {
     const int64_t per = ATT_PER(T);
     const int nt = NT;
@@ -700,8 +714,8 @@ void embeddings_backward(float *dwte, float *dwpe, float *dwtt, const float *dou
 /* ------------------------------------------------------------------------------------------ */
 /* losses                                                                                      */
 
-float crossentropy_forward(float *probs, const float *logits, const int32_t *labels, int B,
-                           int NL, float smoothing)
+float crossentropy_forward(float *probs, const float *logits, const int32_t *labels, int B, int NL,
+                           float smoothing)
 {
     double total = 0.0;
     for (int b = 0; b < B; b++) {
@@ -725,8 +739,8 @@ float crossentropy_forward(float *probs, const float *logits, const int32_t *lab
     return (float)(total / B);
 }
 
-void crossentropy_backward(float *dlogits, const float *probs, const int32_t *labels, int B,
-                           int NL, float smoothing)
+void crossentropy_backward(float *dlogits, const float *probs, const int32_t *labels, int B, int NL,
+                           float smoothing)
 {
     float inv = 1.0f / (float)B, off = smoothing / (float)NL;
     for (int b = 0; b < B; b++) {

@@ -6,15 +6,14 @@
  *
  * Conventions: outputs first, then inputs, then sizes. Backward passes ACCUMULATE (+=) into
  * parameter gradients (the caller zeroes them); activation gradients are OVERWRITTEN unless the
- * comment says otherwise. Every kernel is deterministic and independent of the thread count:
- * each output element is reduced in a fixed order by exactly one thread.
+ * comment says otherwise. Every kernel is deterministic and (except the sgemm blocks of gemm_par)
+ * independent of the thread count: each output element is reduced in a fixed order by one thread.
  */
 #include "isp.h" /* first, outside the guard: isp.h includes this header */
 #ifndef ISP_OPS_H
 #define ISP_OPS_H
 
 #include <stdint.h>
-
 
 /* Activation functions of the feed-forward block (HF hidden_act names in brackets). */
 typedef enum {
@@ -39,12 +38,12 @@ void dropout_backward(float *dinp, const float *dout, int64_t N, float p, uint64
 /* ---- layer normalisation over the last axis ---- */
 
 /* out, inp are (N,C); mean, rstd are (N); weight, bias are (C). out may not alias inp. */
-void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
-                       const float *weight, const float *bias, int64_t N, int C, float eps);
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
+                       const float *bias, int64_t N, int C, float eps);
 /* dinp (N,C) is overwritten (may alias dout); dweight, dbias (C) accumulate. */
 void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
-                        const float *inp, const float *weight, const float *mean,
-                        const float *rstd, int64_t N, int C);
+                        const float *inp, const float *weight, const float *mean, const float *rstd,
+                        int64_t N, int C);
 
 /* ---- activations (elementwise over N values) ---- */
 
@@ -71,16 +70,15 @@ void gemm_par(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
               const float *B, int ldb, float beta, float *C, int ldc);
 
 /* out (N,OC) = inp (N,C) @ weight (OC,C)^T + bias (OC; may be NULL). inp rows have stride ldi. */
-void linear_forward(float *out, const float *inp, const float *weight, const float *bias,
-                    int N, int C, int OC, int ldi);
+void linear_forward(float *out, const float *inp, const float *weight, const float *bias, int N,
+                    int C, int OC, int ldi);
 /*
  * dinp (N,C) = dout @ weight (or += if accumulate; dinp may be NULL to skip);
  * dweight (OC,C) += dout^T @ inp; dbias (OC) += column sums of dout (may be NULL).
  * dout is (N,OC); inp rows have stride ldi.
  */
-void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
-                     const float *inp, const float *weight, int N, int C, int OC, int ldi,
-                     int accumulate);
+void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                     const float *weight, int N, int C, int OC, int ldi, int accumulate);
 
 /* ---- multi-head self-attention ---- */
 
@@ -94,13 +92,12 @@ int64_t attention_scratch_size(int T, int C, int NH, int nthreads);
  * a row with no key left attends uniformly, as adding finfo.min in PyTorch does).
  * causal: key j > query i is masked. p_drop: dropout on the probabilities (key: its RNG key).
  */
-void attention_forward(float *out, float *att, const float *qkv, const uint8_t *amask, int B,
-                       int T, int C, int NH, int causal, float p_drop, uint64_t key,
-                       float *scratch);
+void attention_forward(float *out, float *att, const float *qkv, const uint8_t *amask, int B, int T,
+                       int C, int NH, int causal, float p_drop, uint64_t key, float *scratch);
 /* dqkv (B,T,3C) overwritten; dout (B,T,C). */
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
-                        const uint8_t *amask, int B, int T, int C, int NH, int causal,
-                        float p_drop, uint64_t key, float *scratch);
+                        const uint8_t *amask, int B, int T, int C, int NH, int causal, float p_drop,
+                        uint64_t key, float *scratch);
 
 /* ---- embeddings: word + position + token type ---- */
 
@@ -117,11 +114,11 @@ void embeddings_backward(float *dwte, float *dwpe, float *dwtt, const float *dou
  * Cross-entropy with label smoothing eps (torch semantics: (1-eps) * nll + eps * mean_c(-logp)).
  * probs (B,NL) out; logits (B,NL); labels (B). Returns the mean loss.
  */
-float crossentropy_forward(float *probs, const float *logits, const int32_t *labels, int B,
-                           int NL, float smoothing);
+float crossentropy_forward(float *probs, const float *logits, const int32_t *labels, int B, int NL,
+                           float smoothing);
 /* dlogits (B,NL) = (probs - target) / B. */
-void crossentropy_backward(float *dlogits, const float *probs, const int32_t *labels, int B,
-                           int NL, float smoothing);
+void crossentropy_backward(float *dlogits, const float *probs, const int32_t *labels, int B, int NL,
+                           float smoothing);
 /* Mean squared error of preds (B) against targets (B); dpreds = 2 (preds - targets) / B. */
 float mse_forward(const float *preds, const float *targets, int B);
 void mse_backward(float *dpreds, const float *preds, const float *targets, int B);

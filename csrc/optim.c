@@ -40,8 +40,8 @@ void mask_apply(float *x, const uint8_t *mask, int64_t P)
 /* AdamW on [i0,i1) with gradients scaled by gscale (clipping); with a mask (indexed from
    mask_off) masked entries become exactly 0 */
 static void adam_range(float *params, float *m, float *v, float *grads, int64_t i0, int64_t i1,
-                       const uint8_t *mask, int64_t mask_off, float gscale, float shrink,
-                       float b1, float b2, float eps, float step_size, float bc2_sqrt)
+                       const uint8_t *mask, int64_t mask_off, float gscale, float shrink, float b1,
+                       float b2, float eps, float step_size, float bc2_sqrt)
 {
     const float one_m_b1 = 1.0f - b1, one_m_b2 = 1.0f - b2;
     for (int64_t i = i0; i < i1; i++) {

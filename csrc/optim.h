@@ -16,8 +16,8 @@
 
 typedef struct {
     float lr, beta1, beta2, eps, weight_decay;
-    int64_t step;    /* the step being taken, >= 1 (bias correction) */
-    float max_norm;  /* clip the global gradient norm to this; <= 0: no clipping */
+    int64_t step;   /* the step being taken, >= 1 (bias correction) */
+    float max_norm; /* clip the global gradient norm to this; <= 0: no clipping */
 } adamw_hparams;
 
 /* Global L2 norm of x (N), summed in double over fixed chunks: thread-count independent. */

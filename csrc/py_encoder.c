@@ -66,9 +66,9 @@ static PyObject *py_bert_new(PyObject *self, PyObject *args)
     bert_config c;
     memset(&c, 0, sizeof c);
     PyObject *acto;
-    if (!PyArg_ParseTuple(args, "iiiiiiiiOffffi:bert_new", &c.V, &c.TP, &c.TV, &c.NL,
-                          &c.enc.L, &c.enc.C, &c.enc.NH, &c.enc.F, &acto, &c.enc.eps,
-                          &c.enc.p_hidden, &c.enc.p_attn, &c.p_cls, &c.pad_id))
+    if (!PyArg_ParseTuple(args, "iiiiiiiiOffffi:bert_new", &c.V, &c.TP, &c.TV, &c.NL, &c.enc.L,
+                          &c.enc.C, &c.enc.NH, &c.enc.F, &acto, &c.enc.eps, &c.enc.p_hidden,
+                          &c.enc.p_attn, &c.p_cls, &c.pad_id))
         return NULL;
     if (!parse_act(acto, &c.enc.act))
         return NULL;
@@ -221,8 +221,8 @@ typedef struct {
     int B, T;
 } batch_args;
 
-static int parse_batch(bert_handle *h, PyObject *ido, PyObject *tto, PyObject *amo,
-                       PyObject *labo, batch_args *b)
+static int parse_batch(bert_handle *h, PyObject *ido, PyObject *tto, PyObject *amo, PyObject *labo,
+                       batch_args *b)
 {
     PyArrayObject *ids = isp_arg_array(ido, "input_ids", NPY_INT32, 2, NULL, ISP_ARR_CONTIG);
     if (ids == NULL)
@@ -363,10 +363,12 @@ static int parse_opt(bert_handle *h, PyObject *mo, PyObject *vo, PyObject *sego,
                      double max_norm, opt_args *o)
 {
     npy_intp n[1] = {(npy_intp)h->m.num_params};
-    PyArrayObject *m = isp_arg_array(mo, "exp_avg", NPY_FLOAT32, 1, n, ISP_ARR_CONTIG | ISP_ARR_WRITE);
+    PyArrayObject *m =
+        isp_arg_array(mo, "exp_avg", NPY_FLOAT32, 1, n, ISP_ARR_CONTIG | ISP_ARR_WRITE);
     if (m == NULL)
         return 0;
-    PyArrayObject *v = isp_arg_array(vo, "exp_avg_sq", NPY_FLOAT32, 1, n, ISP_ARR_CONTIG | ISP_ARR_WRITE);
+    PyArrayObject *v =
+        isp_arg_array(vo, "exp_avg_sq", NPY_FLOAT32, 1, n, ISP_ARR_CONTIG | ISP_ARR_WRITE);
     if (v == NULL)
         return 0;
     PyArrayObject *dec = isp_arg_array(deco, "decay", NPY_UINT8, 1, NULL, ISP_ARR_CONTIG);
@@ -471,8 +473,8 @@ static PyObject *py_bert_train_step(PyObject *self, PyObject *args)
     isp_status st;
     h->busy = 1;
     Py_BEGIN_ALLOW_THREADS;
-    st = bert_train_step(&h->m, &loss, &norm, o.m, o.v, o.seg, o.decay, o.S, &o.hp, b.ids,
-                         b.types, b.amask, b.labels, b.B, b.T, smoothing);
+    st = bert_train_step(&h->m, &loss, &norm, o.m, o.v, o.seg, o.decay, o.S, &o.hp, b.ids, b.types,
+                         b.amask, b.labels, b.B, b.T, smoothing);
     Py_END_ALLOW_THREADS;
     h->busy = 0;
     if (st != ISP_OK)
@@ -638,7 +640,8 @@ static PyObject *py_op_attention(PyObject *self, PyObject *args)
         return NULL;
     npy_intp od[3] = {B, T, C}, ad[4] = {B, NH, T, T};
     PyObject *out = new_f32(3, od), *att = new_f32(4, ad);
-    float *scratch = malloc(sizeof(float) * (size_t)attention_scratch_size(T, C, NH, isp_get_num_threads()));
+    float *scratch =
+        malloc(sizeof(float) * (size_t)attention_scratch_size(T, C, NH, isp_get_num_threads()));
     if (!out || !att || !scratch) {
         Py_XDECREF(out);
         Py_XDECREF(att);
@@ -677,7 +680,8 @@ static PyObject *py_op_attention_backward(PyObject *self, PyObject *args)
     if (!parse_amask(amo, B, T, &am))
         return NULL;
     PyObject *dq = new_f32(3, PyArray_DIMS(q));
-    float *scratch = malloc(sizeof(float) * (size_t)attention_scratch_size(T, C, NH, isp_get_num_threads()));
+    float *scratch =
+        malloc(sizeof(float) * (size_t)attention_scratch_size(T, C, NH, isp_get_num_threads()));
     if (!dq || !scratch) {
         Py_XDECREF(dq);
         free(scratch);
@@ -739,10 +743,10 @@ static PyObject *py_op_crossentropy(PyObject *self, PyObject *args)
         Py_XDECREF(dl);
         return NULL;
     }
-    float loss = crossentropy_forward(PyArray_DATA((PyArrayObject *)pr), PyArray_DATA(l), yp, B,
-                                      NL, eps);
-    crossentropy_backward(PyArray_DATA((PyArrayObject *)dl), PyArray_DATA((PyArrayObject *)pr),
-                          yp, B, NL, eps);
+    float loss =
+        crossentropy_forward(PyArray_DATA((PyArrayObject *)pr), PyArray_DATA(l), yp, B, NL, eps);
+    crossentropy_backward(PyArray_DATA((PyArrayObject *)dl), PyArray_DATA((PyArrayObject *)pr), yp,
+                          B, NL, eps);
     return Py_BuildValue("(dNN)", (double)loss, pr, dl);
 }
 
@@ -755,14 +759,19 @@ static PyObject *py_op_adamw(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOOOOOOLdddddLd", &po, &go, &mo, &vo, &sego, &deco, &masko,
                           &mask_off, &lr, &b1, &b2, &eps, &wd, &step, &max_norm))
         return NULL;
-    PyArrayObject *p = isp_arg_array(po, "params", NPY_FLOAT32, 1, NULL, ISP_ARR_CONTIG | ISP_ARR_WRITE);
+    PyArrayObject *p =
+        isp_arg_array(po, "params", NPY_FLOAT32, 1, NULL, ISP_ARR_CONTIG | ISP_ARR_WRITE);
     if (!p)
         return NULL;
     npy_intp n[1] = {PyArray_DIM(p, 0)};
-    PyArrayObject *g = isp_arg_array(go, "grads", NPY_FLOAT32, 1, n, ISP_ARR_CONTIG | ISP_ARR_WRITE);
-    PyArrayObject *m = g ? isp_arg_array(mo, "m", NPY_FLOAT32, 1, n, ISP_ARR_CONTIG | ISP_ARR_WRITE) : NULL;
-    PyArrayObject *v = m ? isp_arg_array(vo, "v", NPY_FLOAT32, 1, n, ISP_ARR_CONTIG | ISP_ARR_WRITE) : NULL;
-    PyArrayObject *dec = v ? isp_arg_array(deco, "decay", NPY_UINT8, 1, NULL, ISP_ARR_CONTIG) : NULL;
+    PyArrayObject *g =
+        isp_arg_array(go, "grads", NPY_FLOAT32, 1, n, ISP_ARR_CONTIG | ISP_ARR_WRITE);
+    PyArrayObject *m =
+        g ? isp_arg_array(mo, "m", NPY_FLOAT32, 1, n, ISP_ARR_CONTIG | ISP_ARR_WRITE) : NULL;
+    PyArrayObject *v =
+        m ? isp_arg_array(vo, "v", NPY_FLOAT32, 1, n, ISP_ARR_CONTIG | ISP_ARR_WRITE) : NULL;
+    PyArrayObject *dec =
+        v ? isp_arg_array(deco, "decay", NPY_UINT8, 1, NULL, ISP_ARR_CONTIG) : NULL;
     if (!dec)
         return NULL;
     npy_intp sn[1] = {PyArray_DIM(dec, 0) + 1};
@@ -788,7 +797,8 @@ static PyObject *py_op_adamw(PyObject *self, PyObject *args)
         }
         mask = PyArray_DATA(k);
     }
-    adamw_hparams hp = {(float)lr, (float)b1, (float)b2, (float)eps, (float)wd, step, (float)max_norm};
+    adamw_hparams hp = {(float)lr, (float)b1, (float)b2,      (float)eps,
+                        (float)wd, step,      (float)max_norm};
     if (step < 1) {
         PyErr_SetString(PyExc_ValueError, "step must be >= 1");
         return NULL;
@@ -873,16 +883,20 @@ static PyObject *py_op_encoder(PyObject *self, PyObject *args)
 }
 
 PyMethodDef isp_encoder_methods[] = {
-    {"bert_new", py_bert_new, METH_VARARGS, "bert_new(V, TP, TV, NL, L, C, NH, F, act, eps, p_hidden, p_attn, p_cls, pad_id) -> handle"},
+    {"bert_new", py_bert_new, METH_VARARGS,
+     "bert_new(V, TP, TV, NL, L, C, NH, F, act, eps, p_hidden, p_attn, p_cls, pad_id) -> handle"},
     {"bert_tensors", py_bert_tensors, METH_O, "[(name, offset, size)] of the parameter layout"},
-    {"bert_buffers", py_bert_buffers, METH_O, "(params, grads, masks) views of the model's buffers"},
+    {"bert_buffers", py_bert_buffers, METH_O,
+     "(params, grads, masks) views of the model's buffers"},
     {"bert_set_training", py_bert_set_training, METH_VARARGS, "dropout on/off"},
     {"bert_rng", py_bert_rng, METH_VARARGS, "bert_rng(handle, seed, step): set the dropout RNG"},
     {"bert_rng_state", py_bert_rng_state, METH_O, "(seed, step) of the dropout RNG"},
     {"bert_copy", py_bert_copy, METH_VARARGS, "bert_copy(dst, src): params and masks"},
     {"bert_forward", py_bert_forward, METH_VARARGS, "logits (B,NL)"},
-    {"bert_forward_backward", py_bert_forward_backward, METH_VARARGS, "(loss, logits); fills grads"},
-    {"bert_adamw", py_bert_adamw, METH_VARARGS, "masked AdamW step on the model's grads -> grad norm"},
+    {"bert_forward_backward", py_bert_forward_backward, METH_VARARGS,
+     "(loss, logits); fills grads"},
+    {"bert_adamw", py_bert_adamw, METH_VARARGS,
+     "masked AdamW step on the model's grads -> grad norm"},
     {"bert_train_step", py_bert_train_step, METH_VARARGS, "fused step -> (loss, grad norm)"},
     {"op_layernorm", py_op_layernorm, METH_VARARGS, "test binding"},
     {"op_layernorm_backward", py_op_layernorm_backward, METH_VARARGS, "test binding"},

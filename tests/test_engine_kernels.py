@@ -221,3 +221,35 @@ def test_adamw_nonfinite_gradient_leaves_state(rng):
         _C.op_adamw(p, g, m, v, np.array([0, 10], np.int64), np.array([1], np.uint8), None, 0, 1e-3, 0.9,
                     0.999, 1e-8, 0.0, 1, 0.0)
     np.testing.assert_array_equal(p, before)
+
+
+@pytest.mark.parametrize("prenorm,causal,act", [(False, False, 0), (True, True, 3), (True, False, 1)])
+def test_encoder_stack_gradient_finite_differences(rng, prenorm, causal, act):
+    """The whole stack (post-LN BERT / pre-LN CLIP, masks, dropout on) against finite differences."""
+    L, B, T, C, NH, F = 2, 2, 5, 8, 2, 12
+    n = L * (4 * C * C + 2 * C * F + 9 * C + F)
+    params = rng.normal(0, 0.3, n).astype(np.float32)
+    x = rng.normal(size=(B, T, C)).astype(np.float32)
+    dout = rng.normal(size=(B, T, C)).astype(np.float32)
+    am = np.ones((B, T), np.uint8)
+    am[1, 3:] = 0
+    args = (L, NH, act, prenorm, causal, 1e-5, 0.2, 0.2, True, 7, 3)
+    y, dx, g = _C.op_encoder(params, x, am, dout, *args)
+    y2, dx2, g2 = _C.op_encoder(params, x, am, dout, *args)
+    np.testing.assert_array_equal(y, y2)  # same seed and step: same dropout masks
+    np.testing.assert_array_equal(g, g2)
+
+    def f(p, xx):
+        out, _, _ = _C.op_encoder(p.astype(np.float32), xx.astype(np.float32), am, dout, *args)
+        return float((out.astype(np.float64) * dout).sum())
+
+    eps = 1e-2
+    for which in ("x", "params"):
+        d = rng.normal(size=x.shape if which == "x" else params.shape)
+        if which == "x":
+            fd = (f(params, x + eps * d) - f(params, x - eps * d)) / (2 * eps)
+            an = float((dx * d).sum())
+        else:
+            fd = (f(params + eps * d, x) - f(params - eps * d, x)) / (2 * eps)
+            an = float((g * d).sum())
+        assert abs(fd - an) <= 2e-2 * abs(an) + 1e-3, (which, fd, an)

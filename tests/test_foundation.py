@@ -37,8 +37,11 @@ def test_threads_one_setting():
         instantsoup.set_num_threads(1.5)
 
 
-def test_cli_info_runs():
-    out = subprocess.run([sys.executable, "-m", "instantsoup", "info"], capture_output=True, text=True)
+def test_cli_info_runs(tmp_path):
+    from conftest import subprocess_env
+
+    out = subprocess.run([sys.executable, "-m", "instantsoup", "info"], capture_output=True,
+                         text=True, cwd=tmp_path, env=subprocess_env())
     assert out.returncode == 0, out.stderr
     assert "blas_corename" in out.stdout
 
