@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import make_tiny_task
+from conftest import make_tiny_task, subprocess_env
 from instantsoup.cli import main
 from instantsoup.methods import METHODS
 from test_methods import settings
@@ -122,7 +122,7 @@ def test_prune_eval_end_to_end_and_transformers_logits(tiny_bert_dir, tmp_path, 
 
 def test_module_entry_point():
     r = subprocess.run([sys.executable, "-m", "instantsoup", "info", "--json"], capture_output=True, text=True,
-                       env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))})
+                       env=subprocess_env(), cwd=os.path.dirname(os.path.abspath(__file__)))
     assert r.returncode == 0 and "num_threads" in json.loads(r.stdout)
 
 
@@ -141,9 +141,12 @@ def test_cli_prune_killed_then_resume_gives_the_same_mask(tiny_bert_dir, tmp_pat
                 "--lookahead", "10", "--epochs", "12", "--batch-size", "8", "--lr", "1e-3", "--out", str(out),
                 "--no-progress", "--max-length", "16", "--threads", "1"]
 
-    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}
-    ref = subprocess.Popen(argv(tmp_path / "ref"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    victim = subprocess.Popen(argv(tmp_path / "run"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    env = subprocess_env()
+    # cwd elsewhere: `python -m` puts the cwd first on sys.path, and the source tree has no _C
+    ref = subprocess.Popen(argv(tmp_path / "ref"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           cwd=tmp_path)
+    victim = subprocess.Popen(argv(tmp_path / "run"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              cwd=tmp_path)
     deadline = time.time() + 120
     while not list((tmp_path / "run").glob("*/round_000")):
         assert victim.poll() is None, victim.communicate()[1]
@@ -155,7 +158,7 @@ def test_cli_prune_killed_then_resume_gives_the_same_mask(tiny_bert_dir, tmp_pat
     assert not (run / "ticket").exists()
     assert ref.wait(timeout=300) == 0, ref.communicate()[1]
     resumed = subprocess.run(argv(tmp_path / "run") + ["--resume"], env=env, capture_output=True, text=True,
-                             timeout=300)
+                             timeout=300, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     (ref_run,) = list((tmp_path / "ref").iterdir())
     assert ref_run.name == run.name  # same settings -> same run directory name

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import make_tiny_task
+from conftest import make_tiny_task, subprocess_env
 from instantsoup import runs
 from instantsoup.config import PruneSettings, Settings, SettingsError, TrainSettings
 from instantsoup.methods import METHODS, instant_soup
@@ -117,7 +117,7 @@ def test_bad_budget_refused_before_any_training(make_model, monkeypatch):
 def _child(run_dir, model_dir, slow):
     return subprocess.Popen([sys.executable, os.path.join(HERE, "isp_child.py"), str(run_dir), str(model_dir),
                              "1" if slow else "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": os.path.dirname(HERE)})
+                            env=subprocess_env())
 
 
 def test_killed_isp_run_resumes_to_the_same_mask(tmp_path, tiny_bert_dir):

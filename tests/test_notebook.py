@@ -3,6 +3,8 @@ import os
 
 import pytest
 
+from conftest import subprocess_env
+
 NB = os.path.join(os.path.dirname(os.path.dirname(__file__)), "notebooks", "quickstart.ipynb")
 
 
@@ -26,7 +28,7 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch):
     from nbclient import NotebookClient
 
     monkeypatch.setenv("INSTANTSOUP_NOTEBOOK_SMALL", "1")
-    monkeypatch.setenv("PYTHONPATH", os.path.dirname(os.path.dirname(__file__)))
+    monkeypatch.setenv("PYTHONPATH", subprocess_env()["PYTHONPATH"])
     nb = nbformat.read(NB, as_version=4)
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
