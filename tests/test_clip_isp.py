@@ -59,3 +59,32 @@ def test_isp_on_tiny_clip(tmp_path, rng):
     sd = back.state_dict()
     for k, m in ticket.masks.items():
         assert (sd[k].numpy()[m == 0] == 0).all()
+
+
+def test_rerun_of_a_finished_clip_run_does_no_training(tmp_path, rng, monkeypatch):
+    # the exported CLIP checkpoint also holds the text tower: reloading the ticket must not trip
+    # over those names
+    from instantsoup.config import PruneSettings, Settings, TrainSettings
+    from instantsoup.train import Trainer
+
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    tiny_clip(ck)
+    ds, task = colour_task(rng)
+
+    def model():
+        m = instantsoup.load_model(ck)
+        m.zero_shot_head(ds.classnames, ds.templates)
+        return m
+
+    s = Settings(train=TrainSettings(batch_size=16, lr=1e-3, epochs=1, seed=1),
+                 prune=PruneSettings(method="omp", sparsity=0.5))
+    a = methods.one_shot(model(), task, s, run_dir=tmp_path / "run", progress=False)
+    monkeypatch.setattr(Trainer, "train", lambda *a, **k: pytest.fail("a finished run trained again"))
+    m = model()
+    b = methods.one_shot(m, task, s, run_dir=tmp_path / "run", progress=False)
+    assert b.metrics == a.metrics
+    for k in a.masks:
+        np.testing.assert_array_equal(m.masks[k], a.masks[k])
+    for k, v in a.weights.items():
+        np.testing.assert_array_equal(m.state_dict()[k], v)

@@ -221,3 +221,30 @@ def test_method_variants(method, knobs, make_model, tmp_path):
         assert ticket.cost.stages["dense"].steps == ticket.cost.stages["finetune"].steps  # two budgets
     if method == "imp":
         assert (tmp_path / "run" / "rewind").is_dir()
+
+
+def test_python_api_ticket_names_its_base_model_and_copies_the_tokenizer(make_model, tiny_bert_dir, tmp_path):
+    # a TaskData built in Python has no tokenizer_dir and Settings() no run.model: the ticket
+    # falls back to the directory the model was loaded from
+    from safetensors import safe_open
+
+    METHODS["omp"](make_model(), make_tiny_task(vocab=60), settings("omp"), run_dir=tmp_path / "run",
+                   progress=False)
+    tdir = tmp_path / "run" / "ticket"
+    with safe_open(str(tdir / "masks.safetensors"), framework="np") as f:
+        assert f.metadata()["base_model"] == str(tiny_bert_dir)
+    assert (tdir / "checkpoint" / "vocab.txt").read_text() == (tiny_bert_dir / "vocab.txt").read_text()
+
+
+def test_resume_false_never_deletes_a_folder_that_is_not_a_run(make_model, tmp_path, monkeypatch):
+    import dataclasses
+
+    monkeypatch.setattr(Trainer, "train", lambda *a, **k: pytest.fail("trained"))
+    keep = tmp_path / "results" / "keep.txt"
+    keep.parent.mkdir()
+    keep.write_text("precious")
+    s = settings("omp")
+    s = dataclasses.replace(s, run=dataclasses.replace(s.run, resume=False))
+    with pytest.raises(SettingsError, match="not a run directory"):
+        METHODS["omp"](make_model(), make_tiny_task(vocab=60), s, run_dir=tmp_path / "results", progress=False)
+    assert keep.read_text() == "precious"

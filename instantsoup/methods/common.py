@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from instantsoup import runs
-from instantsoup.config import Settings, check_budget
+from instantsoup.config import Settings, SettingsError, check_budget
 from instantsoup.ticket import Ticket
 from instantsoup.train import Best, Cost, StepOrder, TaskData, Trainer
 
@@ -217,7 +217,8 @@ class Context:
                         weights={k: np.array(v, copy=True) for k, v in self.model.state_dict().items()},
                         metrics=metrics, history=list(self.history), cost=self.cost,
                         settings=runs.to_jsonable(dataclasses.asdict(self.settings)),
-                        base_model=self.settings.run.model, tokenizer_dir=self.task.tokenizer_dir,
+                        base_model=self.settings.run.model or getattr(self.model, "source_path", None) or "",
+                        tokenizer_dir=self.task.tokenizer_dir or getattr(self.model, "source_path", None),
                         round_masks=self.round_masks)
         self.history.append({"event": "done", **{k: v for k, v in metrics.items()}, "sparsity": ticket.sparsity})
         if self.run:
@@ -236,7 +237,11 @@ def setup(model: Any, task: TaskData, settings: Settings, run_dir: Any = None, *
     trainer.total_steps = plan["total_steps"]
     trainer.warmup = plan["warmup"]
     if run_dir is not None and not settings.run.resume and os.path.isdir(run_dir):
-        shutil.rmtree(run_dir)  # resume=False: start over
+        # resume=False: start over, but never delete a folder that is not a run directory
+        if any(os.scandir(run_dir)) and not runs.settings_path(run_dir).exists():
+            raise SettingsError(f"run_dir {os.fspath(run_dir)!r} is not empty and is not a run directory "
+                                "(no settings.json); refusing to delete it for resume=False")
+        shutil.rmtree(run_dir)
     run = run_dir if isinstance(run_dir, runs.RunDir) else runs.RunDir(run_dir)
     if run:
         ident = {"settings": runs.to_jsonable(dataclasses.asdict(settings)), "plan": plan}
@@ -255,6 +260,16 @@ def finished_ticket(ctx: Context) -> Ticket | None:
     t = Ticket.load(runs.ticket_path(ctx.run.root))
     ctx.model.set_masks(t.masks)
     if t.weights is not None:
-        ctx.model.load_state_dict(t.weights)
+        # the exported checkpoint may hold more than the model trains (CLIP: the text tower, with
+        # the head in a file of its own): load the model's own names, and the head from its file
+        sd = ctx.model.state_dict()
+        weights = {k: v for k, v in t.weights.items() if k in sd}
+        head = runs.checkpoint_dir(runs.ticket_path(ctx.run.root)) / "instantsoup_head.safetensors"
+        if hasattr(ctx.model, "set_head") and head.exists():
+            h = runs.load_arrays(head)
+            ctx.model.set_head(h["weight"], h["bias"])
+            weights.update({k: v for k, v in sd.items() if k not in weights})  # the head just set
+        ctx.model.load_state_dict(weights)
+        t.weights = {k: np.array(v, copy=True) for k, v in ctx.model.state_dict().items()}
     log.info("run %s is finished; loaded its ticket (no training)", ctx.run.root)
     return t

@@ -325,6 +325,7 @@ class BertModel:
                             for k, (o, s) in self._layout.items() if k in self.prunable_names}
         self._training = False
         self._seed = 0
+        self.source_path: str | None = None  # the checkpoint directory it was loaded from
         _C.bert_set_training(self._h, False)
 
     # -- basic facts --------------------------------------------------------------------------
@@ -542,6 +543,7 @@ class BertModel:
         """An independent model: same config, parameters and masks copied, same mode and seed."""
         other = BertModel(copy.deepcopy(self.config))
         other.copy_from(self)
+        other.source_path = self.source_path
         other.train(self._training)
         other.set_rng_state(self.rng_state())
         return other
@@ -564,6 +566,7 @@ class BertModel:
         raw = read_checkpoint(path)
         model = cls(cfg)
         model._load_checkpoint(raw, path, seed, explicit_labels=num_labels is not None)
+        model.source_path = path
         return model
 
     def _load_checkpoint(self, raw: Mapping[str, np.ndarray], where: str, seed: int, explicit_labels: bool) -> None:
