@@ -143,12 +143,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if args.csv:
         import csv
 
-        keys = [k for k in rows[0] if k != "layer_sparsity"]
         with open(args.csv, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=sorted({k for r in rows for k in r} - {"layer_sparsity"}))
             w.writeheader()
             w.writerows([{k: v for k, v in r.items() if k != "layer_sparsity"} for r in rows])
-        del keys
         print(f"wrote {args.csv}")
     return 0
 
@@ -247,9 +245,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from instantsoup.data.errors import DataError
+
     try:
         return args.func(args)
-    except SettingsError as e:
+    except (SettingsError, DataError, FileNotFoundError) as e:  # bad input: a message, no traceback
         print(f"instantsoup {args.command}: error: {e}", file=sys.stderr)
         return 2
 

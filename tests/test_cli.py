@@ -42,6 +42,18 @@ def test_prune_refuses_bad_settings_before_work(args, msg, tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
+def test_bad_data_files_get_a_message_not_a_traceback(tiny_bert_dir, tmp_path, capsys):
+    table = tmp_path / "d.csv"
+    table.write_text("sentence,label\nw1 w2,0\nw3,1\n")
+    rc = main(["prune", "--method", "omp", "--model", str(tiny_bert_dir), "--task", str(table),
+               "--label-column", "nope", "--out", str(tmp_path / "runs"), "--no-progress"])
+    assert rc == 2
+    assert f"instantsoup prune: error: {table}:1: missing column" in capsys.readouterr().err
+    rc = main(["eval", str(tiny_bert_dir), "--task", str(table), "--mask", str(tmp_path / "none.safetensors")])
+    assert rc == 2
+    assert "none.safetensors" in capsys.readouterr().err
+
+
 def test_unknown_method_or_merge_rule_is_refused(capsys):
     for args in (["--method", "snip"], ["--merge", "mean"]):
         with pytest.raises(SystemExit) as e:
