@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import numbers
 import os
 import typing
 from dataclasses import dataclass, field
@@ -290,6 +291,23 @@ class RunSettings:
             raise SettingsError(f"threads must be >= 0, got {self.threads}")
 
 
+def check_types(obj: Any) -> None:
+    """Refuse fields of the wrong type (``epochs="3"``, ``denoisers=2.0``) with a SettingsError.
+
+    An int is accepted where a float is expected; a bool is never taken for a number.
+    """
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        typ, v = hints[f.name], getattr(obj, f.name)
+        ok = (isinstance(v, bool) if typ is bool
+              else isinstance(v, numbers.Real) and not isinstance(v, bool) if typ is float
+              else isinstance(v, numbers.Integral) and not isinstance(v, bool) if typ is int
+              else isinstance(v, typ))
+        if not ok:
+            raise SettingsError(f"{type(obj).__name__}.{f.name}: expected {typ.__name__}, "
+                                f"got {type(v).__name__} {v!r}")
+
+
 def check_model_dir(path: str) -> None:
     """Refuse a model path that is not a Hugging Face checkpoint directory."""
     if not os.path.isdir(path):
@@ -310,6 +328,7 @@ class Settings:
 
     def validate(self) -> None:
         for part in (self.train, self.prune, self.data, self.run):
+            check_types(part)
             part.validate()
         if self.prune.method == DENSE and self.prune.sparsity != 0.0:
             raise SettingsError("method 'dense' does not prune; leave sparsity at 0")

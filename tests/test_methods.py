@@ -248,3 +248,43 @@ def test_resume_false_never_deletes_a_folder_that_is_not_a_run(make_model, tmp_p
     with pytest.raises(SettingsError, match="not a run directory"):
         METHODS["omp"](make_model(), make_tiny_task(vocab=60), s, run_dir=tmp_path / "results", progress=False)
     assert keep.read_text() == "precious"
+
+
+def test_each_method_function_runs_its_own_method_whatever_settings_say(make_model, monkeypatch):
+    # Settings() defaults to method "isp": one_shot must still plan, run and label a one-shot ticket
+    from instantsoup import methods
+
+    s = settings("isp", sparsity=0.5)
+    t = methods.one_shot(make_model(), make_tiny_task(vocab=60), s, progress=False)
+    assert t.method == "omp" and abs(t.sparsity - 0.5) < 1e-3
+    assert not any(h.get("event") == "round" for h in t.history)
+
+
+@pytest.mark.parametrize("bad, msg", [
+    (lambda s: setattr(s.train, "epochs", "3"), "TrainSettings.epochs: expected float"),
+    (lambda s: setattr(s.prune, "denoisers", 2.0), "PruneSettings.denoisers: expected int"),
+    (lambda s: setattr(s.prune, "method", "snip"), "unknown method 'snip'"),
+])
+def test_bad_settings_types_are_refused_with_a_message(bad, msg, make_model, monkeypatch):
+    from instantsoup.methods import run_method
+
+    monkeypatch.setattr(Trainer, "train", lambda *a, **k: pytest.fail("trained"))
+    s = settings("isp")
+    bad(s)
+    with pytest.raises(SettingsError, match=msg):
+        run_method(make_model(), make_tiny_task(vocab=60), s, progress=False)
+
+
+def test_a_task_the_model_head_does_not_fit_is_refused_before_work(make_model, tiny_bert_dir, monkeypatch):
+    import instantsoup
+
+    monkeypatch.setattr(Trainer, "train", lambda *a, **k: pytest.fail("trained"))
+    task = make_tiny_task(vocab=60)
+    with pytest.raises(SettingsError, match="3 outputs but task 'tiny' has 2 labels"):
+        instant_soup(instantsoup.load_model(str(tiny_bert_dir), num_labels=3), task, settings("isp"),
+                     progress=False)
+    task.validation.labels[3] = 2
+    with pytest.raises(SettingsError, match="validation label 2 is outside"):
+        instant_soup(make_model(), task, settings("isp"), progress=False)
+    with pytest.raises(TypeError, match="expected an instantsoup.Settings"):
+        instant_soup(make_model(), task, {"sparsity": 0.5}, progress=False)

@@ -24,4 +24,9 @@ __all__ = ["instant_soup", "imp", "one_shot", "gmp", "random_prune", "dense", "i
 
 def run_method(model: Any, task: Any, settings: Any, **kw: Any) -> Any:
     """Dispatch on ``settings.prune.method``."""
-    return METHODS[settings.prune.method](model, task, settings, **kw)
+    method = getattr(getattr(settings, "prune", None), "method", None)
+    if method not in METHODS:
+        from instantsoup.config import SettingsError
+
+        raise SettingsError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    return METHODS[method](model, task, settings, **kw)

@@ -229,9 +229,23 @@ class Context:
 
 
 def setup(model: Any, task: TaskData, settings: Settings, run_dir: Any = None, *, progress: bool = True,
-          keep_round_masks: bool = False) -> Context:
-    """Validate everything (before any work), plan the budget, build optimizer and trainer."""
+          keep_round_masks: bool = False, method: str | None = None) -> Context:
+    """Validate everything (before any work), plan the budget, build optimizer and trainer.
+
+    ``method``: the method being run; it replaces ``settings.prune.method`` (calling
+    ``methods.imp(model, task, Settings())`` runs, plans and labels IMP, not the default ISP).
+    """
+    if not isinstance(settings, Settings):
+        raise TypeError(f"settings: expected an instantsoup.Settings, got {type(settings).__name__}")
+    missing = [a for a in ("train", "validation", "metric", "num_labels") if not hasattr(task, a)]
+    if missing:
+        raise TypeError(f"task: expected an instantsoup.TaskData (train/validation splits, metric, "
+                        f"num_labels), got {type(task).__name__} without {', '.join(missing)}")
+    if method is not None and settings.prune.method != method:
+        log.info("running %s (settings.prune.method was %r)", method, settings.prune.method)
+        settings = dataclasses.replace(settings, prune=dataclasses.replace(settings.prune, method=method))
     settings.validate()
+    check_task(model, task)
     trainer = Trainer(settings.train, task, progress=progress)
     plan = check_budget(settings, trainer.steps_per_epoch)
     trainer.total_steps = plan["total_steps"]
@@ -251,6 +265,25 @@ def setup(model: Any, task: TaskData, settings: Settings, run_dir: Any = None, *
     ctx.opt = ctx.new_optimizer(model)
     log.info("%s: plan %s", settings.prune.method, {k: v for k, v in plan.items() if k != "levels"})
     return ctx
+
+
+def check_task(model: Any, task: TaskData) -> None:
+    """Refuse a task the model's head cannot learn (before any work): another number of outputs
+    than the task's labels, or class labels outside [0, num_labels)."""
+    nl = getattr(model, "num_labels", None)
+    if nl is None:
+        return
+    if nl != task.num_labels:
+        raise SettingsError(f"the model has {nl} outputs but task {task.name!r} has {task.num_labels} labels "
+                            "(load the model with num_labels=task.num_labels; CLIP: set its head first)")
+    if getattr(task, "is_regression", False):
+        return
+    for split in ("train", "validation", "test"):
+        data = getattr(task, split, None)
+        y = None if data is None else np.asarray(data.labels)
+        if y is not None and y.size and (y.min() < 0 or y.max() >= nl):
+            bad = y.min() if y.min() < 0 else y.max()
+            raise SettingsError(f"task {task.name!r}: {split} label {bad} is outside [0, {nl})")
 
 
 def finished_ticket(ctx: Context) -> Ticket | None:

@@ -18,7 +18,7 @@ from instantsoup.train import TaskData
 def gmp(model: Any, task: TaskData, settings: Settings, *, run_dir: Any = None,
         progress: bool = True) -> Ticket:
     """Gradual magnitude pruning; see the module docstring."""
-    ctx = setup(model, task, settings, run_dir, progress=progress)
+    ctx = setup(model, task, settings, run_dir, progress=progress, method="gmp")
     done = finished_ticket(ctx)
     if done is not None:
         return done

@@ -20,7 +20,7 @@ from instantsoup.train import TaskData, copy_weights
 def imp(model: Any, task: TaskData, settings: Settings, *, run_dir: Any = None,
         progress: bool = True) -> Ticket:
     """Lottery ticket by IMP with rewinding; see the module docstring."""
-    ctx = setup(model, task, settings, run_dir, progress=progress)
+    ctx = setup(model, task, settings, run_dir, progress=progress, method="imp")
     done = finished_ticket(ctx)
     if done is not None:
         return done

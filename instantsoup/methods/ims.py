@@ -25,7 +25,7 @@ from instantsoup.train import StepOrder, TaskData, copy_weights
 def instant_model_soup(model: Any, task: TaskData, settings: Settings, *, run_dir: Any = None,
                        progress: bool = True) -> Ticket:
     """IMS; see the module docstring."""
-    ctx = setup(model, task, settings, run_dir, progress=progress)
+    ctx = setup(model, task, settings, run_dir, progress=progress, method="ims")
     done = finished_ticket(ctx)
     if done is not None:
         return done

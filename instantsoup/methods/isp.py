@@ -42,7 +42,8 @@ def instant_soup(model: Any, task: TaskData, settings: Settings, *, run_dir: Any
     ``keep_round_masks``: also keep every round's masks (main, denoisers, merged, final) in
     ``ticket.round_masks`` (memory: (N+3) masks per round).
     """
-    ctx = setup(model, task, settings, run_dir, progress=progress, keep_round_masks=keep_round_masks)
+    ctx = setup(model, task, settings, run_dir, progress=progress, method="isp",
+                keep_round_masks=keep_round_masks)
     done = finished_ticket(ctx)
     if done is not None:
         return done

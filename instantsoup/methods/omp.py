@@ -13,7 +13,7 @@ def one_shot(model: Any, task: TaskData, settings: Settings, *, run_dir: Any = N
              progress: bool = True) -> Ticket:
     """Prune the pre-trained weights (or, with ``prune_after="finetuned"``, the weights after one
     budget of dense fine-tuning) to exactly S by global magnitude, then fine-tune one budget."""
-    ctx = setup(model, task, settings, run_dir, progress=progress)
+    ctx = setup(model, task, settings, run_dir, progress=progress, method="omp")
     done = finished_ticket(ctx)
     if done is not None:
         return done
@@ -33,7 +33,7 @@ def one_shot(model: Any, task: TaskData, settings: Settings, *, run_dir: Any = N
 def random_prune(model: Any, task: TaskData, settings: Settings, *, run_dir: Any = None,
                  progress: bool = True) -> Ticket:
     """Prune a uniformly random (1 - S) share of the prunable weights (seeded), then fine-tune."""
-    ctx = setup(model, task, settings, run_dir, progress=progress)
+    ctx = setup(model, task, settings, run_dir, progress=progress, method="random")
     done = finished_ticket(ctx)
     if done is not None:
         return done
@@ -47,7 +47,7 @@ def random_prune(model: Any, task: TaskData, settings: Settings, *, run_dir: Any
 def dense(model: Any, task: TaskData, settings: Settings, *, run_dir: Any = None,
           progress: bool = True) -> Ticket:
     """Plain fine-tuning (no pruning) with the same optimizer, schedule and accounting."""
-    ctx = setup(model, task, settings, run_dir, progress=progress)
+    ctx = setup(model, task, settings, run_dir, progress=progress, method="dense")
     done = finished_ticket(ctx)
     if done is not None:
         return done
