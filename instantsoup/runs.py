@@ -312,12 +312,6 @@ class RunDir:
         atomic_write_text(history_path(self.root),
                           "".join(json.dumps(to_jsonable(h), sort_keys=True) + "\n" for h in history))
 
-    def append_history(self, record: dict) -> None:
-        if self.root is None:
-            return
-        with open(history_path(self.root), "a") as f:
-            f.write(json.dumps(to_jsonable(record), sort_keys=True) + "\n")
-
 
 def read_history(root: str | os.PathLike) -> list[dict]:
     """Records of a run's history.jsonl."""

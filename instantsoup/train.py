@@ -19,13 +19,12 @@ the kept weights alone (``sparse_flops``) for comparison with papers that count 
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -380,7 +379,3 @@ def _bar(total: int, desc: str, enabled: bool) -> Any:
 def copy_weights(model: Any) -> dict[str, np.ndarray]:
     """A copy (not views) of the model's weights."""
     return {k: np.array(v, copy=True) for k, v in model.state_dict().items()}
-
-
-def deepcopy_state(d: Any) -> Any:
-    return copy.deepcopy(d)
