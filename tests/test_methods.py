@@ -288,3 +288,16 @@ def test_a_task_the_model_head_does_not_fit_is_refused_before_work(make_model, t
         instant_soup(make_model(), task, settings("isp"), progress=False)
     with pytest.raises(TypeError, match="expected an instantsoup.Settings"):
         instant_soup(make_model(), task, {"sparsity": 0.5}, progress=False)
+
+
+def test_a_run_dir_of_other_settings_is_refused_not_resumed(make_model, tmp_path, monkeypatch):
+    # the Python API takes any run_dir: the 0.5 ticket must not come back for a 0.7 request
+    task = make_tiny_task(vocab=60)
+    METHODS["omp"](make_model(), task, settings("omp", sparsity=0.5), run_dir=tmp_path / "run", progress=False)
+    monkeypatch.setattr(Trainer, "train", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(SettingsError, match="other settings .*prune"):
+        METHODS["omp"](make_model(), task, settings("omp", sparsity=0.7), run_dir=tmp_path / "run",
+                       progress=False)
+    t = METHODS["omp"](make_model(), task, settings("omp", sparsity=0.5), run_dir=tmp_path / "run",
+                       progress=False)  # the same settings: the finished ticket, no work
+    assert abs(t.sparsity - 0.5) < 1e-3

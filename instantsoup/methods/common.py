@@ -258,9 +258,19 @@ def setup(model: Any, task: TaskData, settings: Settings, run_dir: Any = None, *
         shutil.rmtree(run_dir)
     run = run_dir if isinstance(run_dir, runs.RunDir) else runs.RunDir(run_dir)
     if run:
-        ident = {"settings": runs.to_jsonable(dataclasses.asdict(settings)), "plan": plan}
+        ident = {"settings": runs.to_jsonable(dataclasses.asdict(settings)), "plan": plan,
+                 "identity": runs.to_jsonable(settings.identity())}
         if not runs.settings_path(run.root).exists():
             runs.write_json(runs.settings_path(run.root), ident)
+        else:  # resuming (or rerunning): only the run these settings describe
+            old = runs.read_json(runs.settings_path(run.root))
+            for key in ("identity", "plan"):
+                if key in old and old[key] != runs.to_jsonable(ident[key]):
+                    diff = sorted(k for k in set(old[key]) | set(ident[key])
+                                  if old[key].get(k) != runs.to_jsonable(ident[key]).get(k))
+                    raise SettingsError(f"run directory {run.root} holds a run with other settings "
+                                        f"({key}: {', '.join(diff)} differ); use another run_dir, or "
+                                        "resume=False to start over there")
     ctx = Context(settings, model, None, task, trainer, run, plan, keep_round_masks)
     ctx.opt = ctx.new_optimizer(model)
     log.info("%s: plan %s", settings.prune.method, {k: v for k, v in plan.items() if k != "levels"})
