@@ -229,6 +229,24 @@ def test_export_loads_in_transformers(tmp_path, rng):
     assert (out / "instantsoup_head.safetensors").exists()
 
 
+def test_export_of_a_half_precision_config_loads_as_float32(tmp_path, rng):
+    import json
+
+    src = tmp_path / "src"
+    src.mkdir()
+    tiny_clip(src)
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["dtype"] = cfg["vision_config"]["dtype"] = cfg["text_config"]["dtype"] = "float16"
+    (src / "config.json").write_text(json.dumps(cfg))
+    model = load_clip(src)
+    model.zero_shot_head(CLASSES, TEMPLATES)
+    model.save_pretrained(tmp_path / "out")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        back = transformers.CLIPModel.from_pretrained(tmp_path / "out")
+    assert {p.dtype for p in back.parameters()} == {torch.float32}
+
+
 def test_linear_probe_head(tmp_path, rng):
     hf = tiny_clip(tmp_path)
     model = load_clip(tmp_path, num_labels=4, seed=3).train()

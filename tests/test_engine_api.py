@@ -101,6 +101,16 @@ def test_save_pretrained_roundtrip(ckpt, tmp_path, rng):
     np.testing.assert_array_equal(m.forward(b), m2.forward(b))
 
 
+def test_export_of_a_half_precision_config_says_float32(tmp_path, rng):
+    # the weights are written as float32; a source config saying float16 would make transformers
+    # load the export in half precision (different logits)
+    cfg = dict(CFG, torch_dtype="float16", dtype="float16")
+    m = instantsoup.load_model(write_ckpt(tmp_path / "m", cfg, random_state(CFG, rng)))
+    m.save_pretrained(tmp_path / "out")
+    out = json.load(open(tmp_path / "out" / "config.json"))
+    assert out["dtype"] == "float32" and "torch_dtype" not in out
+
+
 def test_regression_head(tmp_path, rng):
     cfg = dict(CFG, problem_type="regression", num_labels=1)
     d = write_ckpt(tmp_path / "r", cfg, random_state(cfg, rng, num_labels=1))

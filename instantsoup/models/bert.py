@@ -154,6 +154,8 @@ class BertConfig:
                 d[f.name] = getattr(self, f.name)
         d["model_type"] = "bert"
         d["architectures"] = ["BertForSequenceClassification"]
+        d.pop("torch_dtype", None)  # the weights are written as float32: say so (a float16 source
+        d["dtype"] = "float32"      # config would make transformers load the export in half precision)
         id2label = d.get("id2label")
         if not isinstance(id2label, dict) or len(id2label) != self.num_labels:
             d["id2label"] = {str(i): f"LABEL_{i}" for i in range(self.num_labels)}

@@ -129,6 +129,9 @@ class CLIPConfig:
             d["vision_config"].pop(k, None)
         for k in ("image_size", "patch_size", "num_channels"):
             d["text_config"].pop(k, None)
+        for sub in (d, d["vision_config"], d["text_config"]):  # the weights are written as float32
+            sub.pop("torch_dtype", None)
+            sub["dtype"] = "float32"
         return d
 
 
