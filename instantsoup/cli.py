@@ -245,11 +245,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from instantsoup.data.default import MissingDemoPackage
     from instantsoup.data.errors import DataError
 
     try:
         return args.func(args)
-    except (SettingsError, DataError, FileNotFoundError) as e:  # bad input: a message, no traceback
+    except (SettingsError, DataError, FileNotFoundError, MissingDemoPackage) as e:  # a message, no traceback
         print(f"instantsoup {args.command}: error: {e}", file=sys.stderr)
         return 2
 

