@@ -71,10 +71,12 @@ class Ticket:
     def _metadata(self) -> dict:
         import instantsoup
 
-        return {"method": self.method, "target_sparsity": f"{self.target_sparsity:.6f}",
+        seed = self.settings.get("train", {}).get("seed")
+        # MaskSet.save's conventions: numbers and lists JSON-encoded (MaskSet.load decodes them)
+        return {"method": self.method, "target_sparsity": float(self.target_sparsity),
                 "sparsity": f"{self.sparsity:.6f}", "base_model": self.base_model,
-                "seed": str(self.settings.get("train", {}).get("seed", "")),
-                "instantsoup_version": instantsoup.__version__, "format": "instantsoup-mask-v1"}
+                "seeds": [] if seed is None else [int(seed)],
+                "instantsoup_version": instantsoup.__version__}
 
     def save_masks(self, path: str | os.PathLike) -> Path:
         """The mask file: safetensors of uint8 masks with metadata (loads with ``safetensors`` alone)."""
