@@ -306,3 +306,9 @@ def test_a_run_dir_of_other_settings_is_refused_not_resumed(make_model, tmp_path
     t = METHODS["omp"](make_model(), task, settings("omp", sparsity=0.5), run_dir=tmp_path / "run",
                        progress=False)  # the same settings: the finished ticket, no work
     assert abs(t.sparsity - 0.5) < 1e-3
+
+
+def test_isp_without_denoisers_stores_no_denoiser_masks(make_model):
+    s = settings("isp", denoisers=0, merge_main=False)
+    t = instant_soup(make_model(), make_tiny_task(vocab=60), s, progress=False, keep_round_masks=True)
+    assert t.round_masks and not [k for k in t.round_masks if "denoiser" in k]

@@ -121,7 +121,7 @@ def denoised_round(ctx: Context, scratch: Any, scratch_opt: Any, i: int, level: 
         extra = {"mask_main.safetensors": m_main, "mask_merged.safetensors": merged,
                  "mask_final.safetensors": final}
         extra.update({f"mask_denoiser_{n}.safetensors": m for n, m in
-                      enumerate(masks[1:] if pr.merge_main else masks)})
+                      enumerate(masks[1:] if pr.merge_main or pr.denoisers == 0 else masks)})
         for k, v in extra.items():
             ctx.round_masks[f"round_{i:03d}/{k.removesuffix('.safetensors')}"] = v
     log.info("ISP round %d: level %.4f, merged %.4f, jaccard(final, main) %.4f", i, level,
