@@ -291,6 +291,11 @@ def test_a_task_the_model_head_does_not_fit_is_refused_before_work(make_model, t
     task.validation.labels[3] = 2
     with pytest.raises(SettingsError, match="validation label 2 is outside"):
         instant_soup(make_model(), task, settings("isp"), progress=False)
+    import dataclasses
+
+    with pytest.raises(SettingsError, match="main_metric 'f1' is not among"):
+        instant_soup(make_model(), dataclasses.replace(make_tiny_task(vocab=60), main_metric="f1"),
+                     settings("isp"), progress=False)
     with pytest.raises(TypeError, match="expected an instantsoup.Settings"):
         instant_soup(make_model(), task, {"sparsity": 0.5}, progress=False)
 

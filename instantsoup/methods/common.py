@@ -278,8 +278,15 @@ def setup(model: Any, task: TaskData, settings: Settings, run_dir: Any = None, *
 
 
 def check_task(model: Any, task: TaskData) -> None:
-    """Refuse a task the model's head cannot learn (before any work): another number of outputs
-    than the task's labels, or class labels outside [0, num_labels)."""
+    """Refuse a task that cannot run (before any work): no validation split, a ``main_metric`` its
+    metric does not report, another number of model outputs than the task's labels, or class
+    labels outside [0, num_labels)."""
+    if task.validation is None or len(task.validation) == 0:
+        raise SettingsError(f"task {task.name!r} has no validation examples (model selection needs them)")
+    keys = task.metric(np.asarray(task.validation.labels), np.asarray(task.validation.labels))
+    if task.main_metric not in keys:
+        raise SettingsError(f"task {task.name!r}: main_metric {task.main_metric!r} is not among its "
+                            f"metric's keys {sorted(keys)}")
     nl = getattr(model, "num_labels", None)
     if nl is None:
         return
