@@ -47,6 +47,19 @@ def _set_threads(n: int) -> None:
         instantsoup.set_num_threads(n)
 
 
+def fit_max_length(model_dir: str, max_length: int) -> int:
+    """``max_length`` capped at the model's ``max_position_embeddings`` (longer inputs are truncated
+    there rather than refused in the middle of training)."""
+    from instantsoup.models import read_config
+
+    limit = read_config(model_dir).get("max_position_embeddings")
+    if isinstance(limit, int) and 0 < limit < max_length:
+        log.warning("max_length %d exceeds the model's max_position_embeddings %d; truncating at %d",
+                    max_length, limit, limit)
+        return limit
+    return max_length
+
+
 def load_for_task(model_dir: str, task, seed: int = 0):
     """The model with a head for ``task``: a classifier of ``num_labels`` (BERT), or CLIP's frozen
     zero-shot head from the task's class names and prompt templates (as the paper does)."""
@@ -74,7 +87,8 @@ def run_settings(settings: Settings, *, model_dir: str | None = None, fresh: boo
     model_dir = model_dir or settings.run.model or _default_model()
     check_model_dir(model_dir)
     _set_threads(settings.run.threads)
-    task = load_task(settings.data, model_dir, settings.train.max_length, settings.train.seed)
+    task = load_task(settings.data, model_dir, fit_max_length(model_dir, settings.train.max_length),
+                     settings.train.seed)
     identity = settings.identity()
     identity["model"] = runs.model_identity(model_dir)
     identity["data"]["identity"] = data_identity(settings.data)
@@ -111,7 +125,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     data = from_namespace(DataSettings, args)
     data.validate()
     _set_threads(args.threads)
-    task = load_task(data, args.checkpoint, args.max_length, args.seed)
+    task = load_task(data, args.checkpoint, fit_max_length(args.checkpoint, args.max_length), args.seed)
     model = load_for_task(args.checkpoint, task)
     if args.mask:
         model.set_masks(runs.load_arrays(args.mask))

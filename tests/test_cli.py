@@ -64,6 +64,18 @@ def test_missing_demo_package_gets_the_install_command_not_a_traceback(tmp_path,
     assert "instantsoup prune: error:" in err and "pip install" in err
 
 
+def test_texts_longer_than_the_model_positions_are_truncated_there(tiny_bert_dir, tmp_path, capsys):
+    # the tiny model has 64 positions; --max-length defaults to 128
+    rng = np.random.default_rng(0)
+    table = tmp_path / "long.csv"
+    table.write_text("sentence,label\n" + "".join(
+        " ".join(f"w{j}" for j in rng.integers(1, 50, 100)) + f",{i % 2}\n" for i in range(40)))
+    args = ["--task", str(table), "--batch-size", "8", "--epochs", "1"]
+    assert main(["prune", "--method", "omp", "--model", str(tiny_bert_dir), "--out", str(tmp_path / "runs"),
+                 "--no-progress", *args]) == 0
+    assert main(["eval", str(tiny_bert_dir), "--task", str(table)]) == 0
+
+
 def test_unknown_method_or_merge_rule_is_refused(capsys):
     for args in (["--method", "snip"], ["--merge", "mean"]):
         with pytest.raises(SystemExit) as e:
