@@ -293,6 +293,12 @@ def test_a_task_the_model_head_does_not_fit_is_refused_before_work(make_model, t
         instant_soup(make_model(), task, settings("isp"), progress=False)
     import dataclasses
 
+    with pytest.raises(SettingsError, match="outside the model's vocabulary"):
+        instant_soup(make_model(), make_tiny_task(vocab=80), settings("isp"), progress=False)
+    long = make_tiny_task(vocab=60)
+    long.test.input_ids[5] = np.ones(70, np.int64)
+    with pytest.raises(SettingsError, match="test example 5 has 70 tokens"):
+        instant_soup(make_model(), long, settings("isp"), progress=False)
     with pytest.raises(SettingsError, match="main_metric 'f1' is not among"):
         instant_soup(make_model(), dataclasses.replace(make_tiny_task(vocab=60), main_metric="f1"),
                      settings("isp"), progress=False)

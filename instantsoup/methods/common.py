@@ -279,14 +279,26 @@ def setup(model: Any, task: TaskData, settings: Settings, run_dir: Any = None, *
 
 def check_task(model: Any, task: TaskData) -> None:
     """Refuse a task that cannot run (before any work): no validation split, a ``main_metric`` its
-    metric does not report, another number of model outputs than the task's labels, or class
-    labels outside [0, num_labels)."""
+    metric does not report, sequences longer than the model's positions or ids outside its
+    vocabulary (BERT), another number of model outputs than the task's labels, or class labels
+    outside [0, num_labels)."""
     if task.validation is None or len(task.validation) == 0:
         raise SettingsError(f"task {task.name!r} has no validation examples (model selection needs them)")
     keys = task.metric(np.asarray(task.validation.labels), np.asarray(task.validation.labels))
     if task.main_metric not in keys:
         raise SettingsError(f"task {task.name!r}: main_metric {task.main_metric!r} is not among its "
                             f"metric's keys {sorted(keys)}")
+    cfg = getattr(model, "config", None)
+    V, T = getattr(cfg, "vocab_size", None), getattr(cfg, "max_position_embeddings", None)
+    for split in ("train", "validation", "test") if V and T else ():
+        ids = getattr(getattr(task, split, None), "input_ids", None) or []
+        for i, x in enumerate(ids):
+            if len(x) > T:
+                raise SettingsError(f"task {task.name!r}: {split} example {i} has {len(x)} tokens, more than "
+                                    f"the model's max_position_embeddings {T} (tokenize with max_length <= {T})")
+            if len(x) and (np.min(x) < 0 or np.max(x) >= V):
+                raise SettingsError(f"task {task.name!r}: {split} example {i} has token ids outside the "
+                                    f"model's vocabulary [0, {V})")
     nl = getattr(model, "num_labels", None)
     if nl is None:
         return
