@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from instantsoup._native import _C
+from instantsoup.models.views import load_views, set_mask_views
 
 log = logging.getLogger(__name__)
 
@@ -383,31 +384,7 @@ class BertModel:
 
         Masked weights are zeroed again afterwards (the masks stay).
         """
-        if not isinstance(state, Mapping):
-            raise TypeError(f"load_state_dict: expected a mapping, got {type(state).__name__}")
-        unknown = [k for k in state if k not in self._state]
-        if unknown:
-            if strict:
-                raise ValueError(f"load_state_dict: unknown names: {', '.join(sorted(unknown)[:10])}"
-                                 + (" ..." if len(unknown) > 10 else ""))
-        missing = [k for k in self._state if k not in state]
-        if missing and strict:
-            raise ValueError(f"load_state_dict: missing names: {', '.join(missing[:10])}"
-                             + (" ..." if len(missing) > 10 else ""))
-        arrays = {}
-        for k, v in state.items():
-            if k not in self._state:
-                continue
-            a = np.asarray(v)
-            if a.dtype.kind != "f":
-                raise TypeError(f"load_state_dict: {k}: expected a floating-point array, got {a.dtype}")
-            if a.shape != self._state[k].shape:
-                raise ValueError(f"load_state_dict: {k}: expected shape {self._state[k].shape}, got {a.shape}")
-            if not np.all(np.isfinite(a)):
-                raise ValueError(f"load_state_dict: {k}: contains NaN or inf")
-            arrays[k] = a
-        for k, a in arrays.items():
-            np.copyto(self._state[k], a, casting="same_kind")
+        load_views(self._state, state, strict)
         self._apply_masks()
 
     def _apply_masks(self) -> None:
@@ -417,23 +394,7 @@ class BertModel:
 
     def set_masks(self, masks: Mapping[str, Any]) -> None:
         """Set masks (name -> 0/1 array, 1 = kept) of some or all prunable weights; zero the masked weights."""
-        if not isinstance(masks, Mapping):
-            raise TypeError(f"set_masks: expected a mapping name -> array, got {type(masks).__name__}")
-        checked = {}
-        for k, v in masks.items():
-            if k not in self._mask_views:
-                hint = " (not a prunable weight)" if k in self._state else ""
-                raise ValueError(f"set_masks: unknown mask name {k!r}{hint}")
-            a = np.asarray(v)
-            if a.shape != self._mask_views[k].shape:
-                raise ValueError(f"set_masks: {k}: expected shape {self._mask_views[k].shape}, got {a.shape}")
-            if a.dtype.kind not in "biuf":
-                raise TypeError(f"set_masks: {k}: expected a 0/1 array, got dtype {a.dtype}")
-            if a.dtype != np.bool_ and not np.all((a == 0) | (a == 1)):
-                raise ValueError(f"set_masks: {k}: values must be 0 or 1")
-            checked[k] = a
-        for k, a in checked.items():
-            np.copyto(self._mask_views[k], a, casting="unsafe")
+        set_mask_views(self._mask_views, self._state, masks)
         self._apply_masks()
 
     # -- modes and randomness ---------------------------------------------------------------

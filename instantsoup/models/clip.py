@@ -30,6 +30,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from instantsoup._native import _C
+from instantsoup.models.views import load_views, set_mask_views
 from instantsoup.data.vision import check_pixel_values
 from instantsoup.models.clip_config import (CLIPConfig, read_checkpoint, text_param_shapes, vision_param_shapes,
                                             vision_prunable_names, write_checkpoint)
@@ -251,28 +252,7 @@ class CLIPModel:
     def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> None:
         """Copy tensors in by name. strict: every name must be present and none unknown.
         Masked weights are zeroed again afterwards (the masks stay)."""
-        if not isinstance(state, Mapping):
-            raise TypeError(f"load_state_dict: expected a mapping, got {type(state).__name__}")
-        unknown = [k for k in state if k not in self._views]
-        missing = [k for k in self._views if k not in state]
-        if strict and unknown:
-            raise ValueError(f"load_state_dict: unknown names: {', '.join(sorted(unknown)[:10])}")
-        if strict and missing:
-            raise ValueError(f"load_state_dict: missing names: {', '.join(missing[:10])}")
-        arrays = {}
-        for k, v in state.items():
-            if k not in self._views:
-                continue
-            a = np.asarray(v)
-            if a.dtype.kind != "f":
-                raise TypeError(f"load_state_dict: {k}: expected a floating-point array, got {a.dtype}")
-            if a.shape != self._views[k].shape:
-                raise ValueError(f"load_state_dict: {k}: expected shape {self._views[k].shape}, got {a.shape}")
-            if not np.all(np.isfinite(a)):
-                raise ValueError(f"load_state_dict: {k}: contains NaN or inf")
-            arrays[k] = a
-        for k, a in arrays.items():
-            np.copyto(self._views[k], a, casting="same_kind")
+        load_views(self._views, state, strict)
         self._apply_masks()
 
     def param_offsets(self) -> dict[str, tuple[int, tuple[int, ...]]]:
@@ -294,23 +274,7 @@ class CLIPModel:
 
     def set_masks(self, masks: Mapping[str, Any]) -> None:
         """Set masks (name -> 0/1 array, 1 = kept) of some or all prunable weights; zero the masked weights."""
-        if not isinstance(masks, Mapping):
-            raise TypeError(f"set_masks: expected a mapping name -> array, got {type(masks).__name__}")
-        checked = {}
-        for k, v in masks.items():
-            if k not in self._mviews:
-                hint = " (not a prunable weight)" if k in self._views else ""
-                raise ValueError(f"set_masks: unknown mask name {k!r}{hint}")
-            a = np.asarray(v)
-            if a.shape != self._mviews[k].shape:
-                raise ValueError(f"set_masks: {k}: expected shape {self._mviews[k].shape}, got {a.shape}")
-            if a.dtype.kind not in "biuf":
-                raise TypeError(f"set_masks: {k}: expected a 0/1 array, got dtype {a.dtype}")
-            if a.dtype != np.bool_ and not np.all((a == 0) | (a == 1)):
-                raise ValueError(f"set_masks: {k}: values must be 0 or 1")
-            checked[k] = a
-        for k, a in checked.items():
-            np.copyto(self._mviews[k], a, casting="unsafe")
+        set_mask_views(self._mviews, self._views, masks)
         self._apply_masks()
 
     def _apply_masks(self) -> None:
