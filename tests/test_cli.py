@@ -49,6 +49,10 @@ def test_bad_data_files_get_a_message_not_a_traceback(tiny_bert_dir, tmp_path, c
                "--label-column", "nope", "--out", str(tmp_path / "runs"), "--no-progress"])
     assert rc == 2
     assert f"instantsoup prune: error: {table}:1: missing column" in capsys.readouterr().err
+    (tmp_path / "d.txt").write_text("w1 w2\n")
+    rc = main(["prune", "--method", "omp", "--model", str(tiny_bert_dir), "--task", str(tmp_path / "d.txt"),
+               "--out", str(tmp_path / "runs"), "--no-progress"])
+    assert rc == 2 and "cannot tell the format" in capsys.readouterr().err
     rc = main(["eval", str(tiny_bert_dir), "--task", str(table), "--mask", str(tmp_path / "none.safetensors")])
     assert rc == 2
     assert "none.safetensors" in capsys.readouterr().err

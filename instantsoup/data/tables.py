@@ -142,8 +142,8 @@ def infer_format(path: "str | os.PathLike[str]") -> str:
         return "jsonl"
     if name.endswith((".parquet", ".pq")):
         return "parquet"
-    raise ValueError(f"{path}: cannot tell the format from the extension; pass format="
-                     "'csv' | 'tsv' | 'jsonl' | 'parquet'")
+    raise DataError(path, None, "cannot tell the format from the extension; pass format="
+                    "'csv' | 'tsv' | 'jsonl' | 'parquet'")
 
 
 def iter_records(path, fmt: str, *, needed: Sequence[str], delimiter: Optional[str] = None,
