@@ -128,7 +128,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     task = load_task(data, args.checkpoint, fit_max_length(args.checkpoint, args.max_length), args.seed)
     model = load_for_task(args.checkpoint, task)
     if args.mask:
-        model.set_masks(runs.load_arrays(args.mask))
+        try:
+            model.set_masks(runs.load_arrays(args.mask))
+        except (ValueError, TypeError) as e:  # names/shapes of another model, values not 0/1
+            raise SettingsError(f"--mask {args.mask}: {e}") from None
     tr = Trainer(TrainSettings(batch_size=args.batch_size, max_length=args.max_length), task, progress=False)
     sd = model.state_dict()
     zeros = sum(int(np.count_nonzero(sd[n] == 0)) for n in model.prunable_names)

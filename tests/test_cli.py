@@ -56,6 +56,12 @@ def test_bad_data_files_get_a_message_not_a_traceback(tiny_bert_dir, tmp_path, c
     rc = main(["eval", str(tiny_bert_dir), "--task", str(table), "--mask", str(tmp_path / "none.safetensors")])
     assert rc == 2
     assert "none.safetensors" in capsys.readouterr().err
+    from safetensors.numpy import save_file
+
+    save_file({"bert.encoder.layer.9.output.dense.weight": np.ones((32, 64), np.uint8)}, str(tmp_path / "m.st"))
+    rc = main(["eval", str(tiny_bert_dir), "--task", str(table), "--mask", str(tmp_path / "m.st")])
+    assert rc == 2
+    assert "unknown mask name 'bert.encoder.layer.9" in capsys.readouterr().err
 
 
 def test_missing_demo_package_gets_the_install_command_not_a_traceback(tmp_path, capsys, monkeypatch):
