@@ -3,7 +3,7 @@
 ``Ticket.export(dir, model)`` writes the files a user keeps (DESIGN.md section 5):
 
     dir/masks.safetensors     HF parameter names -> uint8 (1 = kept), metadata: method, target and
-                              achieved sparsity, base model, seed, instantsoup version
+                              achieved sparsity, base model, seeds, instantsoup version
     dir/checkpoint/           config.json + model.safetensors (pruned weights exactly zero) +
                               the tokenizer files of the base model; loads with
                               transformers.AutoModelForSequenceClassification.from_pretrained
