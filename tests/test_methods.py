@@ -323,3 +323,19 @@ def test_isp_without_denoisers_stores_no_denoiser_masks(make_model):
     s = settings("isp", denoisers=0, merge_main=False)
     t = instant_soup(make_model(), make_tiny_task(vocab=60), s, progress=False, keep_round_masks=True)
     assert t.round_masks and not [k for k in t.round_masks if "denoiser" in k]
+
+
+def test_resumed_isp_ticket_keeps_the_round_masks_of_earlier_rounds(make_model, tmp_path):
+    import shutil
+
+    task, s = make_tiny_task(vocab=60), settings("isp")
+    full = instant_soup(make_model(), task, s, run_dir=tmp_path / "run", progress=False, keep_round_masks=True)
+    # an interruption after round 0: later rounds and the ticket never written
+    for d in (tmp_path / "run").iterdir():
+        if d.is_dir() and d.name not in ("round_000",):
+            shutil.rmtree(d)
+    resumed = instant_soup(make_model(), task, s, run_dir=tmp_path / "run", progress=False, keep_round_masks=True)
+    assert set(resumed.round_masks) == set(full.round_masks) and any(k.startswith("round_000/") for k in full.round_masks)
+    for k, m in full.round_masks.items():
+        for n in m:
+            np.testing.assert_array_equal(resumed.round_masks[k][n], m[n])

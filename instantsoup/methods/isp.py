@@ -52,6 +52,12 @@ def instant_soup(model: Any, task: TaskData, settings: Settings, *, run_dir: Any
     names = [runs.round_name(i) for i in range(len(levels))]
     first, state = ctx.resume_point(names)
     step = state["step"] if state else 0
+    if ctx.keep_round_masks:  # the rounds finished before a resume: their masks from the run directory
+        from instantsoup.masks import MaskSet
+
+        for i in range(first):
+            for f in sorted(ctx.run.path(names[i]).glob("mask_*.safetensors")):
+                ctx.round_masks[f"round_{i:03d}/{f.name.removesuffix('.safetensors')}"] = MaskSet.load(f)
     scratch = scratch_opt = None
     for i in range(first, len(levels)):
         # 1. train the main model t·(i+1) steps
