@@ -791,7 +791,7 @@ static PyObject *py_op_adamw(PyObject *self, PyObject *args)
         if (!k)
             return NULL;
         P = PyArray_DIM(k, 0);
-        if (mask_off < 0 || mask_off + P > n[0]) {
+        if (mask_off < 0 || mask_off > n[0] - P) {
             PyErr_SetString(PyExc_ValueError, "mask range outside the parameters");
             return NULL;
         }

@@ -1,0 +1,365 @@
+"""Adversarial boundary tests: every public _C function and the model / optimizer / mask entry
+points get bad arguments (wrong types, None, float64, non-contiguous, wrong shapes, empty or
+zero-size-with-huge-dims arrays, NaN/inf, out-of-range ids/labels, huge sizes) and must raise a
+Python exception, never crash or write out of bounds. Run under ASan+UBSan by .ci/sanitize."""
+import math
+
+import numpy as np
+import pytest
+
+from instantsoup._native import _C
+
+pytestmark = pytest.mark.kernel
+
+ERR = (TypeError, ValueError, MemoryError, IndexError, RuntimeError, OverflowError)
+f32, i32, u8, i64 = np.float32, np.int32, np.uint8, np.int64
+BIG = 2**62
+
+
+def bad(fn, *args, **kw):
+    with pytest.raises(ERR) as ei:
+        fn(*args, **kw)
+    assert str(ei.value), "the error must say what is wrong"
+    return ei.value
+
+
+def zeros_huge(*shape, dtype=f32):
+    """A zero-size array whose other dimensions are huge (no memory behind it)."""
+    return np.lib.stride_tricks.as_strided(np.zeros(1, dtype), shape=shape, strides=(0,) * len(shape))
+
+
+def junk(shape, dtype=f32):
+    """Variants of a valid (shape, dtype) array argument that must all be rejected."""
+    good = np.zeros(shape, dtype)
+    yield None
+    yield 3.0
+    yield good.tolist()
+    yield good.astype(np.float64 if dtype != np.float64 else np.float32)
+    yield np.zeros(shape + (1,), dtype)
+    if len(shape) >= 1 and shape[-1] > 1:
+        yield np.zeros(shape[:-1] + (shape[-1] * 2,), dtype)[..., ::2]  # non-contiguous
+    if len(shape) >= 1:
+        yield np.zeros((shape[0] + 1,) + shape[1:], dtype)
+
+
+# ---- core ---------------------------------------------------------------------------------
+
+def test_sgemm_bad_arguments():
+    a, b, c = np.ones((3, 4), f32), np.ones((4, 5), f32), np.zeros((3, 5), f32)
+    for j in junk((3, 4)):
+        bad(_C.sgemm, j, b, c)
+    for j in junk((4, 5)):
+        bad(_C.sgemm, a, j, c)
+    for j in junk((3, 5)):
+        bad(_C.sgemm, a, b, j)
+    bad(_C.sgemm, a, b, c[::-1])
+    bad(_C.sgemm, a, b, c, True)
+    ro = c.copy()
+    ro.flags.writeable = False
+    bad(_C.sgemm, a, b, ro)
+    bad(_C.sgemm, a, b, c[:, :4])
+    x = np.ones((4, 4), f32)
+    bad(_C.sgemm, x, x[:, :], x)  # aliasing
+    _C.sgemm(np.zeros((0, 4), f32), b, np.zeros((0, 5), f32))  # empty is fine
+    _C.sgemm(np.zeros((3, 0), f32), np.zeros((0, 5), f32), c)
+    assert (c == 0).all()
+    bad(_C.set_num_threads, 0)
+    bad(_C.set_num_threads, -1)
+    bad(_C.set_num_threads, 2**70)
+    bad(_C.set_num_threads, "2")
+    bad(_C.set_num_threads, None)
+
+
+# ---- pruning family -------------------------------------------------------------------------
+
+def test_mask_select_bad_arguments():
+    out = np.zeros(10, u8)
+    xs = [np.ones(4, f32), np.ones(6, f32)]
+    ok = dict(xs=xs)
+    _C.mask_select(out, [4, 6], 5, "abs", **ok)
+    assert out.sum() == 5
+    for j in junk((10,), u8):
+        bad(_C.mask_select, j, [4, 6], 5, "abs", **ok)
+    bad(_C.mask_select, out, None, 5, "abs", **ok)
+    bad(_C.mask_select, out, [4, -6], 5, "abs", **ok)
+    bad(_C.mask_select, out, [4, 6.5], 5, "abs", **ok)
+    bad(_C.mask_select, out, [4, 7], 5, "abs", **ok)
+    bad(_C.mask_select, out, [4, 6], -1, "abs", **ok)
+    bad(_C.mask_select, out, [4, 6], 11, "abs", **ok)
+    bad(_C.mask_select, out, [4, 6], 2**70, "abs", **ok)
+    bad(_C.mask_select, out, [4, 6], 5, "bogus", **ok)
+    bad(_C.mask_select, out, [4, 6], 5, "abs")
+    bad(_C.mask_select, out, [4, 6], 5, "abs", xs=[xs[0]])
+    bad(_C.mask_select, out, [4, 6], 5, "abs", xs=[xs[0], xs[1].astype(np.float64)])
+    bad(_C.mask_select, out, [4, 6], 5, "abs", xs=[xs[1], xs[0]])
+    bad(_C.mask_select, out, [4, 6], 5, "abs", xs=[xs[0], None])
+    bad(_C.mask_select, out, [4, 6], 5, "abs", xs="ab")
+    bad(_C.mask_select, out, [4, 6], 5, "score", xs=[xs[0], np.full(6, np.nan, f32)])
+    bad(_C.mask_select, out, [4, 6], 5, "random", cur=np.zeros(9, u8))
+    bad(_C.mask_select, out, [4, 6], 5, "random", cur=np.full(10, 2, u8))
+    bad(_C.mask_select, out, [4, 6], 5, "random", cur=np.zeros(10, u8))  # n_keep > candidates
+    bad(_C.mask_select, out, [4, 6], 5, "random", cur=out[::-1])
+    # sizes whose sum overflows int64 (or wraps to out's length) must not reach the kernel
+    for sizes in ([2**63 - 1, 2], [2**62] * 4 + [10], [BIG, BIG, BIG, BIG, 10]):
+        bad(_C.mask_select, out, sizes, 1, "random")
+        bad(_C.mask_select, out, sizes, 1, "none")
+        bad(_C.mask_vote_select, out, [out.copy()], False, sizes, 1)
+    bad(_C.mask_select, out, [2**64], 1, "random")
+
+
+def test_mask_family_bad_arguments():
+    P = 20
+    m = [np.ones(P, u8), np.zeros(P, u8)]
+    out = np.zeros(P, u8)
+    for fn, extra in ((_C.mask_combine, ("union",)), ):
+        bad(fn, out, m, P, False, "bogus")
+        bad(fn, out, m, -1, False, *extra)
+        bad(fn, out, m, 2**70, False, *extra)
+        bad(fn, out, [], P, False, *extra)
+        bad(fn, out, m + [np.full(P, 3, u8)], P, False, *extra)
+        bad(fn, out, [m[0], m[1][:-1]], P, False, *extra)
+        bad(fn, out, [m[0], None], P, False, *extra)
+        bad(fn, out, m, P + 1, False, *extra)
+        bad(fn, out, m, P, True, *extra)
+        bad(fn, m[1], m, P, False, *extra)
+    bad(_C.mask_vote_keep, out, m, P, False, -5)
+    bad(_C.mask_vote_keep, out, m, P, False, 2**40)
+    bad(_C.mask_vote_keep, out, [m[0]] * 256, P, False, 1)
+    bad(_C.mask_vote_keep, out, [np.full(P, 7, u8)], P, False, 1)
+    bad(_C.mask_vote_keep, out, m, -3, False, 1)
+    bad(_C.mask_vote_hist, m, -3, False)
+    bad(_C.mask_vote_hist, [], P, False)
+    bad(_C.mask_vote_hist, [np.full(P, 9, u8)], P, False)
+    bad(_C.mask_vote_hist, m, P, True)
+    bad(_C.mask_vote_select, out, m, False, [10, 10], -1)
+    bad(_C.mask_vote_select, out, m, False, [10, 10], P + 1)
+    bad(_C.mask_vote_select, out, m, False, [10, 10], 5, "random")
+    bad(_C.mask_vote_select, out, m, False, [10, 10], 5, "abs")
+    bad(_C.mask_vote_select, out, m, False, [10, 10], 5, "abs", [np.ones(10, f32)])
+    bad(_C.mask_vote_select, out, m, False, [10, 10], 5, "score",
+        [np.ones(10, f32), np.full(10, np.inf, f32)])
+    bad(_C.mask_vote_select, out, [], False, [10, 10], 5)
+    bad(_C.mask_vote_select, m[0], m, False, [10, 10], 5)
+    bits = np.zeros(3, u8)
+    bad(_C.mask_pack, bits, np.full(P, 2, u8))
+    bad(_C.mask_pack, bits[:2], m[0])
+    bad(_C.mask_pack, bits, m[0].astype(bool))
+    bad(_C.mask_pack, m[0][:3], m[0])
+    bad(_C.mask_unpack, out, bits[:2])
+    bad(_C.mask_unpack, out[::2], bits)
+    bad(_C.mask_unpack, out, None)
+    bad(_C.mask_overlap, m[0], m[1][:-1], P, False)
+    bad(_C.mask_overlap, m[0], m[1], -1, False)
+    bad(_C.mask_overlap, m[0], np.full(P, 5, u8), P, False)
+    bad(_C.mask_count, m[0], P + 1, False)
+    bad(_C.mask_count, np.full(P, 5, u8), P, False)
+    bad(_C.mask_count, m[0], 2**63 - 1, True)
+    bad(_C.mask_count, m[0], -(2**63), False)
+    bad(_C.mask_combine, out, m, 2**63 - 1, True, "union")
+
+
+def test_soup_average_bad_arguments():
+    out = np.zeros(6, f32)
+    xs = [np.ones(6, f32), np.full(6, 3, f32)]
+    _C.soup_average(out, xs)
+    assert (out == 2).all()
+    for j in list(junk((6,)))[:4]:
+        bad(_C.soup_average, j, xs)
+    bad(_C.soup_average, np.zeros(12, f32)[::2], xs)
+    bad(_C.soup_average, np.zeros(7, f32), xs)
+    bad(_C.soup_average, out, [])
+    bad(_C.soup_average, out, [xs[0], xs[1][:5]])
+    bad(_C.soup_average, out, [xs[0], xs[1].astype(np.float64)])
+    bad(_C.soup_average, out, xs, np.ones(3))
+    bad(_C.soup_average, out, xs, np.ones(2, f32))
+    bad(_C.soup_average, out, xs, [0.5, 0.5])
+    bad(_C.soup_average, out, xs, np.array([np.nan, 1.0]))
+    bad(_C.soup_average, xs[1], xs)
+
+
+# ---- encoder family -------------------------------------------------------------------------
+
+def _bert(NL=3):
+    return _C.bert_new(50, 8, 2, NL, 1, 8, 2, 16, 0, 1e-12, 0.1, 0.1, 0.1, 0)
+
+
+def test_bert_new_bad_configs():
+    good = [50, 8, 2, 3, 1, 8, 2, 16, 0, 1e-12, 0.1, 0.1, 0.1, 0]
+    for i, vals in enumerate([(0, -1, 2**31), (0, -5), (0, -1), (0, -2), (0, -1), (0, -8, 7), (0, 3, -2),
+                              (0, -1), (-1, 99, None, "gelu"), (0.0, -1.0, math.nan, math.inf),
+                              (1.0, -0.1, math.nan), (1.0, 2.0), (1.0, math.nan), (-2, 50, 2**40)]):
+        for v in vals:
+            args = list(good)
+            args[i] = v
+            bad(_C.bert_new, *args)
+    bad(_C.bert_new, 2**30, 2**30, 2, 3, 2**20, 2**15, 2, 2**20, 0, 1e-12, 0.1, 0.1, 0.1, 0)
+
+
+def _opt_args(h, n):
+    return [np.zeros(n, f32), np.zeros(n, f32), np.array([0, n], i64), np.ones(1, u8)]
+
+
+def test_bert_bad_calls():
+    h = _bert()
+    params, grads, masks = _C.bert_buffers(h)
+    n = params.size
+    ids = np.ones((2, 4), i32)
+    tt = np.zeros((2, 4), i32)
+    am = np.ones((2, 4), u8)
+    y = np.array([0, 2], i32)
+    _C.bert_forward(h, ids, tt, am)
+    _C.bert_forward_backward(h, ids, None, None, y, 0.0)
+    for j in junk((2, 4), i32):
+        bad(_C.bert_forward, h, j, tt, am)
+    for j in list(junk((2, 4), i32))[1:]:
+        bad(_C.bert_forward, h, ids, j, am)
+    for j in list(junk((2, 4), u8))[1:]:
+        bad(_C.bert_forward, h, ids, tt, j)
+    for arr in (np.zeros((0, 4), i32), np.zeros((2, 0), i32), zeros_huge(0, 2**40, dtype=i32),
+                zeros_huge(2**40, 0, dtype=i32), np.zeros((1, 9), i32), np.full((2, 4), 50, i32),
+                np.full((2, 4), -1, i32), np.full((2, 4), 2**31 - 1, i32)):
+        bad(_C.bert_forward, h, arr, None, None)
+    bad(_C.bert_forward, h, ids, np.full((2, 4), 2, i32), None)
+    bad(_C.bert_forward, h, ids, np.full((2, 4), -1, i32), None)
+    bad(_C.bert_forward, h, ids, None, np.full((2, 4), 2, u8))
+    bad(_C.bert_forward, None, ids, None, None)
+    bad(_C.bert_forward, "capsule", ids, None, None)
+    bad(_C.bert_forward, _C.clipt_new if False else object(), ids, None, None)
+    for yb in (np.array([0, 3], i32), np.array([-1, 0], i32), np.array([0], i32), y.astype(np.int64),
+               y.astype(f32), None, [0, 1], np.array([0, 1, 2], i32)[::2].copy()[:1]):
+        bad(_C.bert_forward_backward, h, ids, None, None, yb, 0.0)
+    for s in (-0.1, 1.5, math.nan, math.inf):
+        bad(_C.bert_forward_backward, h, ids, None, None, y, s)
+    hr = _bert(NL=1)
+    bad(_C.bert_forward_backward, hr, ids, None, None, np.array([0, np.nan], f32), 0.0)
+    bad(_C.bert_forward_backward, hr, ids, None, None, np.array([0, np.inf], f32), 0.0)
+    bad(_C.bert_forward_backward, hr, ids, None, None, y, 0.0)
+    # AdamW / train step
+    m, v, seg, dec = _opt_args(h, n)
+    hp = [1e-3, 0.9, 0.999, 1e-8, 0.01, 1, 1.0]
+    _C.bert_adamw(h, m, v, seg, dec, *hp)
+    variants = [
+        (m[:-1], v, seg, dec), (m, v[:-1], seg, dec), (m, m, seg, dec), (m, v, seg[:1], dec),
+        (m, v, np.array([0, n + 1], i64), dec), (m, v, np.array([1, n], i64), dec),
+        (m, v, np.array([0, n, n], i64), np.ones(2, u8)) if False else (m, v, seg, np.ones(2, u8)),
+        (m, v, np.array([0, n + 5, n], i64), np.ones(2, u8)), (m, v, np.array([0, -5, n], i64), np.ones(2, u8)),
+        (m, v, np.zeros(1, i64), np.zeros(0, u8)), (m, v, seg.astype(i32), dec), (m.astype(np.float64), v, seg, dec),
+        (None, v, seg, dec), (m, v, seg, None),
+    ]
+    for var in variants:
+        bad(_C.bert_adamw, h, *var, *hp)
+        bad(_C.bert_train_step, h, *var, *hp, ids, None, None, y, 0.0)
+    for i, vals in enumerate([(-1, math.nan), (1.0, -0.1, math.nan), (1.0, math.nan), (-1, math.nan), (-1, math.nan),
+                              (0, -1), (math.nan,)]):
+        for val in vals:
+            h2 = list(hp)
+            h2[i] = val
+            bad(_C.bert_adamw, h, m, v, seg, dec, *h2)
+            bad(_C.bert_train_step, h, m, v, seg, dec, *h2, ids, None, None, y, 0.0)
+    bad(_C.bert_train_step, h, m, v, seg, dec, *hp, np.full((2, 4), 99, i32), None, None, y, 0.0)
+    bad(_C.bert_train_step, h, m, v, seg, dec, *hp, ids, None, None, np.array([7, 0], i32), 0.0)
+    bad(_C.bert_train_step, h, m, v, seg, dec, *hp, ids, None, None, y, 2.0)
+    # copy between different configs / wrong capsules
+    bad(_C.bert_copy, h, hr)
+    bad(_C.bert_copy, h, None)
+    bad(_C.bert_tensors, None)
+    bad(_C.bert_buffers, 3)
+
+
+def test_op_bindings_bad_arguments():
+    x = np.ones((3, 4), f32)
+    w = np.ones(4, f32)
+    for j in list(junk((3, 4)))[:-1]:
+        bad(_C.op_layernorm, j, w, w, 1e-5)
+    bad(_C.op_layernorm, x, w[:3], w, 1e-5)
+    bad(_C.op_layernorm, x, w, None, 1e-5)
+    bad(_C.op_layernorm_backward, x[:2], x, w, np.ones(3, f32), np.ones(3, f32))
+    bad(_C.op_layernorm_backward, x, x, w, np.ones(2, f32), np.ones(3, f32))
+    bad(_C.op_act, np.ones(3, f32), 99)
+    bad(_C.op_act, np.ones(3, f32), -1)
+    bad(_C.op_act, np.ones((3, 1), f32), 0)
+    bad(_C.op_math, np.ones(3))
+    q = np.ones((2, 3, 12), f32)
+    bad(_C.op_attention, q, None, 0, False, 0.0, 0)
+    bad(_C.op_attention, q, None, 3, False, 0.0, 0)
+    bad(_C.op_attention, q[:, :, :11].copy(), None, 1, False, 0.0, 0)
+    bad(_C.op_attention, q, None, 2, False, 1.0, 0)
+    bad(_C.op_attention, q, None, 2, False, math.nan, 0)
+    bad(_C.op_attention, q, np.ones((2, 2), u8), 2, False, 0.0, 0)
+    for q0 in (zeros_huge(0, 2**40, 12), zeros_huge(2**40, 0, 12)):  # empty: no error, no crash
+        try:
+            _C.op_attention(q0, None, 2, False, 0.0, 0)
+        except ERR:
+            pass
+    out, att = _C.op_attention(q, None, 2, False, 0.0, 0)
+    bad(_C.op_attention_backward, out[:1], q, att, None, 2, False, 0.0, 0)
+    bad(_C.op_attention_backward, out, q, att[:, :1], None, 2, False, 0.0, 0)
+    bad(_C.op_dropout, np.ones(3, f32), 1.0, 0, 0, 0)
+    bad(_C.op_dropout, np.ones(3, f32), -0.5, 0, 0, 0)
+    logits = np.ones((2, 3), f32)
+    bad(_C.op_crossentropy, logits, np.array([0, 3], i32), 0.0)
+    bad(_C.op_crossentropy, logits, np.array([0, -1], i32), 0.0)
+    bad(_C.op_crossentropy, logits, np.array([0], i32), 0.0)
+    n = 10
+    p, g, m, v = (np.zeros(n, f32) for _ in range(4))
+    seg, dec = np.array([0, n], i64), np.ones(1, u8)
+    hp = [1e-3, 0.9, 0.999, 1e-8, 0.01, 1, 1.0]
+    _C.op_adamw(p, g, m, v, seg, dec, None, 0, *hp)
+    bad(_C.op_adamw, p, g, m, v, np.array([0, 1000, n], i64), np.ones(2, u8), None, 0, *hp)
+    bad(_C.op_adamw, p, g, m, v, np.array([0, -4, n], i64), np.ones(2, u8), None, 0, *hp)
+    bad(_C.op_adamw, p, g, m, v, seg, dec, np.ones(4, u8), 2**63 - 2, *hp)
+    bad(_C.op_adamw, p, g, m, v, seg, dec, np.ones(4, u8), 8, *hp)
+    bad(_C.op_adamw, p, g, m, v, seg, dec, np.ones(4, u8), -1, *hp)
+    bad(_C.op_adamw, p, g, m, v, seg, dec, None, 0, *hp[:5], 0, 1.0)
+    bad(_C.op_adamw, p, g[:-1], m, v, seg, dec, None, 0, *hp)
+    xe = np.ones((1, 2, 8), f32)
+    bad(_C.op_encoder, np.ones(10, f32), xe, None, xe, 1, 2, 0, False, False, 1e-5, 0.0, 0.0, False, 0, 0)
+    bad(_C.op_encoder, np.ones(10, f32), xe, None, xe, 0, 2, 0, False, False, 1e-5, 0.0, 0.0, False, 0, 0)
+    bad(_C.op_encoder, np.ones(10, f32), zeros_huge(0, 1, 2**31), None, zeros_huge(0, 1, 2**31), 1, 1, 0,
+        False, False, 1e-5, 0.0, 0.0, False, 0, 0)
+
+
+# ---- CLIP kernels ---------------------------------------------------------------------------
+
+def test_clip_kernels_bad_arguments():
+    B, P, C, H = 2, 4, 8, 8
+    NP, K = (H // P) ** 2, 3 * P * P
+    pix = np.ones((B, 3, H, H), f32)
+    w = np.ones((C, K), f32)
+    cls = np.ones(C, f32)
+    pos = np.ones((NP + 1, C), f32)
+    out = np.zeros((B, NP + 1, C), f32)
+    cols = np.zeros((B * NP, K), f32)
+    _C.patch_embed_forward(out, cols, pix, w, cls, pos, P)
+    for Pv in (0, -4, 3, 16, 2**31 - 1):
+        bad(_C.patch_embed_forward, out, cols, pix, w, cls, pos, Pv)
+    for j in junk((B, 3, H, H)):
+        bad(_C.patch_embed_forward, out, cols, j, w, cls, pos, P)
+    bad(_C.patch_embed_forward, out, cols, np.zeros((0, 3, H, H), f32), w, cls, pos, P)
+    bad(_C.patch_embed_forward, out, cols, zeros_huge(0, 3, 2**29, 2**29), w, cls, pos, P)
+    bad(_C.patch_embed_forward, out, cols, zeros_huge(1, 3, 0, 2**29), w, cls, pos, P)
+    bad(_C.patch_embed_forward, out, cols, np.ones((B, 2, H, H), f32), w, cls, pos, P)
+    bad(_C.patch_embed_forward, out, out, pix, w, cls, pos, P)
+    bad(_C.patch_embed_forward, out, cols, pix, w, cls[:-1], pos, P)
+    bad(_C.patch_embed_forward, out, cols, pix, w, cls, pos[:-1], P)
+    dw, dcls, dpos = np.zeros_like(w), np.zeros_like(cls), np.zeros_like(pos)
+    _C.patch_embed_backward(dw, dcls, dpos, out, cols)
+    bad(_C.patch_embed_backward, dw, dcls, dpos, out[:, :1].copy(), cols[:2])
+    bad(_C.patch_embed_backward, dw, dcls, dpos, out, cols[:-1])
+    bad(_C.patch_embed_backward, dw[:-1], dcls, dpos, out, cols)
+    bad(_C.patch_embed_backward, dw, dcls, dpos, np.zeros((0, NP + 1, C), f32), cols)
+    bad(_C.patch_embed_backward, dw, dcls, dpos, zeros_huge(0, 2**40, C), cols)
+    f = np.ones((3, 5), f32)
+    hw = np.ones((4, 5), f32)
+    logits, fn, inv = np.zeros((3, 4), f32), np.zeros((3, 5), f32), np.zeros(3, f32)
+    _C.cosine_head_forward(logits, fn, inv, f, hw)
+    bad(_C.cosine_head_forward, logits, fn, inv, f, hw, np.ones(3, f32))
+    bad(_C.cosine_head_forward, logits, fn, inv, f[:, :4].copy(), hw)
+    bad(_C.cosine_head_forward, logits, fn, inv[:2], f, hw)
+    bad(_C.cosine_head_forward, logits, fn, inv, np.zeros((0, 5), f32), hw)
+    bad(_C.cosine_head_forward, logits, fn, inv, f, np.zeros((0, 5), f32))
+    bad(_C.cosine_head_forward, logits, fn, inv, np.full((3, 5), np.nan, f32), hw)
+    bad(_C.cosine_head_backward, fn, None, None, logits[:, :3].copy(), fn, inv, hw)
+    bad(_C.cosine_head_backward, fn, np.zeros((4, 4), f32), None, logits, fn, inv, hw)
+    bad(_C.cosine_head_backward, fn, None, np.zeros(3, f32), logits, fn, inv, hw)
+    bad(_C.cosine_head_backward, fn, None, None, logits, fn, inv[:2], hw)
