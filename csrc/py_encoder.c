@@ -7,6 +7,7 @@
  */
 #include "boundary.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -389,8 +390,9 @@ static int parse_opt(bert_handle *h, PyObject *mo, PyObject *vo, PyObject *sego,
             PyErr_SetString(PyExc_ValueError, "segments must be non-decreasing");
             return 0;
         }
-    if (!(lr >= 0.0) || !(b1 >= 0.0 && b1 < 1.0) || !(b2 >= 0.0 && b2 < 1.0) || !(eps >= 0.0) ||
-        !(wd >= 0.0) || step < 1 || max_norm != max_norm) {
+    if (!(lr >= 0.0 && isfinite(lr)) || !(b1 >= 0.0 && b1 < 1.0) || !(b2 >= 0.0 && b2 < 1.0) ||
+        !(eps >= 0.0 && isfinite(eps)) || !(wd >= 0.0 && isfinite(wd)) || step < 1 ||
+        max_norm != max_norm) {
         PyErr_Format(PyExc_ValueError,
                      "AdamW: invalid hyperparameters lr=%g betas=(%g, %g) eps=%g "
                      "weight_decay=%g step=%lld max_grad_norm=%g",

@@ -21,7 +21,7 @@ def _check_float(name: str, v: Any, lo: float = 0.0, hi: float = math.inf, hi_op
     if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)):
         raise TypeError(f"{name}: expected a number, got {type(v).__name__}")
     v = float(v)
-    if not (lo <= v and (v < hi if hi_open else v <= hi)) or math.isnan(v):
+    if not (lo <= v and (v < hi if hi_open else v <= hi)) or not math.isfinite(v):
         raise ValueError(f"{name}: {v} is outside [{lo}, {hi}{')' if hi_open else ']'}")
     return v
 

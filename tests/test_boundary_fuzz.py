@@ -363,3 +363,210 @@ def test_clip_kernels_bad_arguments():
     bad(_C.cosine_head_backward, fn, np.zeros((4, 4), f32), None, logits, fn, inv, hw)
     bad(_C.cosine_head_backward, fn, None, np.zeros(3, f32), logits, fn, inv, hw)
     bad(_C.cosine_head_backward, fn, None, None, logits, fn, inv[:2], hw)
+
+
+def test_huge_configs_are_refused():
+    # parameter counts that overflow int64 must be a clear error, not a wrapped allocation
+    for L, C, F in ((2**31 - 1, 2**28, 2**30), (2**24, 2**20, 2**20), (2**31 - 1, 2**15, 2**15)):
+        bad(_C.bert_new, 50, 8, 2, 3, L, C, 1, F, 0, 1e-12, 0.1, 0.1, 0.1, 0)
+        bad(_C.clipv_new, L, C, 1, F, 0, 1e-5, 0.0, 8, 4, 4, 0)
+        bad(_C.clipt_new, L, C, 1, F, 0, 1e-5, 50, 8, 4, 1)
+
+
+# ---- CLIP models ----------------------------------------------------------------------------
+
+def _clipv(NL=3):
+    return _C.clipv_new(1, 8, 2, 16, 0, 1e-5, 0.0, 8, 4, 6, NL)
+
+
+def test_clip_models_bad_calls():
+    good = [1, 8, 2, 16, 0, 1e-5, 0.0, 8, 4, 6, 3]
+    for i, vals in enumerate([(0, -1), (0, 7), (0, 3), (0, -1), (-1, 9), (0.0, -1.0, math.nan, math.inf),
+                              (1.0, -0.5, math.nan), (0, 6, 3, -8), (0, -4, 3, 16), (0, -1), (-1,)]):
+        for v in vals:
+            args = list(good)
+            args[i] = v
+            bad(_C.clipv_new, *args)
+    h = _clipv()
+    p = _C.clipv_buffers(h)[0]
+    p[:] = np.random.default_rng(0).normal(0, 0.1, p.size)
+    px = np.zeros((2, 3, 8, 8), f32)
+    y = np.array([0, 2], i32)
+    _C.clipv_forward(h, px)
+    for j in list(junk((2, 3, 8, 8)))[:-1]:
+        bad(_C.clipv_forward, h, j)
+        bad(_C.clipv_encode, h, j)
+        bad(_C.clipv_forward_backward, h, j, y, 0.0)
+    for pv in (np.zeros((0, 3, 8, 8), f32), zeros_huge(0, 3, 8, 8), np.zeros((2, 3, 4, 4), f32),
+               np.full((2, 3, 8, 8), np.nan, f32), np.full((2, 3, 8, 8), np.inf, f32)):
+        bad(_C.clipv_forward, h, pv)
+        bad(_C.clipv_encode, h, pv)
+    for yb in (np.array([0, 3], i32), np.array([-1, 0], i32), y[:1], y.astype(i64), None):
+        bad(_C.clipv_forward_backward, h, px, yb, 0.0)
+    for s in (-1.0, 2.0, math.nan):
+        bad(_C.clipv_forward_backward, h, px, y, s)
+    h0 = _clipv(NL=0)
+    bad(_C.clipv_forward, h0, px)
+    bad(_C.clipv_forward_backward, h0, px, y, 0.0)
+    bad(_C.clipv_set_head, h0, np.ones((3, 5), f32), None)
+    bad(_C.clipv_set_head, h0, np.ones((0, 6), f32), None)
+    bad(_C.clipv_set_head, h0, np.full((3, 6), np.nan, f32), None)
+    bad(_C.clipv_set_head, h0, np.ones((3, 6), f32), np.ones(2, f32))
+    bad(_C.clipv_set_head, h, np.ones((3, 6), f32), None)  # trainable head
+    _C.clipv_set_head(h0, np.ones((2, 6), f32), None)
+    bad(_C.clipv_forward_backward, h0, px, np.array([0, 2], i32), 0.0)
+    bad(_C.clipv_copy, h, h0)
+    bad(_C.clipv_copy, h, _bert())
+    bad(_C.bert_forward, h, np.ones((1, 2), i32), None, None)  # a capsule of the wrong kind
+    n = _C.clipv_buffers(h)[0].size
+    m, v, seg, dec = _opt_args(h, n)
+    hp = [1e-3, 0.9, 0.999, 1e-8, 0.01, 1, 1.0]
+    _C.clipv_adamw(h, m, v, seg, dec, *hp)
+    for var in ((m[:-1], v, seg, dec), (m, m, seg, dec), (m, v, np.array([0, n + 3, n], i64), np.ones(2, u8)),
+                (m, v, np.array([1, n], i64), dec), (m, v, seg, None)):
+        bad(_C.clipv_adamw, h, *var, *hp)
+        bad(_C.clipv_train_step, h, *var, *hp, px, y, 0.0)
+    bad(_C.clipv_adamw, h, m, v, seg, dec, math.nan, *hp[1:])
+    bad(_C.clipv_adamw, h, m, v, seg, dec, math.inf, *hp[1:])
+    bad(_C.clipv_adamw, h, m, v, seg, dec, *hp[:4], math.inf, *hp[5:])
+    bad(_C.clipv_train_step, h, m, v, seg, dec, *hp, px, np.array([5, 0], i32), 0.0)
+    # text tower
+    good = [1, 8, 2, 16, 0, 1e-5, 50, 6, 4, 1]
+    for i, vals in enumerate([(0,), (0, 7), (0, 3), (0,), (-1, 9), (0.0, math.nan), (0, -1), (0, -1), (0, -1)]):
+        for v_ in vals:
+            args = list(good)
+            args[i] = v_
+            bad(_C.clipt_new, *args)
+    t = _C.clipt_new(*good)
+    ids = np.array([[3, 4, 1], [5, 1, 0]], i32)
+    _C.clipt_encode(t, ids, None)
+    for j in junk((2, 3), i32):
+        bad(_C.clipt_encode, t, j, None)
+    for arr in (np.zeros((0, 3), i32), np.zeros((2, 0), i32), zeros_huge(0, 2**40, dtype=i32),
+                np.ones((1, 7), i32), np.full((2, 3), 50, i32), np.full((2, 3), -1, i32)):
+        bad(_C.clipt_encode, t, arr, None)
+    bad(_C.clipt_encode, t, ids, np.full((2, 3), 2, u8))
+    bad(_C.clipt_encode, t, ids, np.ones((2, 2), u8))
+    bad(_C.clipt_encode, h, ids, None)
+    bad(_C.clipt_params, h)
+    bad(_C.clipv_buffers, t)
+
+
+# ---- Python entry points (models, optimizer, masks) -----------------------------------------
+
+def _bert_model(NL=3):
+    from instantsoup.models.bert import BertConfig, BertModel
+
+    cfg = BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=16, max_position_embeddings=8, num_labels=NL)
+    return BertModel(cfg)
+
+
+def test_bert_model_bad_batches():
+    from instantsoup.models.bert import BertConfig, BertModel
+
+    model = _bert_model()
+    ids = np.ones((2, 4), np.int64)
+    model.forward({"input_ids": ids})
+    for batch in (None, [], {"x": ids}, {"input_ids": None}, {"input_ids": ids.astype(float)},
+                  {"input_ids": np.full((2, 4), 2**40)}, {"input_ids": np.full((2, 4), -1)},
+                  {"input_ids": np.ones(4, np.int64)}, {"input_ids": np.ones((2, 9), np.int64)},
+                  {"input_ids": np.ones((0, 4), np.int64)}, {"input_ids": np.ones((2, 0), np.int64)},
+                  {"input_ids": np.array([["a"]])}, {"input_ids": ids, "attention_mask": np.full((2, 4), np.nan)},
+                  {"input_ids": ids, "attention_mask": np.ones((2, 3))}, {"input_ids": ids, "attention_mask": "x"},
+                  {"input_ids": ids, "token_type_ids": np.full((2, 4), 5)},
+                  {"input_ids": ids, "token_type_ids": np.ones((4, 2), np.int64)},
+                  {"input_ids": np.full((2, 4), 2**63 - 1, np.uint64)}):
+        bad(model.forward, batch)
+    for y in (None, [0, 3], [0, -1], [0.5, 1.0], [0], [[0, 1]], np.array([2**40, 0]), "ab"):
+        bad(model.forward_backward, {"input_ids": ids}, y)
+    for s in (-1, 2, math.nan, "x", None):
+        bad(model.forward_backward, {"input_ids": ids}, [0, 1], s)
+    reg = _bert_model(NL=1)
+    bad(reg.forward_backward, {"input_ids": ids}, [0.0, math.nan])
+    bad(reg.forward_backward, {"input_ids": ids}, [0.0, math.inf])
+    bad(reg.forward_backward, {"input_ids": ids}, ["a", "b"])
+    bad(model.load_state_dict, {"nope": np.zeros(3)})
+    sd = {k: v.copy() for k, v in model.state_dict().items()}
+    k0 = next(iter(sd))
+    for val in (np.zeros(3, f32), None, "x", sd[k0].astype(complex)):
+        bad(model.load_state_dict, {**sd, k0: val})
+    name = model.prunable_names[0]
+    shape = model.masks[name].shape
+    for val in (np.full(shape, 2), np.zeros((1,) + shape), np.full(shape, np.nan), None):
+        bad(model.set_masks, {name: val})
+    bad(model.set_masks, {"nope": np.ones(3)})
+    bad(model.copy_from, reg)
+    bad(model.copy_from, None)
+    for cfg_kw in ({"vocab_size": 0}, {"hidden_size": 7, "num_attention_heads": 2}, {"hidden_dropout_prob": 1.5},
+                   {"num_hidden_layers": -1}, {"layer_norm_eps": math.nan}, {"hidden_act": "nope"},
+                   {"num_labels": 0}, {"pad_token_id": 99}):
+        kw = dict(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                  intermediate_size=16, max_position_embeddings=8)
+        kw.update(cfg_kw)
+        with pytest.raises(ERR):
+            BertModel(BertConfig(**kw))
+    bad(BertModel, None)
+
+
+def test_adamw_bad_arguments():
+    from instantsoup.optim import AdamW
+
+    model = _bert_model()
+    bad(AdamW, None)
+    bad(AdamW, object())
+    for kw in ({"lr": -1}, {"lr": math.nan}, {"lr": "x"}, {"betas": (1.0, 0.9)}, {"betas": (0.9,)},
+               {"betas": (math.nan, 0.9)}, {"eps": -1}, {"weight_decay": math.inf}, {"weight_decay": -0.1},
+               {"lr": math.inf}, {"eps": math.inf}):
+        bad(AdamW, model, **kw)
+    opt = AdamW(model, lr=1e-3)
+    ids = np.ones((2, 4), np.int64)
+    model.forward_backward({"input_ids": ids}, [0, 1])
+    opt.step()
+    for kw in ({"lr": -1}, {"lr": math.nan}, {"max_grad_norm": math.nan}, {"lr": "x"}):
+        bad(opt.step, **kw)
+    bad(opt.train_step, {"input_ids": np.full((2, 4), 99)}, [0, 1])
+    bad(opt.train_step, {"input_ids": ids}, [0, 7])
+    model._grads[0] = np.nan
+    bad(opt.step)
+    st = opt.state_dict()
+    for k in list(st):
+        bad(opt.load_state_dict, {kk: vv for kk, vv in st.items() if kk != k})
+    bad(opt.load_state_dict, None)
+    bad(opt.load_state_dict, {**st, **{k: "x" for k in st}})
+
+
+def test_masks_bad_arguments():
+    from instantsoup import masks as M
+
+    model = _bert_model()
+    params = {k: v for k, v in model.state_dict().items() if k in model.prunable_names}
+    for s in (-0.1, 1.5, math.nan, math.inf, "x", None):
+        bad(M.magnitude_masks, params, s)
+        bad(M.random_masks, params, s, seed=0)
+    bad(M.magnitude_masks, params, 0.5, scope="nope")
+    bad(M.magnitude_masks, None, 0.5)
+    bad(M.magnitude_masks, {"a": np.zeros(3, np.float64) + np.nan}, 0.5)
+    bad(M.magnitude_masks, {"a": np.array(["x"])}, 0.5)
+    bad(M.random_masks, params, 0.5, seed=-1)
+    bad(M.random_masks, params, 0.5, seed="x")
+    ms = M.magnitude_masks(params, 0.5)
+    bad(M.MaskSet, None)
+    bad(M.MaskSet, {"a": np.full(3, 2)})
+    bad(M.MaskSet, {"a": np.full(3, np.nan)})
+    bad(M.MaskSet, {"a": np.array(["1"])})
+    bad(M.merge_masks, [])
+    bad(M.merge_masks, [ms], rule="nope")
+    bad(M.merge_masks, [ms, {"x": np.ones(3, u8)}])
+    bad(M.merge_masks, [ms, ms], sparsity=2.0)
+    bad(M.merge_masks, [ms] * 300, rule="vote")
+    bad(M.merge_masks, None)
+    bad(M.average_weights, [])
+    bad(M.average_weights, [params, {k: v[:1] for k, v in params.items()}])
+    bad(M.average_weights, [params, params], weights=[math.nan, 1.0])
+    bad(M.average_weights, [params, params], weights=[1.0])
+    bad(ms.overlap, {"x": np.ones(3, u8)})
+    bad(ms.reordered, ["nope"])
+    bad(M.masked_count, 2.0, 10)
+    bad(M.masked_count, 0.5, -1)
+    bad(M.to_torch_amount, math.nan)
