@@ -93,6 +93,8 @@ def masked_count(sparsity: float, numel: int) -> int:
     """How many of ``numel`` weights a target ``sparsity`` masks: ``round(sparsity * numel)``
     (half to even, as Python and ``torch.nn.utils.prune`` round)."""
     s = _check_sparsity(sparsity)
+    if isinstance(numel, bool) or not isinstance(numel, (int, np.integer)) or numel < 0:
+        raise ValueError(f"numel: expected a non-negative int, got {numel!r}")
     return int(round(s * int(numel)))
 
 

@@ -530,8 +530,15 @@ def test_adamw_bad_arguments():
     model._grads[0] = np.nan
     bad(opt.step)
     st = opt.state_dict()
-    for k in list(st):
+    for k in ("step", "exp_avg", "exp_avg_sq"):
         bad(opt.load_state_dict, {kk: vv for kk, vv in st.items() if kk != k})
+    before = (opt.exp_avg.copy(), opt.step_count, opt.lr)
+    for k, val in (("lr", math.nan), ("lr", "x"), ("eps", -1.0), ("betas", (0.9,)), ("betas", (2.0, 0.9)),
+                   ("weight_decay", math.inf), ("step", -1), ("exp_avg", st["exp_avg"][:-1])):
+        bad(opt.load_state_dict, {**st, "exp_avg": st["exp_avg"] + 1, k: val})
+        assert (opt.exp_avg == before[0]).all() and opt.step_count == before[1] and opt.lr == before[2]
+    model._grads[:] = 0.0
+    opt.step(max_grad_norm=math.inf)  # inf: no clipping
     bad(opt.load_state_dict, None)
     bad(opt.load_state_dict, {**st, **{k: "x" for k in st}})
 
