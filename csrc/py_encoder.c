@@ -206,10 +206,12 @@ static PyObject *py_bert_copy(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "copy_from: the two models have different configs");
         return NULL;
     }
+    d->busy = s->busy = 1;
     Py_BEGIN_ALLOW_THREADS;
     memcpy(d->m.params, s->m.params, sizeof(float) * (size_t)s->m.num_params);
     memcpy(d->m.masks, s->m.masks, (size_t)s->m.num_prunable);
     Py_END_ALLOW_THREADS;
+    d->busy = s->busy = 0;
     Py_RETURN_NONE;
 }
 
@@ -220,7 +222,15 @@ typedef struct {
     const uint8_t *amask;
     const void *labels;
     int B, T;
+    void *own; /* copies of ids, types and labels: another thread cannot change them after the
+                  range checks while the GIL is released */
 } batch_args;
+
+static void batch_free(batch_args *b)
+{
+    free(b->own);
+    b->own = NULL;
+}
 
 static int parse_batch(bert_handle *h, PyObject *ido, PyObject *tto, PyObject *amo, PyObject *labo,
                        batch_args *b)
@@ -235,49 +245,71 @@ static int parse_batch(bert_handle *h, PyObject *ido, PyObject *tto, PyObject *a
         return 0;
     }
     npy_intp shp[2] = {PyArray_DIM(ids, 0), PyArray_DIM(ids, 1)};
-    b->ids = PyArray_DATA(ids);
+    b->ids = NULL;
     b->types = NULL;
     b->amask = NULL;
     b->labels = NULL;
+    b->own = NULL;
+    PyArrayObject *t = NULL;
     if (tto != Py_None) {
-        PyArrayObject *t = isp_arg_array(tto, "token_type_ids", NPY_INT32, 2, shp, ISP_ARR_CONTIG);
+        t = isp_arg_array(tto, "token_type_ids", NPY_INT32, 2, shp, ISP_ARR_CONTIG);
         if (t == NULL)
             return 0;
-        b->types = PyArray_DATA(t);
+    }
+    /* one buffer: ids (B*T), types (B*T), labels (B), then the attention mask (B*T bytes) */
+    const size_t BT = (size_t)shp[0] * (size_t)shp[1], nB = (size_t)shp[0];
+    char *own = malloc(sizeof(int32_t) * (2 * BT + nB) + BT + 1);
+    if (own == NULL) {
+        PyErr_NoMemory();
+        return 0;
+    }
+    b->own = own;
+    int32_t *idc = (int32_t *)own, *ttc = idc + BT, *labc = ttc + BT;
+    uint8_t *amc = (uint8_t *)(labc + nB);
+    memcpy(idc, PyArray_DATA(ids), sizeof(int32_t) * BT);
+    b->ids = idc;
+    if (t != NULL) {
+        memcpy(ttc, PyArray_DATA(t), sizeof(int32_t) * BT);
+        b->types = ttc;
     }
     if (amo != Py_None) {
         PyArrayObject *a = isp_arg_array(amo, "attention_mask", NPY_UINT8, 2, shp, ISP_ARR_CONTIG);
         if (a == NULL)
-            return 0;
-        const uint8_t *am = PyArray_DATA(a);
-        for (npy_intp i = 0; i < shp[0] * shp[1]; i++)
-            if (am[i] > 1) {
+            goto fail;
+        memcpy(amc, PyArray_DATA(a), BT);
+        for (size_t i = 0; i < BT; i++)
+            if (amc[i] > 1) {
                 PyErr_Format(PyExc_ValueError,
                              "attention_mask: expected 0/1 values, got %d at [%lld, %lld]",
-                             (int)am[i], (long long)(i / shp[1]), (long long)(i % shp[1]));
-                return 0;
+                             (int)amc[i], (long long)(i / (size_t)shp[1]),
+                             (long long)(i % (size_t)shp[1]));
+                goto fail;
             }
-        b->amask = am;
+        b->amask = amc;
     }
     isp_status st = bert_check_inputs(&h->m, b->ids, b->types, b->B, b->T);
     if (st != ISP_OK) {
         isp_raise(st);
-        return 0;
+        goto fail;
     }
     if (labo != NULL) {
         npy_intp ls[1] = {shp[0]};
         int want = h->m.cfg.NL == 1 ? NPY_FLOAT32 : NPY_INT32;
         PyArrayObject *l = isp_arg_array(labo, "labels", want, 1, ls, ISP_ARR_CONTIG);
         if (l == NULL)
-            return 0;
-        b->labels = PyArray_DATA(l);
+            goto fail;
+        memcpy(labc, PyArray_DATA(l), sizeof(int32_t) * nB); /* int32 and float32: 4 bytes */
+        b->labels = labc;
         st = bert_check_labels(&h->m, b->labels, b->B);
         if (st != ISP_OK) {
             isp_raise(st);
-            return 0;
+            goto fail;
         }
     }
     return 1;
+fail:
+    batch_free(b);
+    return 0;
 }
 
 static PyObject *py_bert_forward(PyObject *self, PyObject *args)
@@ -294,8 +326,10 @@ static PyObject *py_bert_forward(PyObject *self, PyObject *args)
         return NULL;
     npy_intp dims[2] = {b.B, h->m.cfg.NL};
     PyObject *out = PyArray_SimpleNew(2, dims, NPY_FLOAT32);
-    if (out == NULL)
+    if (out == NULL) {
+        batch_free(&b);
         return NULL;
+    }
     float *lp = PyArray_DATA((PyArrayObject *)out);
     isp_status st;
     h->busy = 1;
@@ -303,6 +337,7 @@ static PyObject *py_bert_forward(PyObject *self, PyObject *args)
     st = bert_forward(&h->m, lp, b.ids, b.types, b.amask, b.B, b.T);
     Py_END_ALLOW_THREADS;
     h->busy = 0;
+    batch_free(&b);
     if (st != ISP_OK) {
         Py_DECREF(out);
         return isp_raise(st);
@@ -331,8 +366,10 @@ static PyObject *py_bert_forward_backward(PyObject *self, PyObject *args)
         return NULL;
     npy_intp dims[2] = {b.B, h->m.cfg.NL};
     PyObject *out = PyArray_SimpleNew(2, dims, NPY_FLOAT32);
-    if (out == NULL)
+    if (out == NULL) {
+        batch_free(&b);
         return NULL;
+    }
     float *lp = PyArray_DATA((PyArrayObject *)out);
     float loss = 0.0f;
     isp_status st;
@@ -342,6 +379,7 @@ static PyObject *py_bert_forward_backward(PyObject *self, PyObject *args)
                                smoothing);
     Py_END_ALLOW_THREADS;
     h->busy = 0;
+    batch_free(&b);
     if (st != ISP_OK) {
         Py_DECREF(out);
         return isp_raise(st);
@@ -479,6 +517,7 @@ static PyObject *py_bert_train_step(PyObject *self, PyObject *args)
                          b.amask, b.labels, b.B, b.T, smoothing);
     Py_END_ALLOW_THREADS;
     h->busy = 0;
+    batch_free(&b);
     if (st != ISP_OK)
         return isp_raise(st);
     return Py_BuildValue("(dd)", (double)loss, (double)norm);

@@ -577,3 +577,33 @@ def test_masks_bad_arguments():
     bad(M.masked_count, 2.0, 10)
     bad(M.masked_count, 0.5, -1)
     bad(M.to_torch_amount, math.nan)
+
+
+def test_error_paths_keep_reference_counts():
+    """Failing calls must not leak (or steal) references to their arguments."""
+    import gc
+    import sys
+
+    out = np.zeros(10, u8)
+    xs = [np.ones(4, f32), np.ones(6, f32)]
+    masks = [np.ones(10, u8), np.full(10, 9, u8)]
+    h = _bert()
+    ids = np.full((2, 4), 99, i32)
+    y = np.array([0, 1], i32)
+    objs = [out, xs, xs[0], xs[1], masks, masks[0], masks[1], h, ids, y]
+    gc.collect()
+    before = [sys.getrefcount(o) for o in objs]
+    for _ in range(50):
+        bad(_C.mask_select, out, [4, 6], 5, "abs", xs=[xs[0], None])
+        bad(_C.mask_select, out, [4, 7], 5, "abs", xs=xs)
+        bad(_C.mask_vote_hist, masks, 10, False)
+        bad(_C.mask_vote_select, out, masks, False, [4, 6], 3)
+        bad(_C.mask_combine, out, masks, 10, False, "union")
+        bad(_C.soup_average, np.zeros(4, f32), xs)
+        bad(_C.bert_forward, h, ids, None, None)
+        bad(_C.bert_forward_backward, h, np.ones((2, 4), i32), None, None, y[:1], 0.0)
+        _C.bert_forward_backward(h, np.ones((2, 4), i32), None, None, y, 0.0)
+        _C.bert_buffers(h)
+        _C.bert_tensors(h)
+    gc.collect()  # pytest.raises keeps tracebacks (frames -> arguments) in reference cycles
+    assert [sys.getrefcount(o) for o in objs] == before
