@@ -489,8 +489,11 @@ def test_bert_model_bad_batches():
     bad(model.load_state_dict, {"nope": np.zeros(3)})
     sd = {k: v.copy() for k, v in model.state_dict().items()}
     k0 = next(iter(sd))
-    for val in (np.zeros(3, f32), None, "x", sd[k0].astype(complex)):
-        bad(model.load_state_dict, {**sd, k0: val})
+    for val in (np.zeros(3, f32), None, "x", sd[k0].astype(complex), np.full(sd[k0].shape, np.nan),
+                np.full(sd[k0].shape, 1e39)):
+        bad(model.load_state_dict, {**{k: v + 1 for k, v in sd.items()}, k0: val})
+        for k, v in model.state_dict().items():  # a refused state changes nothing
+            assert np.array_equal(v, sd[k])
     name = model.prunable_names[0]
     shape = model.masks[name].shape
     for val in (np.full(shape, 2), np.zeros((1,) + shape), np.full(shape, np.nan), None):
