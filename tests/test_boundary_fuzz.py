@@ -610,3 +610,24 @@ def test_error_paths_keep_reference_counts():
         _C.bert_tensors(h)
     gc.collect()  # pytest.raises keeps tracebacks (frames -> arguments) in reference cycles
     assert [sys.getrefcount(o) for o in objs] == before
+
+
+def test_empty_but_valid_calls_do_not_crash():
+    """Zero-size inputs are legal where the maths allows them; they must not touch memory."""
+    e8, ef = np.zeros(0, u8), np.zeros(0, f32)
+    for sizes in ([], [0], [0, 0]):
+        _C.mask_select(e8, sizes, 0, "abs", xs=[ef] * len(sizes))
+        _C.mask_select(e8, sizes, 0, "random")
+        bad(_C.mask_select, e8, sizes, 1, "random")
+        _C.mask_vote_select(e8, [e8], False, sizes, 0)
+    _C.mask_combine(e8, [e8, e8], 0, False, "union")
+    _C.mask_combine(e8, [e8], 0, True, "intersection")
+    _C.mask_vote_keep(e8, [e8], 0, False, 1)
+    assert _C.mask_vote_hist([e8, e8], 0, False) == [0, 0, 0]
+    assert _C.mask_overlap(e8, e8, 0, True) == (0, 0, 0)
+    assert _C.mask_count(e8, 0, False) == 0
+    _C.mask_pack(e8, e8)
+    _C.mask_unpack(e8, e8)
+    _C.soup_average(ef, [ef, ef], np.array([0.5, 0.5]))
+    bad(_C.sgemm, zeros_huge(2**31, 0), np.zeros((0, 0), f32), zeros_huge(2**31, 0))
+    _C.sgemm(np.zeros((0, 0), f32), np.zeros((0, 0), f32), np.zeros((0, 0), f32))
