@@ -655,7 +655,13 @@ static int parse_amask(PyObject *amo, int B, int T, const uint8_t **am)
     PyArrayObject *a = isp_arg_array(amo, "attention_mask", NPY_UINT8, 2, s, ISP_ARR_CONTIG);
     if (!a)
         return 0;
-    *am = PyArray_DATA(a);
+    const uint8_t *m = PyArray_DATA(a);
+    for (npy_intp i = 0; i < (npy_intp)B * T; i++)
+        if (m[i] > 1) {
+            PyErr_Format(PyExc_ValueError, "attention_mask: expected 0/1 values, got %d", (int)m[i]);
+            return 0;
+        }
+    *am = m;
     return 1;
 }
 
@@ -877,6 +883,14 @@ static PyObject *py_op_encoder(PyObject *self, PyObject *args)
         return NULL;
     if (c.L < 1 || c.NH < 1 || c.C % c.NH != 0) {
         PyErr_SetString(PyExc_ValueError, "op_encoder: bad sizes");
+        return NULL;
+    }
+    if (!(c.p_hidden >= 0.0f && c.p_hidden < 1.0f) || !(c.p_attn >= 0.0f && c.p_attn < 1.0f) ||
+        !(c.eps > 0.0f && isfinite(c.eps))) {
+        PyErr_Format(PyExc_ValueError,
+                     "op_encoder: dropout probabilities must be in [0, 1) and eps > 0, got "
+                     "p_hidden=%g p_attn=%g eps=%g",
+                     (double)c.p_hidden, (double)c.p_attn, (double)c.eps);
         return NULL;
     }
     /* F from the parameter count: n = L (4C^2 + 2CF + 9C + F) */

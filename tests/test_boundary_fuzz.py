@@ -631,3 +631,18 @@ def test_empty_but_valid_calls_do_not_crash():
     _C.soup_average(ef, [ef, ef], np.array([0.5, 0.5]))
     bad(_C.sgemm, zeros_huge(2**31, 0), np.zeros((0, 0), f32), zeros_huge(2**31, 0))
     _C.sgemm(np.zeros((0, 0), f32), np.zeros((0, 0), f32), np.zeros((0, 0), f32))
+
+
+def test_op_encoder_odd_arguments():
+    xe = np.ones((2, 3, 8), f32)
+    p = np.random.default_rng(0).normal(0, 0.1, 600).astype(f32)  # L=1, C=8, F=16
+    _C.op_encoder(p, xe, None, xe, 1, 2, 0, False, False, 1e-5, 0.1, 0.1, True, 0, 0)
+    for ph, pa in ((1.0, 0.0), (0.0, 1.0), (-0.5, 0.0), (0.0, math.nan), (2.0, 2.0)):
+        bad(_C.op_encoder, p, xe, None, xe, 1, 2, 0, False, False, 1e-5, ph, pa, True, 0, 0)
+    for eps in (0.0, -1.0, math.nan, math.inf):
+        bad(_C.op_encoder, p, xe, None, xe, 1, 2, 0, False, False, eps, 0.0, 0.0, False, 0, 0)
+    bad(_C.op_encoder, p, xe, np.full((2, 3), 7, u8), xe, 1, 2, 0, False, False, 1e-5, 0.0, 0.0, False, 0, 0)
+    bad(_C.op_encoder, p, xe, None, xe, 1, 16, 0, False, False, 1e-5, 0.0, 0.0, False, 0, 0)
+    bad(_C.op_encoder, p, xe, None, xe[:1], 1, 2, 0, False, False, 1e-5, 0.0, 0.0, False, 0, 0)
+    bad(_C.op_encoder, p, xe, None, xe, 2, 2, 0, False, False, 1e-5, 0.0, 0.0, False, 0, 0)
+    bad(_C.op_encoder, p, xe, None, xe, 1, 2, 7, False, False, 1e-5, 0.0, 0.0, False, 0, 0)
