@@ -646,3 +646,26 @@ def test_op_encoder_odd_arguments():
     bad(_C.op_encoder, p, xe, None, xe[:1], 1, 2, 0, False, False, 1e-5, 0.0, 0.0, False, 0, 0)
     bad(_C.op_encoder, p, xe, None, xe, 2, 2, 0, False, False, 1e-5, 0.0, 0.0, False, 0, 0)
     bad(_C.op_encoder, p, xe, None, xe, 1, 2, 7, False, False, 1e-5, 0.0, 0.0, False, 0, 0)
+
+
+def test_mask_file_errors(tmp_path):
+    from safetensors.numpy import save_file
+
+    from instantsoup.masks import MaskSet
+
+    ms = MaskSet({"a": np.ones(5, u8), "b": np.zeros((2, 3), u8)})
+    ms.save(tmp_path / "m.safetensors")
+    assert MaskSet.load(tmp_path / "m.safetensors").num_kept == 5
+    raw = (tmp_path / "m.safetensors").read_bytes()
+    (tmp_path / "trunc.safetensors").write_bytes(raw[:-3])
+    (tmp_path / "garbage.safetensors").write_bytes(b"\xff" * 40)
+    (tmp_path / "empty.safetensors").write_bytes(b"")
+    one = {"a": np.ones(5, u8)}
+    save_file(one, str(tmp_path / "badjson.safetensors"), metadata={"instantsoup_json_keys": '["x"]', "x": "{no"})
+    save_file(one, str(tmp_path / "badkeys.safetensors"), metadata={"instantsoup_json_keys": "5"})
+    save_file({"a": np.full(5, 3, u8)}, str(tmp_path / "badval.safetensors"))
+    for name in ("trunc", "garbage", "empty", "badjson", "badkeys", "badval"):
+        e = bad(MaskSet.load, tmp_path / f"{name}.safetensors")
+        assert isinstance(e, ValueError), (name, e)
+    with pytest.raises(FileNotFoundError):
+        MaskSet.load(tmp_path / "missing.safetensors")
