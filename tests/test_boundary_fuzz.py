@@ -669,3 +669,60 @@ def test_mask_file_errors(tmp_path):
         assert isinstance(e, ValueError), (name, e)
     with pytest.raises(FileNotFoundError):
         MaskSet.load(tmp_path / "missing.safetensors")
+
+
+def _clip_model(num_labels=None):
+    from instantsoup.models.clip import CLIPModel
+    from instantsoup.models.clip_config import CLIPConfig
+
+    cfg = CLIPConfig.from_dict({
+        "model_type": "clip", "projection_dim": 6,
+        "vision_config": dict(hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
+                              image_size=8, patch_size=4),
+        "text_config": dict(hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
+                            vocab_size=40, max_position_embeddings=6, eos_token_id=1)})
+    m = CLIPModel(cfg, num_labels=num_labels)
+    rng = np.random.default_rng(0)
+    m.flat_parameters()[:] = rng.normal(0, 0.1, m.flat_parameters().size)
+    m.text._views["text_projection.weight"][...] = rng.normal(0, 0.1, (6, 8))
+    return m
+
+
+def test_clip_model_wrappers_bad_arguments():
+    m = _clip_model()
+    px = np.zeros((2, 3, 8, 8), f32)
+    m.encode_image(px)
+    bad(m.forward, {"pixel_values": px})  # no head yet
+    m.set_head(np.ones((3, 6), f32))
+    m.forward({"pixel_values": px})
+    with pytest.raises(KeyError, match="pixel_values"):
+        m.forward({})
+    for b in (None, {"pixel_values": None}, {"pixel_values": px[:, :2]}, {"pixel_values": px[:0]},
+              {"pixel_values": np.full_like(px, np.nan)}, {"pixel_values": px.astype(complex)},
+              {"pixel_values": np.zeros((2, 3, 16, 16), f32)}, {"pixel_values": "x"}):
+        bad(m.forward, b)
+    for y in (None, [0, 3], [-1, 0], [0.5, 1], [0], "ab"):
+        bad(m.forward_backward, {"pixel_values": px}, y)
+    bad(m.forward_backward, {"pixel_values": px}, [0, 1], label_smoothing=2.0)
+    for w, b in ((np.ones((3, 5), f32), None), (np.ones((0, 6), f32), None), (np.full((3, 6), np.nan), None),
+                 (np.ones((3, 6), f32), np.ones(2, f32)), ("x", None)):
+        bad(m.set_head, w, b)
+    ids = np.array([[3, 4, 1], [5, 1, 0]])
+    m.encode_text(ids)
+    for bad_ids in (ids.astype(float), ids[0], np.full((2, 3), 40), np.full((2, 3), -1), np.ones((1, 7), int),
+                    np.zeros((0, 3), int), np.array([[2**40]])):
+        bad(m.encode_text, bad_ids)
+    for am in (np.full((2, 3), 0.5), np.full((2, 3), np.nan), np.full((2, 3), -1), np.ones((2, 2)), np.full((2, 3), 2)):
+        bad(m.encode_text, ids, am)
+    sd = {k: v.copy() for k, v in m.text.state_dict().items()}
+    k0 = next(iter(sd))
+    for val in (None, np.zeros(3), np.full(sd[k0].shape, np.nan)):
+        bad(m.text.load, {**{k: v + 1 for k, v in sd.items()}, k0: val})
+        for k, v in m.text.state_dict().items():
+            assert np.array_equal(v, sd[k])
+    probe = _clip_model(num_labels=3)
+    w0 = probe.head()[0].copy()
+    for w, b in ((np.ones((3, 6), f32), np.ones(2, f32)), (np.full((3, 6), np.inf, f32), None),
+                 (np.ones((3, 6), f32), np.full(3, np.nan, f32)), (np.ones((4, 6), f32), None)):
+        bad(probe.set_head, w, b)
+        assert np.array_equal(probe.head()[0], w0)  # a refused head changes nothing
