@@ -184,7 +184,8 @@ static PyObject *py_clipv_rng(PyObject *self, PyObject *args)
     (void)self;
     PyObject *cap;
     unsigned long long seed, step;
-    if (!PyArg_ParseTuple(args, "OKK:clipv_rng", &cap, &seed, &step))
+    if (!PyArg_ParseTuple(args, "OO&O&:clipv_rng", &cap, isp_conv_u64, &seed, isp_conv_u64,
+                          &step))
         return NULL;
     clipv_handle *h = vhandle(cap);
     if (h == NULL)

@@ -169,7 +169,8 @@ static PyObject *py_bert_rng(PyObject *self, PyObject *args)
     (void)self;
     PyObject *cap;
     unsigned long long seed, step;
-    if (!PyArg_ParseTuple(args, "OKK:bert_rng", &cap, &seed, &step))
+    if (!PyArg_ParseTuple(args, "OO&O&:bert_rng", &cap, isp_conv_u64, &seed, isp_conv_u64,
+                          &step))
         return NULL;
     bert_handle *h = get_handle(cap);
     if (h == NULL)

@@ -262,6 +262,12 @@ def test_bert_bad_calls():
     # copy between different configs / wrong capsules
     bad(_C.bert_copy, h, hr)
     bad(_C.bert_copy, h, None)
+    for seed in (-1, 2**64, 1.5, None):
+        bad(_C.bert_rng, h, seed, 0)
+        bad(_C.bert_rng, h, 0, seed)
+        bad(_C.clipv_rng, _clipv(), seed, 0)
+    _C.bert_rng(h, 2**64 - 1, 3)
+    assert _C.bert_rng_state(h) == (2**64 - 1, 3)
     bad(_C.bert_tensors, None)
     bad(_C.bert_buffers, 3)
 
