@@ -11,6 +11,9 @@ from __future__ import annotations
 import os
 import sys
 
+# run from a source checkout (after build_ext --inplace) as well as against an installed package
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 # Both sides get the same OpenMP wait policy (instantsoup defaults to PASSIVE, see
 # instantsoup/_native.py); it must be set before torch or instantsoup load libgomp.
 for _i, _a in enumerate(sys.argv):

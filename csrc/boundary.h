@@ -41,6 +41,10 @@ PyObject *isp_raise(isp_status status);
 /* Do two arrays' memory extents overlap (conservative; for output-aliasing checks)? */
 int isp_overlaps(PyArrayObject *a, PyArrayObject *b);
 
+/* PyArg "O&" converter: a Python int in [0, 2^64) -> unsigned long long (no silent wrapping of
+   negative or huge values, unlike "K"); raises OverflowError / TypeError. */
+int isp_conv_u64(PyObject *obj, void *out);
+
 /* dtype name for messages */
 const char *isp_typename(int typenum);
 

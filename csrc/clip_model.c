@@ -99,6 +99,11 @@ static isp_status encoder_config_check(const encoder_config *e, const char *towe
                         tower);
     if ((int64_t)e->C * 3 > (1 << 30) || (int64_t)e->F > (1 << 30))
         return isp_fail(ISP_ERR_VALUE, "%s config: sizes too large", tower);
+    /* the int64 parameter counts must not overflow: at most 2^40 encoder parameters */
+    const double L = e->L, C = e->C, F = e->F;
+    if (L * (4.0 * C * C + 2.0 * C * F + 9.0 * C + F) > 1099511627776.0)
+        return isp_fail(ISP_ERR_VALUE, "%s config: %d layers of hidden size %d and intermediate "
+                        "size %d is too many parameters", tower, e->L, e->C, e->F);
     return ISP_OK;
 }
 

@@ -126,6 +126,22 @@ PyObject *isp_raise(isp_status status)
     return NULL;
 }
 
+int isp_conv_u64(PyObject *obj, void *out)
+{
+    if (!PyLong_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "expected an int in [0, 2**64), got %s", Py_TYPE(obj)->tp_name);
+        return 0;
+    }
+    unsigned long long v = PyLong_AsUnsignedLongLong(obj);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_OverflowError, "expected an int in [0, 2**64)");
+        return 0;
+    }
+    *(unsigned long long *)out = v;
+    return 1;
+}
+
 /* Do the memory extents of a and b (non-negative strides) overlap? Conservative. */
 int isp_overlaps(PyArrayObject *a, PyArrayObject *b)
 {

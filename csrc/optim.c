@@ -69,6 +69,16 @@ isp_status adamw_update(float *params, float *m, float *v, float *grads, int64_t
                         int64_t mask_off, int64_t P, int grads_masked, const adamw_hparams *hp,
                         float *grad_norm)
 {
+    /* the bindings check these too; the kernel re-checks what would index out of bounds */
+    if (S < 1 || seg[0] != 0 || seg[S] != N)
+        return isp_fail(ISP_ERR_VALUE, "AdamW: segments must run from 0 to %lld", (long long)N);
+    for (int s = 0; s < S; s++)
+        if (seg[s + 1] < seg[s])
+            return isp_fail(ISP_ERR_VALUE, "AdamW: segments must be non-decreasing (segment %d)",
+                            s);
+    if (mask != NULL && (mask_off < 0 || P < 0 || mask_off > N || P > N - mask_off))
+        return isp_fail(ISP_ERR_VALUE, "AdamW: mask range [%lld, +%lld) outside the %lld parameters",
+                        (long long)mask_off, (long long)P, (long long)N);
     if (mask != NULL && !grads_masked)
         mask_apply(grads + mask_off, mask, P);
     float norm = (float)vector_norm(grads, N);

@@ -5,6 +5,7 @@
  */
 #include "boundary.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -183,7 +184,8 @@ static PyObject *py_clipv_rng(PyObject *self, PyObject *args)
     (void)self;
     PyObject *cap;
     unsigned long long seed, step;
-    if (!PyArg_ParseTuple(args, "OKK:clipv_rng", &cap, &seed, &step))
+    if (!PyArg_ParseTuple(args, "OO&O&:clipv_rng", &cap, isp_conv_u64, &seed, isp_conv_u64,
+                          &step))
         return NULL;
     clipv_handle *h = vhandle(cap);
     if (h == NULL)
@@ -284,10 +286,12 @@ static PyObject *py_clipv_copy(PyObject *self, PyObject *args)
         memcpy(d->m.fhead_w, s->m.fhead_w, sizeof(float) * (size_t)s->m.fNL * s->m.cfg.D);
         memcpy(d->m.fhead_b, s->m.fhead_b, sizeof(float) * (size_t)s->m.fNL);
     }
+    d->busy = s->busy = 1;
     Py_BEGIN_ALLOW_THREADS;
     memcpy(d->m.params, s->m.params, sizeof(float) * (size_t)s->m.num_params);
     memcpy(d->m.masks, s->m.masks, (size_t)s->m.num_prunable);
     Py_END_ALLOW_THREADS;
+    d->busy = s->busy = 0;
     Py_RETURN_NONE;
 }
 
@@ -321,15 +325,23 @@ static const float *parse_pixels(clipv_handle *h, PyObject *po, int *B)
     return p;
 }
 
-static const int32_t *parse_labels(clipv_handle *h, PyObject *lo, int B)
+/* a checked malloc'd copy of the labels (B,) (caller frees): another thread cannot change them
+   after the range check while the GIL is released */
+static int32_t *parse_labels(clipv_handle *h, PyObject *lo, int B)
 {
     npy_intp ls[1] = {B};
     PyArrayObject *l = isp_arg_array(lo, "labels", NPY_INT32, 1, ls, ISP_ARR_CONTIG);
     if (l == NULL)
         return NULL;
-    const int32_t *y = PyArray_DATA(l);
+    int32_t *y = malloc(sizeof(int32_t) * (size_t)B + 1);
+    if (y == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    memcpy(y, PyArray_DATA(l), sizeof(int32_t) * (size_t)B);
     isp_status st = clipv_check_labels(&h->m, y, B);
     if (st != ISP_OK) {
+        free(y);
         isp_raise(st);
         return NULL;
     }
@@ -433,13 +445,15 @@ static PyObject *py_clipv_forward_backward(PyObject *self, PyObject *args)
     const float *pix = parse_pixels(h, po, &B);
     if (pix == NULL)
         return NULL;
-    const int32_t *y = parse_labels(h, lo, B);
+    int32_t *y = parse_labels(h, lo, B);
     if (y == NULL)
         return NULL;
     npy_intp dims[2] = {B, clipv_num_labels(&h->m)};
     PyObject *out = PyArray_SimpleNew(2, dims, NPY_FLOAT32);
-    if (out == NULL)
+    if (out == NULL) {
+        free(y);
         return NULL;
+    }
     float *lp = PyArray_DATA((PyArrayObject *)out);
     float loss = 0.0f;
     isp_status st;
@@ -448,6 +462,7 @@ static PyObject *py_clipv_forward_backward(PyObject *self, PyObject *args)
     st = clipv_forward_backward(&h->m, &loss, lp, pix, y, B, smoothing);
     Py_END_ALLOW_THREADS;
     h->busy = 0;
+    free(y);
     if (st != ISP_OK) {
         Py_DECREF(out);
         return isp_raise(st);
@@ -496,8 +511,9 @@ static int parse_adamw(int64_t num_params, PyObject *mo, PyObject *vo, PyObject 
             PyErr_SetString(PyExc_ValueError, "segments must be non-decreasing");
             return 0;
         }
-    if (!(lr >= 0.0) || !(b1 >= 0.0 && b1 < 1.0) || !(b2 >= 0.0 && b2 < 1.0) || !(eps >= 0.0) ||
-        !(wd >= 0.0) || step < 1 || max_norm != max_norm) {
+    if (!(lr >= 0.0 && isfinite(lr)) || !(b1 >= 0.0 && b1 < 1.0) || !(b2 >= 0.0 && b2 < 1.0) ||
+        !(eps >= 0.0 && isfinite(eps)) || !(wd >= 0.0 && isfinite(wd)) || step < 1 ||
+        max_norm != max_norm) {
         PyErr_Format(PyExc_ValueError,
                      "AdamW: invalid hyperparameters lr=%g betas=(%g, %g) eps=%g weight_decay=%g "
                      "step=%lld max_grad_norm=%g",
@@ -567,7 +583,7 @@ static PyObject *py_clipv_train_step(PyObject *self, PyObject *args)
     const float *pix = parse_pixels(h, po, &B);
     if (pix == NULL)
         return NULL;
-    const int32_t *y = parse_labels(h, lo, B);
+    int32_t *y = parse_labels(h, lo, B);
     if (y == NULL)
         return NULL;
     float loss = 0.0f, norm = 0.0f;
@@ -578,6 +594,7 @@ static PyObject *py_clipv_train_step(PyObject *self, PyObject *args)
                           smoothing);
     Py_END_ALLOW_THREADS;
     h->busy = 0;
+    free(y);
     if (st != ISP_OK)
         return isp_raise(st);
     return Py_BuildValue("(dd)", (double)loss, (double)norm);
@@ -678,18 +695,27 @@ static PyObject *py_clipt_encode(PyObject *self, PyObject *args)
                 return NULL;
             }
     }
+    /* the kernel range-checks the ids with the GIL released: give it a copy no other thread
+       can change between the check and the lookups */
+    const size_t BT = (size_t)B * (size_t)T;
+    int32_t *ip = malloc(sizeof(int32_t) * BT + 1);
+    if (ip == NULL)
+        return PyErr_NoMemory();
+    memcpy(ip, PyArray_DATA(ids), sizeof(int32_t) * BT);
     npy_intp dims[2] = {B, h->m.cfg.D};
     PyObject *out = PyArray_SimpleNew(2, dims, NPY_FLOAT32);
-    if (out == NULL)
+    if (out == NULL) {
+        free(ip);
         return NULL;
+    }
     float *fp = PyArray_DATA((PyArrayObject *)out);
-    const int32_t *ip = PyArray_DATA(ids);
     isp_status st;
     h->busy = 1;
     Py_BEGIN_ALLOW_THREADS;
     st = clipt_encode(&h->m, fp, ip, am, B, T);
     Py_END_ALLOW_THREADS;
     h->busy = 0;
+    free(ip);
     if (st != ISP_OK) {
         Py_DECREF(out);
         return isp_raise(st);

@@ -7,6 +7,7 @@
  */
 #include "boundary.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -168,7 +169,8 @@ static PyObject *py_bert_rng(PyObject *self, PyObject *args)
     (void)self;
     PyObject *cap;
     unsigned long long seed, step;
-    if (!PyArg_ParseTuple(args, "OKK:bert_rng", &cap, &seed, &step))
+    if (!PyArg_ParseTuple(args, "OO&O&:bert_rng", &cap, isp_conv_u64, &seed, isp_conv_u64,
+                          &step))
         return NULL;
     bert_handle *h = get_handle(cap);
     if (h == NULL)
@@ -205,10 +207,12 @@ static PyObject *py_bert_copy(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "copy_from: the two models have different configs");
         return NULL;
     }
+    d->busy = s->busy = 1;
     Py_BEGIN_ALLOW_THREADS;
     memcpy(d->m.params, s->m.params, sizeof(float) * (size_t)s->m.num_params);
     memcpy(d->m.masks, s->m.masks, (size_t)s->m.num_prunable);
     Py_END_ALLOW_THREADS;
+    d->busy = s->busy = 0;
     Py_RETURN_NONE;
 }
 
@@ -219,7 +223,15 @@ typedef struct {
     const uint8_t *amask;
     const void *labels;
     int B, T;
+    void *own; /* copies of ids, types and labels: another thread cannot change them after the
+                  range checks while the GIL is released */
 } batch_args;
+
+static void batch_free(batch_args *b)
+{
+    free(b->own);
+    b->own = NULL;
+}
 
 static int parse_batch(bert_handle *h, PyObject *ido, PyObject *tto, PyObject *amo, PyObject *labo,
                        batch_args *b)
@@ -234,49 +246,71 @@ static int parse_batch(bert_handle *h, PyObject *ido, PyObject *tto, PyObject *a
         return 0;
     }
     npy_intp shp[2] = {PyArray_DIM(ids, 0), PyArray_DIM(ids, 1)};
-    b->ids = PyArray_DATA(ids);
+    b->ids = NULL;
     b->types = NULL;
     b->amask = NULL;
     b->labels = NULL;
+    b->own = NULL;
+    PyArrayObject *t = NULL;
     if (tto != Py_None) {
-        PyArrayObject *t = isp_arg_array(tto, "token_type_ids", NPY_INT32, 2, shp, ISP_ARR_CONTIG);
+        t = isp_arg_array(tto, "token_type_ids", NPY_INT32, 2, shp, ISP_ARR_CONTIG);
         if (t == NULL)
             return 0;
-        b->types = PyArray_DATA(t);
+    }
+    /* one buffer: ids (B*T), types (B*T), labels (B), then the attention mask (B*T bytes) */
+    const size_t BT = (size_t)shp[0] * (size_t)shp[1], nB = (size_t)shp[0];
+    char *own = malloc(sizeof(int32_t) * (2 * BT + nB) + BT + 1);
+    if (own == NULL) {
+        PyErr_NoMemory();
+        return 0;
+    }
+    b->own = own;
+    int32_t *idc = (int32_t *)own, *ttc = idc + BT, *labc = ttc + BT;
+    uint8_t *amc = (uint8_t *)(labc + nB);
+    memcpy(idc, PyArray_DATA(ids), sizeof(int32_t) * BT);
+    b->ids = idc;
+    if (t != NULL) {
+        memcpy(ttc, PyArray_DATA(t), sizeof(int32_t) * BT);
+        b->types = ttc;
     }
     if (amo != Py_None) {
         PyArrayObject *a = isp_arg_array(amo, "attention_mask", NPY_UINT8, 2, shp, ISP_ARR_CONTIG);
         if (a == NULL)
-            return 0;
-        const uint8_t *am = PyArray_DATA(a);
-        for (npy_intp i = 0; i < shp[0] * shp[1]; i++)
-            if (am[i] > 1) {
+            goto fail;
+        memcpy(amc, PyArray_DATA(a), BT);
+        for (size_t i = 0; i < BT; i++)
+            if (amc[i] > 1) {
                 PyErr_Format(PyExc_ValueError,
                              "attention_mask: expected 0/1 values, got %d at [%lld, %lld]",
-                             (int)am[i], (long long)(i / shp[1]), (long long)(i % shp[1]));
-                return 0;
+                             (int)amc[i], (long long)(i / (size_t)shp[1]),
+                             (long long)(i % (size_t)shp[1]));
+                goto fail;
             }
-        b->amask = am;
+        b->amask = amc;
     }
     isp_status st = bert_check_inputs(&h->m, b->ids, b->types, b->B, b->T);
     if (st != ISP_OK) {
         isp_raise(st);
-        return 0;
+        goto fail;
     }
     if (labo != NULL) {
         npy_intp ls[1] = {shp[0]};
         int want = h->m.cfg.NL == 1 ? NPY_FLOAT32 : NPY_INT32;
         PyArrayObject *l = isp_arg_array(labo, "labels", want, 1, ls, ISP_ARR_CONTIG);
         if (l == NULL)
-            return 0;
-        b->labels = PyArray_DATA(l);
+            goto fail;
+        memcpy(labc, PyArray_DATA(l), sizeof(int32_t) * nB); /* int32 and float32: 4 bytes */
+        b->labels = labc;
         st = bert_check_labels(&h->m, b->labels, b->B);
         if (st != ISP_OK) {
             isp_raise(st);
-            return 0;
+            goto fail;
         }
     }
     return 1;
+fail:
+    batch_free(b);
+    return 0;
 }
 
 static PyObject *py_bert_forward(PyObject *self, PyObject *args)
@@ -293,8 +327,10 @@ static PyObject *py_bert_forward(PyObject *self, PyObject *args)
         return NULL;
     npy_intp dims[2] = {b.B, h->m.cfg.NL};
     PyObject *out = PyArray_SimpleNew(2, dims, NPY_FLOAT32);
-    if (out == NULL)
+    if (out == NULL) {
+        batch_free(&b);
         return NULL;
+    }
     float *lp = PyArray_DATA((PyArrayObject *)out);
     isp_status st;
     h->busy = 1;
@@ -302,6 +338,7 @@ static PyObject *py_bert_forward(PyObject *self, PyObject *args)
     st = bert_forward(&h->m, lp, b.ids, b.types, b.amask, b.B, b.T);
     Py_END_ALLOW_THREADS;
     h->busy = 0;
+    batch_free(&b);
     if (st != ISP_OK) {
         Py_DECREF(out);
         return isp_raise(st);
@@ -330,8 +367,10 @@ static PyObject *py_bert_forward_backward(PyObject *self, PyObject *args)
         return NULL;
     npy_intp dims[2] = {b.B, h->m.cfg.NL};
     PyObject *out = PyArray_SimpleNew(2, dims, NPY_FLOAT32);
-    if (out == NULL)
+    if (out == NULL) {
+        batch_free(&b);
         return NULL;
+    }
     float *lp = PyArray_DATA((PyArrayObject *)out);
     float loss = 0.0f;
     isp_status st;
@@ -341,6 +380,7 @@ static PyObject *py_bert_forward_backward(PyObject *self, PyObject *args)
                                smoothing);
     Py_END_ALLOW_THREADS;
     h->busy = 0;
+    batch_free(&b);
     if (st != ISP_OK) {
         Py_DECREF(out);
         return isp_raise(st);
@@ -389,8 +429,9 @@ static int parse_opt(bert_handle *h, PyObject *mo, PyObject *vo, PyObject *sego,
             PyErr_SetString(PyExc_ValueError, "segments must be non-decreasing");
             return 0;
         }
-    if (!(lr >= 0.0) || !(b1 >= 0.0 && b1 < 1.0) || !(b2 >= 0.0 && b2 < 1.0) || !(eps >= 0.0) ||
-        !(wd >= 0.0) || step < 1 || max_norm != max_norm) {
+    if (!(lr >= 0.0 && isfinite(lr)) || !(b1 >= 0.0 && b1 < 1.0) || !(b2 >= 0.0 && b2 < 1.0) ||
+        !(eps >= 0.0 && isfinite(eps)) || !(wd >= 0.0 && isfinite(wd)) || step < 1 ||
+        max_norm != max_norm) {
         PyErr_Format(PyExc_ValueError,
                      "AdamW: invalid hyperparameters lr=%g betas=(%g, %g) eps=%g "
                      "weight_decay=%g step=%lld max_grad_norm=%g",
@@ -477,6 +518,7 @@ static PyObject *py_bert_train_step(PyObject *self, PyObject *args)
                          b.amask, b.labels, b.B, b.T, smoothing);
     Py_END_ALLOW_THREADS;
     h->busy = 0;
+    batch_free(&b);
     if (st != ISP_OK)
         return isp_raise(st);
     return Py_BuildValue("(dd)", (double)loss, (double)norm);
@@ -614,7 +656,13 @@ static int parse_amask(PyObject *amo, int B, int T, const uint8_t **am)
     PyArrayObject *a = isp_arg_array(amo, "attention_mask", NPY_UINT8, 2, s, ISP_ARR_CONTIG);
     if (!a)
         return 0;
-    *am = PyArray_DATA(a);
+    const uint8_t *m = PyArray_DATA(a);
+    for (npy_intp i = 0; i < (npy_intp)B * T; i++)
+        if (m[i] > 1) {
+            PyErr_Format(PyExc_ValueError, "attention_mask: expected 0/1 values, got %d", (int)m[i]);
+            return 0;
+        }
+    *am = m;
     return 1;
 }
 
@@ -791,7 +839,7 @@ static PyObject *py_op_adamw(PyObject *self, PyObject *args)
         if (!k)
             return NULL;
         P = PyArray_DIM(k, 0);
-        if (mask_off < 0 || mask_off + P > n[0]) {
+        if (mask_off < 0 || mask_off > n[0] - P) {
             PyErr_SetString(PyExc_ValueError, "mask range outside the parameters");
             return NULL;
         }
@@ -836,6 +884,14 @@ static PyObject *py_op_encoder(PyObject *self, PyObject *args)
         return NULL;
     if (c.L < 1 || c.NH < 1 || c.C % c.NH != 0) {
         PyErr_SetString(PyExc_ValueError, "op_encoder: bad sizes");
+        return NULL;
+    }
+    if (!(c.p_hidden >= 0.0f && c.p_hidden < 1.0f) || !(c.p_attn >= 0.0f && c.p_attn < 1.0f) ||
+        !(c.eps > 0.0f && isfinite(c.eps))) {
+        PyErr_Format(PyExc_ValueError,
+                     "op_encoder: dropout probabilities must be in [0, 1) and eps > 0, got "
+                     "p_hidden=%g p_attn=%g eps=%g",
+                     (double)c.p_hidden, (double)c.p_attn, (double)c.eps);
         return NULL;
     }
     /* F from the parameter count: n = L (4C^2 + 2CF + 9C + F) */

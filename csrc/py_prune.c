@@ -6,8 +6,15 @@
  */
 #include "boundary.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* ceil(P / 8) without the overflow of (P + 7) / 8 near INT64_MAX */
+static int64_t packed_bytes(int64_t P)
+{
+    return P / 8 + (P % 8 != 0);
+}
 
 /* A validated list of arrays: a tuple holding the references and the data pointers. */
 typedef struct {
@@ -91,6 +98,11 @@ static int parse_sizes(PyObject *obj, int64_t **out, int64_t *total)
     if (seq == NULL)
         return -1;
     Py_ssize_t cnt = PySequence_Fast_GET_SIZE(seq);
+    if (cnt > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "sizes: too many tensors");
+        Py_DECREF(seq);
+        return -1;
+    }
     int64_t *n = calloc((size_t)(cnt > 0 ? cnt : 1), sizeof(int64_t));
     if (n == NULL) {
         Py_DECREF(seq);
@@ -107,6 +119,12 @@ static int parse_sizes(PyObject *obj, int64_t **out, int64_t *total)
         }
         if (v < 0) {
             PyErr_Format(PyExc_ValueError, "sizes[%zd]: expected >= 0, got %lld", i, v);
+            free(n);
+            Py_DECREF(seq);
+            return -1;
+        }
+        if (v > INT64_MAX - *total) {
+            PyErr_Format(PyExc_ValueError, "sizes: the total overflows int64 at sizes[%zd]", i);
             free(n);
             Py_DECREF(seq);
             return -1;
@@ -262,7 +280,7 @@ static PyObject *py_mask_vote_select(PyObject *self, PyObject *args, PyObject *k
     PyArrayObject *out = mask_arg(outo, "out", P, 1);
     if (out == NULL)
         goto error;
-    if (arr_list_parse(masko, "masks", NPY_UINT8, NULL, 0, packed ? (P + 7) / 8 : P, &ms) < 0)
+    if (arr_list_parse(masko, "masks", NPY_UINT8, NULL, 0, packed ? packed_bytes(P) : P, &ms) < 0)
         goto error;
     if (ms.count < 1 || ms.count > 255) {
         PyErr_Format(PyExc_ValueError, "masks: expected 1 to 255 masks, got %d", ms.count);
@@ -325,7 +343,7 @@ static PyObject *py_mask_combine(PyObject *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "P: expected >= 0");
         return NULL;
     }
-    int64_t len = packed ? (P + 7) / 8 : P;
+    int64_t len = packed ? packed_bytes(P) : P;
     PyArrayObject *out = mask_arg(outo, "out", len, 1);
     if (out == NULL)
         return NULL;
@@ -372,11 +390,15 @@ static PyObject *py_mask_vote_keep(PyObject *self, PyObject *args, PyObject *kwd
         PyErr_SetString(PyExc_ValueError, "P: expected >= 0");
         return NULL;
     }
+    if (min_votes < 0) {
+        PyErr_Format(PyExc_ValueError, "min_votes: expected >= 0, got %d", min_votes);
+        return NULL;
+    }
     PyArrayObject *out = mask_arg(outo, "out", P, 1);
     if (out == NULL)
         return NULL;
     arr_list ms;
-    if (arr_list_parse(masko, "masks", NPY_UINT8, NULL, 0, packed ? (P + 7) / 8 : P, &ms) < 0)
+    if (arr_list_parse(masko, "masks", NPY_UINT8, NULL, 0, packed ? packed_bytes(P) : P, &ms) < 0)
         return NULL;
     PyObject *ret = NULL;
     if (ms.count < 1 || ms.count > 255) {
@@ -419,7 +441,7 @@ static PyObject *py_mask_vote_hist(PyObject *self, PyObject *args, PyObject *kwd
         return NULL;
     }
     arr_list ms;
-    if (arr_list_parse(masko, "masks", NPY_UINT8, NULL, 0, packed ? (P + 7) / 8 : P, &ms) < 0)
+    if (arr_list_parse(masko, "masks", NPY_UINT8, NULL, 0, packed ? packed_bytes(P) : P, &ms) < 0)
         return NULL;
     PyObject *ret = NULL;
     int64_t *hist = NULL;
@@ -467,7 +489,7 @@ static PyObject *py_mask_pack(PyObject *self, PyObject *args)
     if (m == NULL)
         return NULL;
     int64_t P = (int64_t)PyArray_SIZE(m);
-    PyArrayObject *b = mask_arg(bo, "bits", (P + 7) / 8, 1);
+    PyArrayObject *b = mask_arg(bo, "bits", packed_bytes(P), 1);
     if (b == NULL)
         return NULL;
     if (isp_overlaps(b, m)) {
@@ -495,7 +517,7 @@ static PyObject *py_mask_unpack(PyObject *self, PyObject *args)
     if (m == NULL)
         return NULL;
     int64_t P = (int64_t)PyArray_SIZE(m);
-    PyArrayObject *b = mask_arg(bo, "bits", (P + 7) / 8, 0);
+    PyArrayObject *b = mask_arg(bo, "bits", packed_bytes(P), 0);
     if (b == NULL)
         return NULL;
     if (isp_overlaps(b, m)) {
@@ -527,7 +549,7 @@ static PyObject *py_mask_overlap(PyObject *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "P: expected >= 0");
         return NULL;
     }
-    int64_t len = packed ? (P + 7) / 8 : P;
+    int64_t len = packed ? packed_bytes(P) : P;
     PyArrayObject *a = mask_arg(ao, "a", len, 0);
     if (a == NULL)
         return NULL;
@@ -558,7 +580,7 @@ static PyObject *py_mask_count(PyObject *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "P: expected >= 0");
         return NULL;
     }
-    PyArrayObject *m = mask_arg(mo, "m", packed ? (P + 7) / 8 : P, 0);
+    PyArrayObject *m = mask_arg(mo, "m", packed ? packed_bytes(P) : P, 0);
     if (m == NULL)
         return NULL;
     const uint8_t *mp = PyArray_DATA(m);
@@ -621,6 +643,12 @@ static PyObject *py_soup_average(PyObject *self, PyObject *args, PyObject *kwds)
             goto error;
         }
         memcpy(w, PyArray_DATA(wa), sizeof(double) * (size_t)xs.count);
+        for (int k = 0; k < xs.count; k++)
+            if (!isfinite(w[k])) {
+                PyErr_Format(PyExc_ValueError, "weights[%d]: expected a finite value, got %g", k,
+                             w[k]);
+                goto error;
+            }
     }
     float *op = PyArray_DATA(out);
     isp_status st;

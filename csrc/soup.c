@@ -203,7 +203,8 @@ isp_status mask_vote_hist(int64_t *hist, const uint8_t *const *in, int K, int64_
             const int64_t p0 = c * SOUP_BLOCK, len = P - p0 < SOUP_BLOCK ? P - p0 : SOUP_BLOCK;
             bad += mask_votes(v, in, K, packed, p0, len);
             for (int64_t i = 0; i < len; i++)
-                h[(i & 7) * stride + v[i]]++;
+                if (v[i] <= K) /* more votes than masks: a value > 1, reported below */
+                    h[(i & 7) * stride + v[i]]++;
         }
     }
     for (int v = 0; v <= K; v++) {

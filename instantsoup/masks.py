@@ -93,6 +93,8 @@ def masked_count(sparsity: float, numel: int) -> int:
     """How many of ``numel`` weights a target ``sparsity`` masks: ``round(sparsity * numel)``
     (half to even, as Python and ``torch.nn.utils.prune`` round)."""
     s = _check_sparsity(sparsity)
+    if isinstance(numel, bool) or not isinstance(numel, (int, np.integer)) or numel < 0:
+        raise ValueError(f"numel: expected a non-negative int, got {numel!r}")
     return int(round(s * int(numel)))
 
 
@@ -497,15 +499,26 @@ class MaskSet(Mapping):
         """Read a mask file written by :meth:`save` (or any safetensors file of 0/1 tensors)."""
         from safetensors import safe_open
 
-        with safe_open(os.fspath(path), framework="numpy") as f:
-            raw = dict(f.metadata() or {})
-            arrays = {k: f.get_tensor(k) for k in f.keys()}
+        path = os.fspath(path)
+        try:
+            with safe_open(path, framework="numpy") as f:
+                raw = dict(f.metadata() or {})
+                arrays = {k: f.get_tensor(k) for k in f.keys()}
+        except OSError:
+            raise
+        except Exception as e:  # safetensors' own error type for truncated / foreign files
+            raise ValueError(f"{path}: not a readable safetensors mask file ({e})") from e
         meta: dict[str, Any] = dict(raw)
-        json_keys = json.loads(raw.pop("instantsoup_json_keys", "[]")) if raw else []
         meta.pop("instantsoup_json_keys", None)
-        for k in json_keys:
-            if k in meta:
-                meta[k] = json.loads(meta[k])
+        try:
+            json_keys = json.loads(raw.get("instantsoup_json_keys", "[]"))
+            if not isinstance(json_keys, list):
+                raise ValueError("instantsoup_json_keys is not a list")
+            for k in json_keys:
+                if isinstance(k, str) and k in meta:
+                    meta[k] = json.loads(meta[k])
+        except ValueError as e:
+            raise ValueError(f"{path}: corrupt instantsoup metadata ({e})") from e
         names = meta.pop("names", None)
         if not names or set(names) != set(arrays):
             names = list(arrays)

@@ -17,11 +17,12 @@ from instantsoup.models.bert import default_no_decay
 __all__ = ["AdamW"]
 
 
-def _check_float(name: str, v: Any, lo: float = 0.0, hi: float = math.inf, hi_open: bool = False) -> float:
+def _check_float(name: str, v: Any, lo: float = 0.0, hi: float = math.inf, hi_open: bool = False,
+                 allow_inf: bool = False) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)):
         raise TypeError(f"{name}: expected a number, got {type(v).__name__}")
     v = float(v)
-    if not (lo <= v and (v < hi if hi_open else v <= hi)) or math.isnan(v):
+    if not (lo <= v and (v < hi if hi_open else v <= hi)) or math.isnan(v) or (math.isinf(v) and not allow_inf):
         raise ValueError(f"{name}: {v} is outside [{lo}, {hi}{')' if hi_open else ']'}")
     return v
 
@@ -87,7 +88,7 @@ class AdamW:
 
     def _hp(self, lr: float | None, max_grad_norm: float | None):
         lr = self.lr if lr is None else _check_float("lr", lr)
-        mg = 0.0 if max_grad_norm is None else _check_float("max_grad_norm", max_grad_norm)
+        mg = 0.0 if max_grad_norm is None else _check_float("max_grad_norm", max_grad_norm, allow_inf=True)
         if max_grad_norm is not None and mg <= 0.0:
             raise ValueError(f"max_grad_norm: expected a positive number or None, got {max_grad_norm}")
         return (lr, self.betas[0], self.betas[1], self.eps, self.weight_decay, self.step_count + 1, mg)
@@ -145,14 +146,20 @@ class AdamW:
                 raise ValueError(f"AdamW.load_state_dict: {k}: expected float shape {self.exp_avg.shape}, "
                                  f"got {a.dtype} {a.shape}")
             arrs[k] = a
+        # validate every hyperparameter before changing anything (a bad state loses nothing)
+        hps = {k: _check_float(f"AdamW.load_state_dict: {k}", state[k])
+               for k in ("lr", "eps", "weight_decay") if k in state}
+        if "betas" in state:
+            b = state["betas"]
+            if not isinstance(b, (tuple, list)) or len(b) != 2:
+                raise ValueError(f"AdamW.load_state_dict: betas: expected a pair, got {b!r}")
+            hps["betas"] = tuple(_check_float(f"AdamW.load_state_dict: betas[{i}]", b[i], 0.0, 1.0, True)
+                                 for i in range(2))
         np.copyto(self.exp_avg, arrs["exp_avg"], casting="same_kind")
         np.copyto(self.exp_avg_sq, arrs["exp_avg_sq"], casting="same_kind")
         self.step_count = int(step)
-        for k in ("lr", "eps", "weight_decay"):
-            if k in state:
-                setattr(self, k, float(state[k]))
-        if "betas" in state:
-            self.betas = (float(state["betas"][0]), float(state["betas"][1]))
+        for k, v in hps.items():
+            setattr(self, k, v)
 
     def copy_from(self, other: "AdamW") -> None:
         """Copy step count, hyperparameters and moments from another AdamW of the same size (no allocation)."""

@@ -261,3 +261,35 @@ def test_cli_prune_clip_on_an_image_folder(tmp_path, capsys):
     res = json.loads(capsys.readouterr().out)
     assert res["sparsity"] == pytest.approx(0.5, abs=1e-3) and 0 <= res["test_accuracy"] <= 1
     del torch
+
+
+def _default_packages_present():
+    try:
+        from instantsoup import data
+
+        data.default_model_path()
+        data.default_task(train_size=8, validation_size=8)
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _default_packages_present(), reason="needs the default model and data packages")
+def test_demo_command_runs_reduced(tmp_path, capsys):
+    """The README's main command, on the real default model and data, at a reduced size."""
+    rc = main(["demo", "--max-train-examples", "48", "--max-eval-examples", "24", "--epochs", "2",
+               "--batch-size", "8", "--lookahead", "1", "--max-length", "24", "--out", str(tmp_path),
+               "--no-progress", "--threads", "1"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    for word in ("dense", "omp", "isp", "majority class", "tickets:"):
+        assert word in out
+    assert (tmp_path / "plots" / "accuracy_vs_sparsity.png").exists()
+    from safetensors.numpy import load_file
+
+    (isp_run,) = tmp_path.glob("isp-*")
+    masks = load_file(str(isp_run / "ticket" / "masks.safetensors"))
+    kept = sum(int(m.sum()) for m in masks.values())
+    total = sum(m.size for m in masks.values())
+    assert 1 - kept / total == pytest.approx(0.7, abs=1.0 / total)

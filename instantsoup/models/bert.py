@@ -313,6 +313,9 @@ class BertModel:
             raise TypeError(f"config: expected a BertConfig, got {type(config).__name__}")
         self.config = config
         c = config
+        if c.hidden_act not in ACTIVATIONS:
+            raise ValueError(f"config: hidden_act={c.hidden_act!r} is not supported "
+                             f"(supported: {', '.join(sorted(ACTIVATIONS))})")
         self._h = _C.bert_new(c.vocab_size, c.max_position_embeddings, c.type_vocab_size, c.num_labels,
                               c.num_hidden_layers, c.hidden_size, c.num_attention_heads,
                               c.intermediate_size, ACTIVATIONS[c.hidden_act], float(c.layer_norm_eps),

@@ -136,8 +136,21 @@ class CLIPTextTower:
         return dict(self._views)
 
     def load(self, sd: Mapping[str, np.ndarray]) -> None:
+        """Copy every text-tower tensor in by name; all are checked before any is written."""
+        arrays = {}
         for name, view in self._views.items():
-            view[...] = sd[name]
+            if name not in sd:
+                raise ValueError(f"text tower: {name} is missing")
+            a = np.asarray(sd[name])
+            if a.shape != view.shape or a.dtype.kind != "f":
+                raise ValueError(f"text tower: {name}: expected float {view.shape}, got {a.dtype} {a.shape}")
+            with np.errstate(over="ignore"):
+                a = a.astype(np.float32, copy=False)
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"text tower: {name}: contains NaN or inf")
+            arrays[name] = a
+        for name, a in arrays.items():
+            self._views[name][...] = a
 
     def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray | None = None) -> np.ndarray:
         """Text features (B, D) float32 — transformers' ``get_text_features``."""
@@ -146,7 +159,10 @@ class CLIPTextTower:
             raise TypeError(f"input_ids: expected an integer array (B, T), got {ids.dtype} {ids.shape}")
         am = None
         if attention_mask is not None:
-            am = np.ascontiguousarray(np.asarray(attention_mask), dtype=np.uint8)
+            am = np.asarray(attention_mask)
+            if am.dtype.kind not in "biuf" or (am.dtype != np.bool_ and not np.all((am == 0) | (am == 1))):
+                raise ValueError("attention_mask: values must be 0 or 1")
+            am = np.ascontiguousarray(am, dtype=np.uint8)
         if ids.size and (ids.min() < 0 or ids.max() >= self.config.text.vocab_size):
             raise ValueError(f"input_ids: ids must be in [0, {self.config.text.vocab_size})")
         return _C.clipt_encode(self._h, np.ascontiguousarray(ids, dtype=np.int32), am)
@@ -403,7 +419,12 @@ class CLIPModel:
         b = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
         if self._trainable_head:
             if w.shape != self._views[HEAD_WEIGHT].shape:
-                raise ValueError(f"head: {w.shape[0]} classes given, the linear probe has {self._trainable_head}")
+                raise ValueError(f"head: weight of shape {w.shape} given, the linear probe has "
+                                 f"{self._views[HEAD_WEIGHT].shape}")
+            if b is not None and b.shape != self._views[HEAD_BIAS].shape:
+                raise ValueError(f"head: bias of shape {b.shape} given, expected {self._views[HEAD_BIAS].shape}")
+            if not np.all(np.isfinite(w)) or (b is not None and not np.all(np.isfinite(b))):
+                raise ValueError("head: weight and bias must be finite")
             self._views[HEAD_WEIGHT][...] = w
             self._views[HEAD_BIAS][...] = 0.0 if b is None else b
         else:

@@ -32,8 +32,11 @@ def load_views(views: Mapping[str, np.ndarray], state: Mapping[str, Any], strict
             raise TypeError(f"load_state_dict: {k}: expected a floating-point array, got {a.dtype}")
         if a.shape != views[k].shape:
             raise ValueError(f"load_state_dict: {k}: expected shape {views[k].shape}, got {a.shape}")
+        if a.dtype != np.float32:  # float64 values beyond float32's range would become inf
+            with np.errstate(over="ignore"):
+                a = a.astype(np.float32)
         if not np.all(np.isfinite(a)):
-            raise ValueError(f"load_state_dict: {k}: contains NaN or inf")
+            raise ValueError(f"load_state_dict: {k}: contains NaN or inf (or values beyond float32's range)")
         arrays[k] = a
     for k, a in arrays.items():
         np.copyto(views[k], a, casting="same_kind")
