@@ -190,7 +190,11 @@ def test_masked_adamw_steps_match_torch(tmp_path, rng):
             assert np.abs(v - k_bias0[k]).max() <= 10 * lr and np.abs(want - k_bias0[k]).max() <= 10 * lr
             continue
         err = np.abs(v - want).max() / max(np.abs(want).max(), 1e-6)
-        assert err < 1e-4, f"{k}: {err:.2e}"
+        # the patch-embedding gradient is one long reduction over every patch of the batch; Adam
+        # turns its last-bit differences on near-zero entries into ~lr-sized steps, so the
+        # summation order (thread count) moves it to ~1.3e-4 at worst (seen in full-suite runs)
+        tol = 3e-4 if k.endswith("patch_embedding.weight") else 1e-4
+        assert err < tol, f"{k}: {err:.2e}"
         moved = np.abs(v - start[k]).max() / max(np.abs(want).max(), 1e-6)
         assert moved > 30 * max(err, 1e-6), f"{k}: moved only {moved:.2e}"  # the steps did something
     for k, m in model.masks.items():
