@@ -45,6 +45,17 @@ int isp_overlaps(PyArrayObject *a, PyArrayObject *b);
    negative or huge values, unlike "K"); raises OverflowError / TypeError. */
 int isp_conv_u64(PyObject *obj, void *out);
 
+/* A 1-D NumPy view of n elements of typenum at data that keeps `owner` alive (new reference). */
+PyObject *isp_view_1d(PyObject *owner, void *data, int64_t n, int typenum);
+
+/*
+ * The (params, grads, masks) NumPy views of a model handle's C buffers: 1-D float32 views of
+ * num_params elements and a uint8 view of num_prunable, each keeping `owner` (the handle's
+ * capsule) alive. Returns a new 3-tuple or NULL with an exception set.
+ */
+PyObject *isp_buffer_views(PyObject *owner, float *params, float *grads, uint8_t *masks,
+                           int64_t num_params, int64_t num_prunable);
+
 /* dtype name for messages */
 const char *isp_typename(int typenum);
 

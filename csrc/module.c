@@ -156,6 +156,35 @@ int isp_overlaps(PyArrayObject *a, PyArrayObject *b)
     return a0 < b1 && b0 < a1;
 }
 
+PyObject *isp_view_1d(PyObject *owner, void *data, int64_t n, int typenum)
+{
+    npy_intp dims[1] = {(npy_intp)n};
+    PyObject *arr = PyArray_SimpleNewFromData(1, dims, typenum, data);
+    if (arr == NULL)
+        return NULL;
+    Py_INCREF(owner);
+    if (PyArray_SetBaseObject((PyArrayObject *)arr, owner) < 0) {
+        Py_DECREF(arr);
+        return NULL;
+    }
+    return arr;
+}
+
+PyObject *isp_buffer_views(PyObject *owner, float *params, float *grads, uint8_t *masks,
+                           int64_t num_params, int64_t num_prunable)
+{
+    PyObject *p = isp_view_1d(owner, params, num_params, NPY_FLOAT32);
+    PyObject *g = isp_view_1d(owner, grads, num_params, NPY_FLOAT32);
+    PyObject *k = isp_view_1d(owner, masks, num_prunable, NPY_UINT8);
+    if (p == NULL || g == NULL || k == NULL) {
+        Py_XDECREF(p);
+        Py_XDECREF(g);
+        Py_XDECREF(k);
+        return NULL;
+    }
+    return Py_BuildValue("(NNN)", p, g, k);
+}
+
 /* row stride of a 2-D float32 array, in elements */
 static int64_t row_stride(PyArrayObject *a)
 {

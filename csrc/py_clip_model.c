@@ -77,20 +77,6 @@ static int act_code(int v, isp_act *act)
     return 1;
 }
 
-static PyObject *view_of(PyObject *cap, void *data, int64_t n, int typenum)
-{
-    npy_intp dims[1] = {(npy_intp)n};
-    PyObject *arr = PyArray_SimpleNewFromData(1, dims, typenum, data);
-    if (arr == NULL)
-        return NULL;
-    Py_INCREF(cap);
-    if (PyArray_SetBaseObject((PyArrayObject *)arr, cap) < 0) {
-        Py_DECREF(arr);
-        return NULL;
-    }
-    return arr;
-}
-
 /* ---------------------------------------------------------------- vision model */
 
 static PyObject *py_clipv_new(PyObject *self, PyObject *args)
@@ -153,16 +139,8 @@ static PyObject *py_clipv_buffers(PyObject *self, PyObject *cap)
     clipv_handle *h = PyCapsule_GetPointer(cap, VCAP);
     if (h == NULL)
         return NULL;
-    PyObject *p = view_of(cap, h->m.params, h->m.num_params, NPY_FLOAT32);
-    PyObject *g = view_of(cap, h->m.grads, h->m.num_params, NPY_FLOAT32);
-    PyObject *k = view_of(cap, h->m.masks, h->m.num_prunable, NPY_UINT8);
-    if (p == NULL || g == NULL || k == NULL) {
-        Py_XDECREF(p);
-        Py_XDECREF(g);
-        Py_XDECREF(k);
-        return NULL;
-    }
-    return Py_BuildValue("(NNN)", p, g, k);
+    return isp_buffer_views(cap, h->m.params, h->m.grads, h->m.masks, h->m.num_params,
+                            h->m.num_prunable);
 }
 
 static PyObject *py_clipv_set_training(PyObject *self, PyObject *args)
@@ -661,7 +639,7 @@ static PyObject *py_clipt_params(PyObject *self, PyObject *cap)
     clipt_handle *h = PyCapsule_GetPointer(cap, TCAP);
     if (h == NULL)
         return NULL;
-    return view_of(cap, h->m.params, h->m.num_params, NPY_FLOAT32);
+    return isp_view_1d(cap, h->m.params, h->m.num_params, NPY_FLOAT32);
 }
 
 static PyObject *py_clipt_encode(PyObject *self, PyObject *args)

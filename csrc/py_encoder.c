@@ -118,36 +118,14 @@ static PyObject *py_bert_tensors(PyObject *self, PyObject *cap)
 }
 
 /* a 1-D array over memory owned by the capsule (keeps the capsule alive) */
-static PyObject *view_1d(PyObject *cap, void *data, int64_t n, int typenum)
-{
-    npy_intp dims[1] = {(npy_intp)n};
-    PyObject *arr = PyArray_SimpleNewFromData(1, dims, typenum, data);
-    if (arr == NULL)
-        return NULL;
-    Py_INCREF(cap);
-    if (PyArray_SetBaseObject((PyArrayObject *)arr, cap) < 0) {
-        Py_DECREF(arr);
-        return NULL;
-    }
-    return arr;
-}
-
 static PyObject *py_bert_buffers(PyObject *self, PyObject *cap)
 {
     (void)self;
     bert_handle *h = PyCapsule_GetPointer(cap, CAPSULE_NAME);
     if (h == NULL)
         return NULL;
-    PyObject *p = view_1d(cap, h->m.params, h->m.num_params, NPY_FLOAT32);
-    PyObject *g = view_1d(cap, h->m.grads, h->m.num_params, NPY_FLOAT32);
-    PyObject *k = view_1d(cap, h->m.masks, h->m.num_prunable, NPY_UINT8);
-    if (p == NULL || g == NULL || k == NULL) {
-        Py_XDECREF(p);
-        Py_XDECREF(g);
-        Py_XDECREF(k);
-        return NULL;
-    }
-    return Py_BuildValue("(NNN)", p, g, k);
+    return isp_buffer_views(cap, h->m.params, h->m.grads, h->m.masks, h->m.num_params,
+                            h->m.num_prunable);
 }
 
 static PyObject *py_bert_set_training(PyObject *self, PyObject *args)
