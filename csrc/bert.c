@@ -54,11 +54,7 @@ void bert_tensor_span(const bert_config *cfg, int i, int64_t *offset, int64_t *s
     int64_t s[ENC_NUM_TENSORS + BERT_NUM_EXTRA];
     encoder_tensor_sizes(s, &cfg->enc);
     extra_sizes(s + ENC_NUM_TENSORS, cfg);
-    int64_t off = 0;
-    for (int k = 0; k < i; k++)
-        off += s[k];
-    *offset = off;
-    *size = s[i];
+    layout_span(s, i, offset, size);
 }
 
 static void point_params(bert_params *p, float *base, const bert_config *cfg)

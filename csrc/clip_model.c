@@ -57,11 +57,7 @@ void clipv_tensor_span(const clipv_config *cfg, int i, int64_t *offset, int64_t 
     int64_t s[ENC_NUM_TENSORS + CLIPV_NUM_EXTRA];
     encoder_tensor_sizes(s, &cfg->enc);
     clipv_extra_sizes(s + ENC_NUM_TENSORS, cfg);
-    int64_t off = 0;
-    for (int k = 0; k < i; k++)
-        off += s[k];
-    *offset = off;
-    *size = s[i];
+    layout_span(s, i, offset, size);
 }
 
 static void clipv_point_params(clipv_params *p, float *base, const clipv_config *cfg)
@@ -421,11 +417,7 @@ void clipt_tensor_span(const clipt_config *cfg, int i, int64_t *offset, int64_t 
     int64_t s[ENC_NUM_TENSORS + CLIPT_NUM_EXTRA];
     encoder_tensor_sizes(s, &cfg->enc);
     clipt_extra_sizes(s + ENC_NUM_TENSORS, cfg);
-    int64_t off = 0;
-    for (int k = 0; k < i; k++)
-        off += s[k];
-    *offset = off;
-    *size = s[i];
+    layout_span(s, i, offset, size);
 }
 
 isp_status clipt_init(clipt_model *m, const clipt_config *cfg)

@@ -26,6 +26,15 @@ const char *const encoder_tensor_names[ENC_NUM_TENSORS] = {
     "ln1w", "ln1b",     "fcb", "fcprojb", "ln2w", "ln2b",
 };
 
+void layout_span(const int64_t *sizes, int i, int64_t *offset, int64_t *size)
+{
+    int64_t off = 0;
+    for (int k = 0; k < i; k++)
+        off += sizes[k];
+    *offset = off;
+    *size = sizes[i];
+}
+
 void encoder_tensor_sizes(int64_t s[ENC_NUM_TENSORS], const encoder_config *cfg)
 {
     int64_t L = cfg->L, C = cfg->C, F = cfg->F;
