@@ -11,6 +11,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from instantsoup import runs
+from instantsoup.masks import MaskSet
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +146,8 @@ def plot(rows: list[dict], out_dir: str | os.PathLike, overlaps: bool = True) ->
 
     if overlaps and len(pruned) > 1:
         labels = [f"{r['method']} {r['sparsity']:.2f}" for r in pruned]
-        masks = [runs.load_arrays(Path(r["path"]) / "masks.safetensors") for r in pruned]
-        J = np.array([[_jaccard(a, b) for b in masks] for a in masks])
+        masks = [MaskSet(runs.load_arrays(Path(r["path"]) / "masks.safetensors")) for r in pruned]
+        J = np.array([[a.overlap(b)["jaccard"] for b in masks] for a in masks])
         fig, ax = plt.subplots(figsize=(1.2 * len(labels) + 2, 1.0 * len(labels) + 1.5))
         im = ax.imshow(J, vmin=0, vmax=1, cmap="viridis")
         ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
@@ -179,7 +180,3 @@ def plot(rows: list[dict], out_dir: str | os.PathLike, overlaps: bool = True) ->
     return files
 
 
-def _jaccard(a: dict, b: dict) -> float:
-    inter = sum(int(np.count_nonzero(a[k].astype(bool) & b[k].astype(bool))) for k in a)
-    union = sum(int(np.count_nonzero(a[k].astype(bool) | b[k].astype(bool))) for k in a)
-    return inter / union if union else 1.0

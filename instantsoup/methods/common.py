@@ -22,6 +22,7 @@ import numpy as np
 
 from instantsoup import runs
 from instantsoup.config import Settings, SettingsError, check_budget
+from instantsoup.masks import MaskSet
 from instantsoup.ticket import Ticket
 from instantsoup.train import Best, Cost, StepOrder, TaskData, Trainer
 
@@ -83,15 +84,8 @@ def merge(masks: Sequence[Any], rule: str, sparsity: float | None = None,
 
 def overlap(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> dict:
     """Overlap of the kept sets of two masks: Jaccard |a∧b|/|a∨b| and Hamming (fraction differing)."""
-    inter = union = diff = total = 0
-    for k in a:
-        x = np.asarray(a[k]).astype(bool)
-        y = np.asarray(b[k]).astype(bool)
-        inter += int(np.count_nonzero(x & y))
-        union += int(np.count_nonzero(x | y))
-        diff += int(np.count_nonzero(x ^ y))
-        total += x.size
-    return {"jaccard": inter / union if union else 1.0, "hamming": diff / max(1, total)}
+    o = (a if isinstance(a, MaskSet) else MaskSet(a)).overlap(b)
+    return {"jaccard": o["jaccard"], "hamming": o["hamming_fraction"]}
 
 
 def mask_sparsity(m: Mapping[str, np.ndarray]) -> float:
