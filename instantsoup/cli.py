@@ -5,6 +5,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import shutil
 import sys
 import time
@@ -114,33 +115,109 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def checkpoint_label_names(model_dir: str) -> list[str] | None:
+    """The class names of a sequence classifier checkpoint in id order (``id2label``; LABEL_i when its
+    config has only ``num_labels``); None for models without a classifier head (CLIP) or regression."""
+    from instantsoup.models import read_config
+
+    cfg = read_config(model_dir)
+    if cfg.get("model_type") == "clip":
+        return None
+    id2label = cfg.get("id2label")
+    n = cfg.get("num_labels", len(id2label) if isinstance(id2label, dict) else 2)
+    if n == 1 or cfg.get("problem_type") == "regression":
+        return None
+    if isinstance(id2label, dict) and len(id2label) == n:
+        try:
+            return [str(id2label.get(str(i), id2label.get(i))) for i in range(n)]  # type: ignore[call-overload]
+        except TypeError:
+            pass
+    return [f"LABEL_{i}" for i in range(n)]
+
+
+def _score(model, task, split, batch_size: int) -> dict:
+    """Metrics of ``model`` on a split, with its size ``n`` and, for named classes, per-label counts and
+    accuracy (recall) keyed by the label's name."""
+    import numpy as np
+
+    from instantsoup.train import predict
+
+    preds = predict(model, split, batch_size, task.pad_id, task.is_regression)
+    out: dict = {k: float(v) for k, v in task.metric(preds, split.labels).items()}
+    out["n"] = len(split)
+    if task.label_names and not task.is_regression:
+        y = np.asarray(split.labels)
+        out["per_label"] = {name: {"n": int(np.sum(y == i)),
+                                   "accuracy": float(np.mean(preds[y == i] == i)) if np.any(y == i) else None}
+                            for i, name in enumerate(task.label_names)}
+    return out
+
+
+def _eval_task(args: argparse.Namespace, data: DataSettings, label_names: list[str] | None):
+    """The task ``eval`` scores: ``--file`` whole (as the test split), else the task's splits."""
+    from instantsoup import data as D
+    from instantsoup.task import encode, load_task, metric_for
+    from instantsoup.train import TaskData
+
+    max_length = fit_max_length(args.checkpoint, args.max_length)
+    if not args.file:
+        return load_task(data, args.checkpoint, max_length, args.seed, label_names=label_names)
+    ds = D.load_table(args.file, data.text_column, data.label_column, data.text_pair_column or None,
+                      label_names=label_names, num_labels=data.num_labels or None)
+    if len(ds.label_names) < 2:
+        raise SettingsError(f"{args.file}: {len(ds.label_names)} class(es) {ds.label_names}; scoring it needs the "
+                            "checkpoint's labels (its config.json id2label) or --num-labels")
+    tok = D.Tokenizer.from_pretrained(args.checkpoint)
+    split = encode(tok, ds, max_length)
+    pad = getattr(tok, "pad_token_id", None)
+    return TaskData(name=ds.task, train=split, validation=None, test=split, metric=metric_for(ds),
+                    num_labels=ds.num_labels, main_metric=ds.primary_metric, pad_id=0 if pad is None else int(pad),
+                    tokenizer_dir=args.checkpoint, label_names=list(ds.label_names))
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     import numpy as np
 
+    import instantsoup
     from instantsoup import runs
-    from instantsoup.task import load_task
-    from instantsoup.train import Trainer
 
     check_model_dir(args.checkpoint)
     data = from_namespace(DataSettings, args)
-    data.validate()
+    if args.file:
+        if not os.path.isfile(args.file):
+            raise SettingsError(f"--file {args.file!r} is not a file")
+    else:
+        data.validate()
     _set_threads(args.threads)
-    task = load_task(data, args.checkpoint, fit_max_length(args.checkpoint, args.max_length), args.seed)
-    model = load_for_task(args.checkpoint, task)
+    names = None if args.reinit_head else checkpoint_label_names(args.checkpoint)
+    task = _eval_task(args, data, names)
+    if names is None or task.info.get("classnames"):
+        model = load_for_task(args.checkpoint, task)  # --reinit-head: a head of the task's size
+    else:
+        model = instantsoup.load_model(args.checkpoint)
+        if model.num_labels != task.num_labels:  # the labels were mapped through the checkpoint's names
+            raise SettingsError(f"the checkpoint's head has {model.num_labels} outputs but the task has "
+                                f"{task.num_labels} labels; --reinit-head evaluates a new random head")
     if args.mask:
         try:
             model.set_masks(runs.load_arrays(args.mask))
         except (ValueError, TypeError) as e:  # names/shapes of another model, values not 0/1
             raise SettingsError(f"--mask {args.mask}: {e}") from None
-    tr = Trainer(TrainSettings(batch_size=args.batch_size, max_length=args.max_length), task, progress=False)
     sd = model.state_dict()
     zeros = sum(int(np.count_nonzero(sd[n] == 0)) for n in model.prunable_names)
     out = {"sparsity": zeros / max(1, sum(sd[n].size for n in model.prunable_names))}  # exact zeros
     if args.mask:
         out["mask_sparsity"] = 1.0 - sum(int(np.count_nonzero(m)) for m in model.masks.values()) / max(
             1, sum(m.size for m in model.masks.values()))
-    for split in (["validation", "test"] if args.split == "both" else [args.split]):
-        out.update({f"{split}_{k}": v for k, v in tr.evaluate(model, split).items()})
+    if task.label_names:
+        out["label_names"] = list(task.label_names)
+    if args.file:
+        out.update({"file": args.file, **_score(model, task, task.test, args.batch_size)})
+    else:
+        for split in (["validation", "test"] if args.split == "both" else [args.split]):
+            data_split = getattr(task, split)
+            if data_split is not None and len(data_split):
+                out.update({f"{split}_{k}": v for k, v in _score(model, task, data_split, args.batch_size).items()})
     print(json.dumps(out, indent=2, sort_keys=True))
     return 0
 
@@ -250,6 +327,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-length", type=int, default=128, help="maximum tokens per example")
     ev.add_argument("--seed", type=int, default=0, help="seed of the validation hold-out split")
     ev.add_argument("--threads", type=int, default=0, help="threads (0 = all available cores)")
+    ev.add_argument("--file", default="", help="score this whole table file (.csv/.tsv/.jsonl/.parquet); its "
+                    "labels are mapped through the checkpoint's label2id (without --file: the task's "
+                    "validation/test splits, as prune made them)")
+    ev.add_argument("--reinit-head", action="store_true",
+                    help="evaluate with a new, randomly initialised classifier head of the task's size instead of "
+                    "refusing a head that does not fit the task's labels")
     add_arguments(ev, DataSettings)
     ev.set_defaults(func=_cmd_eval)
 

@@ -234,12 +234,18 @@ class DataSettings:
     """Which task and data."""
 
     task: str = _f("default", "GLUE task name (sst2, mrpc, ...), 'default' (the embedded demo task), "
-                   "a table file (.csv/.tsv/.jsonl/.parquet), or an image task for CLIP (cifar10, cifar100, "
+                   "a table file (.csv/.tsv/.jsonl/.parquet), a dataset folder (datasets' save_to_disk or a "
+                   "Parquet export with train/validation/test files), or an image task for CLIP (cifar10, cifar100, "
                    "mnist, svhn, gtsrb, eurosat, image_folder, ...; with --data-dir)")
     data_dir: str = _f("", "directory holding the GLUE task's files")
     text_column: str = _f("sentence", "table: column with the text")
     text_pair_column: str = _f("", "table: column with the second text of a pair ('' = none)")
     label_column: str = _f("label", "table: column with the label")
+    train_file: str = _f("", "your own training table (.csv/.tsv/.jsonl/.parquet); same as --task FILE")
+    validation_file: str = _f("", "your own validation table ('' = held out of the training data)")
+    test_file: str = _f("", "your own test table ('' = held out of the training data)")
+    num_labels: int = _f(0, "number of classes when integer label ids do not all occur in the training data "
+                         "(0 = the distinct labels, which must then be 0..K-1)")
     val_fraction: float = _f(0.1, "fraction of the training set held out for validation when the task "
                              "has no labelled split apart from the one used as test")
     max_train_examples: int = _f(0, "use at most this many training examples (0 = all)")
@@ -252,6 +258,28 @@ class DataSettings:
             raise SettingsError("max_train_examples and max_eval_examples must be >= 0")
         if os.path.splitext(self.task)[1] and not os.path.exists(self.task):
             raise SettingsError(f"data file {self.task!r} does not exist")
+        for name in ("train_file", "validation_file", "test_file"):
+            f = getattr(self, name)
+            if f and not os.path.exists(f):
+                raise SettingsError(f"{name} {f!r} does not exist")
+        if self.num_labels:
+            from instantsoup.data.tables import check_num_labels
+
+            try:
+                check_num_labels(self.num_labels)
+            except ValueError as e:
+                raise SettingsError(str(e)) from None
+        from instantsoup.task import is_table_source
+
+        own = self.train_file or is_table_source(self.task)
+        if self.train_file and self.task not in ("default", self.train_file):
+            raise SettingsError(f"--train-file {self.train_file!r} and --task {self.task!r} both name the "
+                                "training data; give one")
+        if (self.validation_file or self.test_file) and not own:
+            raise SettingsError("--validation-file / --test-file need your own training data (--train-file, "
+                                "or a table file or dataset folder as --task)")
+        if own:
+            return
         if self.data_dir and not os.path.isdir(self.data_dir):
             raise SettingsError(f"data_dir {self.data_dir!r} is not a directory")
         from instantsoup.task import is_vision_task
@@ -259,7 +287,7 @@ class DataSettings:
         if is_vision_task(self.task):
             if not self.data_dir:
                 raise SettingsError(f"image task {self.task!r} needs --data-dir (the folder with its files)")
-        elif self.task != "default" and not os.path.splitext(self.task)[1]:
+        elif self.task != "default":
             from instantsoup.data import GLUE_TASKS
             from instantsoup.data.glue import glue_task
 
@@ -267,7 +295,7 @@ class DataSettings:
                 glue_task(self.task)
             except (KeyError, ValueError):
                 raise SettingsError(f"unknown task {self.task!r}: a GLUE task ({', '.join(sorted(GLUE_TASKS))}), "
-                                    "'default', or a table file (.csv/.tsv/.jsonl/.parquet)")
+                                    "'default', a table file (.csv/.tsv/.jsonl/.parquet) or a dataset folder")
             if not self.data_dir:
                 raise SettingsError(f"GLUE task {self.task!r} needs --data-dir (the folder with its files)")
 

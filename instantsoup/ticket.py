@@ -39,7 +39,8 @@ class Ticket:
     ``weights``: the final state dict (float32, pruned entries exactly 0);
     ``metrics``: ``val_*`` (best/final on the validation split) and ``test_*``;
     ``history``: one record per event (evaluations, rounds with the denoisers' and merged masks'
-    statistics); ``cost``: :class:`~instantsoup.train.Cost`.
+    statistics); ``cost``: :class:`~instantsoup.train.Cost`; ``label_names``: the task's class names
+    (id i is ``label_names[i]``), written to the exported config.json as ``id2label``/``label2id``.
     """
 
     method: str
@@ -53,6 +54,7 @@ class Ticket:
     base_model: str = ""
     tokenizer_dir: str | None = None
     round_masks: dict[str, Any] = field(default_factory=dict)
+    label_names: list[str] = field(default_factory=list)
 
     @property
     def sparsity(self) -> float:
@@ -106,6 +108,7 @@ class Ticket:
             if tmp.exists():
                 shutil.rmtree(tmp)
             model.save_pretrained(str(tmp))
+            name_labels(tmp / "config.json", self.label_names)
             if self.tokenizer_dir:
                 for name in TOKENIZER_FILES:
                     src = Path(self.tokenizer_dir) / name
@@ -114,7 +117,7 @@ class Ticket:
             os.replace(tmp, ck)
         runs.write_json(out / "metrics.json", {"method": self.method, "sparsity": self.sparsity,
                                                "target_sparsity": self.target_sparsity, **self.metrics,
-                                               "cost": self.cost.to_dict()})
+                                               "label_names": list(self.label_names), "cost": self.cost.to_dict()})
         runs.write_json(out / "ticket.json", self.to_record())
         log.info("exported %s ticket to %s", self.method, out)
         return out
@@ -123,7 +126,8 @@ class Ticket:
         return {"method": self.method, "target_sparsity": self.target_sparsity, "sparsity": self.sparsity,
                 "metrics": self.metrics, "history": self.history, "cost": self.cost.to_dict(),
                 "settings": self.settings, "base_model": self.base_model,
-                "tokenizer_dir": self.tokenizer_dir, "layer_sparsity": layer_sparsity(self.masks)}
+                "tokenizer_dir": self.tokenizer_dir, "label_names": list(self.label_names),
+                "layer_sparsity": layer_sparsity(self.masks)}
 
     @classmethod
     def load(cls, ticket_dir: str | os.PathLike, with_weights: bool = True) -> "Ticket":
@@ -138,7 +142,25 @@ class Ticket:
         return cls(method=rec["method"], target_sparsity=rec["target_sparsity"], masks=masks,
                    weights=weights, metrics=rec.get("metrics", {}), history=rec.get("history", []),
                    cost=Cost.from_dict(rec.get("cost", {})), settings=rec.get("settings", {}),
-                   base_model=rec.get("base_model", ""), tokenizer_dir=rec.get("tokenizer_dir"))
+                   base_model=rec.get("base_model", ""), tokenizer_dir=rec.get("tokenizer_dir"),
+                   label_names=list(rec.get("label_names", [])))
+
+
+def name_labels(config_path: Path, label_names: list[str]) -> None:
+    """Write ``id2label``/``label2id`` of ``label_names`` into a classifier's config.json (left as is
+    when there are no names or the head has another number of outputs, e.g. CLIP's)."""
+    if not label_names:
+        return
+    cfg = runs.read_json(config_path)
+    n = cfg.get("num_labels", len(cfg.get("id2label") or {}))
+    if n != len(label_names) or not str(cfg.get("architectures", [""])[0]).endswith("ForSequenceClassification"):
+        return
+    names = [str(x) for x in label_names]
+    if len(set(names)) != len(names):
+        raise ValueError(f"label names are not unique: {names}")
+    cfg["id2label"] = {str(i): name for i, name in enumerate(names)}
+    cfg["label2id"] = {name: i for i, name in enumerate(names)}
+    runs.write_json(config_path, cfg)
 
 
 def _load_masks(path: Path) -> Any:

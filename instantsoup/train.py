@@ -91,7 +91,8 @@ class TaskData:
     """A tokenized task: train / validation (model selection) / test (reported only) splits.
 
     ``metric(preds, labels) -> dict`` with preds (N,) class ids (or floats for regression);
-    ``main_metric`` names the key used for model selection (higher is better).
+    ``main_metric`` names the key used for model selection (higher is better). Build one from your
+    own data with :meth:`from_tables` or :func:`instantsoup.task.load_task`.
     """
 
     name: str
@@ -106,6 +107,14 @@ class TaskData:
     tokenizer_dir: str | None = None
     identity: str = ""
     info: dict = field(default_factory=dict)  # e.g. classnames/templates of an image task (zero-shot head)
+    label_names: list[str] = field(default_factory=list)  # label_names[i] names class id i ([] = unnamed)
+
+    @classmethod
+    def from_tables(cls, train: Any, validation: Any = None, test: Any = None, **kw: Any) -> "TaskData":
+        """Your own splits (files, ``datasets`` objects, TextDatasets): see :func:`instantsoup.task.from_tables`."""
+        from instantsoup.task import from_tables
+
+        return from_tables(train, validation, test, **kw)
 
 
 def accuracy_metric(preds: np.ndarray, labels: np.ndarray) -> dict:

@@ -213,7 +213,7 @@ class Context:
                         settings=runs.to_jsonable(dataclasses.asdict(self.settings)),
                         base_model=self.settings.run.model or getattr(self.model, "source_path", None) or "",
                         tokenizer_dir=self.task.tokenizer_dir or getattr(self.model, "source_path", None),
-                        round_masks=self.round_masks)
+                        round_masks=self.round_masks, label_names=list(getattr(self.task, "label_names", None) or []))
         self.history.append({"event": "done", **{k: v for k, v in metrics.items()}, "sparsity": ticket.sparsity})
         if self.run:
             ticket.history = list(self.history)

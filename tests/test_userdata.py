@@ -1,0 +1,231 @@
+"""Your own data and labels: label names into the export, split files, eval --file, label-id checks,
+head-size refusals (issue 14; issue 10 cases 3 and 7)."""
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import build_tiny_bert, subprocess_env
+from instantsoup.cli import main
+from instantsoup.data import DataError, load_table
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+NAMES = ("rotten", "fresh")
+
+
+def write_named(path, n=80, seed=0, names=NAMES, only=None):
+    """A learnable CSV with text labels: 'fresh' iff more tokens >= w20 than below."""
+    rng = np.random.default_rng(seed)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["review", "verdict"])
+        for _ in range(n):
+            toks = rng.integers(0, 40, size=int(rng.integers(3, 9)))
+            y = int((toks >= 20).sum() * 2 > len(toks)) if only is None else only
+            w.writerow([" ".join(f"w{t}" for t in toks), names[y]])
+    return path
+
+
+def write_ids(path, labels):
+    path.write_text("sentence,label\n" + "".join(f"w{i % 30} w{(3 * i) % 30},{y}\n" for i, y in enumerate(labels)))
+    return path
+
+
+COLS = ["--text-column", "review", "--label-column", "verdict"]
+
+
+# ---- issue 10, case 3: class count from the set of labels --------------------------------------
+@pytest.mark.parametrize("labels, line, hint", [
+    ([0, 1, 0, 5, 1], 5, "ids must be 0..2 with no gaps"),          # a gap: 3 labels, 5 is no id
+    ([1, 2, 2, 1], 3, "1-based ids?"),                               # 1-based: 2 is outside [0, 2)
+    ([0, 1, 1000000000, 0], 4, "ids must be 0..2"),                  # one stray huge id: no 24 GB head
+])
+def test_integer_label_ids_must_be_0_to_k_minus_1(tmp_path, labels, line, hint):
+    p = write_ids(tmp_path / "d.csv", labels)
+    with pytest.raises(DataError, match=rf"d\.csv:{line}: label \d+ in column 'label' is not a class id") as e:
+        load_table(p, "sentence", "label")
+    assert hint in str(e.value) and "--num-labels" in str(e.value)
+
+
+def test_num_labels_allows_absent_classes_and_is_bounded(tmp_path):
+    p = write_ids(tmp_path / "d.csv", [0, 1, 0, 5, 1])
+    ds = load_table(p, "sentence", "label", num_labels=6)
+    assert ds.num_labels == 6 and ds.label_names == [str(i) for i in range(6)]
+    np.testing.assert_array_equal(ds.labels, [0, 1, 0, 5, 1])
+    with pytest.raises(DataError, match=r"d\.csv:5: unknown label '5'"):
+        load_table(p, "sentence", "label", num_labels=3)
+    with pytest.raises(ValueError, match=r"num_labels must be an integer in \[2, 100000\], got 1000000000"):
+        load_table(p, "sentence", "label", num_labels=10**9)
+    many = tmp_path / "many.csv"
+    many.write_text("sentence,label\n" + "".join(f"w1,name{i}\n" for i in range(1001)))
+    with pytest.raises(DataError, match=r"1001 distinct labels, more than 1000; is it the right column"):
+        load_table(many, "sentence", "label")
+
+
+def test_cli_stray_label_is_one_error_line_naming_file_and_line(tiny_bert_dir, tmp_path, capsys):
+    p = write_ids(tmp_path / "d.csv", [0, 1] * 20 + [1000000000] + [0, 1] * 5)
+    rc = main(["prune", "--method", "omp", "--model", str(tiny_bert_dir), "--task", str(p), "--no-progress",
+               "--out", str(tmp_path / "runs")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"instantsoup prune: error: {p}:42: label 1000000000") and err.count("\n") == 1
+    rc = main(["prune", "--method", "omp", "--model", str(tiny_bert_dir), "--task", str(p), "--num-labels",
+               "1000000000", "--out", str(tmp_path / "runs")])
+    assert rc == 2 and "num_labels must be an integer in [2, 100000]" in capsys.readouterr().err
+
+
+# ---- label names: data -> ticket -> config.json -> a plain transformers script ----------------------
+TRANSFORMERS_EVAL = r'''
+import csv, sys
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+ckpt, path = sys.argv[1], sys.argv[2]
+tok = AutoTokenizer.from_pretrained(ckpt)
+model = AutoModelForSequenceClassification.from_pretrained(ckpt).eval()
+rows = list(csv.DictReader(open(path)))
+y = torch.tensor([model.config.label2id[r["verdict"]] for r in rows])
+enc = tok([r["review"] for r in rows], padding=True, truncation=True, max_length=32, return_tensors="pt")
+with torch.no_grad():
+    pred = model(**enc).logits.argmax(-1)
+print(f"n={len(rows)} accuracy={(pred == y).float().mean().item():.6f} "
+      f"first={model.config.id2label[int(pred[0])]}")
+'''
+
+
+def test_label_names_reach_the_export_and_a_transformers_only_eval_script(tiny_bert_dir, tmp_path, capsys):
+    train = write_named(tmp_path / "train.csv", n=120)
+    test = write_named(tmp_path / "test.csv", n=40, seed=1)
+    rc = main(["prune", "--method", "omp", "--sparsity", "0.5", "--model", str(tiny_bert_dir), "--train-file",
+               str(train), "--test-file", str(test), *COLS, "--epochs", "2", "--batch-size", "16", "--lr", "1e-3",
+               "--max-length", "32", "--out", str(tmp_path / "runs"), "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    capsys.readouterr()
+    (run,) = (tmp_path / "runs").iterdir()
+    ck = run / "ticket" / "checkpoint"
+    cfg = json.loads((ck / "config.json").read_text())
+    assert cfg["id2label"] == {"0": "fresh", "1": "rotten"} and cfg["label2id"] == {"fresh": 0, "rotten": 1}
+    assert json.loads((run / "ticket" / "metrics.json").read_text())["label_names"] == ["fresh", "rotten"]
+    script = tmp_path / "hf_eval.py"
+    script.write_text(TRANSFORMERS_EVAL)
+    r = subprocess.run([sys.executable, str(script), str(ck), str(test)], capture_output=True, text=True,
+                       env=subprocess_env())
+    assert r.returncode == 0, r.stderr
+    hf = dict(kv.split("=") for kv in r.stdout.split())
+    # our eval of the same file agrees (labels mapped through the checkpoint's label2id)
+    assert main(["eval", str(ck), "--file", str(test), *COLS, "--max-length", "32"]) == 0
+    ours = json.loads(capsys.readouterr().out)
+    assert ours["n"] == int(hf["n"]) == 40
+    assert ours["accuracy"] == pytest.approx(float(hf["accuracy"]), abs=1e-6)
+    assert ours["label_names"] == ["fresh", "rotten"] and set(ours["per_label"]) == {"fresh", "rotten"}
+    assert sum(v["n"] for v in ours["per_label"].values()) == 40
+
+
+# ---- eval --file and label mapping ----------------------------------------------------------------
+def test_eval_file_scores_the_whole_file_and_refuses_unknown_labels(tiny_bert_dir, tmp_path, capsys):
+    p = write_ids(tmp_path / "all.csv", [0, 1] * 25)
+    assert main(["eval", str(tiny_bert_dir), "--file", str(p)]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["n"] == 50 and 0 <= res["accuracy"] <= 1 and res["label_names"] == ["LABEL_0", "LABEL_1"]
+    # a single-class file works: ids in range of the checkpoint's head
+    one = write_ids(tmp_path / "one.csv", [1] * 7)
+    assert main(["eval", str(tiny_bert_dir), "--file", str(one)]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["n"] == 7 and res["per_label"]["LABEL_0"] == {"n": 0, "accuracy": None}
+    # labels the checkpoint does not know: one error line naming file and line
+    named = write_named(tmp_path / "named.csv", n=5)
+    assert main(["eval", str(tiny_bert_dir), "--file", str(named), *COLS]) == 2
+    err = capsys.readouterr().err
+    assert f"instantsoup eval: error: {named}:2: unknown label" in err and "LABEL_0" in err
+    bad = write_ids(tmp_path / "bad.csv", [0, 1, 2])
+    assert main(["eval", str(tiny_bert_dir), "--file", str(bad)]) == 2
+    assert f"{bad}:4: unknown label '2'" in capsys.readouterr().err
+
+
+def test_eval_task_prints_split_sizes(tiny_bert_dir, tmp_path, capsys):
+    p = write_ids(tmp_path / "d.csv", [0, 1] * 30)
+    assert main(["eval", str(tiny_bert_dir), "--task", str(p)]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["test_n"] == 6 and res["validation_n"] == 5 and "test_accuracy" in res
+
+
+# ---- issue 10, case 7: a head that does not fit the task ------------------------------------------
+def write_sst2(d):
+    d.mkdir()
+    for name, n in (("train.tsv", 30), ("dev.tsv", 10)):
+        (d / name).write_text("sentence\tlabel\n" + "".join(f"w{i} w{i + 1}\t{i % 2}\n" for i in range(n)))
+    return d
+
+
+def test_eval_refuses_a_head_of_another_size_unless_reinit_head(tmp_path, capsys):
+    three = tmp_path / "three"
+    three.mkdir()
+    build_tiny_bert(three, num_labels=3)
+    sst2 = write_sst2(tmp_path / "SST-2")
+    rc = main(["eval", str(three), "--task", "sst2", "--data-dir", str(sst2)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "instantsoup eval: error: the checkpoint's head has 3 labels" in err and "'sst2' has 2" in err
+    assert main(["eval", str(three), "--task", "sst2", "--data-dir", str(sst2), "--reinit-head"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["test_n"] == 10 and res["label_names"] == ["negative", "positive"]
+    # a table's labels are mapped through the 3-class head's names: ids 0/1 are fine, a text label is not
+    ids = write_ids(tmp_path / "ids.csv", [0, 1] * 10)
+    assert main(["eval", str(three), "--file", str(ids)]) == 0
+    assert json.loads(capsys.readouterr().out)["label_names"] == ["LABEL_0", "LABEL_1", "LABEL_2"]
+    named = write_named(tmp_path / "named.csv", n=6)
+    assert main(["eval", str(three), "--file", str(named), *COLS]) == 2
+    assert "unknown label" in capsys.readouterr().err
+    assert main(["eval", str(three), "--file", str(named), *COLS, "--reinit-head"]) == 0
+    assert json.loads(capsys.readouterr().out)["label_names"] == ["fresh", "rotten"]
+
+
+# ---- split files and the Python API ---------------------------------------------------------------
+def test_split_files_keep_their_rows_and_share_label_ids(tiny_bert_dir, tmp_path):
+    from instantsoup.task import load_task
+
+    tr = write_named(tmp_path / "tr.csv", n=50)
+    va = write_named(tmp_path / "va.csv", n=12, seed=2)
+    te = write_named(tmp_path / "te.csv", n=9, seed=3, only=0)   # single-class test file: all "rotten"
+    kw = dict(text_column="review", label_column="verdict")
+    task = load_task(str(tr), tiny_bert_dir, 32, validation_file=str(va), test_file=str(te), **kw)
+    assert (len(task.train), len(task.validation), len(task.test)) == (50, 12, 9)
+    assert task.label_names == ["fresh", "rotten"] and np.all(task.test.labels == 1)
+    assert task.metric(task.test.labels, task.test.labels)["accuracy"] == 1.0
+    # an omitted split is held out of train, as for a single table
+    task = load_task("default", tiny_bert_dir, 32, train_file=str(tr), test_file=str(te), **kw)
+    assert (len(task.train), len(task.validation), len(task.test)) == (45, 5, 9)
+    # a test label that train does not have
+    odd = tmp_path / "odd.csv"
+    odd.write_text("review,verdict\nw1 w2,fresh\nw3,meh\n")
+    with pytest.raises(DataError, match=r"odd\.csv:3: unknown label 'meh'"):
+        load_task(str(tr), tiny_bert_dir, 32, test_file=str(odd), **kw)
+    # a single-class training file is refused with a message
+    with pytest.raises(ValueError, match=r"training data has 1 class\(es\) \['rotten'\]; a classifier needs"):
+        load_task(str(te), tiny_bert_dir, 32, **kw)
+
+
+def test_task_from_tables_python_api(tiny_bert_dir, tmp_path):
+    import instantsoup as isp
+    from instantsoup import data as D
+    from instantsoup.task import metric_for
+
+    tr = load_table(write_named(tmp_path / "tr.csv", n=40), "review", "verdict")
+    te = write_named(tmp_path / "te.csv", n=10, seed=5)
+    tok = D.Tokenizer.from_pretrained(tiny_bert_dir)
+    task = isp.TaskData.from_tables(tr, test=te, tokenizer=tok, text_column="review", label_column="verdict",
+                                    label_names=["rotten", "fresh"], max_length=32, name="mine")
+    assert task.name == "mine" and task.label_names == ["rotten", "fresh"] and len(task.test) == 10
+    raw = load_table(te, "review", "verdict", label_names=["rotten", "fresh"])
+    np.testing.assert_array_equal(task.test.labels, raw.labels)
+    assert metric_for(["accuracy", "f1"])(np.array([1, 0]), np.array([1, 1])) == {"accuracy": 0.5,
+                                                                                  "f1": pytest.approx(2 / 3)}
+    model = isp.load_model(tiny_bert_dir, num_labels=task.num_labels)
+    settings = isp.Settings(train=isp.TrainSettings(batch_size=8, epochs=1, max_length=32),
+                            prune=isp.PruneSettings(method="omp", sparsity=0.3))
+    ticket = isp.methods.one_shot(model, task, settings, progress=False)
+    assert ticket.label_names == ["rotten", "fresh"] and "test_accuracy" in ticket.metrics
