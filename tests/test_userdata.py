@@ -229,3 +229,62 @@ def test_task_from_tables_python_api(tiny_bert_dir, tmp_path):
                             prune=isp.PruneSettings(method="omp", sparsity=0.3))
     ticket = isp.methods.one_shot(model, task, settings, progress=False)
     assert ticket.label_names == ["rotten", "fresh"] and "test_accuracy" in ticket.metrics
+
+
+# ---- Hugging Face datasets: objects, save_to_disk folders, Parquet exports (built in memory) -------
+def hf_data(n, seed, names=("rotten", "fresh")):
+    datasets = pytest.importorskip("datasets")
+    rng = np.random.default_rng(seed)
+    texts, labels = [], []
+    for _ in range(n):
+        toks = rng.integers(0, 40, size=int(rng.integers(3, 9)))
+        texts.append(" ".join(f"w{t}" for t in toks))
+        labels.append(int((toks >= 20).sum() * 2 > len(toks)))
+    feats = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=list(names))})
+    return datasets.Dataset.from_dict({"text": texts, "label": labels}, features=feats)
+
+
+def test_datasets_objects_are_tables_and_classlabel_names_are_kept(tiny_bert_dir):
+    datasets = pytest.importorskip("datasets")
+    from instantsoup import TaskData
+
+    ds = hf_data(30, 0)
+    t = load_table(ds, "text", "label")
+    assert t.label_names == ["rotten", "fresh"] and t.labels.tolist() == list(ds["label"]) and len(t) == 30
+    dd = datasets.DatasetDict({"train": hf_data(40, 1), "validation": hf_data(10, 2), "test": hf_data(12, 3)})
+    task = TaskData.from_tables(dd, tokenizer=tiny_bert_dir, text_column="text", max_length=32)
+    assert (len(task.train), len(task.validation), len(task.test)) == (40, 10, 12)
+    assert task.label_names == ["rotten", "fresh"]
+    np.testing.assert_array_equal(task.test.labels, dd["test"]["label"])
+    # an explicit test Dataset wins over the dict's; a Dataset with -1 ("no label") is refused
+    task = TaskData.from_tables(dd["train"], test=dd["test"], tokenizer=tiny_bert_dir, text_column="text")
+    assert (len(task.train), len(task.validation), len(task.test)) == (36, 4, 12)
+    unl = hf_data(3, 4).map(lambda ex: {"label": -1})
+    with pytest.raises(DataError, match=r"<datasets.Dataset>: row 0: missing label"):
+        load_table(unl, "text", "label")
+    with pytest.raises(DataError, match=r"missing column\(s\) \['sentence'\]"):
+        load_table(ds, "sentence", "label")
+
+
+@pytest.mark.parametrize("layout", ["save_to_disk", "parquet"])
+def test_cli_prunes_a_dataset_folder_and_exports_its_classlabel_names(tiny_bert_dir, tmp_path, capsys, layout):
+    datasets = pytest.importorskip("datasets")
+    dd = datasets.DatasetDict({"train": hf_data(60, 1), "test": hf_data(16, 3)})
+    folder = tmp_path / "data"
+    if layout == "save_to_disk":
+        dd.save_to_disk(str(folder))
+    else:  # the layout of the hub's Parquet exports
+        (folder / "data").mkdir(parents=True)
+        for split, d in dd.items():
+            d.to_parquet(str(folder / "data" / f"{split}-00000-of-00001.parquet"))
+    rc = main(["prune", "--method", "omp", "--sparsity", "0.3", "--model", str(tiny_bert_dir), "--task", str(folder),
+               "--text-column", "text", "--epochs", "1", "--batch-size", "16", "--max-length", "32",
+               "--out", str(tmp_path / "runs"), "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    (run,) = (tmp_path / "runs").iterdir()
+    cfg = json.loads((run / "ticket" / "checkpoint" / "config.json").read_text())
+    assert cfg["label2id"] == {"rotten": 0, "fresh": 1}
+    capsys.readouterr()
+    assert main(["eval", str(run / "ticket" / "checkpoint"), "--task", str(folder), "--text-column", "text",
+                 "--split", "test"]) == 0
+    assert json.loads(capsys.readouterr().out)["test_n"] == 16
