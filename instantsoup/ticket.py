@@ -146,6 +146,31 @@ class Ticket:
                    label_names=list(rec.get("label_names", [])))
 
 
+def load_ticket(path: str | os.PathLike, seed: int = 0) -> Any:
+    """The exported model of a ticket with its masks installed, ready for inference or further
+    training (``AdamW`` keeps masked weights at exactly 0).
+
+    ``path``: a ticket directory (masks.safetensors + checkpoint/), or a run directory holding one in
+    ``ticket/``. The checkpoint keeps its head and label names (``model.label_names``).
+    """
+    from instantsoup.models import load_model
+
+    d = Path(path)
+    if not (d / "masks.safetensors").is_file() and (runs.ticket_path(d) / "masks.safetensors").is_file():
+        d = runs.ticket_path(d)
+    masks, ck = d / "masks.safetensors", runs.checkpoint_dir(d)
+    for need in (masks, ck / "config.json"):
+        if not need.exists():
+            raise FileNotFoundError(f"{path}: not a ticket directory ({need} is missing; expected "
+                                    "masks.safetensors and checkpoint/ as written by Ticket.export)")
+    model = load_model(ck, seed=seed)
+    try:
+        model.set_masks(_load_masks(masks))
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{masks}: does not fit the checkpoint in {ck}: {e}") from None
+    return model
+
+
 def name_labels(config_path: Path, label_names: list[str]) -> None:
     """Write ``id2label``/``label2id`` of ``label_names`` into a classifier's config.json (left as is
     when there are no names or the head has another number of outputs, e.g. CLIP's)."""

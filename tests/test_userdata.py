@@ -288,3 +288,73 @@ def test_cli_prunes_a_dataset_folder_and_exports_its_classlabel_names(tiny_bert_
     assert main(["eval", str(run / "ticket" / "checkpoint"), "--task", str(folder), "--text-column", "text",
                  "--split", "test"]) == 0
     assert json.loads(capsys.readouterr().out)["test_n"] == 16
+
+
+# ---- inference and continuation -------------------------------------------------------------------
+def test_model_call_and_predict_match_transformers(tiny_bert_dir):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    import instantsoup as isp
+    from instantsoup import data as D
+
+    texts = ["w1 w2 w3", "w30 w31", "w5 w6 w7 w8 w9 w10", "w4"]
+    hf_tok = AutoTokenizer.from_pretrained(str(tiny_bert_dir))
+    hf = AutoModelForSequenceClassification.from_pretrained(str(tiny_bert_dir)).eval()
+    model = isp.load_model(tiny_bert_dir).eval()
+    enc = hf_tok(texts[:3], padding=True, return_tensors="np")
+    y = np.array([1, 0, 1])
+    out = model(**enc, labels=y)
+    with torch.no_grad():
+        ref = hf(**{k: torch.tensor(v) for k, v in enc.items()}, labels=torch.tensor(y))
+    assert isinstance(out.logits, np.ndarray) and out.logits.shape == (3, 2)
+    np.testing.assert_allclose(out.logits, ref.logits.numpy(), rtol=1e-4, atol=1e-5)
+    assert out.loss == pytest.approx(float(ref.loss), rel=1e-5) and model(**enc).loss is None
+    assert out["logits"] is out.logits
+    with pytest.raises(TypeError, match="unexpected model inputs \\['position_ids'\\]"):
+        model(input_ids=enc["input_ids"], position_ids=enc["input_ids"])
+    # predict: our tokenizer, a transformers tokenizer, or the model's own directory agree
+    ours = model.predict(texts, D.Tokenizer.from_pretrained(tiny_bert_dir), batch_size=2)
+    theirs = model.predict(texts, hf_tok, batch_size=3)
+    default = model.predict(texts)
+    np.testing.assert_allclose(ours.logits, theirs.logits, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(ours.ids, default.ids)
+    pairs = model.predict([("w1 w2", "w3 w4"), ("w5", "w6 w7")], hf_tok)
+    with torch.no_grad():
+        one = hf(**hf_tok("w1 w2", "w3 w4", return_tensors="pt")).logits.numpy()[0]
+    np.testing.assert_allclose(pairs.logits[0], one, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.predict([("w1 w2", "w3 w4"), ("w5", "w6 w7")]).logits, pairs.logits,
+                               rtol=1e-4, atol=1e-5)
+    assert ours.labels == [model.label_names[i] for i in ours.ids] and model.label_names == ["LABEL_0", "LABEL_1"]
+    assert not model.training
+
+
+def test_load_ticket_keeps_masks_through_further_training(tiny_bert_dir, tmp_path):
+    import instantsoup as isp
+    from instantsoup.task import load_task
+
+    train = write_named(tmp_path / "tr.csv", n=64)
+    task = load_task(str(train), tiny_bert_dir, 32, text_column="review", label_column="verdict")
+    settings = isp.Settings(train=isp.TrainSettings(batch_size=16, epochs=1, max_length=32),
+                            prune=isp.PruneSettings(method="omp", sparsity=0.6))
+    ticket = isp.methods.one_shot(isp.load_model(tiny_bert_dir, num_labels=2), task, settings,
+                                  run_dir=tmp_path / "run", progress=False)
+    model = isp.load_ticket(tmp_path / "run")                      # a run directory or its ticket/
+    assert model.label_names == ["fresh", "rotten"]
+    for k, m in ticket.masks.items():
+        np.testing.assert_array_equal(model.masks[k], np.asarray(m))
+    plain = isp.load_model(tmp_path / "run" / "ticket" / "checkpoint")
+    assert all(np.all(m == 1) for m in plain.masks.values())       # a checkpoint alone has no masks
+    batch, labels = task.train.collate(np.arange(16), task.pad_id)
+    for m in (model, plain):
+        opt = isp.AdamW(m, lr=1e-2)
+        m.train()
+        for _ in range(3):
+            opt.train_step(batch, labels)
+    for k, mask in ticket.masks.items():
+        pruned = np.asarray(mask) == 0
+        assert np.all(model.state_dict()[k][pruned] == 0), k               # stay exactly zero
+        assert np.any(model.state_dict()[k][~pruned] != ticket.weights[k][~pruned]), k
+    assert any(np.any(plain.state_dict()[k][np.asarray(m) == 0] != 0) for k, m in ticket.masks.items())
+    with pytest.raises(FileNotFoundError, match="not a ticket directory"):
+        isp.load_ticket(tmp_path)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from instantsoup._native import _C
+from instantsoup.models.inference import InferenceMixin
 from instantsoup.models.views import load_views, set_mask_views
 
 log = logging.getLogger(__name__)
@@ -299,11 +300,13 @@ def read_checkpoint(path: str) -> dict[str, np.ndarray]:
 # the model
 
 
-class BertModel:
+class BertModel(InferenceMixin):
     """A BERT sequence classifier (BertForSequenceClassification maths) on the C engine.
 
     Parameters live in one float32 C buffer; ``state_dict()``, ``grads`` and ``masks`` are NumPy
     views of it under the Hugging Face names. Not thread-safe: use ``clone()`` per thread.
+    ``model(**batch)`` returns ``.logits`` (and ``.loss`` given ``labels``) as transformers does;
+    ``model.predict(texts, tokenizer)`` classifies raw texts (see :mod:`instantsoup.models.inference`).
     """
 
     kind = "bert"
@@ -493,8 +496,6 @@ class BertModel:
         """Logits (B, num_labels) float32 for a batch dict (input_ids (B,T), attention_mask, token_type_ids)."""
         ids, tt, am = self._batch(batch)
         return _C.bert_forward(self._h, ids, tt, am)
-
-    __call__ = forward
 
     def forward_backward(self, batch: Mapping[str, Any], labels: Any, label_smoothing: float = 0.0) -> float:
         """Mean loss (cross-entropy, or MSE when num_labels == 1); overwrites ``grads``."""
