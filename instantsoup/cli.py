@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from instantsoup.config import (DataSettings, PruneSettings, RunSettings, Settings, SettingsError,
-                                TrainSettings, add_arguments, check_model_dir, from_namespace)
+                                TrainSettings, add_arguments, check_model_dir, from_namespace, read_config,
+                                settings_dict)
 
 log = logging.getLogger("instantsoup")
 
@@ -106,8 +107,12 @@ def run_settings(settings: Settings, *, model_dir: str | None = None, fresh: boo
 
 def _cmd_prune(args: argparse.Namespace) -> int:
     from instantsoup import report
+    from instantsoup.runs import to_jsonable
 
     settings = _settings(args)
+    if args.print_config:
+        print(json.dumps(to_jsonable(settings_dict(settings)), indent=2, sort_keys=True))
+        return 0
     ticket, root = run_settings(settings, fresh=not settings.run.resume, keep_round_masks=args.keep_round_masks)
     rows = report.load_rows([root / "ticket"])
     print(report.format_table(rows))
@@ -317,7 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--keep-round-masks", action="store_true",
                     help="ISP: also store every round's main/denoiser/merged masks in the run directory "
                     "(not part of the run's hash)")
-    pr.set_defaults(func=_cmd_prune)
+    pr.add_argument("--config", default="", metavar="FILE",
+                    help="read settings from a TOML or JSON file (sections train/prune/data/run, as "
+                    "--print-config prints them; a run's settings.json works too); flags given on the command "
+                    "line override it")
+    pr.add_argument("--print-config", action="store_true",
+                    help="print the resolved settings (defaults < --config < flags) as JSON and exit")
+    pr.set_defaults(func=_cmd_prune, parser=pr)
 
     ev = sub.add_parser("eval", help="evaluate a checkpoint (optionally with a mask file) on a task")
     ev.add_argument("checkpoint", help="Hugging Face checkpoint directory")
@@ -366,6 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     from instantsoup.data.errors import DataError
 
     try:
+        if getattr(args, "config", ""):  # the file's values become defaults; flags on the line win
+            args.parser.set_defaults(**read_config(args.config))
+            args = parser.parse_args(argv)
         return args.func(args)
     except (SettingsError, DataError, FileNotFoundError, MissingDemoPackage) as e:  # a message, no traceback
         print(f"instantsoup {args.command}: error: {e}", file=sys.stderr)

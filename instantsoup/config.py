@@ -32,8 +32,8 @@ class SettingsError(ValueError):
 
 
 def _f(default: Any, help: str, *, methods: tuple[str, ...] | None = None, hash: bool = True,
-       choices: tuple | None = None, flag: str | None = None) -> Any:
-    meta = {"help": help, "hash": hash}
+       choices: tuple | None = None, flag: str | None = None, aliases: tuple[str, ...] = ()) -> Any:
+    meta = {"help": help, "hash": hash, "aliases": aliases}
     if methods is not None:
         meta["methods"] = methods
     if choices is not None:
@@ -49,8 +49,8 @@ def _f(default: Any, help: str, *, methods: tuple[str, ...] | None = None, hash:
 class TrainSettings:
     """How the model is fine-tuned (shared by every method, denoisers included)."""
 
-    batch_size: int = _f(32, "examples per optimizer step")
-    lr: float = _f(2e-5, "peak learning rate of AdamW")
+    batch_size: int = _f(32, "examples per optimizer step", aliases=("--per-device-train-batch-size",))
+    lr: float = _f(2e-5, "peak learning rate of AdamW", aliases=("--learning-rate",))
     warmup_steps: int = _f(0, "linear warm-up steps (overrides --warmup-ratio when > 0)")
     warmup_ratio: float = _f(0.0, "linear warm-up as a fraction of the training budget")
     schedule: str = _f("linear", "learning-rate decay after warm-up (to 0 at the end of the budget)",
@@ -58,7 +58,8 @@ class TrainSettings:
     weight_decay: float = _f(0.0, "decoupled weight decay of AdamW (not on biases / LayerNorm)")
     max_grad_norm: float = _f(1.0, "global gradient-norm clipping; 0 disables it")
     label_smoothing: float = _f(0.0, "label smoothing of the cross-entropy loss")
-    epochs: float = _f(3.0, "training budget in epochs (fractions allowed); for IMP: per round")
+    epochs: float = _f(3.0, "training budget in epochs (fractions allowed); for IMP: per round",
+                       aliases=("--num-train-epochs",))
     max_steps: int = _f(0, "training budget in optimizer steps; overrides --epochs when > 0")
     eval_every: int = _f(0, "evaluate every N steps; 0 = once per epoch")
     seed: int = _f(0, "seed of data order, dropout, subsets, random masks and protocols")
@@ -306,7 +307,7 @@ class RunSettings:
 
     model: str = _f("", "Hugging Face checkpoint directory (config.json + model.safetensors); "
                     "'' = the embedded default model")
-    out: str = _f("runs", "directory holding the run directories", hash=False)
+    out: str = _f("runs", "directory holding the run directories", hash=False, aliases=("--output-dir",))
     threads: int = _f(0, "threads for kernels and BLAS (0 = all available cores)", hash=False)
     resume: bool = _f(True, "continue an interrupted run from its last finished round (--no-resume: "
                       "delete the run directory and start over)", hash=False)
@@ -431,21 +432,87 @@ def _type_of(f: dataclasses.Field, owner: type) -> type:
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str, ...] = ()) -> None:
-    """Add one ``--field-name`` option per field of the settings dataclass ``cls``."""
+    """Add one ``--field-name`` option per field of the settings dataclass ``cls`` (plus its aliases,
+    e.g. transformers' Trainer names such as ``--learning-rate``); choices are listed in ``--help``."""
     group = parser.add_argument_group(cls.__name__, (cls.__doc__ or "").strip().splitlines()[0])
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
         typ = _type_of(f, cls)
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        flags = [f.metadata.get("flag") or "--" + f.name.replace("_", "-"), *f.metadata.get("aliases", ())]
         help_ = f.metadata.get("help", "") + f" (default: {default!r})"
         if typ is bool:
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
+            group.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
                                help=help_)
         else:
-            group.add_argument(flag, dest=f.name, type=typ, default=default, metavar=typ.__name__.upper(),
-                               choices=f.metadata.get("choices"), help=help_)
+            choices = f.metadata.get("choices")
+            group.add_argument(*flags, dest=f.name, type=typ, default=default,
+                               metavar=None if choices else typ.__name__.upper(), choices=choices, help=help_)
+
+
+SECTIONS = {"train": TrainSettings, "prune": PruneSettings, "data": DataSettings, "run": RunSettings}
+
+
+def read_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Settings from a TOML or JSON file as ``{field: value}``.
+
+    The file holds sections ``[train]``, ``[prune]``, ``[data]``, ``[run]`` (as ``--print-config``
+    prints them), or a run's ``settings.json`` (its ``"settings"`` record), or top-level field
+    names. Unknown sections or fields and values of the wrong type are a SettingsError.
+    """
+    import json
+
+    p = os.fspath(path)
+    if not os.path.isfile(p):
+        raise SettingsError(f"config file {p!r} does not exist")
+    try:
+        if p.endswith(".toml"):
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                import tomli as tomllib  # type: ignore[no-redef]
+            with open(p, "rb") as fh:
+                raw = tomllib.load(fh)
+        elif p.endswith(".json"):
+            with open(p, encoding="utf-8") as fh:
+                raw = json.load(fh)
+        else:
+            raise SettingsError(f"config file {p!r}: expected a .toml or .json file")
+    except (ValueError, OSError) as e:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+        if isinstance(e, SettingsError):
+            raise
+        raise SettingsError(f"config file {p}: {e}") from None
+    if isinstance(raw, dict) and isinstance(raw.get("settings"), dict):
+        raw = raw["settings"]  # a run's settings.json
+    if not isinstance(raw, dict):
+        raise SettingsError(f"config file {p}: expected a table of settings")
+    owner = {f.name: cls for cls in SECTIONS.values() for f in dataclasses.fields(cls)}
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in SECTIONS and isinstance(value, dict):
+            known = {f.name for f in dataclasses.fields(SECTIONS[key])}
+            unknown = sorted(set(value) - known)
+            if unknown:
+                raise SettingsError(f"config file {p}: unknown {key} setting(s) {', '.join(unknown)}")
+            out.update(value)
+        elif key in owner:
+            out[key] = value
+        else:
+            raise SettingsError(f"config file {p}: unknown setting or section {key!r}")
+    for key, value in out.items():
+        cls = owner[key]
+        try:
+            check_types(cls(**{key: value}))
+        except SettingsError as e:
+            raise SettingsError(f"config file {p}: {e}") from None
+    return out
+
+
+def settings_dict(s: Settings) -> dict[str, dict[str, Any]]:
+    """``{"train": {...}, "prune": {...}, "data": {...}, "run": {...}}``: what ``--print-config`` shows
+    and ``--config`` reads back."""
+    return {name: dataclasses.asdict(getattr(s, name)) for name in SECTIONS}
 
 
 def from_namespace(cls: type, ns: argparse.Namespace) -> Any:

@@ -358,3 +358,53 @@ def test_load_ticket_keeps_masks_through_further_training(tiny_bert_dir, tmp_pat
     assert any(np.any(plain.state_dict()[k][np.asarray(m) == 0] != 0) for k, m in ticket.masks.items())
     with pytest.raises(FileNotFoundError, match="not a ticket directory"):
         isp.load_ticket(tmp_path)
+
+
+# ---- config files, aliases, --help choices --------------------------------------------------------
+def test_config_round_trip_of_a_runs_settings_json(tiny_bert_dir, tmp_path, capsys):
+    table = write_named(tmp_path / "t.csv", n=60)
+    argv = ["prune", "--method", "omp", "--sparsity", "0.5", "--model", str(tiny_bert_dir), "--task", str(table),
+            *COLS, "--num-train-epochs", "1", "--per-device-train-batch-size", "16", "--learning-rate", "1e-3",
+            "--max-length", "32", "--output-dir", str(tmp_path / "runs"), "--no-progress"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    (run,) = (tmp_path / "runs").iterdir()
+    saved = json.loads((run / "settings.json").read_text())["settings"]
+    assert saved["train"]["lr"] == 1e-3 and saved["train"]["epochs"] == 1 and saved["train"]["batch_size"] == 16
+    assert saved["run"]["out"] == str(tmp_path / "runs")
+    # the settings.json of a run is a config: it resolves to the same settings ...
+    assert main(["prune", "--config", str(run / "settings.json"), "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out) == saved
+    # ... and names the same run (finished: nothing is redone)
+    mtime = (run / "ticket" / "ticket.json").stat().st_mtime_ns
+    assert main(["prune", "--config", str(run / "settings.json")]) == 0
+    assert (run / "ticket" / "ticket.json").stat().st_mtime_ns == mtime and len(list((tmp_path / "runs").iterdir())) == 1
+    capsys.readouterr()
+    # flags on the command line override the file; TOML sections work the same
+    assert main(["prune", "--config", str(run / "settings.json"), "--sparsity", "0.4", "--print-config"]) == 0
+    over = json.loads(capsys.readouterr().out)
+    assert over["prune"]["sparsity"] == 0.4 and over["train"]["lr"] == 1e-3
+    toml = tmp_path / "run.toml"
+    toml.write_text('[prune]\nmethod = "gmp"\nsparsity = 0.3\n[train]\nlr = 5e-4\nepochs = 2\n')
+    assert main(["prune", "--config", str(toml), "--lr", "1e-4", "--print-config"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert (res["prune"]["method"], res["prune"]["sparsity"], res["train"]["lr"], res["train"]["epochs"]) == \
+        ("gmp", 0.3, 1e-4, 2)
+    for text, msg in (('[train]\nlr_rate = 1\n', "unknown train setting(s) lr_rate"),
+                      ('[train]\nepochs = "3"\n', "TrainSettings.epochs: expected float, got str"),
+                      ('[prune]\nsparsity = \n', "config file")):
+        toml.write_text(text)
+        assert main(["prune", "--config", str(toml), "--print-config"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("instantsoup prune: error: ") and msg in err, err
+
+
+def test_help_lists_choices_and_trainer_aliases(capsys):
+    with pytest.raises(SystemExit):
+        main(["prune", "--help"])
+    out = capsys.readouterr().out
+    assert "{isp,imp,omp,gmp,random,dense,ims}" in out and "{union,intersection,vote}" in out
+    assert "STR}" not in out and "--method STR" not in out
+    for alias in ("--learning-rate", "--num-train-epochs", "--per-device-train-batch-size", "--output-dir",
+                  "--config", "--print-config", "--train-file", "--num-labels"):
+        assert alias in out
