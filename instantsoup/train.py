@@ -248,6 +248,7 @@ class Trainer:
         self.cost = cost if cost is not None else Cost()
         self.history: list[dict] = []
         self.eval_batch_size = max(64, settings.batch_size)
+        self.scalars: Callable[[dict], None] | None = None  # e.g. a TensorBoard writer (methods.common)
 
     # schedule
     def lr(self, step: int, total: int | None = None) -> float:
@@ -276,8 +277,9 @@ class Trainer:
         mgn = self.s.max_grad_norm if self.s.max_grad_norm > 0 else None
         losses = []
         density = _density(model)  # masks are fixed within one call
-        bar = _bar(stop - start, desc or stage, self.progress)
+        bar = _bar(stop - start, desc or stage, self.progress, leave=evaluate)  # stage bars stay, look-aheads go
         t0 = time.perf_counter()
+        log_from, log_t0, lr = 0, t0, 0.0  # the training record covers losses[log_from:]
         try:
             for step in range(start, stop):
                 idx = order.indices(step)
@@ -299,6 +301,9 @@ class Trainer:
                 if len(losses) % 10 == 0:
                     bar.set_postfix(loss=f"{np.mean(losses[-10:]):.4f}", lr=f"{lr:.2e}", refresh=False)
                 due = (step + 1) % self.eval_interval == 0 or step + 1 == self.total_steps
+                if evaluate and (due or step + 1 == stop):
+                    self._log_training(stage, step + 1, losses[log_from:], lr, B, log_t0)
+                    log_from, log_t0 = len(losses), time.perf_counter()
                 if evaluate and due:
                     st.seconds += time.perf_counter() - t0
                     self._evaluate_and_track(model, step + 1, stage, best)
@@ -309,11 +314,27 @@ class Trainer:
             bar.close()
         return float(np.mean(losses))
 
+    def _log_training(self, stage: str, step: int, losses: list[float], lr: float, batch: int, t0: float) -> None:
+        """A ``train`` record in the history: mean training loss of the steps since the last record,
+        the learning rate of the last step, and throughput (steps and examples per second; an
+        evaluation in between is not counted)."""
+        if not losses:
+            return
+        dt = max(time.perf_counter() - t0, 1e-9)
+        rec = {"event": "train", "stage": stage, "step": step, "epoch": step / self.steps_per_epoch,
+               "loss": float(np.mean(losses)), "lr": float(lr), "steps": len(losses),
+               "steps_per_second": len(losses) / dt, "examples_per_second": len(losses) * batch / dt}
+        self.history.append(rec)
+        if self.scalars is not None:
+            self.scalars(rec)
+
     def _evaluate_and_track(self, model: Any, step: int, stage: str, best: Best | None) -> dict:
         metrics = self.evaluate(model, "validation")
         rec = {"event": "eval", "stage": stage, "step": step, "epoch": step / self.steps_per_epoch,
                "sparsity": _sparsity(model), **{f"val_{k}": v for k, v in metrics.items()}}
         self.history.append(rec)
+        if self.scalars is not None:
+            self.scalars(rec)
         log.info("%s step %d: %s", stage, step, metrics)
         if best is not None:
             score = metrics[self.task.main_metric]
@@ -377,12 +398,12 @@ class _NoBar:
     def close(self) -> None: ...
 
 
-def _bar(total: int, desc: str, enabled: bool) -> Any:
+def _bar(total: int, desc: str, enabled: bool, leave: bool = True) -> Any:
     if not enabled:
         return _NoBar()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, leave=False)
+    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, leave=leave)
 
 
 def copy_weights(model: Any) -> dict[str, np.ndarray]:

@@ -408,3 +408,24 @@ def test_help_lists_choices_and_trainer_aliases(capsys):
     for alias in ("--learning-rate", "--num-train-epochs", "--per-device-train-batch-size", "--output-dir",
                   "--config", "--print-config", "--train-file", "--num-labels"):
         assert alias in out
+
+
+# ---- logs ------------------------------------------------------------------------------------------
+def test_history_has_training_loss_lr_and_throughput(make_model, tmp_path):
+    import dataclasses
+
+    from conftest import make_tiny_task
+    from instantsoup import runs
+    from instantsoup.methods import METHODS
+    from test_methods import settings
+
+    s = settings("dense")
+    s = dataclasses.replace(s, train=dataclasses.replace(s.train, eval_every=4))
+    METHODS["dense"](make_model(), make_tiny_task(vocab=60), s, run_dir=tmp_path / "run", progress=False)
+    hist = runs.read_history(tmp_path / "run")
+    train = [h for h in hist if h["event"] == "train"]
+    evals = [h for h in hist if h["event"] == "eval"]
+    assert [h["step"] for h in train] == [h["step"] for h in evals] == list(range(4, 18, 4)) + [18]
+    assert sum(h["steps"] for h in train) == 18
+    for h in train:
+        assert np.isfinite(h["loss"]) and h["lr"] > 0 and h["steps_per_second"] > 0 and h["examples_per_second"] > 0
