@@ -392,6 +392,42 @@ def _sparsity(model: Any) -> float:
     return 1.0 - _density(model)
 
 
+def tensorboard_scalars(log_dir: Any) -> Callable[[dict], None] | None:
+    """A ``Trainer.scalars`` hook writing the history's ``train`` and ``eval`` records as TensorBoard
+    scalars (``<stage>/train_loss``, ``<stage>/lr``, ``<stage>/examples_per_second``,
+    ``<stage>/val_<metric>``) into an event file in ``log_dir``; None when the ``tensorboard``
+    package is missing. Each record is appended and the file closed again (no writer thread)."""
+    try:
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.compat.proto.summary_pb2 import Summary
+        from tensorboard.summary.writer.record_writer import RecordWriter
+    except ImportError:
+        return None
+    import os
+    import socket
+    from pathlib import Path
+
+    Path(log_dir).mkdir(parents=True, exist_ok=True)
+    path = Path(log_dir) / f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.{id(log_dir)}"
+
+    def append(event: Any) -> None:
+        with open(path, "ab") as f:
+            RecordWriter(f).write(event.SerializeToString())
+
+    append(Event(wall_time=time.time(), file_version="brain.Event:2"))
+
+    def write(rec: dict) -> None:
+        stage = rec.get("stage", "train")
+        if rec["event"] == "train":
+            values = {"train_loss": rec["loss"], "lr": rec["lr"], "examples_per_second": rec["examples_per_second"]}
+        else:
+            values = {k: v for k, v in rec.items() if k.startswith("val_") and isinstance(v, (int, float))}
+        summary = Summary(value=[Summary.Value(tag=f"{stage}/{k}", simple_value=float(v)) for k, v in values.items()])
+        append(Event(wall_time=time.time(), step=int(rec["step"]), summary=summary))
+
+    return write
+
+
 class _NoBar:
     def update(self, n: int = 1) -> None: ...
     def set_postfix(self, **kw: Any) -> None: ...

@@ -429,3 +429,23 @@ def test_history_has_training_loss_lr_and_throughput(make_model, tmp_path):
     assert sum(h["steps"] for h in train) == 18
     for h in train:
         assert np.isfinite(h["loss"]) and h["lr"] > 0 and h["steps_per_second"] > 0 and h["examples_per_second"] > 0
+
+
+def test_tensorboard_scalars_when_installed(make_model, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from conftest import make_tiny_task
+    from instantsoup import runs
+    from instantsoup.methods import METHODS
+    from test_methods import settings
+
+    METHODS["dense"](make_model(), make_tiny_task(vocab=60), settings("dense"), run_dir=tmp_path / "run",
+                     progress=False)
+    acc = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    acc.Reload()
+    train = [h for h in runs.read_history(tmp_path / "run") if h["event"] == "train"]
+    loss = acc.Scalars("finetune/train_loss")
+    assert [e.step for e in loss] == [h["step"] for h in train]
+    np.testing.assert_allclose([e.value for e in loss], [h["loss"] for h in train], rtol=1e-6)
+    assert {"finetune/lr", "finetune/examples_per_second", "finetune/val_accuracy"} <= set(acc.Tags()["scalars"])

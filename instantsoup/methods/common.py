@@ -24,7 +24,7 @@ from instantsoup import runs
 from instantsoup.config import Settings, SettingsError, check_budget
 from instantsoup.masks import MaskSet
 from instantsoup.ticket import Ticket
-from instantsoup.train import Best, Cost, StepOrder, TaskData, Trainer
+from instantsoup.train import Best, Cost, StepOrder, TaskData, Trainer, tensorboard_scalars
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +265,8 @@ def setup(model: Any, task: TaskData, settings: Settings, run_dir: Any = None, *
                     raise SettingsError(f"run directory {run.root} holds a run with other settings "
                                         f"({key}: {', '.join(diff)} differ); use another run_dir, or "
                                         "resume=False to start over there")
+    if run:
+        trainer.scalars = tensorboard_scalars(run.root / "tensorboard")  # when tensorboard is installed
     ctx = Context(settings, model, None, task, trainer, run, plan, keep_round_masks)
     ctx.opt = ctx.new_optimizer(model)
     log.info("%s: plan %s", settings.prune.method, {k: v for k, v in plan.items() if k != "levels"})
