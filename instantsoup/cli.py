@@ -167,16 +167,22 @@ def _eval_task(args: argparse.Namespace, data: DataSettings, label_names: list[s
     max_length = fit_max_length(args.checkpoint, args.max_length)
     if not args.file:
         return load_task(data, args.checkpoint, max_length, args.seed, label_names=label_names)
+    from instantsoup.models import read_config
+
+    cfg = read_config(args.checkpoint)
+    regression = cfg.get("problem_type") == "regression" or cfg.get("num_labels") == 1
     ds = D.load_table(args.file, data.text_column, data.label_column, data.text_pair_column or None,
-                      label_names=label_names, num_labels=data.num_labels or None)
-    if len(ds.label_names) < 2:
+                      label_names=None if regression else label_names, regression=regression,
+                      num_labels=None if regression else data.num_labels or None)
+    if not regression and len(ds.label_names) < 2:
         raise SettingsError(f"{args.file}: {len(ds.label_names)} class(es) {ds.label_names}; scoring it needs the "
                             "checkpoint's labels (its config.json id2label) or --num-labels")
     tok = D.Tokenizer.from_pretrained(args.checkpoint)
     split = encode(tok, ds, max_length)
     pad = getattr(tok, "pad_token_id", None)
     return TaskData(name=ds.task, train=split, validation=None, test=split, metric=metric_for(ds),
-                    num_labels=ds.num_labels, main_metric=ds.primary_metric, pad_id=0 if pad is None else int(pad),
+                    num_labels=ds.num_labels, main_metric=ds.primary_metric, is_regression=regression,
+                    pad_id=0 if pad is None else int(pad),
                     tokenizer_dir=args.checkpoint, label_names=list(ds.label_names))
 
 

@@ -449,3 +449,14 @@ def test_tensorboard_scalars_when_installed(make_model, tmp_path):
     assert [e.step for e in loss] == [h["step"] for h in train]
     np.testing.assert_allclose([e.value for e in loss], [h["loss"] for h in train], rtol=1e-6)
     assert {"finetune/lr", "finetune/examples_per_second", "finetune/val_accuracy"} <= set(acc.Tags()["scalars"])
+
+
+def test_eval_file_on_a_regression_checkpoint(tmp_path, capsys):
+    reg = tmp_path / "reg"
+    reg.mkdir()
+    build_tiny_bert(reg, num_labels=1)
+    p = tmp_path / "scores.csv"
+    p.write_text("sentence,label\n" + "".join(f"w{i} w{i + 2},{i / 10}\n" for i in range(12)))
+    assert main(["eval", str(reg), "--file", str(p)]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["n"] == 12 and {"pearson", "spearmanr"} <= set(res) and "label_names" not in res
