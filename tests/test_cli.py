@@ -109,7 +109,7 @@ def test_report_table_and_plots(make_model, tmp_path, capsys):
         assert p.exists() and p.stat().st_size > 1000
     rows = list(csv.DictReader(open(tmp_path / "t.csv")))
     assert sorted(r["method"] for r in rows) == ["dense", "isp", "omp", "random"]
-    assert main(["report", str(tmp_path / "nothing")]) == 1
+    assert main(["report", str(tmp_path / "nothing")]) == 2
 
 
 def write_table(path, n=120, seed=0):
