@@ -6,7 +6,6 @@ differently; a full and a read-only disk are real small tmpfs mounts where this 
 (root), else simulated (ENOSPC / EROFS raised by the file system calls).
 """
 import contextlib
-import csv
 import errno
 import hashlib
 import json
@@ -29,13 +28,9 @@ from instantsoup.config import PruneSettings, RunSettings, Settings, TrainSettin
 
 # ---- helpers ----------------------------------------------------------------------------------
 def write_table(path, n=120, seed=0):
-    rng = np.random.default_rng(seed)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["sentence", "label"])
-        for _ in range(n):
-            toks = rng.integers(0, 40, size=int(rng.integers(3, 9)))
-            w.writerow([" ".join(f"w{t}" for t in toks), int((toks >= 20).sum() * 2 > len(toks))])
+    from test_cli import write_table as write
+
+    write(path, n, seed)
     return path
 
 
@@ -372,7 +367,7 @@ def small_filesystem(path, size_kb, read_only=False):
             subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
-def test_disk_full_is_one_line_and_keeps_finished_work(tiny_bert_dir, table, tmp_path, capsys, monkeypatch):
+def test_disk_full_is_one_line_and_leaves_no_temporaries(tiny_bert_dir, table, tmp_path, capsys, monkeypatch):
     with small_filesystem(tmp_path / "disk", 200) as real:
         if not real:  # simulate: every fsync of a file in the output folder says the disk is full
             orig = os.fsync
