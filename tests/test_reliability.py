@@ -152,6 +152,24 @@ def test_tokenizer_and_data_contents_are_part_of_the_identity(tiny_bert_dir, tmp
     assert runs.run_identity(s_b, tmp_path / "m")["data"] != after["data"]
 
 
+def test_digests_are_cached_by_size_and_mtime(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(runs, "_DIGESTS", {})
+    calls = []
+    orig = runs.sha256_file
+    monkeypatch.setattr(runs, "sha256_file", lambda p: calls.append(p) or orig(p))
+    big = tmp_path / "w.bin"
+    big.write_bytes(b"\1" * (1 << 20))
+    d = runs.file_digest(big)
+    assert runs.file_digest(tmp_path / "." / "w.bin") == d and len(calls) == 1  # another spelling, cached
+    monkeypatch.setattr(runs, "_DIGESTS", {})  # a new process: the cache file answers
+    assert runs.file_digest(big) == d and len(calls) == 1
+    mtime = big.stat().st_mtime_ns
+    big.write_bytes(b"\2" * (1 << 20))  # same size, new mtime: hashed again
+    os.utime(big, ns=(mtime + 10**7, mtime + 10**7))  # (coarse clocks: make the new mtime visible)
+    assert runs.file_digest(big) != d and len(calls) == 2
+
+
 def test_a_refused_resume_names_the_fields_and_warns_that_no_resume_deletes(make_model, tmp_path):
     from instantsoup.config import SettingsError
     from instantsoup.methods import instant_soup
