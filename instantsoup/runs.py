@@ -308,12 +308,14 @@ def _fsync_folder(d: Path) -> None:
             os.close(fd)
 
 
-def clean_temporaries(root: str | os.PathLike, names: tuple[str, ...] = (".tmp-*", ".trash-*")) -> int:
-    """Remove leftovers of interrupted atomic writes in ``root`` and its subfolders (one level);
+def clean_temporaries(root: str | os.PathLike, names: tuple[str, ...] = (".tmp-*", ".trash-*"),
+                      nested: bool = True) -> int:
+    """Remove leftovers of interrupted atomic writes in ``root`` (and, ``nested``, its subfolders);
     return how many. Call it only while holding the run's lock (:class:`RunLock`)."""
     n = 0
     root = Path(root)
-    for d in [root, *(c for c in root.iterdir() if c.is_dir() and not c.name.startswith("."))]:
+    subs = [c for c in root.iterdir() if c.is_dir() and not c.name.startswith(".")] if nested else []
+    for d in [root, *subs]:
         for pat in names:
             for p in d.glob(pat):
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
@@ -586,7 +588,7 @@ class RunDir:
         if self.root is None:
             return
         self.lock = RunLock(self.root, wait=wait)
-        clean_temporaries(self.root.parent, (f".trash-{self.root.name}-*",))
+        clean_temporaries(self.root.parent, (f".trash-{self.root.name}-*",), nested=False)
         if fresh and self.root.exists():
             if not self.root.is_dir() or (any(self.root.iterdir()) and not settings_path(self.root).exists()):
                 self.close()
