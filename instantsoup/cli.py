@@ -320,9 +320,9 @@ def describe(e: BaseException) -> str:
     """One line for an expected failure (file names, the disk-full / read-only cases spelled out)."""
     if isinstance(e, OSError) and e.errno is not None:
         where = " ".join(str(f) for f in (e.filename, e.filename2) if f)
-        hint = {errno.ENOSPC: " (the disk is full: free space and rerun; finished rounds are kept)",
-                errno.EROFS: " (a read-only file system: choose another --out)",
-                errno.EACCES: " (no permission: choose another --out or fix the permissions)"}.get(e.errno, "")
+        hint = {errno.ENOSPC: " (the disk is full: free space and rerun the command; finished rounds are kept)",
+                errno.EROFS: " (choose another --out)",
+                errno.EACCES: " (choose another --out, or fix the permissions)"}.get(e.errno, "")
         return f"{where + ': ' if where else ''}{e.strerror or e}{hint}"
     if isinstance(e, MemoryError):
         return f"out of memory{f' ({e})' if str(e) else ''}"

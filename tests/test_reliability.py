@@ -409,7 +409,7 @@ def test_read_only_out_is_one_line(tiny_bert_dir, table, tmp_path, capsys, monke
 
             monkeypatch.setattr(os, "mkdir", mkdir)
         assert main(prune_argv(tiny_bert_dir, table, tmp_path / "ro" / "runs")) == 2
-        assert "read-only" in _one_error_line(capsys)
+        assert "Read-only file system" in _one_error_line(capsys)
 
 
 def test_verbose_shows_the_traceback(tiny_bert_dir, tmp_path, capsys):
