@@ -597,6 +597,9 @@ class RunDir:
             remove_tree(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
         clean_temporaries(self.root)
+        tk = ticket_path(self.root)
+        if tk.is_dir() and not (tk / "ticket.json").exists() and settings_path(self.root).exists():
+            remove_tree(tk)  # a half-written export of instantsoup 0.1 (it wrote in place); redone
 
     def __bool__(self) -> bool:
         return self.root is not None

@@ -448,6 +448,12 @@ def test_no_temporaries_after_a_kill_during_export(tiny_bert_dir, table, tmp_pat
     assert cli_child(argv, tmp_path).returncode == 0
     assert not leftovers(run) and (run / "ticket" / "ticket.json").is_file()
     assert not [p for p in (run / "ticket").rglob(".*") if p.name != runs.EXPORT_MARKER]
+    # a 0.1 export killed half-way (in place: masks, no ticket.json, no marker) is redone
+    shutil.rmtree(run / "ticket" / "checkpoint")
+    (run / "ticket" / "ticket.json").unlink()
+    (run / "ticket" / runs.EXPORT_MARKER).unlink()
+    assert cli_child(argv, tmp_path).returncode == 0
+    assert (run / "ticket" / "checkpoint" / "model.safetensors").is_file()
 
 
 def test_report_skips_a_bad_run_and_reports_the_others(tiny_bert_dir, table, tmp_path, capsys):
