@@ -310,8 +310,10 @@ class RunSettings:
     out: str = _f("runs", "directory holding the run directories", hash=False, aliases=("--output-dir",))
     threads: int = _f(0, "threads for kernels and BLAS (0 = all available cores)", hash=False)
     resume: bool = _f(True, "continue an interrupted run from its last finished round (--no-resume: "
-                      "delete the run directory and start over)", hash=False)
+                      "DELETE the run directory, finished rounds and ticket included, and start over)", hash=False)
     progress: bool = _f(True, "show progress bars", hash=False)
+    wait: bool = _f(True, "when another process works in the same run directory, wait for it "
+                    "(--no-wait: refuse at once)", hash=False)
 
     def validate(self) -> None:
         if self.model:
@@ -454,7 +456,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str
 SECTIONS = {"train": TrainSettings, "prune": PruneSettings, "data": DataSettings, "run": RunSettings}
 
 
-def read_config(path: str | os.PathLike) -> dict[str, Any]:
+def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     """Settings from a TOML or JSON file as ``{field: value}``.
 
     The file holds sections ``[train]``, ``[prune]``, ``[data]``, ``[run]`` (as ``--print-config``

@@ -311,16 +311,13 @@ def data_identity(data: DataSettings) -> str:
     """Digest of the data a run reads (files' contents), for the run's hash."""
     from instantsoup import runs
 
-    def digest(path: str) -> str:
-        return runs.dir_identity(path, ("*", "*/*", "*/*/*")) if os.path.isdir(path) else runs.file_digest(path)
-
     files = [f for f in (data.train_file, data.validation_file, data.test_file) if f]
-    if files:
-        return "files:" + ",".join(digest(f) for f in files)
+    if files:  # the split each file is stays in the identity (run_identity keeps which fields are set)
+        return "files:" + ",".join(runs.dir_identity(f) for f in files)
     if data.task == "default":
         import instantsoup
 
         return f"default@{instantsoup.__version__}"
     if is_table_source(data.task):
-        return digest(data.task)
-    return f"{data.task}:" + runs.dir_identity(data.data_dir, ("*",))
+        return runs.dir_identity(data.task)
+    return f"{data.task}:" + runs.dir_identity(data.data_dir)
