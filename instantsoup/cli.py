@@ -136,18 +136,26 @@ def checkpoint_label_names(model_dir: str) -> list[str] | None:
     from instantsoup.models import read_config
 
     cfg = read_config(model_dir)
-    if cfg.get("model_type") == "clip":
+    if cfg.get("model_type") == "clip" or _is_regression(cfg):
         return None
     id2label = cfg.get("id2label")
-    n = cfg.get("num_labels", len(id2label) if isinstance(id2label, dict) else 2)
-    if n == 1 or cfg.get("problem_type") == "regression":
-        return None
+    n = _head_size(cfg)
     if isinstance(id2label, dict) and len(id2label) == n:
         try:
             return [str(id2label.get(str(i), id2label.get(i))) for i in range(n)]  # type: ignore[call-overload]
         except TypeError:
             pass
     return [f"LABEL_{i}" for i in range(n)]
+
+
+def _head_size(cfg: dict) -> int:
+    """Outputs of a checkpoint's classifier as transformers reads its config (num_labels, else id2label)."""
+    id2label = cfg.get("id2label")
+    return int(cfg.get("num_labels") or (len(id2label) if isinstance(id2label, dict) and id2label else 2))
+
+
+def _is_regression(cfg: dict) -> bool:
+    return cfg.get("problem_type") == "regression" or _head_size(cfg) == 1
 
 
 def _score(model, task, split, batch_size: int) -> dict:
@@ -179,8 +187,7 @@ def _eval_task(args: argparse.Namespace, data: DataSettings, label_names: list[s
         return load_task(data, args.checkpoint, max_length, args.seed, label_names=label_names)
     from instantsoup.models import read_config
 
-    cfg = read_config(args.checkpoint)
-    regression = cfg.get("problem_type") == "regression" or cfg.get("num_labels") == 1
+    regression = _is_regression(read_config(args.checkpoint))
     ds = D.load_table(args.file, data.text_column, data.label_column, data.text_pair_column or None,
                       label_names=None if regression else label_names, regression=regression,
                       num_labels=None if regression else data.num_labels or None)

@@ -187,7 +187,7 @@ def from_tables(train: Any, validation: Any = None, test: Any = None, *, tokeniz
         raise SettingsError(f"the training data has {len(names)} class(es) {names}; a classifier needs at least 2 "
                             "(pass --num-labels / num_labels if the other classes are missing from it)")
     dev = {k: _read_split(sources[k], columns, names, None) for k in ("validation", "test") if k in sources}
-    task_name = name or (os.path.basename(os.fspath(train)) if isinstance(train, (str, os.PathLike))
+    task_name = name or (os.path.basename(os.path.normpath(train)) if isinstance(train, (str, os.PathLike))
                          else train_ds.task)
     return _assemble(task_name, tokenizer, train_ds, dev.get("validation"), dev.get("test"), max_length=max_length,
                      val_fraction=val_fraction, seed=seed, max_train_examples=max_train_examples,

@@ -38,6 +38,11 @@ def write_ids(path, labels):
 COLS = ["--text-column", "review", "--label-column", "verdict"]
 
 
+def runs_in(out):
+    """The run directories under --out (not the lock or cache files kept beside them)."""
+    return [p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")]
+
+
 # ---- issue 10, case 3: class count from the set of labels --------------------------------------
 @pytest.mark.parametrize("labels, line, hint", [
     ([0, 1, 0, 5, 1], 5, "ids must be 0..2 with no gaps"),          # a gap: 3 labels, 5 is no id
@@ -105,7 +110,7 @@ def test_label_names_reach_the_export_and_a_transformers_only_eval_script(tiny_b
                "--max-length", "32", "--out", str(tmp_path / "runs"), "--no-progress"])
     assert rc == 0, capsys.readouterr().err
     capsys.readouterr()
-    (run,) = (tmp_path / "runs").iterdir()
+    (run,) = runs_in(tmp_path / "runs")
     ck = run / "ticket" / "checkpoint"
     cfg = json.loads((ck / "config.json").read_text())
     assert cfg["id2label"] == {"0": "fresh", "1": "rotten"} and cfg["label2id"] == {"fresh": 0, "rotten": 1}
@@ -281,7 +286,7 @@ def test_cli_prunes_a_dataset_folder_and_exports_its_classlabel_names(tiny_bert_
                "--text-column", "text", "--epochs", "1", "--batch-size", "16", "--max-length", "32",
                "--out", str(tmp_path / "runs"), "--no-progress"])
     assert rc == 0, capsys.readouterr().err
-    (run,) = (tmp_path / "runs").iterdir()
+    (run,) = runs_in(tmp_path / "runs")
     cfg = json.loads((run / "ticket" / "checkpoint" / "config.json").read_text())
     assert cfg["label2id"] == {"rotten": 0, "fresh": 1}
     capsys.readouterr()
@@ -368,7 +373,7 @@ def test_config_round_trip_of_a_runs_settings_json(tiny_bert_dir, tmp_path, caps
             "--max-length", "32", "--output-dir", str(tmp_path / "runs"), "--no-progress"]
     assert main(argv) == 0
     capsys.readouterr()
-    (run,) = (tmp_path / "runs").iterdir()
+    (run,) = runs_in(tmp_path / "runs")
     saved = json.loads((run / "settings.json").read_text())["settings"]
     assert saved["train"]["lr"] == 1e-3 and saved["train"]["epochs"] == 1 and saved["train"]["batch_size"] == 16
     assert saved["run"]["out"] == str(tmp_path / "runs")
@@ -378,7 +383,7 @@ def test_config_round_trip_of_a_runs_settings_json(tiny_bert_dir, tmp_path, caps
     # ... and names the same run (finished: nothing is redone)
     mtime = (run / "ticket" / "ticket.json").stat().st_mtime_ns
     assert main(["prune", "--config", str(run / "settings.json")]) == 0
-    assert (run / "ticket" / "ticket.json").stat().st_mtime_ns == mtime and len(list((tmp_path / "runs").iterdir())) == 1
+    assert (run / "ticket" / "ticket.json").stat().st_mtime_ns == mtime and len(runs_in(tmp_path / "runs")) == 1
     capsys.readouterr()
     # flags on the command line override the file; TOML sections work the same
     assert main(["prune", "--config", str(run / "settings.json"), "--sparsity", "0.4", "--print-config"]) == 0
