@@ -11,6 +11,7 @@ import pytest
 from conftest import build_tiny_bert, subprocess_env
 from instantsoup.cli import main
 from instantsoup.data import DataError, load_table
+from test_cli import write_table
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -18,15 +19,14 @@ NAMES = ("rotten", "fresh")
 
 
 def write_named(path, n=80, seed=0, names=NAMES, only=None):
-    """A learnable CSV with text labels: 'fresh' iff more tokens >= w20 than below."""
-    rng = np.random.default_rng(seed)
+    """test_cli's learnable table with text labels (names[1] iff more tokens >= w20) in columns
+    review/verdict; ``only``: every row gets names[only]."""
+    write_table(path, n, seed)
+    rows = list(csv.reader(open(path, newline="")))[1:]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["review", "verdict"])
-        for _ in range(n):
-            toks = rng.integers(0, 40, size=int(rng.integers(3, 9)))
-            y = int((toks >= 20).sum() * 2 > len(toks)) if only is None else only
-            w.writerow([" ".join(f"w{t}" for t in toks), names[y]])
+        w.writerows([text, names[int(y) if only is None else only]] for text, y in rows)
     return path
 
 
