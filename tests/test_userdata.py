@@ -465,3 +465,16 @@ def test_eval_file_on_a_regression_checkpoint(tmp_path, capsys):
     assert main(["eval", str(reg), "--file", str(p)]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["n"] == 12 and {"pearson", "spearmanr"} <= set(res) and "label_names" not in res
+
+
+def test_a_save_to_disk_folder_without_datasets_is_one_error_line(tiny_bert_dir, tmp_path, capsys, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    datasets.DatasetDict({"train": hf_data(20, 1)}).save_to_disk(str(tmp_path / "saved"))
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as if not installed
+    capsys.readouterr()
+    rc = main(["prune", "--method", "omp", "--model", str(tiny_bert_dir), "--task", str(tmp_path / "saved"),
+               "--text-column", "text", "--out", str(tmp_path / "runs")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"instantsoup prune: error: {tmp_path / 'saved'}: a Hugging Face datasets folder")
+    assert "pip install 'instantsoup[datasets]'" in err and err.count("\n") == 1

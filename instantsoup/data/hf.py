@@ -96,12 +96,12 @@ def is_saved_dataset(path: "str | os.PathLike[str]") -> bool:
 
 
 def load_from_disk(path: "str | os.PathLike[str]") -> Any:
-    """``datasets.load_from_disk(path)`` (ImportError naming the extra when datasets is missing)."""
+    """``datasets.load_from_disk(path)`` (a DataError naming the extra when datasets is missing)."""
     try:
         import datasets
     except ImportError:
-        raise ImportError(f"{path} is a Hugging Face datasets folder (save_to_disk); reading it needs "
-                          "datasets: pip install 'instantsoup[datasets]'") from None
+        raise DataError(path, None, "a Hugging Face datasets folder (save_to_disk); reading it needs datasets: "
+                                    "pip install 'instantsoup[datasets]'") from None
     return datasets.load_from_disk(os.fspath(path))
 
 
