@@ -262,8 +262,8 @@ def load_task(data: DataSettings | str = "default", model_dir: str | os.PathLike
 
 
 def check_label_names(name: str, dataset: Any, label_names: list | None) -> None:
-    """Refuse a checkpoint's labels (``label_names``) that do not fit a task with fixed labels: another
-    count, or other names (names like LABEL_0 carry no meaning and are taken as ids)."""
+    """Refuse a checkpoint's labels (``label_names``) that do not fit a task with fixed labels by their
+    count; other names (not LABEL_i) get a warning that ids are compared (id i = the task's label i)."""
     if label_names is None or dataset.is_regression:
         return
     own = list(dataset.label_names)
@@ -272,8 +272,8 @@ def check_label_names(name: str, dataset: Any, label_names: list | None) -> None
                             f"{name!r} has {len(own)} {own}")
     generic = all(str(n) in (f"LABEL_{i}", str(i)) for i, n in enumerate(label_names))
     if not generic and list(map(str, label_names)) != own:
-        raise SettingsError(f"the checkpoint's labels {list(label_names)} are not task {name!r}'s labels {own} "
-                            "(in that order)")
+        log.warning("the checkpoint's labels %s are not task %r's labels %s; scoring by id (%s)", list(label_names),
+                    name, own, ", ".join(f"{a} = {b}" for a, b in zip(label_names, own)))
 
 
 def is_vision_task(name: str) -> bool:

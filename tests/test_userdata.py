@@ -166,7 +166,7 @@ def write_sst2(d):
     return d
 
 
-def test_eval_refuses_a_head_of_another_size_unless_reinit_head(tmp_path, capsys):
+def test_eval_refuses_a_head_of_another_size_unless_reinit_head(tmp_path, capsys, caplog):
     three = tmp_path / "three"
     three.mkdir()
     build_tiny_bert(three, num_labels=3)
@@ -178,6 +178,17 @@ def test_eval_refuses_a_head_of_another_size_unless_reinit_head(tmp_path, capsys
     assert main(["eval", str(three), "--task", "sst2", "--data-dir", str(sst2), "--reinit-head"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["test_n"] == 10 and res["label_names"] == ["negative", "positive"]
+    # a 2-class head with other names scores by id, and says so
+    named = tmp_path / "named2"
+    named.mkdir()
+    build_tiny_bert(named)
+    cfg = json.loads((named / "config.json").read_text())
+    cfg.update(id2label={"0": "rotten", "1": "fresh"}, label2id={"rotten": 0, "fresh": 1})
+    (named / "config.json").write_text(json.dumps(cfg))
+    with caplog.at_level("WARNING"):
+        assert main(["eval", str(named), "--task", "sst2", "--data-dir", str(sst2)]) == 0
+    assert "scoring by id (rotten = negative, fresh = positive)" in caplog.text
+    capsys.readouterr()
     # a table's labels are mapped through the 3-class head's names: ids 0/1 are fine, a text label is not
     ids = write_ids(tmp_path / "ids.csv", [0, 1] * 10)
     assert main(["eval", str(three), "--file", str(ids)]) == 0
