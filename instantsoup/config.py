@@ -63,6 +63,9 @@ class TrainSettings:
     label_smoothing: float = _f(0.0, "label smoothing of the cross-entropy loss")
     epochs: float = _f(3.0, "training budget in epochs (fractions allowed); for IMP: per round")
     max_steps: int = _f(0, "training budget in optimizer steps; overrides --epochs when > 0")
+    match_steps: int = _f(0, "total optimizer steps of the whole method (main model, ISP's denoisers, IMS's "
+                          "ingredients, every IMP round, OMP's dense stage): each method's main budget is set so "
+                          "that its total is this (at most); overrides --epochs / --max-steps when > 0")
     eval_every: int = _f(0, "evaluate every N steps; 0 = once per epoch")
     seed: int = _f(0, "seed of data order, dropout, subsets, random masks and protocols")
     max_length: int = _f(128, "maximum tokens per example (longer inputs are truncated)")
@@ -85,8 +88,8 @@ class TrainSettings:
             raise SettingsError(f"max_grad_norm must be >= 0 (0 = off), got {self.max_grad_norm}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise SettingsError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.max_steps < 0:
-            raise SettingsError(f"max_steps must be >= 0, got {self.max_steps}")
+        if self.max_steps < 0 or self.match_steps < 0:
+            raise SettingsError(f"max_steps and match_steps must be >= 0, got {self.max_steps}, {self.match_steps}")
         if self.max_steps == 0 and not (self.epochs > 0 and math.isfinite(self.epochs)):
             raise SettingsError(f"epochs must be > 0 (or set max_steps), got {self.epochs}")
         if self.eval_every < 0:
@@ -240,6 +243,43 @@ def sparsity_levels(target: float, step: float, margin: float = 0.0, start: floa
     return out
 
 
+def main_budget(s: Settings, steps_per_epoch: int) -> tuple[int, int]:
+    """(T, planned): the main model's budget T in optimizer steps and the planned total of all steps.
+
+    Without ``match_steps``, T comes from ``epochs`` / ``max_steps``. With ``match_steps = N``, T is set
+    so that the method's planned total is N (or the nearest below it): IMP T + K·(T − r) (K pruning
+    rounds, rewind step r); OMP of fine-tuned weights 2·T; ISP T + rounds·N·C (the released variant
+    plans its fewest rounds: more lagging rounds are paid for by stopping the fine-tuning early); IMS
+    T + K·soup_steps; the others T.
+    """
+    tr, pr = s.train, s.prune
+    if pr.method == ISP:
+        rounds = len(released_levels(pr.sparsity, pr.step, pr.isp_margin()) if pr.variant == "released"
+                     else pr.levels())
+        extra = rounds * pr.denoisers * pr.lookahead
+    else:
+        extra = pr.soup_size * pr.soup_steps if pr.method == IMS else 0
+    k = len(pr.levels()) if pr.method == IMP else 0
+    if tr.match_steps <= 0:
+        T = tr.total_steps(steps_per_epoch)
+    elif pr.method == IMP:
+        T = (tr.match_steps + k * pr.rewind_step) // (k + 1)
+    elif pr.method == OMP and pr.prune_after == "finetuned":
+        T = tr.match_steps // 2
+    else:
+        T = tr.match_steps - extra
+    if T < 1:
+        raise SettingsError(f"--match-steps {tr.match_steps} leaves no steps for the main model of {pr.method} "
+                            f"({extra} steps go to denoisers/ingredients)")
+    if pr.method == IMP:
+        planned = T + k * (T - pr.rewind_step)
+    elif pr.method == OMP and pr.prune_after == "finetuned":
+        planned = 2 * T
+    else:
+        planned = T + extra
+    return T, planned
+
+
 def released_levels(target: float, step: float, margin: float) -> list[float]:
     """The fewest pruning rounds of the released ISP: sparsities after each round if every round removed
     exactly ``step`` of the kept weights (capped at ``target``), until within ``margin`` of ``target``.
@@ -387,9 +427,11 @@ def check_budget(s: Settings, steps_per_epoch: int) -> dict:
     tr, pr = s.train, s.prune
     if steps_per_epoch < 1:
         raise SettingsError("the training set is empty (0 steps per epoch)")
-    total = tr.total_steps(steps_per_epoch)
+    total, planned = main_budget(s, steps_per_epoch)
     warm = tr.warmup(total)
-    plan = {"steps_per_epoch": steps_per_epoch, "total_steps": total, "warmup": warm}
+    plan = {"steps_per_epoch": steps_per_epoch, "total_steps": total, "warmup": warm, "planned_steps": planned}
+    if tr.match_steps > 0:
+        plan["match_steps"] = tr.match_steps
     if warm >= total and warm > 0:
         raise SettingsError(f"warm-up ({warm} steps) does not fit in the budget of {total} steps")
     if pr.method == ISP and pr.variant == "released":
@@ -397,8 +439,8 @@ def check_budget(s: Settings, steps_per_epoch: int) -> dict:
         levels = released_levels(pr.sparsity, pr.step, pr.isp_margin())
         phases = len(levels) + 1  # the main trains before every pruning round and once more before it stops
         need = t * phases * (phases + 1) // 2
-        max_rounds = len(levels)  # rounds that fit in the budget, each followed by a training phase
-        while t * (max_rounds + 2) * (max_rounds + 3) // 2 < total:
+        max_rounds = len(levels)  # the most rounds whose main phases t·(1+…+k) leave a fine-tuning step
+        while t * (max_rounds + 1) * (max_rounds + 2) // 2 < total:
             max_rounds += 1
         plan.update(t=t, levels=levels, rounds=len(levels), max_rounds=max_rounds)
         if need >= total:

