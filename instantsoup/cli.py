@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 from instantsoup.config import (DataSettings, PruneSettings, RunSettings, Settings, SettingsError,
-                                TrainSettings, add_arguments, check_model_dir, from_namespace)
+                                TrainSettings, add_arguments, check_model_dir, explicit_options, from_namespace,
+                                with_family_defaults, with_preset)
 
 log = logging.getLogger("instantsoup")
 
@@ -30,8 +31,20 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings(train=from_namespace(TrainSettings, args), prune=from_namespace(PruneSettings, args),
-                    data=from_namespace(DataSettings, args), run=from_namespace(RunSettings, args))
+    """Settings from the options; a ``--preset`` (or, for a CLIP model, CLIP's hyperparameters) fills
+    every option not given explicitly."""
+    s = Settings(train=from_namespace(TrainSettings, args), prune=from_namespace(PruneSettings, args),
+                 data=from_namespace(DataSettings, args), run=from_namespace(RunSettings, args))
+    given = explicit_options(args)
+    if s.run.preset:
+        return with_preset(s, s.run.preset, given)
+    from instantsoup.models import read_config
+
+    try:
+        model_type = read_config(s.run.model).get("model_type") if s.run.model else None
+    except (OSError, ValueError):  # not a checkpoint: validate() says so
+        model_type = None
+    return with_family_defaults(s, model_type, given)
 
 
 def _default_model() -> str:

@@ -30,6 +30,19 @@ RELEASED_MARGIN = 0.05  # the authors' released script stops its rounds within 5
 DEFAULT_MARGIN = 0.005
 
 
+# Table 1 of the paper (Jaiswal et al., ICML 2023): BERT on GLUE, CLIP ViT-B/32 on image tasks
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "paper-bert": {"train": {"lr": 2e-5, "epochs": 10.0, "weight_decay": 0.0, "batch_size": 128,
+                             "warmup_steps": 500, "max_grad_norm": 1.0},
+                   "prune": {"step": 0.10, "lookahead": 30, "denoisers": 4}},
+    "paper-clip": {"train": {"lr": 1e-5, "epochs": 22.0, "weight_decay": 0.1, "batch_size": 128,
+                             "warmup_steps": 500, "max_grad_norm": 1.0},
+                   "prune": {"step": 0.15, "lookahead": 50, "denoisers": 5}},
+}
+# what a CLIP run without a preset takes from paper-clip: the method's hyperparameters, not its budget
+CLIP_DEFAULTS = ("lr", "weight_decay", "step", "lookahead", "denoisers")
+
+
 class SettingsError(ValueError):
     """Settings that cannot produce a sensible run; raised before any work is done."""
 
@@ -349,12 +362,44 @@ class RunSettings:
     resume: bool = _f(True, "continue an interrupted run from its last finished round (--no-resume: "
                       "delete the run directory and start over)", hash=False)
     progress: bool = _f(True, "show progress bars", hash=False)
+    preset: str = _f("", "start from Table 1 of the paper: 'paper-bert' (lr 2e-5, 10 epochs, step 0.10, "
+                     "look-ahead 30, wd 0, 4 denoisers) or 'paper-clip' (lr 1e-5, 22 epochs, step 0.15, look-ahead "
+                     "50, wd 0.1, 5 denoisers), both batch 128, warm-up 500, clipping 1.0; options given "
+                     "explicitly win. Without a preset a CLIP model gets paper-clip's lr, weight decay, step, "
+                     "look-ahead and denoisers", hash=False, choices=("",) + tuple(PRESETS))
 
     def validate(self) -> None:
+        if self.preset and self.preset not in PRESETS:
+            raise SettingsError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
         if self.model:
             check_model_dir(self.model)
         if self.threads < 0:
             raise SettingsError(f"threads must be >= 0, got {self.threads}")
+
+
+def with_values(settings: Settings, values: dict[str, dict[str, Any]], keep: Any = ()) -> Settings:
+    """``settings`` with ``values`` ({"train": {...}, "prune": {...}}) set, except the fields in ``keep``."""
+    parts = {part: dataclasses.replace(getattr(settings, part), **{k: v for k, v in vals.items() if k not in keep})
+             for part, vals in values.items()}
+    return dataclasses.replace(settings, **parts)
+
+
+def with_preset(settings: Settings, preset: str, keep: Any = ()) -> Settings:
+    """``settings`` with a preset's values (``PRESETS``), except the fields named in ``keep`` (the
+    options a user gave explicitly); the preset's name is recorded in ``settings.run.preset``."""
+    if preset not in PRESETS:
+        raise SettingsError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    out = with_values(settings, PRESETS[preset], keep)
+    return dataclasses.replace(out, run=dataclasses.replace(out.run, preset=preset))
+
+
+def with_family_defaults(settings: Settings, model_type: str | None, keep: Any = ()) -> Settings:
+    """A CLIP model without a preset: paper-clip's lr, weight decay, step, look-ahead and denoisers
+    (``CLIP_DEFAULTS``) replace the defaults, which are BERT's; fields in ``keep`` stay."""
+    if model_type != "clip" or settings.run.preset:
+        return settings
+    vals = {part: {k: v for k, v in d.items() if k in CLIP_DEFAULTS} for part, d in PRESETS["paper-clip"].items()}
+    return with_values(settings, vals, keep)
 
 
 def check_types(obj: Any) -> None:
@@ -486,8 +531,31 @@ def _type_of(f: dataclasses.Field, owner: type) -> type:
     return hints[f.name]
 
 
+def _recording(base: type) -> type:
+    """An argparse action class that also records its dest in ``namespace.explicit`` (options given)."""
+
+    class Recording(base):  # type: ignore[misc, valid-type]
+        def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
+            super().__call__(parser, namespace, values, option_string)
+            if not hasattr(namespace, "explicit"):
+                namespace.explicit = set()
+            namespace.explicit.add(self.dest)
+
+    return Recording
+
+
+_STORE = _recording(argparse._StoreAction)
+_BOOL = _recording(argparse.BooleanOptionalAction)
+
+
+def explicit_options(ns: argparse.Namespace) -> set[str]:
+    """Fields whose options were given on the command line (parsed by :func:`add_arguments`'s options)."""
+    return set(getattr(ns, "explicit", set()))
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str, ...] = ()) -> None:
-    """Add one ``--field-name`` option per field of the settings dataclass ``cls``."""
+    """Add one ``--field-name`` option per field of the settings dataclass ``cls`` (the options given
+    are recorded, see :func:`explicit_options`)."""
     group = parser.add_argument_group(cls.__name__, (cls.__doc__ or "").strip().splitlines()[0])
     for f in dataclasses.fields(cls):
         if f.name in skip:
@@ -497,11 +565,10 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str
         flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
         help_ = f.metadata.get("help", "") + f" (default: {default!r})"
         if typ is bool:
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
-                               help=help_)
+            group.add_argument(flag, dest=f.name, action=_BOOL, default=default, help=help_)
         else:
-            group.add_argument(flag, dest=f.name, type=typ, default=default, metavar=typ.__name__.upper(),
-                               choices=f.metadata.get("choices"), help=help_)
+            group.add_argument(flag, dest=f.name, action=_STORE, type=typ, default=default,
+                               metavar=typ.__name__.upper(), choices=f.metadata.get("choices"), help=help_)
 
 
 def from_namespace(cls: type, ns: argparse.Namespace) -> Any:
