@@ -171,8 +171,19 @@ class PruneSettings:
     gmp_end: float = _f(0.75, "GMP: fraction of the budget by which the target is reached", methods=(GMP,))
     soup_size: int = _f(4, "IMS: weak models K in the soup", methods=(IMS,))
     soup_steps: int = _f(100, "IMS: training steps of each weak model", methods=(IMS,))
-    soup: str = _f("uniform", "IMS: 'uniform' or 'greedy' (by validation score) soup",
-                   choices=("uniform", "greedy"), methods=(IMS,))
+    soup_sparsities: str = _f("spread", "IMS: the ingredients' sparsities: 'spread' (evenly spaced up to "
+                              "--sparsity: S/K, 2S/K, ..., S), 'same' (all at --sparsity) or K comma-separated "
+                              "values", methods=(IMS,))
+    soup: str = _f("greedy", "IMS: 'greedy' (ingredients by validation score, each kept only if the soup's "
+                   "validation score does not drop) or 'uniform' soup", choices=("uniform", "greedy"), methods=(IMS,))
+
+    def ingredient_sparsities(self) -> list[float]:
+        """IMS: the sparsity of each of the ``soup_size`` ingredients (see ``soup_sparsities``)."""
+        if self.soup_sparsities == "same":
+            return [self.sparsity] * self.soup_size
+        if self.soup_sparsities == "spread":
+            return [self.sparsity * (k + 1) / self.soup_size for k in range(self.soup_size)]
+        return [float(x) for x in self.soup_sparsities.split(",")]
 
     def wd_list(self) -> list[float]:
         """``wd_choices`` parsed (empty: use the main weight decay)."""
@@ -217,6 +228,14 @@ class PruneSettings:
                                 f"{self.gmp_interval}, {self.gmp_end}")
         if self.soup_size < 1 or self.soup_steps < 1:
             raise SettingsError(f"soup_size and soup_steps must be >= 1, got {self.soup_size}, {self.soup_steps}")
+        try:
+            ing = self.ingredient_sparsities()
+        except ValueError:
+            raise SettingsError(f"soup_sparsities must be 'spread', 'same' or comma-separated numbers, got "
+                                f"{self.soup_sparsities!r}") from None
+        if len(ing) != self.soup_size or not all(0.0 <= x < 1.0 for x in ing):
+            raise SettingsError(f"soup_sparsities: need {self.soup_size} values in [0, 1) (one per ingredient), "
+                                f"got {self.soup_sparsities!r}")
         if self.soup not in ("uniform", "greedy"):
             raise SettingsError(f"soup must be 'uniform' or 'greedy', got {self.soup!r}")
 
