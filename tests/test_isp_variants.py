@@ -171,3 +171,53 @@ def test_variant_argument_and_cli_option(make_model, tmp_path):
         build_parser().parse_args(["prune", "--variant", "nope"])
     a, b = settings("soup"), settings("released")
     assert a.identity() != b.identity()  # the variant enters the run hash
+
+
+@pytest.mark.parametrize("extra", [
+    ["--variant", "released"], ["--variant", "paper"], ["--variant", "soup"],
+    ["--variant", "soup", "--denoisers", "0"],  # control: what the denoisers add
+    ["--method", "gmp", "--match-steps", "30"],  # control: GMP given ISP's step count
+    ["--method", "omp", "--prune-after", "finetuned"],  # control: OMP of the fine-tuned weights
+])
+def test_cli_variants_and_controls_run_on_a_tiny_model(extra, tiny_bert_dir, tmp_path, capsys):
+    import csv
+    import json
+
+    from instantsoup.cli import main
+
+    rng = np.random.default_rng(0)
+    table = tmp_path / "toy.csv"
+    with open(table, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["sentence", "label"])
+        for _ in range(120):
+            toks = rng.integers(0, 40, size=int(rng.integers(3, 9)))
+            w.writerow([" ".join(f"w{t}" for t in toks), int((toks >= 20).sum() * 2 > len(toks))])
+    argv = ["prune", "--method", "isp", "--model", str(tiny_bert_dir), "--task", str(table), "--sparsity", "0.5",
+            "--step", "0.4", "--t", "1", "--denoisers", "2", "--lookahead", "2", "--epochs", "3",
+            "--batch-size", "16", "--lr", "1e-3", "--out", str(tmp_path / "runs"), "--no-progress",
+            "--max-length", "16", "--threads", "1", *extra]
+    assert main(argv) == 0, capsys.readouterr().err
+    (run,) = list((tmp_path / "runs").iterdir())
+    rec = json.loads((run / "ticket" / "ticket.json").read_text())
+    assert abs(rec["sparsity"] - 0.5) < 1e-3
+    if "--variant" in extra:
+        assert rec["settings"]["prune"]["variant"] == extra[1]
+    if "--match-steps" in extra:
+        assert rec["cost"]["total"]["steps"] == 30
+
+
+def test_released_run_resumes_to_the_same_ticket(make_model, tmp_path):
+    import shutil
+
+    task, s = make_tiny_task(vocab=60), settings("released", epochs=4)
+    full = instant_soup(make_model(), task, s, run_dir=tmp_path / "run", progress=False)
+    rounds = sorted(d.name for d in (tmp_path / "run").iterdir() if d.name.startswith("round_"))
+    for d in (tmp_path / "run").iterdir():  # an interruption after the first round kept on disk
+        if d.is_dir() and rounds and d.name != rounds[0] or d.name == "ticket":
+            shutil.rmtree(d)
+    again = instant_soup(make_model(), task, s, run_dir=tmp_path / "run", progress=False)
+    for n in full.masks:
+        np.testing.assert_array_equal(full.masks[n], again.masks[n])
+    for n in full.weights:
+        np.testing.assert_array_equal(full.weights[n], again.weights[n])
