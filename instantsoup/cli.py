@@ -4,10 +4,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import errno
 import logging
-import shutil
+import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from instantsoup.config import (DataSettings, PruneSettings, RunSettings, Settings, SettingsError,
@@ -53,10 +55,23 @@ def _default_model() -> str:
     return str(data.default_model_path())
 
 
+def max_threads() -> int:
+    """The most threads worth running: the cores this process may use (more only oversubscribe
+    them; 1000 threads ran 140x slower)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - platforms without affinity
+        return max(1, os.cpu_count() or 1)
+
+
 def _set_threads(n: int) -> None:
     if n > 0:
         import instantsoup
 
+        cap = max_threads()
+        if n > cap:
+            log.warning("--threads %d is more than the %d cores available; using %d", n, cap, cap)
+            n = cap
         instantsoup.set_num_threads(n)
 
 
@@ -94,7 +109,7 @@ def run_settings(settings: Settings, *, model_dir: str | None = None, fresh: boo
     import instantsoup
     from instantsoup import runs
     from instantsoup.methods import run_method
-    from instantsoup.task import data_identity, load_task
+    from instantsoup.task import load_task
 
     settings.validate()  # refuses bad settings before any work
     model_dir = model_dir or settings.run.model or _default_model()
@@ -102,14 +117,10 @@ def run_settings(settings: Settings, *, model_dir: str | None = None, fresh: boo
     _set_threads(settings.run.threads)
     task = load_task(settings.data, model_dir, fit_max_length(model_dir, settings.train.max_length),
                      settings.train.seed)
-    identity = settings.identity()
-    identity["model"] = runs.model_identity(model_dir)
-    identity["data"]["identity"] = data_identity(settings.data)
-    root = Path(settings.run.out) / runs.run_name(settings.prune.method, identity)
-    if fresh and root.exists():
-        shutil.rmtree(root)
+    root = Path(settings.run.out) / runs.run_name(settings.prune.method, runs.run_identity(settings, model_dir))
     model = load_for_task(model_dir, task, settings.train.seed)
-    settings = dataclasses.replace(settings, run=dataclasses.replace(settings.run, model=model_dir))
+    settings = dataclasses.replace(settings, run=dataclasses.replace(settings.run, model=model_dir,
+                                                                     resume=settings.run.resume and not fresh))
     log.info("run directory %s", root)
     kw = {"keep_round_masks": True} if keep_round_masks and settings.prune.method == "isp" else {}
     ticket = run_method(model, task, settings, run_dir=root, progress=settings.run.progress and not quiet, **kw)
@@ -162,10 +173,16 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from instantsoup import report
 
     tickets = report.find_tickets(args.paths)
-    if not tickets:
-        print(f"no finished runs under {', '.join(args.paths)}", file=sys.stderr)
-        return 1
-    rows = report.load_rows(tickets)
+    rows = []
+    for t in tickets:  # a damaged run is named and skipped; the others are reported
+        try:
+            rows += report.load_rows([t])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            print(f"instantsoup report: warning: skipping {t}: {describe(e)}", file=sys.stderr)
+    if not rows:
+        print(f"instantsoup report: error: no readable finished runs under {', '.join(args.paths)}",
+              file=sys.stderr)
+        return 2
     print(report.format_table(rows))
     if args.plots:
         for p in report.plot(rows, args.plots):
@@ -316,11 +333,35 @@ def main(argv: list[str] | None = None) -> int:
     from instantsoup.data.default import MissingDemoPackage
     from instantsoup.data.errors import DataError
 
+    from safetensors import SafetensorError
+
+    expected = (SettingsError, DataError, MissingDemoPackage, ValueError, OSError, SafetensorError,
+                FloatingPointError, MemoryError)
     try:
         return args.func(args)
-    except (SettingsError, DataError, FileNotFoundError, MissingDemoPackage) as e:  # a message, no traceback
-        print(f"instantsoup {args.command}: error: {e}", file=sys.stderr)
+    except expected as e:  # one line (the traceback with -v), exit 2
+        if args.verbose:
+            traceback.print_exc()
+        print(f"instantsoup {args.command}: error: {describe(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"instantsoup {args.command}: interrupted (finished rounds are kept: rerun the same command "
+              "to resume)", file=sys.stderr)
+        return 130
+
+
+def describe(e: BaseException) -> str:
+    """One line for an expected failure (file names, the disk-full / read-only cases spelled out)."""
+    if isinstance(e, OSError) and e.errno is not None:
+        where = " ".join(str(f) for f in (e.filename, e.filename2) if f)
+        hint = {errno.ENOSPC: " (the disk is full: free space and rerun the command; finished rounds are kept)",
+                errno.EROFS: " (choose another --out)",
+                errno.EACCES: " (choose another --out, or fix the permissions)"}.get(e.errno, "")
+        return f"{where + ': ' if where else ''}{e.strerror or e}{hint}"
+    if isinstance(e, MemoryError):
+        return f"out of memory{f' ({e})' if str(e) else ''}"
+    text = str(e) or type(e).__name__
+    return " ".join(text.split()) if "\n" in text and len(text) < 2000 else text
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -379,8 +379,10 @@ class RunSettings:
     out: str = _f("runs", "directory holding the run directories", hash=False)
     threads: int = _f(0, "threads for kernels and BLAS (0 = all available cores)", hash=False)
     resume: bool = _f(True, "continue an interrupted run from its last finished round (--no-resume: "
-                      "delete the run directory and start over)", hash=False)
+                      "DELETE the run directory, finished rounds and ticket included, and start over)", hash=False)
     progress: bool = _f(True, "show progress bars", hash=False)
+    wait: bool = _f(True, "when another process works in the same run directory, wait for it "
+                    "(--no-wait: refuse at once)", hash=False)
     preset: str = _f("", "start from Table 1 of the paper: 'paper-bert' (lr 2e-5, 10 epochs, step 0.10, "
                      "look-ahead 30, wd 0, 4 denoisers) or 'paper-clip' (lr 1e-5, 22 epochs, step 0.15, look-ahead "
                      "50, wd 0.1, 5 denoisers), both batch 128, warm-up 500, clipping 1.0; options given "

@@ -147,4 +147,4 @@ def data_identity(data: DataSettings) -> str:
         return f"default@{instantsoup.__version__}"
     if os.path.splitext(data.task)[1]:
         return runs.file_digest(data.task)
-    return f"{data.task}:" + runs.dir_identity(data.data_dir, ("*",))
+    return f"{data.task}:" + runs.dir_identity(data.data_dir)

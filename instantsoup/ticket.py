@@ -26,9 +26,7 @@ from instantsoup.train import Cost
 
 log = logging.getLogger(__name__)
 
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "merges.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
-                   "added_tokens.json", "preprocessor_config.json")
+TOKENIZER_FILES = runs.TOKENIZER_FILES
 
 
 @dataclass
@@ -91,31 +89,29 @@ class Ticket:
     def export(self, out_dir: str | os.PathLike, model: Any | None = None) -> Path:
         """Write masks, metrics and (given ``model`` of the same architecture) the pruned checkpoint.
 
-        ``model``'s weights and masks are overwritten with the ticket's.
+        The export is written into a fresh temporary folder next to ``out_dir`` and renamed into
+        place: ``out_dir`` is either the old export or the complete new one, never a mix. An existing
+        ``out_dir`` is replaced only when it is empty or an earlier instantsoup export (it holds the
+        marker file ``.instantsoup-export``); any other folder is refused (``RunDirError``) and left
+        untouched. ``model``'s weights and masks are overwritten with the ticket's.
         """
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        self.save_masks(out / "masks.safetensors")
-        if model is not None and self.weights is not None:
-            model.set_masks(self.masks)
-            model.load_state_dict(self.weights)
-            ck = runs.checkpoint_dir(out)
-            if ck.exists():
-                shutil.rmtree(ck)
-            tmp = out / ".tmp-checkpoint"
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            model.save_pretrained(str(tmp))
-            if self.tokenizer_dir:
-                for name in TOKENIZER_FILES:
-                    src = Path(self.tokenizer_dir) / name
-                    if src.exists():
-                        shutil.copy2(src, tmp / name)
-            os.replace(tmp, ck)
-        runs.write_json(out / "metrics.json", {"method": self.method, "sparsity": self.sparsity,
-                                               "target_sparsity": self.target_sparsity, **self.metrics,
-                                               "cost": self.cost.to_dict()})
-        runs.write_json(out / "ticket.json", self.to_record())
+        with runs.replacing_dir(out) as tmp:
+            self.save_masks(tmp / "masks.safetensors")
+            if model is not None and self.weights is not None:
+                model.set_masks(self.masks)
+                model.load_state_dict(self.weights)
+                ck = runs.checkpoint_dir(tmp)
+                model.save_pretrained(str(ck))
+                if self.tokenizer_dir:  # read before the old export (maybe the source) is replaced
+                    for name in TOKENIZER_FILES:
+                        src = Path(self.tokenizer_dir) / name
+                        if src.is_file():
+                            shutil.copyfile(src, ck / name)
+            runs.write_json(tmp / "metrics.json", {"method": self.method, "sparsity": self.sparsity,
+                                                   "target_sparsity": self.target_sparsity, **self.metrics,
+                                                   "cost": self.cost.to_dict()})
+            runs.write_json(tmp / "ticket.json", self.to_record())
         log.info("exported %s ticket to %s", self.method, out)
         return out
 
