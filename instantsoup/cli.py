@@ -13,8 +13,8 @@ import traceback
 from pathlib import Path
 
 from instantsoup.config import (DataSettings, PruneSettings, RunSettings, Settings, SettingsError,
-                                TrainSettings, add_arguments, check_model_dir, from_namespace, read_config_file,
-                                settings_dict)
+                                TrainSettings, add_arguments, check_model_dir, explicit_options, from_namespace,
+                                read_config_file, settings_dict, with_family_defaults, with_preset)
 
 log = logging.getLogger("instantsoup")
 
@@ -33,8 +33,20 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings(train=from_namespace(TrainSettings, args), prune=from_namespace(PruneSettings, args),
-                    data=from_namespace(DataSettings, args), run=from_namespace(RunSettings, args))
+    """Settings from the options; a ``--preset`` (or, for a CLIP model, CLIP's hyperparameters) fills
+    every option not given explicitly."""
+    s = Settings(train=from_namespace(TrainSettings, args), prune=from_namespace(PruneSettings, args),
+                 data=from_namespace(DataSettings, args), run=from_namespace(RunSettings, args))
+    given = explicit_options(args)
+    if s.run.preset:
+        return with_preset(s, s.run.preset, given)
+    from instantsoup.models import read_config
+
+    try:
+        model_type = read_config(s.run.model).get("model_type") if s.run.model else None
+    except (OSError, ValueError):  # not a checkpoint: validate() says so
+        model_type = None
+    return with_family_defaults(s, model_type, given)
 
 
 def _default_model() -> str:
@@ -279,34 +291,53 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-# sized for "a few minutes on 2 cores" with the default 6-layer MiniLM (~1-3 s per step of 16)
-DEMO_DEFAULTS = {"sparsity": 0.7, "epochs": 1.5, "lr": 3e-4, "batch_size": 16, "max_length": 48,
+# sized for "a few minutes on 2 cores" with the default 6-layer MiniLM (~1-3 s per step of 16): every
+# method gets the same total of optimizer steps (ISP's denoiser steps included, --match-steps); lr chosen
+# once on the dense model's validation accuracy among 5e-5, 1e-4, 2e-4 at this budget (docs/experiments.md)
+DEMO_DEFAULTS = {"sparsity": 0.7, "steps": 90, "lr": 2e-4, "batch_size": 16, "max_length": 48,
                  "denoisers": 2, "lookahead": 4, "step": 0.35, "max_train_examples": 512,
-                 "max_eval_examples": 300}
+                 "max_eval_examples": 0}
+DEMO_METHODS = ("dense", "omp", "isp")
+DEMO_HELP = {"steps": "optimizer steps of every method in total (ISP: main model + denoisers)",
+             "max_eval_examples": "validation/test examples at most (0 = all: the 2,065 movie-disjoint test snippets)"}
 
 
-def _demo_baseline(settings: Settings) -> str:
-    """One line that tells a reader how to judge the demo's accuracies."""
+def _demo_caveats(settings: Settings, tickets: list) -> list[str]:
+    """Lines that tell a reader how to judge the demo's accuracies."""
     import numpy as np
 
     from instantsoup import data as D
+    from instantsoup.methods.common import overlap
     from instantsoup.task import load_task
+    from instantsoup.train import training_cost
 
     task = load_task(settings.data, str(D.default_model_path()), settings.train.max_length, settings.train.seed)
     labels = np.asarray(task.test.labels)
     majority = float(np.bincount(labels).max() / len(labels))
     se = float(np.sqrt(0.75 * 0.25 / len(labels)))
-    return (f"test split: {len(labels)} examples; always predicting the majority class scores {majority:.4f}; "
-            f"one standard error of an accuracy near 0.75 is {se:.3f} (one seed: small gaps are noise). "
-            f"steps = optimizer steps incl. ISP's denoiser look-ahead steps.")
+    steps = {t.method: training_cost(t.cost)["steps"] for t in tickets}
+    out = [f"test split: {len(labels)} movie-disjoint snippets; always predicting the majority class scores "
+           f"{majority:.4f}; one standard error of an accuracy near 0.75 is {se:.3f}.",
+           "budget: every method trained " + ", ".join(f"{m} {n}" for m, n in steps.items()) +
+           " optimizer steps in total (ISP: main model + denoiser look-ahead steps); lr "
+           f"{settings.train.lr:g}, chosen once on the dense model's validation accuracy.",
+           f"caveats: one seed, {len(task.train)} training snippets, a budget far below the paper's; "
+           "small gaps are noise. The study (docs/results.md) has seeds, confidence intervals and IMP."]
+    pruned = [t for t in tickets if t.method != "dense"]
+    if len(pruned) == 2:
+        j = overlap(pruned[0].masks, pruned[1].masks)["jaccard"]
+        out.append(f"mask overlap: the {pruned[0].method} and {pruned[1].method} masks share {j:.1%} of their "
+                   "kept weights (Jaccard); what differs beyond that is the training schedule.")
+    return out
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from instantsoup import report
+    from instantsoup.ticket import Ticket
 
     t0 = time.perf_counter()
     base = Settings(
-        train=TrainSettings(batch_size=args.batch_size, lr=args.lr, epochs=args.epochs, seed=args.seed,
+        train=TrainSettings(batch_size=args.batch_size, lr=args.lr, match_steps=args.steps, seed=args.seed,
                             max_length=args.max_length, warmup_ratio=0.06),
         prune=PruneSettings(sparsity=args.sparsity, step=args.step, denoisers=args.denoisers,
                             lookahead=args.lookahead),
@@ -314,16 +345,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                           max_eval_examples=args.max_eval_examples),
         run=RunSettings(out=args.out, threads=args.threads, progress=not args.no_progress))
     roots = []
-    for method in ("dense", "omp", "isp"):
+    for method in DEMO_METHODS:
         s = dataclasses.replace(base, prune=dataclasses.replace(
             base.prune, method=method, sparsity=0.0 if method == "dense" else args.sparsity))
         print(f"[demo] {method} ...", file=sys.stderr, flush=True)
         _, root = run_settings(s)
         roots.append(root / "ticket")
     rows = report.load_rows(roots)
-    print(report.format_table(rows, ["method", "sparsity", report.main_metric(rows) or "sparsity", "steps",
-                                     "seconds"]))
-    print(_demo_baseline(base))
+    print(report.format_table(rows, ["method", "sparsity", report.main_metric(rows) or "sparsity",
+                                     report.main_metric(rows, "val") or "sparsity", "steps", "seconds"]))
+    for line in _demo_caveats(base, [Ticket.load(r, with_weights=False) for r in roots]):
+        print(line)
     plots = report.plot(rows, Path(args.out) / "plots", overlaps=True)
     print(f"tickets: {', '.join(str(r) for r in roots)}")
     print(f"plots: {', '.join(str(p) for p in plots)}")
@@ -382,11 +414,12 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--csv", default="", help="also write the table as CSV")
     rp.set_defaults(func=_cmd_report)
 
-    de = sub.add_parser("demo", help="dense vs one-shot vs ISP on the embedded model and dataset (minutes)",
+    de = sub.add_parser("demo", help="dense vs one-shot vs ISP on the embedded model and dataset, the same "
+                        "optimizer-step budget for each (minutes)",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     de.add_argument("--out", default="instantsoup-demo", help="output folder (runs, tickets, plots)")
     for k, v in DEMO_DEFAULTS.items():
-        de.add_argument("--" + k.replace("_", "-"), type=type(v), default=v, help=f"demo {k}")
+        de.add_argument("--" + k.replace("_", "-"), type=type(v), default=v, help=DEMO_HELP.get(k, f"demo {k}"))
     de.add_argument("--seed", type=int, default=0, help="seed")
     de.add_argument("--threads", type=int, default=0, help="threads (0 = all available cores)")
     de.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -411,8 +444,11 @@ def main(argv: list[str] | None = None) -> int:
                 FloatingPointError, MemoryError)
     try:
         if getattr(args, "config", ""):  # the file's values become defaults; flags on the line win
-            args.parser.set_defaults(**read_config_file(args.config))
+            from_file = read_config_file(args.config)
+            args.parser.set_defaults(**from_file)
             args = parser.parse_args(argv)
+            # a preset / a family's defaults fill only what neither the file nor the line gives
+            args.explicit = explicit_options(args) | set(from_file)
         return args.func(args)
     except expected as e:  # one line (the traceback with -v), exit 2
         if args.verbose:

@@ -216,6 +216,16 @@ class Cost:
         return cls({k: StageCost(**v) for k, v in d.get("stages", {}).items()})
 
 
+def training_cost(cost: Cost) -> dict:
+    """Training work so far, evaluation left out: optimizer steps, examples, FLOPs, seconds."""
+    t = StageCost()
+    for name, s in cost.stages.items():
+        if name != "eval":
+            for f in ("steps", "examples", "tokens", "flops", "sparse_flops", "seconds"):
+                setattr(t, f, getattr(t, f) + getattr(s, f))
+    return {"steps": t.steps, "examples": t.examples, "flops": t.flops, "seconds": t.seconds}
+
+
 # ---- the trainer ------------------------------------------------------------------------------
 @dataclass
 class Best:
@@ -251,19 +261,20 @@ class Trainer:
         self.scalars: Callable[[dict], None] | None = None  # e.g. a TensorBoard writer (methods.common)
 
     # schedule
-    def lr(self, step: int, total: int | None = None) -> float:
+    def lr(self, step: int, total: int | None = None, warmup: int | None = None) -> float:
         return lr_at(step, lr=self.s.lr, total=self.total_steps if total is None else total,
-                     warmup=self.warmup, schedule=self.s.schedule)
+                     warmup=self.warmup if warmup is None else warmup, schedule=self.s.schedule)
 
     def train(self, model: Any, opt: Any, start: int, stop: int, *, stage: str = "finetune",
               order: StepOrder | None = None, lr_mult: float = 1.0, lr_offset: int = 0,
-              schedule_total: int | None = None, seed: int | None = None, evaluate: bool = True,
-              best: Best | None = None, desc: str | None = None) -> float:
+              schedule_total: int | None = None, warmup: int | None = None, seed: int | None = None,
+              evaluate: bool = True, best: Best | None = None, desc: str | None = None) -> float:
         """Train global steps [start, stop); return the mean loss.
 
         ``order``: the data order (default: the whole training set); ``lr_offset`` shifts the step
         used for the schedule (denoisers use the main model's step); ``schedule_total`` overrides
-        the schedule length (IMP restarts it each round); ``seed`` seeds dropout for this call
+        the schedule length and ``warmup`` its warm-up steps (IMS's ingredients have schedules of
+        their own); ``seed`` seeds dropout for this call
         (default: derived from the settings' seed and ``start``); ``best``: track the best
         validation score into it.
         """
@@ -284,7 +295,7 @@ class Trainer:
             for step in range(start, stop):
                 idx = order.indices(step)
                 batch, labels = self.task.train.collate(idx, self.task.pad_id)
-                lr = self.lr(step + lr_offset, schedule_total) * lr_mult
+                lr = self.lr(step + lr_offset, schedule_total, warmup) * lr_mult
                 loss = opt.train_step(batch, labels, lr=lr, max_grad_norm=mgn,
                                       label_smoothing=self.s.label_smoothing)
                 if not math.isfinite(loss):

@@ -278,13 +278,14 @@ def _default_packages_present():
 @pytest.mark.skipif(not _default_packages_present(), reason="needs the default model and data packages")
 def test_demo_command_runs_reduced(tmp_path, capsys):
     """The README's main command, on the real default model and data, at a reduced size."""
-    rc = main(["demo", "--max-train-examples", "48", "--max-eval-examples", "24", "--epochs", "2",
+    rc = main(["demo", "--max-train-examples", "48", "--max-eval-examples", "24", "--steps", "16",
                "--batch-size", "8", "--lookahead", "1", "--max-length", "24", "--out", str(tmp_path),
                "--no-progress", "--threads", "1"])
     assert rc == 0
     out = capsys.readouterr().out
-    for word in ("dense", "omp", "isp", "majority class", "tickets:"):
+    for word in ("dense", "omp", "isp", "majority class", "tickets:", "caveats: one seed", "mask overlap"):
         assert word in out
+    assert "every method trained dense 16, omp 16, isp 16 optimizer steps" in out  # the same budget
     assert (tmp_path / "plots" / "accuracy_vs_sparsity.png").exists()
     from safetensors.numpy import load_file
 

@@ -1,12 +1,14 @@
 """Instant Model Soup (IMS): a dense-to-dense variant of ISP (DESIGN.md section 2).
 
-    K times: start from the pre-trained weights, magnitude-prune them to ``sparsity``, train the
-             sparse copy ``soup_steps`` steps on its own data subset and protocol; fill its pruned
-             entries back with the pre-trained values (the ingredient)
-    soup = uniform average of the ingredients, or greedy (ingredients sorted by validation score,
-           each added only if the soup's validation score does not drop)
+    for k = 1..K: start from the pre-trained weights, magnitude-prune them to the ingredient's sparsity
+             s_k (``soup_sparsities``: spread S/K, 2S/K, ..., S by default), train the sparse copy
+             ``soup_steps`` steps on its own data subset and protocol, with a schedule of its own (warm-up
+             = the main warm-up's share of the budget, times soup_steps; decay to 0 at soup_steps); fill its
+             pruned entries back with the pre-trained values (the ingredient)
+    soup = greedy (default: ingredients sorted by validation score, each added only if the soup's
+           validation score does not drop) or the uniform average of the ingredients
     fine-tune the (dense) soup for the budget
-The ticket is dense (sparsity 0); ``sparsity`` is the weak models' sparsity.
+The ticket is dense (sparsity 0); ``sparsity`` is the sparsest ingredient's.
 """
 from __future__ import annotations
 
@@ -33,6 +35,8 @@ def instant_model_soup(model: Any, task: TaskData, settings: Settings, *, run_di
     pre = copy_weights(model)
     ones = {k: np.ones_like(v) for k, v in model.masks.items()}
     names = [f"ingredient_{k:02d}" for k in range(pr.soup_size)]
+    levels = pr.ingredient_sparsities()
+    warmup = round(ctx.plan["warmup"] * pr.soup_steps / ctx.plan["total_steps"])
     ingredients, scores = [], []
     for k, name in enumerate(names):
         if ctx.run and ctx.run.done(name):
@@ -46,14 +50,14 @@ def instant_model_soup(model: Any, task: TaskData, settings: Settings, *, run_di
         proto = draw_protocol(settings, len(task.train), 0, k)
         model.set_masks(ones)
         model.load_state_dict(pre)
-        mask = select(model, pr.sparsity)
+        mask = select(model, levels[k])
         model.set_masks(mask)
         ctx.opt.reset()
         prev_wd = set_weight_decay(ctx.opt, proto.weight_decay)
         order = StepOrder(len(task.train), tr.batch_size, proto.seed, pool=proto.subset)
         ctx.trainer.train(model, ctx.opt, 0, pr.soup_steps, stage="ingredients", order=order,
                           lr_mult=proto.lr_mult, seed=proto.seed, evaluate=False,
-                          schedule_total=pr.soup_steps, desc=f"IMS ingredient {k}")
+                          schedule_total=pr.soup_steps, warmup=warmup, desc=f"IMS ingredient {k}")
         set_weight_decay(ctx.opt, prev_wd)
         w = copy_weights(model)
         for n, m in mask.items():  # pruned entries: back to the pre-trained values
@@ -63,7 +67,8 @@ def instant_model_soup(model: Any, task: TaskData, settings: Settings, *, run_di
         sc = ctx.trainer.evaluate(model, "validation")[task.main_metric]
         ingredients.append(w)
         scores.append(sc)
-        ctx.log({"event": "ingredient", "index": k, **proto.record(), "val_score": sc})
+        ctx.log({"event": "ingredient", "index": k, **proto.record(), "sparsity": levels[k], "warmup": warmup,
+                 "val_score": sc})
         ctx.save(name, 0, score=sc, index=k)
     model.set_masks(ones)
     if pr.soup == "uniform":
