@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int, default=64, help="evaluation batch size")
     ev.add_argument("--max-length", type=int, default=128, help="maximum tokens per example")
     ev.add_argument("--seed", type=int, default=0, help="seed of the validation hold-out split")
-    ev.add_argument("--threads", type=int, default=0, help="threads (0 = all available cores)")
+    ev.add_argument("--threads", type=int, default=0, help="threads (0 = the default: INSTANTSOUP_NUM_THREADS, else OMP_NUM_THREADS, else all cores)")
     add_arguments(ev, DataSettings)
     ev.set_defaults(func=_cmd_eval)
 
@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     for k, v in DEMO_DEFAULTS.items():
         de.add_argument("--" + k.replace("_", "-"), type=type(v), default=v, help=f"demo {k}")
     de.add_argument("--seed", type=int, default=0, help="seed")
-    de.add_argument("--threads", type=int, default=0, help="threads (0 = all available cores)")
+    de.add_argument("--threads", type=int, default=0, help="threads (0 = the default: INSTANTSOUP_NUM_THREADS, else OMP_NUM_THREADS, else all cores)")
     de.add_argument("--no-progress", action="store_true", help="hide progress bars")
     de.set_defaults(func=_cmd_demo)
     return p

@@ -279,7 +279,8 @@ class RunSettings:
     model: str = _f("", "Hugging Face checkpoint directory (config.json + model.safetensors); "
                     "'' = the embedded default model")
     out: str = _f("runs", "directory holding the run directories", hash=False)
-    threads: int = _f(0, "threads for kernels and BLAS (0 = all available cores)", hash=False)
+    threads: int = _f(0, "threads for kernels and BLAS (0 = the default: INSTANTSOUP_NUM_THREADS, "
+                      "else OMP_NUM_THREADS, else all available cores)", hash=False)
     resume: bool = _f(True, "continue an interrupted run from its last finished round (--no-resume: "
                       "delete the run directory and start over)", hash=False)
     progress: bool = _f(True, "show progress bars", hash=False)
