@@ -9,6 +9,8 @@ import pytest
 import instantsoup
 from conftest import subprocess_env
 
+pytestmark = pytest.mark.kernel
+
 PROBE = ("import json, warnings, instantsoup\n"
          "print(json.dumps([instantsoup.get_num_threads(), instantsoup.build_info()['blas_num_threads']]))")
 
