@@ -1,0 +1,127 @@
+"""Independent cells in parallel: worker processes on this machine (``jobs``) or Ray tasks (``ray``).
+
+A cell is ``(key, payload)``; ``fn(payload) -> dict`` runs it in a worker with ``threads`` kernel
+threads (``fn`` must be a module-level function, which pickle sends by name; the payload must
+pickle). Every result comes back to the driver, which hands it to ``on_done(key, result)`` as soon
+as that cell finishes (a study appends its line to the results file there), so the cells finished
+before an interruption are kept and a rerun skips them.
+
+Ray (the optional extra ``instantsoup[ray]``): each cell is one task with ``num_cpus=threads``;
+a task whose worker process or node dies is retried by Ray (``max_retries`` times) and, since a
+cell's run directory resumes from its last finished round, a retry on the same node continues the
+work. A cell that raises is not retried (the error is deterministic): ``on_error(key, exc)`` gets it.
+
+Local processes are started with ``spawn`` (never ``fork``: a forked child of a process whose
+OpenMP pool has run deadlocks in libgomp). A worker that dies fails its cell (``on_error``) and
+the remaining cells still run on a fresh pool.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import multiprocessing
+from typing import Any, Callable, Sequence
+
+log = logging.getLogger(__name__)
+
+Cells = Sequence[tuple[str, Any]]
+OnDone = Callable[[str, dict], None]
+OnError = Callable[[str, BaseException], None]
+
+
+def run_in_worker(fn: Callable[[Any], dict], payload: Any, threads: int) -> dict:
+    """What a worker runs for one cell: set the kernel thread count, then ``fn(payload)``."""
+    import instantsoup
+
+    if threads > 0:
+        instantsoup.set_num_threads(threads)
+    return fn(payload)
+
+
+def threads_per_cell(threads: int, jobs: int) -> int:
+    """``threads`` if given (> 0), else this machine's cores shared out between ``jobs`` workers."""
+    from instantsoup._native import available_cores
+
+    return threads if threads > 0 else max(1, available_cores() // max(1, jobs))
+
+
+def run_cells(cells: Cells, fn: Callable[[Any], dict], *, threads: int, on_done: OnDone, on_error: OnError,
+              jobs: int = 1, ray: bool = False, address: str | None = None, max_retries: int = 3) -> None:
+    """Run every cell once (see the module docstring): in this process when ``jobs == 1`` and not
+    ``ray``, else in ``jobs`` local worker processes, else as Ray tasks on the cluster at
+    ``address`` (None: the cluster named by ``RAY_ADDRESS`` or started on this machine, else a new
+    local one)."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    if ray:
+        _run_ray(cells, fn, threads, on_done, on_error, address, max_retries)
+    elif jobs == 1:
+        for key, payload in cells:
+            try:
+                result = run_in_worker(fn, payload, threads)
+            except Exception as e:  # noqa: BLE001 - one bad cell must not stop the others
+                on_error(key, e)
+            else:
+                on_done(key, result)
+    else:
+        _run_local(cells, fn, threads, on_done, on_error, jobs)
+
+
+def _run_local(cells: Cells, fn, threads: int, on_done: OnDone, on_error: OnError, jobs: int) -> None:
+    todo = list(cells)
+    ctx = multiprocessing.get_context("spawn")
+    while todo:
+        with cf.ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx) as pool:
+            futures = {pool.submit(run_in_worker, fn, payload, threads): (key, payload) for key, payload in todo}
+            todo = []
+            broken = False
+            for fut in cf.as_completed(futures):
+                key, payload = futures[fut]
+                try:
+                    result = fut.result()
+                except cf.process.BrokenProcessPool as e:
+                    if not broken:  # the first cell seen failing is blamed; the others rerun
+                        broken = True
+                        on_error(key, RuntimeError(f"its worker process died ({e})"))
+                    else:
+                        todo.append((key, payload))
+                except Exception as e:  # noqa: BLE001
+                    on_error(key, e)
+                else:
+                    on_done(key, result)
+
+
+def _ray_module():
+    try:
+        import ray
+    except ImportError:
+        raise RuntimeError("--ray needs Ray: pip install 'instantsoup[ray]' (on the driver and every "
+                           "node of the cluster)") from None
+    return ray
+
+
+def _run_ray(cells: Cells, fn, threads: int, on_done: OnDone, on_error: OnError, address: str | None,
+             max_retries: int) -> None:
+    ray = _ray_module()
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address or None, log_to_driver=False, configure_logging=False)
+    try:
+        remote = ray.remote(run_in_worker).options(num_cpus=max(1, threads), max_retries=max_retries,
+                                                   retry_exceptions=False)
+        pending = {remote.remote(fn, payload, threads): key for key, payload in cells}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                key = pending.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayTaskError as e:  # the cell raised: its own exception
+                    on_error(key, e.cause if isinstance(e.cause, BaseException) else e)
+                except ray.exceptions.RayError as e:  # worker/node lost more often than max_retries
+                    on_error(key, e)
+                else:
+                    on_done(key, result)
+    finally:
+        if started_here:
+            ray.shutdown()
