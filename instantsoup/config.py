@@ -25,6 +25,9 @@ from typing import Any
 METHODS = ("isp", "imp", "omp", "gmp", "random", "dense", "ims")
 MERGE_RULES = ("union", "intersection", "vote")
 SCHEDULES = ("linear", "cosine", "constant")
+VARIANTS = ("released", "paper", "soup")  # ISP variants (docs/experiments.md)
+RELEASED_MARGIN = 0.05  # the authors' released script stops its rounds within 5 points of the target
+DEFAULT_MARGIN = 0.005
 
 
 class SettingsError(ValueError):
@@ -60,6 +63,9 @@ class TrainSettings:
     label_smoothing: float = _f(0.0, "label smoothing of the cross-entropy loss")
     epochs: float = _f(3.0, "training budget in epochs (fractions allowed); for IMP: per round")
     max_steps: int = _f(0, "training budget in optimizer steps; overrides --epochs when > 0")
+    match_steps: int = _f(0, "total optimizer steps of the whole method (main model, ISP's denoisers, IMS's "
+                          "ingredients, every IMP round, OMP's dense stage): each method's main budget is set so "
+                          "that its total is this (at most); overrides --epochs / --max-steps when > 0")
     eval_every: int = _f(0, "evaluate every N steps; 0 = once per epoch")
     seed: int = _f(0, "seed of data order, dropout, subsets, random masks and protocols")
     max_length: int = _f(128, "maximum tokens per example (longer inputs are truncated)")
@@ -82,8 +88,8 @@ class TrainSettings:
             raise SettingsError(f"max_grad_norm must be >= 0 (0 = off), got {self.max_grad_norm}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise SettingsError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.max_steps < 0:
-            raise SettingsError(f"max_steps must be >= 0, got {self.max_steps}")
+        if self.max_steps < 0 or self.match_steps < 0:
+            raise SettingsError(f"max_steps and match_steps must be >= 0, got {self.max_steps}, {self.match_steps}")
         if self.max_steps == 0 and not (self.epochs > 0 and math.isfinite(self.epochs)):
             raise SettingsError(f"epochs must be > 0 (or set max_steps), got {self.epochs}")
         if self.eval_every < 0:
@@ -123,13 +129,15 @@ class PruneSettings:
     denoisers: int = _f(4, "ISP: denoisers N per round (paper: 4 BERT, 5 CLIP)", methods=(ISP,))
     lookahead: int = _f(30, "ISP: look-ahead steps C of each denoiser (paper: 30 BERT, 50 CLIP)",
                         methods=(ISP,))
+    variant: str = _f("soup", "ISP: 'released' (the authors' released CLIP script: denoisers prune a further "
+                      "--step, a weight goes only if every denoiser prunes it, no exact cut per round), 'paper' "
+                      "(Algorithm 2 literally: union with the main mask cut by the main magnitudes = magnitude "
+                      "pruning on ISP's schedule) or 'soup' (union with the main mask cut by the mean |w| of the "
+                      "denoisers); see docs/experiments.md", choices=VARIANTS, methods=(ISP,))
     merge: str = _f("union", "ISP: how the masks of a round are merged", choices=MERGE_RULES,
                     methods=(ISP,))
-    merge_main: bool = _f(True, "ISP: merge the main model's own magnitude mask with the denoisers'",
+    merge_main: bool = _f(True, "ISP paper/soup: merge the main model's own magnitude mask with the denoisers'",
                           methods=(ISP,))
-    adjust_scores: str = _f("soup", "ISP: magnitudes used to cut the merged mask to exactly s_{i+1}: "
-                            "'main' (the main weights) or 'soup' (mean |w| of the denoisers' weights)",
-                            choices=("main", "soup"), methods=(ISP,))
     subset_fraction: float = _f(0.5, "ISP/IMS: fraction of the training set each denoiser/ingredient sees",
                                 methods=(ISP, IMS))
     lr_mult_min: float = _f(1.0, "ISP/IMS: smallest learning-rate multiplier drawn per denoiser",
@@ -138,8 +146,8 @@ class PruneSettings:
                             methods=(ISP, IMS))
     wd_choices: str = _f("", "ISP/IMS: comma-separated weight decays drawn per denoiser "
                          "('' = the main weight decay)", methods=(ISP, IMS))
-    margin: float = _f(0.005, "ISP: stop the rounds when within this sparsity of the target",
-                       methods=(ISP,))
+    margin: float = _f(-1.0, "ISP: stop the rounds when within this sparsity of the target; -1 = the "
+                       f"variant's own ({RELEASED_MARGIN} released, {DEFAULT_MARGIN} paper/soup)", methods=(ISP,))
     rewind_step: int = _f(0, "IMP: rewind kept weights to their values after this many steps "
                           "(0 = the pre-trained weights)", methods=(IMP,))
     prune_after: str = _f("pretrained", "OMP: prune the 'pretrained' weights or the 'finetuned' ones "
@@ -166,8 +174,8 @@ class PruneSettings:
             raise SettingsError(f"step must be in (0, 1), got {self.step}")
         if self.merge not in MERGE_RULES:
             raise SettingsError(f"unknown merge rule {self.merge!r}; choose one of {', '.join(MERGE_RULES)}")
-        if self.adjust_scores not in ("main", "soup"):
-            raise SettingsError(f"adjust_scores must be 'main' or 'soup', got {self.adjust_scores!r}")
+        if self.variant not in VARIANTS:
+            raise SettingsError(f"unknown ISP variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
         if self.t < 0 or not 0.0 < self.t_fraction <= 10.0:
             raise SettingsError(f"t must be >= 0 and t_fraction in (0, 10], got t={self.t}, "
                                 f"t_fraction={self.t_fraction}")
@@ -185,8 +193,8 @@ class PruneSettings:
             raise SettingsError(f"wd_choices must be comma-separated numbers, got {self.wd_choices!r}") from None
         if any(w < 0 for w in wds):
             raise SettingsError(f"weight decays must be >= 0, got {self.wd_choices!r}")
-        if not 0.0 <= self.margin < 0.5:
-            raise SettingsError(f"margin must be in [0, 0.5), got {self.margin}")
+        if not (0.0 <= self.margin < 0.5 or self.margin == -1.0):
+            raise SettingsError(f"margin must be in [0, 0.5) or -1 (the variant's own), got {self.margin}")
         if self.rewind_step < 0:
             raise SettingsError(f"rewind_step must be >= 0, got {self.rewind_step}")
         if self.prune_after not in ("pretrained", "finetuned"):
@@ -205,8 +213,14 @@ class PruneSettings:
         Each level removes ``step`` of the weights still kept, the last one is clipped to the target.
         ISP stops as soon as it is within ``margin`` of the target (see :func:`sparsity_levels`).
         """
-        margin = self.margin if self.method == ISP else 0.0
+        margin = self.isp_margin() if self.method == ISP else 0.0
         return sparsity_levels(self.sparsity, self.step, margin)
+
+    def isp_margin(self) -> float:
+        """ISP's margin: the one set, or the variant's own when -1."""
+        if self.margin != -1.0:
+            return self.margin
+        return RELEASED_MARGIN if self.variant == "released" else DEFAULT_MARGIN
 
 
 def sparsity_levels(target: float, step: float, margin: float = 0.0, start: float = 0.0) -> list[float]:
@@ -226,6 +240,58 @@ def sparsity_levels(target: float, step: float, margin: float = 0.0, start: floa
         out[-1] = target
     elif target > start and (not out or out[-1] != target):
         out.append(target)
+    return out
+
+
+def main_budget(s: Settings, steps_per_epoch: int) -> tuple[int, int]:
+    """(T, planned): the main model's budget T in optimizer steps and the planned total of all steps.
+
+    Without ``match_steps``, T comes from ``epochs`` / ``max_steps``. With ``match_steps = N``, T is set
+    so that the method's planned total is N (or the nearest below it): IMP T + K·(T − r) (K pruning
+    rounds, rewind step r); OMP of fine-tuned weights 2·T; ISP T + rounds·N·C (the released variant
+    plans its fewest rounds: more lagging rounds are paid for by stopping the fine-tuning early); IMS
+    T + K·soup_steps; the others T.
+    """
+    tr, pr = s.train, s.prune
+    if pr.method == ISP:
+        rounds = len(released_levels(pr.sparsity, pr.step, pr.isp_margin()) if pr.variant == "released"
+                     else pr.levels())
+        extra = rounds * pr.denoisers * pr.lookahead
+    else:
+        extra = pr.soup_size * pr.soup_steps if pr.method == IMS else 0
+    k = len(pr.levels()) if pr.method == IMP else 0
+    if tr.match_steps <= 0:
+        T = tr.total_steps(steps_per_epoch)
+    elif pr.method == IMP:
+        T = (tr.match_steps + k * pr.rewind_step) // (k + 1)
+    elif pr.method == OMP and pr.prune_after == "finetuned":
+        T = tr.match_steps // 2
+    else:
+        T = tr.match_steps - extra
+    if T < 1:
+        raise SettingsError(f"--match-steps {tr.match_steps} leaves no steps for the main model of {pr.method} "
+                            f"({extra} steps go to denoisers/ingredients)")
+    if pr.method == IMP:
+        planned = T + k * (T - pr.rewind_step)
+    elif pr.method == OMP and pr.prune_after == "finetuned":
+        planned = 2 * T
+    else:
+        planned = T + extra
+    return T, planned
+
+
+def released_levels(target: float, step: float, margin: float) -> list[float]:
+    """The fewest pruning rounds of the released ISP: sparsities after each round if every round removed
+    exactly ``step`` of the kept weights (capped at ``target``), until within ``margin`` of ``target``.
+
+    The real rounds lag behind (a weight goes only if every denoiser prunes it), so a run usually
+    needs more rounds; this lower bound is what the budget check can promise.
+    """
+    out: list[float] = []
+    s = 0.0
+    while target - s >= margin and s < target:
+        s = min(target, 1.0 - (1.0 - s) * (1.0 - step))
+        out.append(s)
     return out
 
 
@@ -362,12 +428,30 @@ def check_budget(s: Settings, steps_per_epoch: int) -> dict:
     tr, pr = s.train, s.prune
     if steps_per_epoch < 1:
         raise SettingsError("the training set is empty (0 steps per epoch)")
-    total = tr.total_steps(steps_per_epoch)
+    total, planned = main_budget(s, steps_per_epoch)
     warm = tr.warmup(total)
-    plan = {"steps_per_epoch": steps_per_epoch, "total_steps": total, "warmup": warm}
+    plan = {"steps_per_epoch": steps_per_epoch, "total_steps": total, "warmup": warm, "planned_steps": planned}
+    if tr.match_steps > 0:
+        plan["match_steps"] = tr.match_steps
     if warm >= total and warm > 0:
         raise SettingsError(f"warm-up ({warm} steps) does not fit in the budget of {total} steps")
-    if pr.method == ISP:
+    if pr.method == ISP and pr.variant == "released":
+        t = pr.t if pr.t > 0 else max(1, int(round(pr.t_fraction * steps_per_epoch)))
+        levels = released_levels(pr.sparsity, pr.step, pr.isp_margin())
+        phases = len(levels) + 1  # the main trains before every pruning round and once more before it stops
+        need = t * phases * (phases + 1) // 2
+        max_rounds = len(levels)  # the most rounds whose main phases t·(1+…+k) leave a fine-tuning step
+        while t * (max_rounds + 1) * (max_rounds + 2) // 2 < total:
+            max_rounds += 1
+        plan.update(t=t, levels=levels, rounds=len(levels), max_rounds=max_rounds)
+        if need >= total:
+            raise SettingsError(
+                f"budget too small for ISP (released): at least {len(levels)} pruning rounds to come within "
+                f"{pr.isp_margin()} of sparsity {pr.sparsity} with step {pr.step}; the main model trains "
+                f"t*(1+...+{phases}) = {need} steps (t={t}) before the final fine-tuning, but the budget is "
+                f"{total} steps ({steps_per_epoch} per epoch); raise --epochs, lower --t / --t-fraction or raise "
+                "--step")
+    elif pr.method == ISP:
         t = pr.t if pr.t > 0 else max(1, int(round(pr.t_fraction * steps_per_epoch)))
         levels = pr.levels()
         rounds = len(levels)  # one denoised pruning round per level; the last one reaches S

@@ -207,6 +207,16 @@ class Cost:
         return cls({k: StageCost(**v) for k, v in d.get("stages", {}).items()})
 
 
+def training_cost(cost: Cost) -> dict:
+    """Training work so far, evaluation left out: optimizer steps, examples, FLOPs, seconds."""
+    t = StageCost()
+    for name, s in cost.stages.items():
+        if name != "eval":
+            for f in ("steps", "examples", "tokens", "flops", "sparse_flops", "seconds"):
+                setattr(t, f, getattr(t, f) + getattr(s, f))
+    return {"steps": t.steps, "examples": t.examples, "flops": t.flops, "seconds": t.seconds}
+
+
 # ---- the trainer ------------------------------------------------------------------------------
 @dataclass
 class Best:

@@ -86,7 +86,7 @@ def test_isp_history_shows_rounds_denoisers_and_merged_masks(make_model, tmp_pat
 
 def test_isp_union_with_main_scores_equals_magnitude_pruning(make_model):
     """Documented property: union ⊇ m_main and m_main = top-k(main) ⇒ adjust by main gives m_main."""
-    ticket = instant_soup(make_model(), make_tiny_task(vocab=60), settings("isp", adjust_scores="main"),
+    ticket = instant_soup(make_model(), make_tiny_task(vocab=60), settings("isp", variant="paper"),
                           progress=False)
     for r in (h for h in ticket.history if h["event"] == "round"):
         assert r["mask"]["overlap_main"]["jaccard"] == 1.0
@@ -151,9 +151,9 @@ def test_killed_isp_run_resumes_to_the_same_mask(tmp_path, tiny_bert_dir):
 
 
 @pytest.mark.parametrize("rule", ["union", "intersection", "vote"])
-@pytest.mark.parametrize("adjust", ["main", "soup"])
-def test_isp_merge_rules_reach_each_level_exactly(rule, adjust, make_model):
-    ticket = instant_soup(make_model(), make_tiny_task(vocab=60), settings("isp", merge=rule, adjust_scores=adjust,
+@pytest.mark.parametrize("variant", ["paper", "soup"])
+def test_isp_merge_rules_reach_each_level_exactly(rule, variant, make_model):
+    ticket = instant_soup(make_model(), make_tiny_task(vocab=60), settings("isp", merge=rule, variant=variant,
                                                                           merge_main=rule != "union"),
                           progress=False)
     rounds = [h for h in ticket.history if h["event"] == "round"]

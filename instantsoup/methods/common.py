@@ -190,7 +190,8 @@ class Context:
         """Train [start, stop) tracking the best validation score; load the best if asked."""
         best = Best()
         self.trainer.train(self.model, self.opt, start, stop, stage=stage, best=best, **kw)
-        if best.weights is None:  # no evaluation happened inside the range: evaluate now
+        early = stop < self.trainer.total_steps and stop % self.trainer.eval_interval != 0
+        if best.weights is None or early:  # no evaluation at the end of the range: evaluate now
             self.trainer._evaluate_and_track(self.model, stop, stage, best)
         if self.settings.train.select_best and best.weights is not None:
             self.model.load_state_dict(best.weights)

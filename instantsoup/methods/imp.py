@@ -1,10 +1,18 @@
 """Iterative magnitude pruning with rewinding (the lottery ticket baseline, LTH / IMP).
 
-    round 0: fine-tune the dense model for the full budget (E epochs)
-    round r = 1..k: prune ``step`` of the kept weights by magnitude (level s_r), rewind the kept weights
-             to the pre-trained values (or to their values after ``rewind_step`` steps), reset the
-             optimizer, fine-tune E epochs again (the schedule restarts)
-The ticket is the model of the last round (at exactly S). Cost: (k+1)·E epochs.
+    round 0: fine-tune the dense model over the budget, steps 0..T (keep the weights at step r)
+    round k = 1..K: prune ``step`` of the kept weights by magnitude (level s_k = 1-(1-step)^k, the last
+             one clipped to S), rewind the kept weights to their values at step r (r = ``rewind_step``;
+             0 = the pre-trained weights), a fresh optimizer, and retrain steps r..T: the learning-rate
+             schedule and the data order resume at their step-r positions (Frankle et al. 2020, "linear
+             mode connectivity and the lottery ticket hypothesis"; Renda et al. 2020, weight rewinding)
+
+Every round's ticket (round 0: dense) is evaluated when its training ends: the checkpoint with the
+best validation score of that round (when ``select_best``), its validation and test metrics, its
+sparsity and the training cost so far are one ``{"event": "level"}`` record of the history
+(:func:`level_records` reads them back), so one IMP run gives the whole accuracy-vs-sparsity curve
+at its natural levels. The returned ticket is the last round's, at exactly S.
+Cost: T + K·(T − r) optimizer steps.
 """
 from __future__ import annotations
 
@@ -12,9 +20,9 @@ from typing import Any
 
 from instantsoup import runs
 from instantsoup.config import Settings
-from instantsoup.methods.common import finished_ticket, select, setup
+from instantsoup.methods.common import Context, finished_ticket, mask_sparsity, select, setup
 from instantsoup.ticket import Ticket
-from instantsoup.train import TaskData, copy_weights
+from instantsoup.train import Best, TaskData, copy_weights, training_cost
 
 
 def imp(model: Any, task: TaskData, settings: Settings, *, run_dir: Any = None,
@@ -24,7 +32,7 @@ def imp(model: Any, task: TaskData, settings: Settings, *, run_dir: Any = None,
     done = finished_ticket(ctx)
     if done is not None:
         return done
-    pr = settings.prune
+    pr = ctx.settings.prune
     levels = ctx.plan["levels"]
     total = ctx.plan["total_steps"]
     r_step = pr.rewind_step
@@ -37,29 +45,54 @@ def imp(model: Any, task: TaskData, settings: Settings, *, run_dir: Any = None,
         rewind = copy_weights(model)
     best = None
     for r in range(first, len(levels) + 1):
-        if r > 0:  # rewind the kept weights, reset the optimizer
+        last = r == len(levels)
+        stage = f"imp_{r:02d}"
+        desc = f"IMP round {r}"
+        if r > 0:  # rewind the kept weights, a fresh optimizer, resume schedule and data order at r
             masks = {k: v.copy() for k, v in model.masks.items()}
             model.load_state_dict(rewind)
             model.set_masks(masks)
             ctx.opt.reset()
-        last = r == len(levels)
-        stage = f"imp_{r:02d}"
-        if r == 0 and r_step > 0:
-            ctx.trainer.train(model, ctx.opt, 0, r_step, stage=stage, schedule_total=total, desc="IMP round 0")
+        elif r_step > 0:
+            ctx.trainer.train(model, ctx.opt, 0, r_step, stage=stage, desc=desc)
             rewind = copy_weights(model)
-            ctx.trainer.train(model, ctx.opt, r_step, total, stage=stage, schedule_total=total, desc="IMP round 0")
-        elif last:
-            best = ctx.finetune(0, total, stage=stage, schedule_total=total, desc=f"IMP round {r}")
-        else:
-            ctx.trainer.train(model, ctx.opt, 0, total, stage=stage, schedule_total=total, desc=f"IMP round {r}")
         if r == 0 and ctx.run:
             _save_rewind(ctx, rewind)
-        if not last:
+        if last:
+            best = ctx.finetune(r_step, total, stage=stage, desc=desc)
+            ctx.log(level_record(ctx, r, best))
+        else:
+            best = Best()
+            ctx.trainer.train(model, ctx.opt, r_step, total, stage=stage, best=best, desc=desc)
+            ctx.log(level_record(ctx, r, best))
             model.set_masks(select(model, levels[r]))
-            ctx.log({"event": "round", "round": r, "level": levels[r], "steps": total,
+            ctx.log({"event": "round", "round": r, "level": levels[r], "steps": total - (r_step if r else 0),
                      "cost_steps": ctx.cost.total().steps})
             ctx.save(names[r], total, round=r)
     return ctx.finish(best)
+
+
+def level_record(ctx: Context, r: int, best: Best) -> dict:
+    """Round r's ticket: metrics of its best validation checkpoint (the weights it ended with when
+    ``select_best`` is off or no evaluation happened), its sparsity and the training cost so far.
+    The model's weights are left as they were."""
+    model, tr = ctx.model, ctx.trainer
+    current = None
+    if ctx.settings.train.select_best and best.weights is not None:
+        current = copy_weights(model)
+        model.load_state_dict(best.weights)
+    rec = {"event": "level", "round": r, "sparsity": mask_sparsity(model.masks), "best_step": best.step}
+    rec.update({f"val_{k}": v for k, v in tr.evaluate(model, "validation").items()})
+    rec.update({f"test_{k}": v for k, v in tr.evaluate(model, "test").items()})
+    rec["cost"] = training_cost(ctx.cost)
+    if current is not None:
+        model.load_state_dict(current)
+    return rec
+
+
+def level_records(history: list[dict]) -> list[dict]:
+    """The per-round tickets of an IMP run (``ticket.history`` or ``runs.read_history(run_dir)``)."""
+    return [h for h in history if h.get("event") == "level"]
 
 
 def _save_rewind(ctx: Any, weights: dict) -> None:

@@ -1,6 +1,8 @@
-"""Instant Soup Pruning (Jaiswal et al., ICML 2023), DESIGN.md section 2.
+"""Instant Soup Pruning (Jaiswal et al., ICML 2023) in three named variants (docs/experiments.md).
 
-    for round i = 0, 1, ..., k-1 (levels s_1 < ... < s_k = S):
+``paper`` and ``soup`` (levels s_1 < ... < s_k = S, each an exact cut)::
+
+    for round i = 0, 1, ..., k-1:
         train the main model t·(i+1) steps (continuing; no rewinding)
         m_0 = select(main, s_{i+1})                               # the main model's own magnitude mask
         for n = 1..N:                                             # denoisers on ONE scratch model
@@ -11,14 +13,26 @@
         apply mask to the main model
     prune to exactly S (a no-op when the last level is S); fine-tune for the rest of the budget
 
-Adjustment scores: ``adjust_scores="main"`` uses the main weights' magnitudes, as DESIGN.md
-describes. Note that with ``merge="union"`` and ``merge_main=True`` this reproduces m_0 exactly (the
-union contains m_0 and m_0 is the top-k of the main magnitudes), i.e. the denoisers then change
-nothing. The default ``adjust_scores="soup"`` ranks the union by the mean |w| of the denoisers'
-weights (the "soup" of the weak models), which is where the denoisers' evidence enters.
+``paper`` cuts by the main weights' magnitudes (Algorithm 2 read literally). With ``merge="union"``
+and ``merge_main=True`` this reproduces m_0 exactly (the union contains m_0 and m_0 is the top-k of
+the main magnitudes): the denoisers change nothing, it is magnitude pruning on ISP's schedule.
+``soup`` cuts by the mean |w| of the denoisers' weights after their look-ahead.
+
+``released`` (the authors' released CLIP script ``isp_dynamic.py``)::
+
+    round i = 0, 1, ...:
+        train the main model t·(i+1) steps (continuing)
+        stop if S - sparsity(main) < margin (or the next round would not fit in the budget)
+        for n = 1..N:
+            scratch <- main weights and mask; a FRESH AdamW whose warm-up restarts, peak = main's current lr
+            train scratch C steps on its own data subset / seed / protocol
+            m_n = the scratch's mask with a further ``step`` of its kept weights pruned by magnitude
+        mask = union of m_1..m_N (the main mask not included; no cut: the sparsity lags)
+    one global magnitude prune of the main weights to exactly S; fine-tune for the rest of the budget
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -34,22 +48,30 @@ from instantsoup.train import StepOrder, TaskData
 log = logging.getLogger(__name__)
 
 
+# the released script's denoisers decay their learning rate linearly to 0 at this step (a constant there)
+RELEASED_DENOISER_HORIZON = 1000
+
+
 def instant_soup(model: Any, task: TaskData, settings: Settings, *, run_dir: Any = None,
-                 progress: bool = True, keep_round_masks: bool = False) -> Ticket:
+                 progress: bool = True, keep_round_masks: bool = False, variant: str | None = None) -> Ticket:
     """Draw a ticket at ``settings.prune.sparsity`` with ISP; see the module docstring.
 
+    ``variant``: 'released', 'paper' or 'soup' (default: ``settings.prune.variant``).
     ``run_dir``: folder for resumable checkpoints (one per round) and the exported ticket, or None.
     ``keep_round_masks``: also keep every round's masks (main, denoisers, merged, final) in
     ``ticket.round_masks`` (memory: (N+3) masks per round).
     """
+    if variant is not None:
+        settings = dataclasses.replace(settings, prune=dataclasses.replace(settings.prune, variant=variant))
     ctx = setup(model, task, settings, run_dir, progress=progress, method="isp",
                 keep_round_masks=keep_round_masks)
     done = finished_ticket(ctx)
     if done is not None:
         return done
-    pr = settings.prune
-    levels, t = ctx.plan["levels"], ctx.plan["t"]
-    names = [runs.round_name(i) for i in range(len(levels))]
+    pr = ctx.settings.prune
+    released = pr.variant == "released"
+    n_rounds = ctx.plan["max_rounds"] if released else len(ctx.plan["levels"])
+    names = [runs.round_name(i) for i in range(n_rounds)]
     first, state = ctx.resume_point(names)
     step = state["step"] if state else 0
     if ctx.keep_round_masks:  # the rounds finished before a resume: their masks from the run directory
@@ -58,25 +80,87 @@ def instant_soup(model: Any, task: TaskData, settings: Settings, *, run_dir: Any
         for i in range(first):
             for f in sorted(ctx.run.path(names[i]).glob("mask_*.safetensors")):
                 ctx.round_masks[f"round_{i:03d}/{f.name.removesuffix('.safetensors')}"] = MaskSet.load(f)
-    scratch = scratch_opt = None
-    for i in range(first, len(levels)):
+    scratch = model.clone() if pr.denoisers > 0 else None
+    scratch_opt = ctx.new_optimizer(scratch) if scratch is not None else None
+    t, total = ctx.plan["t"], ctx.plan["total_steps"]
+    for i in range(first, n_rounds + released):  # released: the last i always stops for the budget
         # 1. train the main model t·(i+1) steps
         n = t * (i + 1)
+        if released and step + n + _over_plan(ctx, pr.denoisers * pr.lookahead) >= total:
+            # the lagging rounds ran out of budget: prune to S now
+            ctx.log({"event": "budget_stop", "round": i, "step": step, "sparsity": mask_sparsity(model.masks)})
+            break
         ctx.trainer.train(model, ctx.opt, step, step + n, stage="rounds", desc=f"ISP round {i}")
         step += n
+        if released and pr.sparsity - mask_sparsity(model.masks) < pr.isp_margin():
+            break
         # 2. a denoised mask for the next level
-        if scratch is None:
-            scratch = model.clone()
-            scratch_opt = ctx.new_optimizer(scratch)
-        rec, extra = denoised_round(ctx, scratch, scratch_opt, i, levels[i], step)
+        if released:
+            rec, extra = released_round(ctx, scratch, scratch_opt, i, step)
+        else:
+            rec, extra = denoised_round(ctx, scratch, scratch_opt, i, ctx.plan["levels"][i], step)
         ctx.log(rec)
         ctx.save(names[i], step, extra=extra, round=i)
     # 3. exactly S, then fine-tune the rest of the budget
     if mask_sparsity(model.masks) != pr.sparsity:
         model.set_masks(select(model, pr.sparsity))
     del scratch, scratch_opt
-    best = ctx.finetune(step, ctx.plan["total_steps"], stage="finetune", desc="ISP fine-tune")
+    stop = total - _over_plan(ctx)  # --match-steps: lagging rounds beyond the plan shorten the fine-tuning
+    if stop < total:
+        ctx.log({"event": "match_steps", "extra_denoiser_steps": total - stop, "finetune_stop": stop})
+    best = ctx.finetune(step, stop, stage="finetune", desc="ISP fine-tune")
     return ctx.finish(best)
+
+
+def _over_plan(ctx: Context, more: int = 0) -> int:
+    """With ``match_steps``: denoiser steps (done + ``more``) beyond those planned, else 0."""
+    if ctx.settings.train.match_steps <= 0:
+        return 0
+    planned = ctx.plan["planned_steps"] - ctx.plan["total_steps"]
+    return max(0, ctx.cost.stage("denoisers").steps + more - planned)
+
+
+def _keep_masks(ctx: Context, i: int, masks: dict[str, Any]) -> dict[str, Any]:
+    """Round i's masks as files to store with the round (and in ``ctx.round_masks``), if asked."""
+    if not ctx.keep_round_masks:
+        return {}
+    extra = {f"mask_{k}.safetensors": v for k, v in masks.items()}
+    for k, v in extra.items():
+        ctx.round_masks[f"round_{i:03d}/{k.removesuffix('.safetensors')}"] = v
+    return extra
+
+
+def released_round(ctx: Context, scratch: Any, scratch_opt: Any, i: int, step: int) -> tuple[dict, dict]:
+    """Round i of the released script: N denoisers each prune a further ``step`` of the kept weights
+    after their look-ahead; a weight is pruned only if every denoiser prunes it (``merge`` rule over
+    the denoisers' masks, union by default; the main mask is not merged; no cut to a level)."""
+    s, model, pr, tr = ctx.settings, ctx.model, ctx.settings.prune, ctx.settings.train
+    before = mask_sparsity(model.masks)
+    level = min(pr.sparsity, 1.0 - (1.0 - before) * (1.0 - pr.step))  # each denoiser's own sparsity
+    peak = ctx.trainer.lr(step) / tr.lr  # the denoisers' peak lr: the main model's current lr
+    masks, denoisers = [], []
+    for n in range(pr.denoisers):
+        proto = draw_protocol(s, len(ctx.task.train), 1 + i, n)
+        scratch.copy_from(model)
+        scratch_opt.reset()  # a fresh AdamW, its warm-up restarted
+        set_weight_decay(scratch_opt, proto.weight_decay)
+        order = StepOrder(len(ctx.task.train), tr.batch_size, proto.seed, pool=proto.subset)
+        loss = ctx.trainer.train(scratch, scratch_opt, 0, pr.lookahead, stage="denoisers", order=order,
+                                 lr_mult=proto.lr_mult * peak, schedule_total=RELEASED_DENOISER_HORIZON,
+                                 seed=proto.seed, evaluate=False, desc=f"ISP round {i} denoiser {n}")
+        m_n = select(scratch, level)
+        masks.append(m_n)
+        denoisers.append({"index": n, **proto.record(), "loss": loss, "sparsity": mask_sparsity(m_n)})
+    # no denoisers: the main model's own magnitudes remove ``step`` (ISP with 0 denoisers, a control)
+    final = merge(masks, pr.merge) if len(masks) > 1 else masks[0] if masks else select(model, level)
+    model.set_masks(final)
+    rec = {"event": "round", "round": i, "step": step, "sparsity_before": before, "level": level,
+           "denoisers": denoisers, "merged": {"rule": pr.merge, "sparsity": mask_sparsity(final)},
+           "sparsity_after": mask_sparsity(model.masks), "cost_steps": ctx.cost.total().steps}
+    extra = _keep_masks(ctx, i, {"final": final, **{f"denoiser_{n}": m for n, m in enumerate(masks)}})
+    log.info("ISP (released) round %d: sparsity %.4f -> %.4f (denoisers at %.4f)", i, before,
+             rec["sparsity_after"], level)
+    return rec, extra
 
 
 def denoised_round(ctx: Context, scratch: Any, scratch_opt: Any, i: int, level: float,
@@ -89,7 +173,7 @@ def denoised_round(ctx: Context, scratch: Any, scratch_opt: Any, i: int, level: 
     before = mask_sparsity(model.masks)
     m_main = select(model, level)
     masks = [m_main] if pr.merge_main or pr.denoisers == 0 else []
-    soup = {k: np.zeros(v.shape, np.float32) for k, v in prunable(model).items()} if pr.adjust_scores == "soup" else None
+    soup = {k: np.zeros(v.shape, np.float32) for k, v in prunable(model).items()} if pr.variant == "soup" else None
     denoisers = []
     for n in range(pr.denoisers):
         proto = draw_protocol(s, len(ctx.task.train), 1 + i, n)
@@ -122,14 +206,9 @@ def denoised_round(ctx: Context, scratch: Any, scratch_opt: Any, i: int, level: 
            "cost_steps": ctx.cost.total().steps}
     model.set_masks(final)
     rec["sparsity_after"] = mask_sparsity(model.masks)
-    extra = {}
-    if ctx.keep_round_masks:
-        extra = {"mask_main.safetensors": m_main, "mask_merged.safetensors": merged,
-                 "mask_final.safetensors": final}
-        extra.update({f"mask_denoiser_{n}.safetensors": m for n, m in
-                      enumerate(masks[1:] if pr.merge_main or pr.denoisers == 0 else masks)})
-        for k, v in extra.items():
-            ctx.round_masks[f"round_{i:03d}/{k.removesuffix('.safetensors')}"] = v
+    denoiser_masks = masks[1:] if pr.merge_main or pr.denoisers == 0 else masks
+    extra = _keep_masks(ctx, i, {"main": m_main, "merged": merged, "final": final,
+                                 **{f"denoiser_{n}": m for n, m in enumerate(denoiser_masks)}})
     log.info("ISP round %d: level %.4f, merged %.4f, jaccard(final, main) %.4f", i, level,
              rec["merged"]["sparsity"], rec["mask"]["overlap_main"]["jaccard"])
     return rec, extra
