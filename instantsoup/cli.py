@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import logging
 import shutil
@@ -188,7 +189,15 @@ def _cmd_study(args: argparse.Namespace) -> int:
             print(f"{'done' if done else 'todo'}  {cell.key}")
         return 0
     print(f"[study {st.name}] {len(cells)} cells; results in {st.results}; runs in {st.runs}", flush=True)
-    counts = S.run_study(st, cells, say=lambda m: print(m, flush=True))
+    if args.jobs < 1:
+        raise SettingsError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.ray is not None and importlib.util.find_spec("ray") is None:
+        raise SettingsError("--ray needs Ray: pip install 'instantsoup[ray]' (on this machine and every node)")
+    try:
+        counts = S.run_study(st, cells, say=lambda m: print(m, flush=True), jobs=args.jobs,
+                             ray=args.ray is not None, address=args.ray or None)
+    except ConnectionError as e:  # Ray: no cluster at that address
+        raise SettingsError(f"--ray {args.ray}: cannot reach the Ray cluster ({e})") from None
     print(f"[study {st.name}] ran {counts['ran']}, already done {counts['done_before']}, failed {counts['failed']}")
     return 1 if counts["failed"] else 0
 
@@ -322,6 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
     stp.add_argument("--only", default="", help="comma-separated method labels to run (default: all)")
     stp.add_argument("--seeds", default="", help="comma-separated seeds to run (default: all)")
     stp.add_argument("--list", action="store_true", help="list the cells as done/todo and exit")
+    stp.add_argument("--jobs", type=int, default=1, help="run cells in N local processes (threads per cell: the "
+                     "study's, else the cores shared out)")
+    stp.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                     help="run each cell as a Ray task (pip install 'instantsoup[ray]') on the cluster at ADDRESS "
+                     "(default: RAY_ADDRESS or the cluster started on this machine); see docs/SCALE.md")
     stp.set_defaults(func=_cmd_study)
 
     de = sub.add_parser("demo", help="dense vs one-shot vs ISP on the embedded model and dataset (minutes)",

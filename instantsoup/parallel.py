@@ -11,15 +11,15 @@ a task whose worker process or node dies is retried by Ray (``max_retries`` time
 cell's run directory resumes from its last finished round, a retry on the same node continues the
 work. A cell that raises is not retried (the error is deterministic): ``on_error(key, exc)`` gets it.
 
-Local processes are started with ``spawn`` (never ``fork``: a forked child of a process whose
-OpenMP pool has run deadlocks in libgomp). A worker that dies fails its cell (``on_error``) and
-the remaining cells still run on a fresh pool.
+Local processes: one per cell, ``jobs`` at a time, started with ``spawn`` (never ``fork``: a forked
+child of a process whose OpenMP pool has run deadlocks in libgomp). A process that dies fails its
+own cell only (``on_error``); the others go on.
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
 import logging
 import multiprocessing
+import multiprocessing.connection
 from typing import Any, Callable, Sequence
 
 log = logging.getLogger(__name__)
@@ -67,28 +67,47 @@ def run_cells(cells: Cells, fn: Callable[[Any], dict], *, threads: int, on_done:
         _run_local(cells, fn, threads, on_done, on_error, jobs)
 
 
+def _child(conn, fn, payload, threads: int) -> None:
+    """A local worker process: run one cell, send (ok, result or exception) back."""
+    try:
+        out = (True, run_in_worker(fn, payload, threads))
+    except Exception as e:  # noqa: BLE001 - handed to the driver's on_error
+        out = (False, e)
+    try:
+        conn.send(out)
+    except Exception as e:  # noqa: BLE001 - an exception (or result) that does not pickle
+        conn.send((False, RuntimeError(f"{out[1]!r} (could not send it back: {e})")))
+    conn.close()
+
+
 def _run_local(cells: Cells, fn, threads: int, on_done: OnDone, on_error: OnError, jobs: int) -> None:
-    todo = list(cells)
+    """One spawned process per cell, ``jobs`` at a time: a process that dies fails its cell only."""
     ctx = multiprocessing.get_context("spawn")
-    while todo:
-        with cf.ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx) as pool:
-            futures = {pool.submit(run_in_worker, fn, payload, threads): (key, payload) for key, payload in todo}
-            todo = []
-            broken = False
-            for fut in cf.as_completed(futures):
-                key, payload = futures[fut]
+    todo = list(cells)[::-1]
+    running: dict[Any, tuple[str, Any]] = {}
+    try:
+        while todo or running:
+            while todo and len(running) < jobs:
+                key, payload = todo.pop()
+                recv, send = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_child, args=(send, fn, payload, threads), daemon=True)
+                proc.start()
+                send.close()
+                running[recv] = (key, proc)
+            for conn in multiprocessing.connection.wait(list(running)):
+                key, proc = running.pop(conn)
                 try:
-                    result = fut.result()
-                except cf.process.BrokenProcessPool as e:
-                    if not broken:  # the first cell seen failing is blamed; the others rerun
-                        broken = True
-                        on_error(key, RuntimeError(f"its worker process died ({e})"))
-                    else:
-                        todo.append((key, payload))
-                except Exception as e:  # noqa: BLE001
-                    on_error(key, e)
-                else:
-                    on_done(key, result)
+                    ok, value = conn.recv()
+                except EOFError:
+                    proc.join()
+                    ok, value = False, RuntimeError(f"its worker process died (exit code {proc.exitcode})")
+                conn.close()
+                proc.join()
+                (on_done if ok else on_error)(key, value)
+    finally:
+        for _, proc in running.values():  # interrupted (e.g. Ctrl-C): leave no worker behind
+            proc.kill()
+            proc.join()
 
 
 def _ray_module():

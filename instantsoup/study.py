@@ -318,35 +318,70 @@ def select_cells(study: Study, labels: Iterable[str] | None = None, seeds: Itera
     return cells
 
 
-def run_study(study: Study, cells: list[Cell] | None = None, *, say: Any = print) -> dict:
+def run_study(study: Study, cells: list[Cell] | None = None, *, say: Any = print, jobs: int = 1,
+              ray: bool = False, address: str | None = None) -> dict:
     """Run the cells without a line in the results file, appending one line each; return counts.
 
     A cell that fails is reported (with its traceback in the log) and the next one runs; the failure
-    leaves no line, so the next invocation tries it again.
+    leaves no line, so the next invocation tries it again. ``jobs > 1`` runs cells in that many local
+    processes, ``ray`` as Ray tasks on the cluster at ``address`` (see instantsoup.parallel and
+    docs/SCALE.md); either way every finished cell's line is appended here, on the driver, as it
+    arrives. Workers run in this directory (Ray: the same path must exist on every node, e.g.
+    shared storage), so relative paths in the study mean the same everywhere.
     """
+    from instantsoup import parallel
+
     cells = study.cells() if cells is None else cells
     version = code_version()
     counts = {"done_before": 0, "ran": 0, "failed": 0}
-    for cell in cells:
-        done = {r["cell"] for r in read_records(study.results)}  # re-read: other processes append too
-        if cell.key in done:
-            counts["done_before"] += 1
-            continue
-        say(f"[study {study.name}] {cell.key}: running")
-        t0 = time.perf_counter()
-        try:
-            rec = run_cell(study, cell, version)
-        except Exception as e:  # noqa: BLE001 - one bad cell must not stop the grid
-            counts["failed"] += 1
-            log.error("cell %s failed:\n%s", cell.key, traceback.format_exc())
-            say(f"[study {study.name}] {cell.key}: FAILED ({type(e).__name__}: {e})")
-            continue
-        rec["cell_seconds"] = time.perf_counter() - t0
+
+    def on_done(key: str, rec: dict) -> None:
         append_record(study.results, rec)
         counts["ran"] += 1
-        say(f"[study {study.name}] {cell.key}: test {rec['test_accuracy']:.4f} val {rec['val_accuracy']:.4f} "
+        say(f"[study {study.name}] {key}: test {rec['test_accuracy']:.4f} val {rec['val_accuracy']:.4f} "
             f"sparsity {rec['sparsity']:.4f} steps {rec['steps']} ({rec['cell_seconds']:.0f} s)")
+
+    def on_error(key: str, e: BaseException) -> None:
+        counts["failed"] += 1
+        log.error("cell %s failed:\n%s", key, "".join(traceback.format_exception(e)))
+        say(f"[study {study.name}] {key}: FAILED ({type(e).__name__}: {e})")
+
+    cwd = os.getcwd()
+    if jobs == 1 and not ray:
+        for cell in cells:
+            done = {r["cell"] for r in read_records(study.results)}  # re-read: other processes append too
+            if cell.key in done:
+                counts["done_before"] += 1
+                continue
+            say(f"[study {study.name}] {cell.key}: running")
+            try:
+                rec = run_cell_task((study, cell, version, cwd))
+            except Exception as e:  # noqa: BLE001 - one bad cell must not stop the grid
+                on_error(cell.key, e)
+            else:
+                on_done(cell.key, rec)
+        return counts
+    done = {r["cell"] for r in read_records(study.results)}
+    todo = [c for c in cells if c.key not in done]
+    counts["done_before"] = len(cells) - len(todo)
+    threads = (study.threads or 1) if ray else parallel.threads_per_cell(study.threads, jobs)
+    where = f"Ray tasks ({address or 'default cluster'})" if ray else f"{jobs} local processes"
+    say(f"[study {study.name}] {len(todo)} cells to run as {where}, {threads} thread(s) each")
+    parallel.run_cells([(c.key, (study, c, version, cwd)) for c in todo], run_cell_task, threads=threads,
+                       jobs=jobs, ray=ray, address=address, on_done=on_done, on_error=on_error)
     return counts
+
+
+def run_cell_task(task: tuple) -> dict:
+    """One cell, in whichever process runs it: ``(study, cell, version, cwd) -> record`` (with
+    ``cell_seconds``). Runs in ``cwd`` (the driver's directory) when this machine has it."""
+    study, cell, version, cwd = task
+    if os.path.isdir(cwd):
+        os.chdir(cwd)
+    t0 = time.perf_counter()
+    rec = run_cell(study, cell, version)
+    rec["cell_seconds"] = time.perf_counter() - t0
+    return rec
 
 
 def run_cell(study: Study, cell: Cell, version: dict | None = None) -> dict:

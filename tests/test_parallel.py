@@ -1,5 +1,6 @@
-"""Cells in parallel (instantsoup.parallel): local processes and a two-node Ray cluster on loopback give
-the sequential results bit for bit; a Ray worker killed mid-cell is retried and the run completes."""
+"""`instantsoup study --jobs N` (local processes) and `--ray ADDRESS` (a two-node Ray cluster on loopback)
+give the sequential results bit for bit; a Ray worker killed mid-cell is retried and the study completes;
+a partly filled results file is resumed. Also instantsoup.parallel.run_cells on its own."""
 import json
 import os
 import shutil
@@ -10,56 +11,60 @@ import pytest
 
 import instantsoup
 from conftest import subprocess_env
+from instantsoup import study as S
+from instantsoup.cli import main
 from instantsoup.parallel import run_cells, threads_per_cell
-from parallel_cells import LoopbackRay, prune_cell, task_processes, wait_for
-from test_cli import write_table
+from ray_cluster import LoopbackRay, task_processes, wait_for
+from test_study import write_study
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def make_cells(tmp_path, model_dir, runs, seeds=(0, 1), methods=("omp", "random")):
-    table = tmp_path / "toy.csv"
-    if not table.exists():
-        write_table(table, n=96)
-    cells = []
-    for seed in seeds:
-        for method in methods:
-            s = {"train": {"batch_size": 16, "lr": 1e-3, "epochs": 1, "max_length": 16, "seed": seed},
-                 "prune": {"method": method, "sparsity": 0.5},
-                 "data": {"task": str(table)},
-                 "run": {"model": str(model_dir), "out": str(runs), "threads": 1, "progress": False}}
-            cells.append((f"{method}/0.5/{seed}", s))
-    return cells
+METHODS = [{"label": "omp", "method": "omp"}, {"label": "random", "method": "random"}]
+# differ between runs of the same cell: wall times, where it ran, when
+VOLATILE = {"cell_seconds", "wall_seconds", "run_wall_seconds", "train_seconds", "score_seconds", "finished", "run_dir", "host"}
 
 
-def sequential(cells):
+def assert_same(got, want):
+    got, want = comparable(got), comparable(want)
+    assert sorted(got) == sorted(want)
+    for cell in want:
+        diff = {k for k in want[cell].keys() | got[cell].keys() if want[cell].get(k) != got[cell].get(k)}
+        assert not diff, (cell, {k: (got[cell].get(k), want[cell].get(k)) for k in diff})
+
+
+def comparable(records):
     out = {}
-    run_cells(cells, prune_cell, threads=1, on_done=out.__setitem__,
-              on_error=lambda k, e: pytest.fail(f"{k}: {e!r}"))
+    for r in records:
+        r = {k: v for k, v in r.items() if k not in VOLATILE}
+        r["settings"] = dict(r["settings"], run={k: v for k, v in r["settings"]["run"].items() if k != "out"})
+        out[r["cell"]] = r
     return out
 
 
-def comparable(result):
-    return {k: v for k, v in result.items() if k != "pid"}
+def study_file(tmp_path, model_dir, name):
+    """The toy study (one data table for all) with its own results file and run directories."""
+    d = json.loads(write_study(tmp_path, model_dir, methods=METHODS).read_text())
+    d.update(results=str(tmp_path / name / "toy.jsonl"), runs=str(tmp_path / name / "runs"))
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(d))
+    return path, tmp_path / name / "toy.jsonl"
 
 
-def driver_env():
-    env = subprocess_env()
-    env["PYTHONPATH"] = HERE + os.pathsep + env["PYTHONPATH"]  # workers import parallel_cells by name
-    env.pop("RAY_ADDRESS", None)
-    return env
+def sequential_records(tiny_bert_dir, tmp_path):
+    path, results = study_file(tmp_path, tiny_bert_dir, "seq")
+    assert main(["study", str(path)]) == 0
+    return S.read_records(results)
 
 
-def drive(cells, tmp_path, jobs, address=None, timeout=300):
-    cells_file, results = tmp_path / "cells.json", tmp_path / "results.jsonl"
-    cells_file.write_text(json.dumps(cells))
-    return subprocess.Popen([sys.executable, os.path.join(HERE, "parallel_cells.py"), str(cells_file), str(results),
-                             str(jobs), address or "-", "1"], env=driver_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True), results
+def study_cli(args, timeout=300):
+    return subprocess.Popen([sys.executable, "-m", "instantsoup", "study", *args], env=subprocess_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def read_results(path):
-    return {r.pop("key"): r for r in map(json.loads, path.read_text().splitlines())}
+def _square(x):
+    if x < 0:
+        raise ValueError(f"negative: {x}")
+    if x == 99:
+        os._exit(3)  # the worker process dies
+    return {"y": x * x, "threads": instantsoup.get_num_threads(), "pid": os.getpid()}
 
 
 def test_threads_per_cell():
@@ -68,35 +73,54 @@ def test_threads_per_cell():
     assert threads_per_cell(0, 10 * instantsoup.available_cores()) == 1
 
 
-def test_sequential_runs_each_cell_and_reports_errors(tiny_bert_dir, tmp_path, one_thread):
-    cells = make_cells(tmp_path, tiny_bert_dir, tmp_path / "runs", seeds=(0,), methods=("omp",))
-    bad = ("bad", dict(cells[0][1], prune={"method": "omp", "sparsity": 1.5}))
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_run_cells_reports_results_and_errors(jobs, one_thread):
     done, errors = {}, {}
-    run_cells([bad] + cells, prune_cell, threads=1, on_done=done.__setitem__, on_error=errors.__setitem__)
-    assert list(done) == ["omp/0.5/0"] and list(errors) == ["bad"]
-    assert done["omp/0.5/0"]["threads"] == 1
+    cells = [("a", 2), ("bad", -1), ("b", 3)] + ([("dies", 99), ("c", 4)] if jobs > 1 else [])
+    run_cells(cells, _square, threads=1, jobs=jobs, on_done=done.__setitem__, on_error=errors.__setitem__)
+    want = {"a": 4, "b": 9} | ({"c": 16} if jobs > 1 else {})
+    assert {k: v["y"] for k, v in done.items()} == want
+    assert all(v["threads"] == 1 for v in done.values())
+    assert isinstance(errors.pop("bad"), ValueError)
+    if jobs > 1:
+        assert "died" in str(errors.pop("dies"))
+        assert os.getpid() not in {v["pid"] for v in done.values()}
+    assert not errors
     with pytest.raises(ValueError, match="jobs"):
-        run_cells(cells, prune_cell, threads=1, jobs=0, on_done=print, on_error=print)
+        run_cells(cells, _square, threads=1, jobs=0, on_done=print, on_error=print)
 
 
-def test_local_processes_equal_sequential(tiny_bert_dir, tmp_path, one_thread):
-    cells = make_cells(tmp_path, tiny_bert_dir, tmp_path / "runs-seq")
-    want = sequential(cells)
-    par_cells = make_cells(tmp_path, tiny_bert_dir, tmp_path / "runs-par")
-    proc, results = drive(par_cells, tmp_path, jobs=2)
+def test_study_jobs_equals_sequential(tiny_bert_dir, tmp_path, one_thread):
+    want = sequential_records(tiny_bert_dir, tmp_path)
+    assert len(want) == 4
+    path, results = study_file(tmp_path, tiny_bert_dir, "par")
+    proc = study_cli([str(path), "--jobs", "2"])
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
-    got = read_results(results)
-    assert {k: comparable(v) for k, v in got.items()} == {k: comparable(v) for k, v in want.items()}
-    assert len({v["pid"] for v in got.values()}) == 2 and os.getpid() not in {v["pid"] for v in got.values()}
+    assert "4 cells to run as 2 local processes, 1 thread(s) each" in out
+    assert_same(S.read_records(results), want)
+
+
+def test_study_ray_without_ray_or_cluster_is_an_error_line(tiny_bert_dir, tmp_path, capsys, monkeypatch):
+    path = write_study(tmp_path, tiny_bert_dir, methods=METHODS[:1], seeds=(0,))
+    assert main(["study", str(path), "--jobs", "0"]) == 2
+    assert "--jobs must be >= 1" in capsys.readouterr().err
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    assert main(["study", str(path), "--ray"]) == 2
+    assert "pip install 'instantsoup[ray]'" in capsys.readouterr().err
 
 
 @pytest.fixture
 def ray_cluster():
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'instantsoup[ray]')")
     pytest.importorskip("psutil", reason="the loopback cluster's processes are found with psutil")
+    env = subprocess_env()
+    env.pop("RAY_ADDRESS", None)
     try:
-        cluster = LoopbackRay(driver_env())
+        cluster = LoopbackRay(env)
     except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
         pytest.skip(f"Ray cannot start a loopback cluster here: {e}")
     try:
@@ -106,21 +130,21 @@ def ray_cluster():
         shutil.rmtree(cluster.temp_dir, ignore_errors=True)
 
 
-def test_ray_cluster_equals_sequential_and_survives_a_killed_worker(ray_cluster, tiny_bert_dir, tmp_path,
-                                                                    one_thread):
-    cells = make_cells(tmp_path, tiny_bert_dir, tmp_path / "runs-seq")
-    want = sequential(cells)
-    ray_cells = make_cells(tmp_path, tiny_bert_dir, tmp_path / "runs-ray")
-    proc, results = drive(ray_cells, tmp_path, jobs=1, address=ray_cluster.address)
+def test_study_on_ray_equals_sequential_resumes_and_survives_a_killed_worker(ray_cluster, tiny_bert_dir,
+                                                                             tmp_path, one_thread):
+    seq = sequential_records(tiny_bert_dir, tmp_path)
+    path, results = study_file(tmp_path, tiny_bert_dir, "ray")
+    S.append_record(results, seq[0])  # a partly filled results file: that cell is not run again
+    proc = study_cli([str(path), "--ray", ray_cluster.address])
     try:
-        victims = wait_for(lambda: task_processes(ray_cluster), timeout=120)
+        victims = wait_for(lambda: task_processes(ray_cluster), timeout=180)
         assert victims, "no Ray worker ever ran a cell"
-        victims[0].kill()  # mid-cell: Ray retries the task on a new worker
+        victims[0].kill()  # mid-cell: Ray retries the task on a fresh worker
         out, _ = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, out
-    got = read_results(results)
-    assert {k: comparable(v) for k, v in got.items()} == {k: comparable(v) for k, v in want.items()}
-    assert all(v["threads"] == 1 for v in got.values())
+    assert "3 cells to run as Ray tasks" in out and "ran 3, already done 1, failed 0" in out
+    assert_same(S.read_records(results), seq)
+    assert len(results.read_text().splitlines()) == 4
