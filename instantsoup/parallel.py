@@ -11,9 +11,9 @@ a task whose worker process or node dies is retried by Ray (``max_retries`` time
 cell's run directory resumes from its last finished round, a retry on the same node continues the
 work. A cell that raises is not retried (the error is deterministic): ``on_error(key, exc)`` gets it.
 
-Local processes: one per cell, ``jobs`` at a time, started with ``spawn`` (never ``fork``: a forked
-child of a process whose OpenMP pool has run deadlocks in libgomp). A process that dies fails its
-own cell only (``on_error``); the others go on.
+Local processes: ``jobs`` workers, each running one cell at a time, started with ``spawn`` (never
+``fork``: a forked child of a process whose OpenMP pool has run deadlocks in libgomp). A worker
+that dies fails the cell it was running only (``on_error``); a fresh worker takes its place.
 """
 from __future__ import annotations
 
@@ -67,47 +67,84 @@ def run_cells(cells: Cells, fn: Callable[[Any], dict], *, threads: int, on_done:
         _run_local(cells, fn, threads, on_done, on_error, jobs)
 
 
-def _child(conn, fn, payload, threads: int) -> None:
-    """A local worker process: run one cell, send (ok, result or exception) back."""
-    try:
-        out = (True, run_in_worker(fn, payload, threads))
-    except Exception as e:  # noqa: BLE001 - handed to the driver's on_error
-        out = (False, e)
-    try:
-        conn.send(out)
-    except Exception as e:  # noqa: BLE001 - an exception (or result) that does not pickle
-        conn.send((False, RuntimeError(f"{out[1]!r} (could not send it back: {e})")))
-    conn.close()
+def _worker(conn, fn, threads: int) -> None:
+    """A local worker process: run the cells it is sent, one at a time, until told to stop (None)."""
+    while True:
+        try:
+            payload = conn.recv()
+        except EOFError:
+            return
+        if payload is None:
+            return
+        try:
+            out = (True, run_in_worker(fn, payload, threads))
+        except Exception as e:  # noqa: BLE001 - handed to the driver's on_error
+            out = (False, e)
+        try:
+            conn.send(out)
+        except Exception as e:  # noqa: BLE001 - an exception (or result) that does not pickle
+            conn.send((False, RuntimeError(f"{out[1]!r} (could not send it back: {e})")))
+
+
+class _Worker:
+    def __init__(self, ctx, fn, threads: int):
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker, args=(child, fn, threads), daemon=True)
+        self.proc.start()
+        child.close()
+
+    def close(self, kill: bool) -> None:
+        if not kill:
+            try:
+                self.conn.send(None)
+            except OSError:
+                pass
+            self.proc.join(timeout=30)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join()
+        self.conn.close()
 
 
 def _run_local(cells: Cells, fn, threads: int, on_done: OnDone, on_error: OnError, jobs: int) -> None:
-    """One spawned process per cell, ``jobs`` at a time: a process that dies fails its cell only."""
+    """``jobs`` spawned worker processes, each running one cell at a time. A worker that dies fails
+    the cell it was running only; a fresh worker takes its place."""
     ctx = multiprocessing.get_context("spawn")
     todo = list(cells)[::-1]
-    running: dict[Any, tuple[str, Any]] = {}
+    idle = [_Worker(ctx, fn, threads) for _ in range(min(jobs, len(todo)))]
+    busy: dict[Any, tuple[_Worker, str]] = {}
     try:
-        while todo or running:
-            while todo and len(running) < jobs:
+        while todo or busy:
+            while todo and idle:
                 key, payload = todo.pop()
-                recv, send = ctx.Pipe(duplex=False)
-                proc = ctx.Process(target=_child, args=(send, fn, payload, threads), daemon=True)
-                proc.start()
-                send.close()
-                running[recv] = (key, proc)
-            for conn in multiprocessing.connection.wait(list(running)):
-                key, proc = running.pop(conn)
+                w = idle.pop()
+                try:
+                    w.conn.send(payload)
+                except Exception as e:  # noqa: BLE001 - a payload that does not pickle
+                    idle.append(w)
+                    on_error(key, e)
+                    continue
+                busy[w.conn] = (w, key)
+            for conn in multiprocessing.connection.wait(list(busy)):
+                w, key = busy.pop(conn)
                 try:
                     ok, value = conn.recv()
                 except EOFError:
-                    proc.join()
-                    ok, value = False, RuntimeError(f"its worker process died (exit code {proc.exitcode})")
-                conn.close()
-                proc.join()
+                    w.proc.join()
+                    ok, value = False, RuntimeError(f"its worker process died (exit code {w.proc.exitcode})")
+                    w.close(kill=True)
+                    if todo:
+                        w = _Worker(ctx, fn, threads)
+                    else:
+                        w = None
+                if w is not None:
+                    idle.append(w)
                 (on_done if ok else on_error)(key, value)
     finally:
-        for _, proc in running.values():  # interrupted (e.g. Ctrl-C): leave no worker behind
-            proc.kill()
-            proc.join()
+        for w in idle:
+            w.close(kill=False)
+        for w, _ in busy.values():  # interrupted (e.g. Ctrl-C): leave no worker behind
+            w.close(kill=True)
 
 
 def _ray_module():
