@@ -27,7 +27,7 @@ class LoopbackRay:
             raise
 
     def _run(self, cmd, timeout):
-        out = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout)
+        out = subprocess.run(cmd, env=self.env, cwd=self.temp_dir, capture_output=True, text=True, timeout=timeout)
         if out.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd[3:])} failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
 

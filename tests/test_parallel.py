@@ -54,8 +54,10 @@ def sequential_records(tiny_bert_dir, tmp_path):
     return S.read_records(results)
 
 
-def study_cli(args, timeout=300):
-    return subprocess.Popen([sys.executable, "-m", "instantsoup", "study", *args], env=subprocess_env(),
+def study_cli(args, cwd):
+    """`instantsoup study ARGS` in a child started in ``cwd`` (not a source tree: the child must import
+    the instantsoup under test, installed or built in place)."""
+    return subprocess.Popen([sys.executable, "-m", "instantsoup", "study", *args], env=subprocess_env(), cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -94,7 +96,7 @@ def test_study_jobs_equals_sequential(tiny_bert_dir, tmp_path, one_thread):
     want = sequential_records(tiny_bert_dir, tmp_path)
     assert len(want) == 4
     path, results = study_file(tmp_path, tiny_bert_dir, "par")
-    proc = study_cli([str(path), "--jobs", "2"])
+    proc = study_cli([str(path), "--jobs", "2"], tmp_path)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
     assert "4 cells to run as 2 local processes, 1 thread(s) each" in out
@@ -135,7 +137,7 @@ def test_study_on_ray_equals_sequential_resumes_and_survives_a_killed_worker(ray
     seq = sequential_records(tiny_bert_dir, tmp_path)
     path, results = study_file(tmp_path, tiny_bert_dir, "ray")
     S.append_record(results, seq[0])  # a partly filled results file: that cell is not run again
-    proc = study_cli([str(path), "--ray", ray_cluster.address])
+    proc = study_cli([str(path), "--ray", ray_cluster.address], tmp_path)
     try:
         victims = wait_for(lambda: task_processes(ray_cluster), timeout=180)
         assert victims, "no Ray worker ever ran a cell"
