@@ -350,12 +350,20 @@ class RunSettings:
     resume: bool = _f(True, "continue an interrupted run from its last finished round (--no-resume: "
                       "delete the run directory and start over)", hash=False)
     progress: bool = _f(True, "show progress bars", hash=False)
+    ray: str = _f("", "ISP: run each round's denoisers as parallel Ray tasks on the cluster at this address "
+                  "('auto': the cluster started on this machine; 'local': start one; needs instantsoup[ray]; "
+                  "same results as without)", hash=False)
 
     def validate(self) -> None:
         if self.model:
             check_model_dir(self.model)
         if self.threads < 0:
             raise SettingsError(f"threads must be >= 0, got {self.threads}")
+        if self.ray:
+            import importlib.util
+
+            if importlib.util.find_spec("ray") is None:
+                raise SettingsError("ray: needs Ray: pip install 'instantsoup[ray]' (here and on every node)")
 
 
 def check_types(obj: Any) -> None:

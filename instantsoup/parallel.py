@@ -181,3 +181,32 @@ def _run_ray(cells: Cells, fn, threads: int, on_done: OnDone, on_error: OnError,
     finally:
         if started_here:
             ray.shutdown()
+
+
+def ray_map(fn: Callable[..., Any], payloads: Sequence[Any], *, threads: int, shared: tuple = (),
+            address: str | None = None, max_retries: int = 3) -> list:
+    """``[fn(*shared, p) for p in payloads]`` as parallel Ray tasks (``num_cpus=threads``), results in
+    payload order. Each object of ``shared`` goes through Ray's object store once for all the tasks
+    (numpy buffers and engine models travel without extra copies). Connects to Ray when this process
+    is not connected yet (``address``: "local" starts a local Ray; else as ``ray.init``) and stays
+    connected for later calls. A task that raises raises here (its own exception)."""
+    ray = _ray_module()
+    if not ray.is_initialized():
+        ray.init(address=None if address in (None, "", "local") else address, log_to_driver=False,
+                 configure_logging=False)
+    refs = [ray.put(x) for x in shared]
+    remote = ray.remote(_call_shared).options(num_cpus=max(1, threads), max_retries=max_retries,
+                                              retry_exceptions=False)
+    try:
+        return ray.get([remote.remote(fn, threads, p, *refs) for p in payloads])
+    except ray.exceptions.RayTaskError as e:
+        raise e.cause if isinstance(e.cause, BaseException) else e
+
+
+def _call_shared(fn: Callable[..., Any], threads: int, payload: Any, *shared: Any) -> Any:
+    import instantsoup
+
+    if threads > 0:
+        instantsoup.set_num_threads(threads)
+    return fn(*shared, payload)
+

@@ -113,9 +113,13 @@ def test_study_ray_without_ray_or_cluster_is_an_error_line(tiny_bert_dir, tmp_pa
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
     assert main(["study", str(path), "--ray"]) == 2
     assert "pip install 'instantsoup[ray]'" in capsys.readouterr().err
+    assert main(["prune", "--method", "isp", "--model", str(tiny_bert_dir), "--task", str(tmp_path / "toy.csv"),
+                 "--out", str(tmp_path / "runs"), "--ray", "auto"]) == 2
+    assert "pip install 'instantsoup[ray]'" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ray_cluster():
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'instantsoup[ray]')")
     pytest.importorskip("psutil", reason="the loopback cluster's processes are found with psutil")
@@ -150,3 +154,46 @@ def test_study_on_ray_equals_sequential_resumes_and_survives_a_killed_worker(ray
     assert "3 cells to run as Ray tasks" in out and "ran 3, already done 1, failed 0" in out
     assert_same(S.read_records(results), seq)
     assert len(results.read_text().splitlines()) == 4
+
+
+@pytest.mark.parametrize("variant", ["soup", "released"])
+def test_isp_denoisers_on_ray_equal_sequential(ray_cluster, tiny_bert_dir, tmp_path, variant, one_thread,
+                                               monkeypatch):
+    import dataclasses
+
+    import numpy as np
+    import ray
+
+    from instantsoup import cli
+    from instantsoup.config import settings_from_dict
+    from test_cli import write_table
+
+    write_table(tmp_path / "toy.csv", n=120)
+    prune = dict(step=0.3, t=2) if variant != "released" else dict(step=0.5, t=1)
+    d = {"train": {"batch_size": 16, "lr": 5e-3, "epochs": 4, "max_length": 16, "seed": 3, "warmup_steps": 4},
+         "prune": {"method": "isp", "variant": variant, "sparsity": 0.6, "denoisers": 3, "lookahead": 2, **prune},
+         "data": {"task": str(tmp_path / "toy.csv")},
+         "run": {"model": str(tiny_bert_dir), "out": str(tmp_path / "seq"), "threads": 1, "progress": False}}
+    s = settings_from_dict(d)
+    want, _ = cli.run_settings(s, quiet=True)
+    from instantsoup import parallel
+
+    calls = []
+    real_map = parallel.ray_map
+    monkeypatch.setattr(parallel, "ray_map", lambda fn, jobs, **kw: calls.append(len(jobs)) or real_map(fn, jobs, **kw))
+    s_ray = dataclasses.replace(s, run=dataclasses.replace(s.run, out=str(tmp_path / "ray"), ray=ray_cluster.address))
+    try:
+        got, _ = cli.run_settings(s_ray, quiet=True)
+    finally:
+        ray.shutdown()
+    rounds = [r for r in want.history if r.get("event") == "round"]
+    assert rounds and all(len(r["denoisers"]) == 3 for r in rounds)
+    assert calls == [3] * len(rounds)  # every round's denoisers went to Ray
+    np.testing.assert_array_equal(got.masks.flat, want.masks.flat)
+    for k in want.weights:
+        np.testing.assert_array_equal(got.weights[k], want.weights[k])
+    strip = lambda h: [{k: v for k, v in r.items() if k != "cost_steps"} for r in h if r.get("event") == "round"]  # noqa: E731
+    assert strip(got.history) == strip(want.history)  # losses, overlaps, sparsities of every denoiser
+    for f in ("steps", "examples", "tokens", "flops"):
+        assert getattr(got.cost.stage("denoisers"), f) == getattr(want.cost.stage("denoisers"), f)
+    assert got.cost.total().steps == want.cost.total().steps
