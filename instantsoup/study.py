@@ -21,7 +21,7 @@ A study file (TOML or JSON) names the shared settings, the seeds, the sparsities
     label = "gmp"
     method = "gmp"
     prune = {step = 0.2}                  # overrides of the shared settings for this method
-    max_steps = {"0.488" = 312, "0.672" = 392}   # per sparsity: train.max_steps (the budget rule)
+    match_steps = {"0.488" = 312, "0.672" = 392}  # per sparsity: train.match_steps (or max_steps)
 
 One cell is (label, sparsity, seed). Each finished cell appends one JSON line to the results file
 (:func:`append_record`: one write of the whole line, then fsync). A cell whose line is already there
@@ -50,7 +50,9 @@ from instantsoup.config import METHODS, Settings, SettingsError, settings_from_d
 log = logging.getLogger(__name__)
 
 _STUDY_KEYS = {"name", "results", "runs", "seeds", "sparsities", "threads", "settings", "methods", "description"}
-_METHOD_KEYS = {"label", "method", "sparsities", "seeds", "train", "prune", "data", "max_steps", "description"}
+_METHOD_KEYS = {"label", "method", "sparsities", "seeds", "train", "prune", "data", "max_steps", "match_steps",
+                "description"}
+_BUDGET_KEYS = ("max_steps", "match_steps")  # per-sparsity values of the TrainSettings field of that name
 
 
 @dataclass
@@ -62,7 +64,7 @@ class MethodSpec:
     sparsities: list[float]
     seeds: list[int]
     overrides: dict = field(default_factory=dict)       # {"train": {...}, "prune": {...}, "data": {...}}
-    max_steps: dict[float, int] = field(default_factory=dict)
+    budgets: dict[str, dict[float, int]] = field(default_factory=dict)  # max_steps/match_steps per sparsity
 
 
 @dataclass
@@ -164,19 +166,21 @@ def load_study(path: str | os.PathLike) -> Study:
             ([0.0] if method == "dense" else sparsities)
         if not sps:
             raise SettingsError(f"{where}: no sparsities (give the study's or the method's)")
-        ms = m.get("max_steps", {})
-        if not isinstance(ms, dict):
-            raise SettingsError(f"{where}: max_steps maps a sparsity (a string key) to a step count")
-        try:
-            max_steps = {float(k): int(v) for k, v in ms.items()}
-        except (TypeError, ValueError):
-            raise SettingsError(f"{where}: max_steps maps a sparsity to an integer step count") from None
-        missing = [s for s in sps if ms and not any(abs(s - k) < 1e-9 for k in max_steps)]
-        if missing:
-            raise SettingsError(f"{where}: max_steps has no entry for sparsities {missing}")
+        budgets = {}
+        for key in _BUDGET_KEYS:
+            ms = m.get(key, {})
+            if not isinstance(ms, dict):
+                raise SettingsError(f"{where}: {key} maps a sparsity (a string key) to a step count")
+            try:
+                budgets[key] = {float(k): int(v) for k, v in ms.items()}
+            except (TypeError, ValueError):
+                raise SettingsError(f"{where}: {key} maps a sparsity to an integer step count") from None
+            missing = [s for s in sps if ms and not any(abs(s - k) < 1e-9 for k in budgets[key])]
+            if missing:
+                raise SettingsError(f"{where}: {key} has no entry for sparsities {missing}")
         overrides = {k: m[k] for k in ("train", "prune", "data") if k in m}
         specs.append(MethodSpec(label, method, sps, _int_list(m.get("seeds", seeds), f"{where}: seeds"),
-                                overrides, max_steps))
+                                overrides, budgets))
     if not specs:
         raise SettingsError(f"{path}: the study lists no methods")
     results = Path(d.get("results") or Path("results") / f"{name}.jsonl")
@@ -210,9 +214,10 @@ def cell_settings(study: Study, spec: MethodSpec, sparsity: float, seed: int) ->
         d.setdefault(part, {}).update(over)
     d.setdefault("prune", {}).update(method=spec.method, sparsity=float(sparsity))
     d.setdefault("train", {})["seed"] = int(seed)
-    for k, v in spec.max_steps.items():
-        if abs(k - sparsity) < 1e-9:
-            d["train"]["max_steps"] = v
+    for key, per_sparsity in spec.budgets.items():
+        for k, v in per_sparsity.items():
+            if abs(k - sparsity) < 1e-9:
+                d["train"][key] = v
     run = d.setdefault("run", {})
     run.update(out=str(study.runs), threads=study.threads, progress=False, resume=True)
     try:
@@ -366,7 +371,7 @@ def run_cell(study: Study, cell: Cell, version: dict | None = None) -> dict:
     model.load_state_dict(ticket.weights)
     rec: dict[str, Any] = {
         "study": study.name, "cell": cell.key, "label": cell.spec.label, "method": s.prune.method,
-        "variant": getattr(s.prune, "variant", None), "target_sparsity": cell.sparsity, "seed": cell.seed,
+        "variant": s.prune.variant if s.prune.method == "isp" else None, "target_sparsity": cell.sparsity, "seed": cell.seed,
         "sparsity": float(ticket.sparsity), "run_dir": str(root),
     }
     rec.update({k: v for k, v in ticket.metrics.items() if isinstance(v, (int, float)) and np.isfinite(v)})
@@ -384,6 +389,11 @@ def run_cell(study: Study, cell: Cell, version: dict | None = None) -> dict:
         rec[f"{pre}_n"] = int(len(correct))
         rec[f"{pre}_correct"] = pack_bits(correct)
         rec[f"{pre}_majority"] = float(np.bincount(np.asarray(data.labels)).max() / len(correct))
+    if s.prune.method == "imp":  # every round's ticket (metrics only; the cell's own level has the full record)
+        from instantsoup.methods.imp import level_records
+
+        rec["imp_levels"] = [{k: v for k, v in h.items() if k != "cost"} | {"steps": h.get("cost", {}).get("steps")}
+                             for h in level_records(ticket.history)]
     tot = ticket.cost.total()
     rec.update(steps=int(tot.steps), examples=int(tot.examples), flops=float(tot.flops),
                sparse_flops=float(tot.sparse_flops), train_seconds=float(tot.seconds),

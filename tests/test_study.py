@@ -63,6 +63,10 @@ def test_study_runs_every_cell_once_and_records_what_the_report_needs(tiny_bert_
     assert all(abs(r["sparsity"] - 0.5) < 1e-3 for r in omp)
     imp = [r for r in recs if r["label"] == "imp"]
     assert all(r["steps"] > omp[0]["steps"] for r in imp)
+    for r in imp:  # one record per round's ticket; the last is the cell's own
+        assert [round(lv["sparsity"], 3) for lv in r["imp_levels"]] == [0.0, 0.3, 0.5]
+        assert r["imp_levels"][-1]["test_accuracy"] == pytest.approx(r["test_accuracy"], abs=1e-12)
+        assert r["imp_levels"][-1]["steps"] == r["steps"]
     # a second invocation does nothing: every cell has its line
     assert main(["study", str(path)]) == 0
     assert "ran 0, already done 6, failed 0" in capsys.readouterr().out
@@ -144,13 +148,13 @@ def test_toml_study_file(tiny_bert_dir, tmp_path):
             f'[settings]\ntrain = {{batch_size = 16, lr = 1e-3}}\ndata = {{task = "{d["settings"]["data"]["task"]}"}}\n'
             f'run = {{model = "{tiny_bert_dir}"}}\n'
             '[[methods]]\nlabel = "dense"\nmethod = "dense"\n'
-            '[[methods]]\nlabel = "gmp"\nmethod = "gmp"\nprune = {step = 0.2}\nmax_steps = {"0.5" = 30}\n')
+            '[[methods]]\nlabel = "gmp"\nmethod = "gmp"\nprune = {step = 0.2}\nmatch_steps = {"0.5" = 30}\n')
     (tmp_path / "t.toml").write_text(toml)
     st = S.load_study(tmp_path / "t.toml")
     assert st.results.as_posix() == "results/toy.jsonl"
     assert [c.key for c in st.cells()] == ["dense/0/0", "gmp/0.5/0", "dense/0/1", "gmp/0.5/1"]  # seed-major
     gmp = st.cells()[1].settings
-    assert (gmp.prune.method, gmp.prune.step, gmp.train.max_steps, gmp.train.seed) == ("gmp", 0.2, 30, 0)
+    assert (gmp.prune.method, gmp.prune.step, gmp.train.match_steps, gmp.train.seed) == ("gmp", 0.2, 30, 0)
     assert gmp.run.threads == 0 and gmp.train.lr == 1e-3
 
 
