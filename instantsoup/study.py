@@ -45,13 +45,15 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from instantsoup.config import METHODS, Settings, SettingsError, settings_from_dict
+from instantsoup.config import METHODS, Settings, SettingsError, settings_from_dict, sparsity_levels
+from instantsoup.stats import pack_bits, unpack_bits  # noqa: F401 - part of this module's API
 
 log = logging.getLogger(__name__)
 
 _STUDY_KEYS = {"name", "results", "runs", "seeds", "sparsities", "threads", "settings", "methods", "description"}
 _METHOD_KEYS = {"label", "method", "sparsities", "seeds", "train", "prune", "data", "max_steps", "match_steps",
                 "description"}
+_LEVEL_TOL = 5e-4  # an IMP level matches a cell's target sparsity within this
 _BUDGET_KEYS = ("max_steps", "match_steps")  # per-sparsity values of the TrainSettings field of that name
 
 
@@ -189,7 +191,16 @@ def load_study(path: str | os.PathLike) -> Study:
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
         raise SettingsError(f"{path}: threads must be an integer >= 0, got {threads!r}")
     study = Study(name, results, runs_dir, threads, seeds, base, specs, str(path))
-    keys = [c.key for c in study.cells()]  # builds and validates every cell's settings
+    cells = study.cells()  # builds and validates every cell's settings
+    keys = [c.key for c in cells]
+    for c in cells:
+        if c.spec.method == "imp" and c.sparsity != imp_run_target(c.spec):
+            pr = c.settings.prune
+            levels = sparsity_levels(imp_run_target(c.spec), pr.step)
+            if not any(abs(lv - c.sparsity) < _LEVEL_TOL for lv in levels):
+                raise SettingsError(f"{path}: {c.key}: {c.sparsity} is not one of IMP's natural levels with step "
+                                    f"{pr.step} ({', '.join(f'{lv:.4f}' for lv in levels)}); one IMP run at the "
+                                    "highest sparsity gives the cells of the others")
     if len(set(keys)) != len(keys):
         raise SettingsError(f"{path}: a (label, sparsity, seed) appears twice")
     return study
@@ -205,6 +216,11 @@ def _float_list(v: Any, what: str) -> list[float]:
     if not isinstance(v, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
         raise SettingsError(f"{what}: expected a list of numbers, got {v!r}")
     return [float(x) for x in v]
+
+
+def imp_run_target(spec: MethodSpec) -> float:
+    """IMP: the one run per seed goes to the highest sparsity; its rounds' tickets give the others."""
+    return max(spec.sparsities)
 
 
 def cell_settings(study: Study, spec: MethodSpec, sparsity: float, seed: int) -> Settings:
@@ -279,16 +295,6 @@ def append_record(path: str | os.PathLike, record: dict) -> None:
         os.close(fd)
 
 
-def pack_bits(correct: np.ndarray) -> str:
-    """0/1 per example as hex of the packed bits (big-endian bit order, as numpy.packbits)."""
-    return np.packbits(np.asarray(correct, dtype=bool)).tobytes().hex()
-
-
-def unpack_bits(hexstr: str, n: int) -> np.ndarray:
-    """Inverse of :func:`pack_bits`: a bool array of length ``n``."""
-    return np.unpackbits(np.frombuffer(bytes.fromhex(hexstr), dtype=np.uint8))[:n].astype(bool)
-
-
 def code_version() -> dict:
     """instantsoup's version and, in a git checkout, the commit and whether the tree is dirty."""
     import instantsoup
@@ -332,26 +338,66 @@ def run_study(study: Study, cells: list[Cell] | None = None, *, say: Any = print
     cells = study.cells() if cells is None else cells
     version = code_version()
     counts = {"done_before": 0, "ran": 0, "failed": 0}
+    before = {r["cell"] for r in read_records(study.results)}
     for cell in cells:
         done = {r["cell"] for r in read_records(study.results)}  # re-read: other processes append too
         if cell.key in done:
-            counts["done_before"] += 1
+            counts["done_before"] += cell.key in before
             continue
-        say(f"[study {study.name}] {cell.key}: running")
+        run = cell
+        if cell.spec.method == "imp" and cell.sparsity != imp_run_target(cell.spec):
+            run = next(c for c in study.cells() if c.spec is cell.spec and c.seed == cell.seed
+                       and c.sparsity == imp_run_target(cell.spec))
+        say(f"[study {study.name}] {run.key}: running")
         t0 = time.perf_counter()
         try:
-            rec = run_cell(study, cell, version)
+            rec = run_cell(study, run, version)
+            recs = [rec] + (imp_level_cells(study, run, rec) if run.spec.method == "imp" else [])
         except Exception as e:  # noqa: BLE001 - one bad cell must not stop the grid
             counts["failed"] += 1
-            log.error("cell %s failed:\n%s", cell.key, traceback.format_exc())
-            say(f"[study {study.name}] {cell.key}: FAILED ({type(e).__name__}: {e})")
+            log.error("cell %s failed:\n%s", run.key, traceback.format_exc())
+            say(f"[study {study.name}] {run.key}: FAILED ({type(e).__name__}: {e})")
             continue
         rec["cell_seconds"] = time.perf_counter() - t0
-        append_record(study.results, rec)
-        counts["ran"] += 1
-        say(f"[study {study.name}] {cell.key}: test {rec['test_accuracy']:.4f} val {rec['val_accuracy']:.4f} "
-            f"sparsity {rec['sparsity']:.4f} steps {rec['steps']} ({rec['cell_seconds']:.0f} s)")
+        done = {r["cell"] for r in read_records(study.results)}
+        for r in recs:
+            if r["cell"] in done:
+                continue
+            append_record(study.results, r)
+            counts["ran"] += 1
+            say(f"[study {study.name}] {r['cell']}: test {r['test_accuracy']:.4f} val {r['val_accuracy']:.4f} "
+                f"sparsity {r['sparsity']:.4f} steps {r['steps']} ({rec['cell_seconds']:.0f} s)")
     return counts
+
+
+def imp_level_cells(study: Study, run: Cell, rec: dict) -> list[dict]:
+    """Records of the IMP cells of ``run``'s label and seed below its target, from the tickets of the
+    run's rounds (``{"event": "level"}`` history records with per-example correctness)."""
+    out = []
+    levels = rec.get("imp_levels_full", [])
+    for sp in run.spec.sparsities:
+        if sp == run.sparsity:
+            continue
+        match = [lv for lv in levels if abs(lv["sparsity"] - sp) < _LEVEL_TOL]
+        if not match or "test_correct" not in match[0]:
+            raise RuntimeError(f"{cell_key(run.spec.label, sp, run.seed)}: the IMP run {rec['run_dir']} has no "
+                               "round ticket with per-example correctness at this sparsity")
+        lv = match[0]
+        r = {k: v for k, v in rec.items() if k not in ("imp_levels",)}
+        cost = lv.get("cost", {})
+        r.update({k: v for k, v in lv.items() if k.startswith(("val_", "test_"))})
+        for pre in ("val", "test"):
+            r[f"{pre}_accuracy"] = float(unpack_bits(lv[f"{pre}_correct"], rec[f"{pre}_n"]).mean())
+        r.update(cell=cell_key(run.spec.label, sp, run.seed), target_sparsity=sp, sparsity=float(lv["sparsity"]),
+                 best_step=lv.get("best_step"), steps=int(cost.get("steps", 0)),
+                 examples=int(cost.get("examples", 0)), flops=float(cost.get("flops", 0.0)),
+                 train_seconds=float(cost.get("seconds", 0.0)), run_wall_seconds=float(cost.get("seconds", 0.0)),
+                 derived_from=rec["cell"], imp_round=lv.get("round"))
+        for k in ("sparse_flops", "stage_steps", "wall_seconds"):
+            r.pop(k, None)
+        out.append(r)
+    rec.pop("imp_levels_full", None)
+    return out
 
 
 def run_cell(study: Study, cell: Cell, version: dict | None = None) -> dict:
@@ -392,8 +438,10 @@ def run_cell(study: Study, cell: Cell, version: dict | None = None) -> dict:
     if s.prune.method == "imp":  # every round's ticket (metrics only; the cell's own level has the full record)
         from instantsoup.methods.imp import level_records
 
-        rec["imp_levels"] = [{k: v for k, v in h.items() if k != "cost"} | {"steps": h.get("cost", {}).get("steps")}
-                             for h in level_records(ticket.history)]
+        full = level_records(ticket.history)
+        rec["imp_levels"] = [{k: v for k, v in h.items() if k != "cost" and not k.endswith("_correct")}
+                             | {"steps": h.get("cost", {}).get("steps")} for h in full]
+        rec["imp_levels_full"] = full  # for imp_level_cells; not written
     tot = ticket.cost.total()
     rec.update(steps=int(tot.steps), examples=int(tot.examples), flops=float(tot.flops),
                sparse_flops=float(tot.sparse_flops), train_seconds=float(tot.seconds),

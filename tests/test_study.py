@@ -266,3 +266,30 @@ def test_report_group_by_seed_on_run_directories(tiny_bert_dir, tmp_path, capsys
     assert dense["test_accuracy"] == pytest.approx(np.mean(accs))
     assert dense["test_accuracy_ci"] == pytest.approx(stats.mean_ci(accs)[1])
     assert report.test_majority(rows) == pytest.approx(recs[0]["test_majority"])
+
+
+def test_one_imp_run_gives_the_cells_of_its_lower_levels(tiny_bert_dir, tmp_path, capsys):
+    path = write_study(tmp_path, tiny_bert_dir, seeds=(0,), methods=[
+        {"label": "imp", "method": "imp", "prune": {"step": 0.3}, "sparsities": [0.3, 0.51]},
+        {"label": "imp-alone", "method": "imp", "prune": {"step": 0.3}, "sparsities": [0.3]}])
+    assert main(["study", str(path), "--only", "imp"]) == 0
+    assert "ran 2, already done 0" in capsys.readouterr().out  # two cells from one run
+    recs = {r["cell"]: r for r in S.read_records(tmp_path / "results" / "toy.jsonl")}
+    low, high = recs["imp/0.3/0"], recs["imp/0.51/0"]
+    assert low["derived_from"] == "imp/0.51/0" and low["run_dir"] == high["run_dir"]
+    assert abs(low["sparsity"] - 0.3) < 1e-3 and abs(high["sparsity"] - 0.51) < 1e-3
+    assert low["steps"] * 3 == high["steps"] * 2  # two of the three budgets
+    assert "imp_levels_full" not in high and "imp_levels" not in low
+    # the round's ticket is the ticket a separate IMP run to that level draws
+    assert main(["study", str(path)]) == 0
+    alone = S.read_records(tmp_path / "results" / "toy.jsonl")[-1]
+    assert alone["cell"] == "imp-alone/0.3/0"
+    for k in ("test_correct", "val_correct", "test_accuracy", "val_accuracy", "sparsity", "steps"):
+        assert alone[k] == low[k], k
+
+
+def test_imp_cells_must_be_natural_levels(tiny_bert_dir, tmp_path):
+    path = write_study(tmp_path, tiny_bert_dir, methods=[
+        {"label": "imp", "method": "imp", "prune": {"step": 0.3}, "sparsities": [0.4, 0.51]}])
+    with pytest.raises(SettingsError, match="not one of IMP's natural levels"):
+        S.load_study(path)
