@@ -7,6 +7,8 @@ A study file (TOML or JSON) names the shared settings, the seeds, the sparsities
     sparsities = [0.488, 0.672]
     threads = 2                           # kernels and BLAS (0 = all cores)
     runs = "study-runs/default"           # the cells' run directories (resumable)
+    keep_checkpoints = false              # once a cell has its line, delete its run's round checkpoints
+                                          # (settings.json, history.jsonl and ticket/ stay)
 
     [settings]                            # Settings sections shared by every cell
     train = {lr = 5e-5, epochs = 3, batch_size = 32}
@@ -50,7 +52,8 @@ from instantsoup.stats import pack_bits, unpack_bits  # noqa: F401 - part of thi
 
 log = logging.getLogger(__name__)
 
-_STUDY_KEYS = {"name", "results", "runs", "seeds", "sparsities", "threads", "settings", "methods", "description"}
+_STUDY_KEYS = {"name", "results", "runs", "seeds", "sparsities", "threads", "settings", "methods", "description",
+               "keep_checkpoints"}
 _METHOD_KEYS = {"label", "method", "sparsities", "seeds", "train", "prune", "data", "max_steps", "match_steps",
                 "description"}
 _LEVEL_TOL = 5e-4  # an IMP level matches a cell's target sparsity within this
@@ -98,6 +101,7 @@ class Study:
     base: dict
     methods: list[MethodSpec]
     source: str = ""
+    keep_checkpoints: bool = False
 
     def cells(self) -> list[Cell]:
         """The grid, seed-major (every method of seed 0 first, then seed 1, ...), in file order."""
@@ -190,7 +194,10 @@ def load_study(path: str | os.PathLike) -> Study:
     threads = d.get("threads", 0)
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
         raise SettingsError(f"{path}: threads must be an integer >= 0, got {threads!r}")
-    study = Study(name, results, runs_dir, threads, seeds, base, specs, str(path))
+    keep = d.get("keep_checkpoints", False)
+    if not isinstance(keep, bool):
+        raise SettingsError(f"{path}: keep_checkpoints must be true or false, got {keep!r}")
+    study = Study(name, results, runs_dir, threads, seeds, base, specs, str(path), keep)
     cells = study.cells()  # builds and validates every cell's settings
     keys = [c.key for c in cells]
     for c in cells:
@@ -367,7 +374,22 @@ def run_study(study: Study, cells: list[Cell] | None = None, *, say: Any = print
             counts["ran"] += 1
             say(f"[study {study.name}] {r['cell']}: test {r['test_accuracy']:.4f} val {r['val_accuracy']:.4f} "
                 f"sparsity {r['sparsity']:.4f} steps {r['steps']} ({rec['cell_seconds']:.0f} s)")
+        if not study.keep_checkpoints:
+            drop_checkpoints(Path(rec["run_dir"]))
     return counts
+
+
+def drop_checkpoints(root: Path) -> None:
+    """Delete the round/stage checkpoints of a finished run directory; keep settings, history, ticket."""
+    import shutil
+
+    from instantsoup import runs
+
+    if not runs.ticket_path(root).is_dir():
+        return
+    for p in root.iterdir():
+        if p.is_dir() and p.name != runs.ticket_path(root).name:
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def imp_level_cells(study: Study, run: Cell, rec: dict) -> list[dict]:

@@ -73,6 +73,9 @@ def test_study_runs_every_cell_once_and_records_what_the_report_needs(tiny_bert_
     assert len(results.read_text().splitlines()) == 6
     assert main(["study", str(path), "--list"]) == 0
     assert capsys.readouterr().out.count("done  ") == 6
+    # the round checkpoints of finished cells are gone; what the report reads stays
+    imp_dir = tmp_path / "runs" / imp[0]["run_dir"].split("/")[-1]
+    assert sorted(p.name for p in imp_dir.iterdir()) == ["history.jsonl", "settings.json", "ticket"]
 
 
 def test_a_cell_without_a_line_is_redone_and_a_partial_line_is_ignored(tiny_bert_dir, tmp_path, capsys):
