@@ -57,6 +57,16 @@ def paired_bootstrap(diffs: Sequence[np.ndarray], n_boot: int = 10_000, seed: in
     return float(D.mean()), float(lo), float(hi)
 
 
+def pack_bits(correct: np.ndarray) -> str:
+    """0/1 per example as hex of the packed bits (big-endian bit order, as numpy.packbits)."""
+    return np.packbits(np.asarray(correct, dtype=bool)).tobytes().hex()
+
+
+def unpack_bits(hexstr: str, n: int) -> np.ndarray:
+    """Inverse of :func:`pack_bits`: a bool array of length ``n``."""
+    return np.unpackbits(np.frombuffer(bytes.fromhex(hexstr), dtype=np.uint8))[:n].astype(bool)
+
+
 def verdict(lo: float, hi: float, margin: float) -> str:
     """Equivalence reading of an interval [lo, hi] of a difference at ``±margin`` (same units)."""
     if not (math.isfinite(lo) and math.isfinite(hi)):

@@ -7,6 +7,8 @@ A study file (TOML or JSON) names the shared settings, the seeds, the sparsities
     sparsities = [0.488, 0.672]
     threads = 2                           # kernels and BLAS (0 = all cores)
     runs = "study-runs/default"           # the cells' run directories (resumable)
+    keep_checkpoints = false              # once a cell has its line, delete its run's round checkpoints
+                                          # (settings.json, history.jsonl and ticket/ stay)
 
     [settings]                            # Settings sections shared by every cell
     train = {lr = 5e-5, epochs = 3, batch_size = 32}
@@ -21,7 +23,7 @@ A study file (TOML or JSON) names the shared settings, the seeds, the sparsities
     label = "gmp"
     method = "gmp"
     prune = {step = 0.2}                  # overrides of the shared settings for this method
-    max_steps = {"0.488" = 312, "0.672" = 392}   # per sparsity: train.max_steps (the budget rule)
+    match_steps = {"0.488" = 312, "0.672" = 392}  # per sparsity: train.match_steps (or max_steps)
 
 One cell is (label, sparsity, seed). Each finished cell appends one JSON line to the results file
 (:func:`append_record`: one write of the whole line, then fsync). A cell whose line is already there
@@ -45,12 +47,17 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from instantsoup.config import METHODS, Settings, SettingsError, settings_from_dict
+from instantsoup.config import METHODS, Settings, SettingsError, settings_from_dict, sparsity_levels
+from instantsoup.stats import pack_bits, unpack_bits  # noqa: F401 - part of this module's API
 
 log = logging.getLogger(__name__)
 
-_STUDY_KEYS = {"name", "results", "runs", "seeds", "sparsities", "threads", "settings", "methods", "description"}
-_METHOD_KEYS = {"label", "method", "sparsities", "seeds", "train", "prune", "data", "max_steps", "description"}
+_STUDY_KEYS = {"name", "results", "runs", "seeds", "sparsities", "threads", "settings", "methods", "description",
+               "keep_checkpoints"}
+_METHOD_KEYS = {"label", "method", "sparsities", "seeds", "train", "prune", "data", "max_steps", "match_steps",
+                "description"}
+_LEVEL_TOL = 5e-4  # an IMP level matches a cell's target sparsity within this
+_BUDGET_KEYS = ("max_steps", "match_steps")  # per-sparsity values of the TrainSettings field of that name
 
 
 @dataclass
@@ -62,7 +69,7 @@ class MethodSpec:
     sparsities: list[float]
     seeds: list[int]
     overrides: dict = field(default_factory=dict)       # {"train": {...}, "prune": {...}, "data": {...}}
-    max_steps: dict[float, int] = field(default_factory=dict)
+    budgets: dict[str, dict[float, int]] = field(default_factory=dict)  # max_steps/match_steps per sparsity
 
 
 @dataclass
@@ -94,6 +101,7 @@ class Study:
     base: dict
     methods: list[MethodSpec]
     source: str = ""
+    keep_checkpoints: bool = False
 
     def cells(self) -> list[Cell]:
         """The grid, seed-major (every method of seed 0 first, then seed 1, ...), in file order."""
@@ -164,19 +172,21 @@ def load_study(path: str | os.PathLike) -> Study:
             ([0.0] if method == "dense" else sparsities)
         if not sps:
             raise SettingsError(f"{where}: no sparsities (give the study's or the method's)")
-        ms = m.get("max_steps", {})
-        if not isinstance(ms, dict):
-            raise SettingsError(f"{where}: max_steps maps a sparsity (a string key) to a step count")
-        try:
-            max_steps = {float(k): int(v) for k, v in ms.items()}
-        except (TypeError, ValueError):
-            raise SettingsError(f"{where}: max_steps maps a sparsity to an integer step count") from None
-        missing = [s for s in sps if ms and not any(abs(s - k) < 1e-9 for k in max_steps)]
-        if missing:
-            raise SettingsError(f"{where}: max_steps has no entry for sparsities {missing}")
+        budgets = {}
+        for key in _BUDGET_KEYS:
+            ms = m.get(key, {})
+            if not isinstance(ms, dict):
+                raise SettingsError(f"{where}: {key} maps a sparsity (a string key) to a step count")
+            try:
+                budgets[key] = {float(k): int(v) for k, v in ms.items()}
+            except (TypeError, ValueError):
+                raise SettingsError(f"{where}: {key} maps a sparsity to an integer step count") from None
+            missing = [s for s in sps if ms and not any(abs(s - k) < 1e-9 for k in budgets[key])]
+            if missing:
+                raise SettingsError(f"{where}: {key} has no entry for sparsities {missing}")
         overrides = {k: m[k] for k in ("train", "prune", "data") if k in m}
         specs.append(MethodSpec(label, method, sps, _int_list(m.get("seeds", seeds), f"{where}: seeds"),
-                                overrides, max_steps))
+                                overrides, budgets))
     if not specs:
         raise SettingsError(f"{path}: the study lists no methods")
     results = Path(d.get("results") or Path("results") / f"{name}.jsonl")
@@ -184,8 +194,20 @@ def load_study(path: str | os.PathLike) -> Study:
     threads = d.get("threads", 0)
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
         raise SettingsError(f"{path}: threads must be an integer >= 0, got {threads!r}")
-    study = Study(name, results, runs_dir, threads, seeds, base, specs, str(path))
-    keys = [c.key for c in study.cells()]  # builds and validates every cell's settings
+    keep = d.get("keep_checkpoints", False)
+    if not isinstance(keep, bool):
+        raise SettingsError(f"{path}: keep_checkpoints must be true or false, got {keep!r}")
+    study = Study(name, results, runs_dir, threads, seeds, base, specs, str(path), keep)
+    cells = study.cells()  # builds and validates every cell's settings
+    keys = [c.key for c in cells]
+    for c in cells:
+        if c.spec.method == "imp" and c.sparsity != imp_run_target(c.spec):
+            pr = c.settings.prune
+            levels = sparsity_levels(imp_run_target(c.spec), pr.step)
+            if not any(abs(lv - c.sparsity) < _LEVEL_TOL for lv in levels):
+                raise SettingsError(f"{path}: {c.key}: {c.sparsity} is not one of IMP's natural levels with step "
+                                    f"{pr.step} ({', '.join(f'{lv:.4f}' for lv in levels)}); one IMP run at the "
+                                    "highest sparsity gives the cells of the others")
     if len(set(keys)) != len(keys):
         raise SettingsError(f"{path}: a (label, sparsity, seed) appears twice")
     return study
@@ -203,6 +225,11 @@ def _float_list(v: Any, what: str) -> list[float]:
     return [float(x) for x in v]
 
 
+def imp_run_target(spec: MethodSpec) -> float:
+    """IMP: the one run per seed goes to the highest sparsity; its rounds' tickets give the others."""
+    return max(spec.sparsities)
+
+
 def cell_settings(study: Study, spec: MethodSpec, sparsity: float, seed: int) -> Settings:
     """The shared settings, the method's overrides, then the cell's method, sparsity, seed, budget."""
     d = {k: dict(v) for k, v in study.base.items()}
@@ -210,9 +237,10 @@ def cell_settings(study: Study, spec: MethodSpec, sparsity: float, seed: int) ->
         d.setdefault(part, {}).update(over)
     d.setdefault("prune", {}).update(method=spec.method, sparsity=float(sparsity))
     d.setdefault("train", {})["seed"] = int(seed)
-    for k, v in spec.max_steps.items():
-        if abs(k - sparsity) < 1e-9:
-            d["train"]["max_steps"] = v
+    for key, per_sparsity in spec.budgets.items():
+        for k, v in per_sparsity.items():
+            if abs(k - sparsity) < 1e-9:
+                d["train"][key] = v
     run = d.setdefault("run", {})
     run.update(out=str(study.runs), threads=study.threads, progress=False, resume=True)
     try:
@@ -274,16 +302,6 @@ def append_record(path: str | os.PathLike, record: dict) -> None:
         os.close(fd)
 
 
-def pack_bits(correct: np.ndarray) -> str:
-    """0/1 per example as hex of the packed bits (big-endian bit order, as numpy.packbits)."""
-    return np.packbits(np.asarray(correct, dtype=bool)).tobytes().hex()
-
-
-def unpack_bits(hexstr: str, n: int) -> np.ndarray:
-    """Inverse of :func:`pack_bits`: a bool array of length ``n``."""
-    return np.unpackbits(np.frombuffer(bytes.fromhex(hexstr), dtype=np.uint8))[:n].astype(bool)
-
-
 def code_version() -> dict:
     """instantsoup's version and, in a git checkout, the commit and whether the tree is dirty."""
     import instantsoup
@@ -334,54 +352,117 @@ def run_study(study: Study, cells: list[Cell] | None = None, *, say: Any = print
     cells = study.cells() if cells is None else cells
     version = code_version()
     counts = {"done_before": 0, "ran": 0, "failed": 0}
+    before = {r["cell"] for r in read_records(study.results)}
+    cwd = os.getcwd()
 
-    def on_done(key: str, rec: dict) -> None:
-        append_record(study.results, rec)
-        counts["ran"] += 1
-        say(f"[study {study.name}] {key}: test {rec['test_accuracy']:.4f} val {rec['val_accuracy']:.4f} "
-            f"sparsity {rec['sparsity']:.4f} steps {rec['steps']} ({rec['cell_seconds']:.0f} s)")
+    def run_of(cell: Cell) -> Cell:  # IMP: the run at the label's highest sparsity gives every level
+        if cell.spec.method == "imp" and cell.sparsity != imp_run_target(cell.spec):
+            return next(c for c in study.cells() if c.spec is cell.spec and c.seed == cell.seed
+                        and c.sparsity == imp_run_target(cell.spec))
+        return cell
+
+    def on_done(key: str, recs: list[dict]) -> None:
+        done = {r["cell"] for r in read_records(study.results)}
+        for r in recs:
+            if r["cell"] in done:
+                continue
+            append_record(study.results, r)
+            counts["ran"] += 1
+            say(f"[study {study.name}] {r['cell']}: test {r['test_accuracy']:.4f} val {r['val_accuracy']:.4f} "
+                f"sparsity {r['sparsity']:.4f} steps {r['steps']} ({recs[0]['cell_seconds']:.0f} s)")
 
     def on_error(key: str, e: BaseException) -> None:
         counts["failed"] += 1
         log.error("cell %s failed:\n%s", key, "".join(traceback.format_exception(e)))
         say(f"[study {study.name}] {key}: FAILED ({type(e).__name__}: {e})")
 
-    cwd = os.getcwd()
     if jobs == 1 and not ray:
         for cell in cells:
             done = {r["cell"] for r in read_records(study.results)}  # re-read: other processes append too
             if cell.key in done:
-                counts["done_before"] += 1
+                counts["done_before"] += cell.key in before
                 continue
-            say(f"[study {study.name}] {cell.key}: running")
+            run = run_of(cell)
+            say(f"[study {study.name}] {run.key}: running")
             try:
-                rec = run_cell_task((study, cell, version, cwd))
+                recs = run_cell_task((study, run, version, cwd))
             except Exception as e:  # noqa: BLE001 - one bad cell must not stop the grid
-                on_error(cell.key, e)
+                on_error(run.key, e)
             else:
-                on_done(cell.key, rec)
+                on_done(run.key, recs)
         return counts
-    done = {r["cell"] for r in read_records(study.results)}
-    todo = [c for c in cells if c.key not in done]
-    counts["done_before"] = len(cells) - len(todo)
+    counts["done_before"] = sum(c.key in before for c in cells)
+    todo = {}
+    for cell in cells:
+        if cell.key not in before:
+            run = run_of(cell)
+            todo.setdefault(run.key, run)
     threads = (study.threads or 1) if ray else parallel.threads_per_cell(study.threads, jobs)
     where = f"Ray tasks ({address or 'default cluster'})" if ray else f"{jobs} local processes"
     say(f"[study {study.name}] {len(todo)} cells to run as {where}, {threads} thread(s) each")
-    parallel.run_cells([(c.key, (study, c, version, cwd)) for c in todo], run_cell_task, threads=threads,
-                       jobs=jobs, ray=ray, address=address, on_done=on_done, on_error=on_error)
+    parallel.run_cells([(k, (study, run, version, cwd)) for k, run in todo.items()], run_cell_task,
+                       threads=threads, jobs=jobs, ray=ray, address=address, on_done=on_done, on_error=on_error)
     return counts
 
 
-def run_cell_task(task: tuple) -> dict:
-    """One cell, in whichever process runs it: ``(study, cell, version, cwd) -> record`` (with
-    ``cell_seconds``). Runs in ``cwd`` (the driver's directory) when this machine has it."""
+def run_cell_task(task: tuple) -> list[dict]:
+    """One run, in whichever process runs it: ``(study, cell, version, cwd) -> records`` (the cell's,
+    with ``cell_seconds``; an IMP run adds the cells of its lower levels). Runs in ``cwd`` (the
+    driver's directory) when this machine has it; drops the run's round checkpoints unless the study
+    keeps them (the ticket stays, so a rerun does not redo the run)."""
     study, cell, version, cwd = task
     if os.path.isdir(cwd):
         os.chdir(cwd)
     t0 = time.perf_counter()
     rec = run_cell(study, cell, version)
+    recs = [rec] + (imp_level_cells(study, cell, rec) if cell.spec.method == "imp" else [])
     rec["cell_seconds"] = time.perf_counter() - t0
-    return rec
+    if not study.keep_checkpoints:
+        drop_checkpoints(Path(rec["run_dir"]))
+    return recs
+
+
+def drop_checkpoints(root: Path) -> None:
+    """Delete the round/stage checkpoints of a finished run directory; keep settings, history, ticket."""
+    import shutil
+
+    from instantsoup import runs
+
+    if not runs.ticket_path(root).is_dir():
+        return
+    for p in root.iterdir():
+        if p.is_dir() and p.name != runs.ticket_path(root).name:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def imp_level_cells(study: Study, run: Cell, rec: dict) -> list[dict]:
+    """Records of the IMP cells of ``run``'s label and seed below its target, from the tickets of the
+    run's rounds (``{"event": "level"}`` history records with per-example correctness)."""
+    out = []
+    levels = rec.get("imp_levels_full", [])
+    for sp in run.spec.sparsities:
+        if sp == run.sparsity:
+            continue
+        match = [lv for lv in levels if abs(lv["sparsity"] - sp) < _LEVEL_TOL]
+        if not match or "test_correct" not in match[0]:
+            raise RuntimeError(f"{cell_key(run.spec.label, sp, run.seed)}: the IMP run {rec['run_dir']} has no "
+                               "round ticket with per-example correctness at this sparsity")
+        lv = match[0]
+        r = {k: v for k, v in rec.items() if k not in ("imp_levels",)}
+        cost = lv.get("cost", {})
+        r.update({k: v for k, v in lv.items() if k.startswith(("val_", "test_"))})
+        for pre in ("val", "test"):
+            r[f"{pre}_accuracy"] = float(unpack_bits(lv[f"{pre}_correct"], rec[f"{pre}_n"]).mean())
+        r.update(cell=cell_key(run.spec.label, sp, run.seed), target_sparsity=sp, sparsity=float(lv["sparsity"]),
+                 best_step=lv.get("best_step"), steps=int(cost.get("steps", 0)),
+                 examples=int(cost.get("examples", 0)), flops=float(cost.get("flops", 0.0)),
+                 train_seconds=float(cost.get("seconds", 0.0)), run_wall_seconds=float(cost.get("seconds", 0.0)),
+                 derived_from=rec["cell"], imp_round=lv.get("round"))
+        for k in ("sparse_flops", "stage_steps", "wall_seconds"):
+            r.pop(k, None)
+        out.append(r)
+    rec.pop("imp_levels_full", None)
+    return out
 
 
 def run_cell(study: Study, cell: Cell, version: dict | None = None) -> dict:
@@ -401,7 +482,7 @@ def run_cell(study: Study, cell: Cell, version: dict | None = None) -> dict:
     model.load_state_dict(ticket.weights)
     rec: dict[str, Any] = {
         "study": study.name, "cell": cell.key, "label": cell.spec.label, "method": s.prune.method,
-        "variant": getattr(s.prune, "variant", None), "target_sparsity": cell.sparsity, "seed": cell.seed,
+        "variant": s.prune.variant if s.prune.method == "isp" else None, "target_sparsity": cell.sparsity, "seed": cell.seed,
         "sparsity": float(ticket.sparsity), "run_dir": str(root),
     }
     rec.update({k: v for k, v in ticket.metrics.items() if isinstance(v, (int, float)) and np.isfinite(v)})
@@ -419,6 +500,13 @@ def run_cell(study: Study, cell: Cell, version: dict | None = None) -> dict:
         rec[f"{pre}_n"] = int(len(correct))
         rec[f"{pre}_correct"] = pack_bits(correct)
         rec[f"{pre}_majority"] = float(np.bincount(np.asarray(data.labels)).max() / len(correct))
+    if s.prune.method == "imp":  # every round's ticket (metrics only; the cell's own level has the full record)
+        from instantsoup.methods.imp import level_records
+
+        full = level_records(ticket.history)
+        rec["imp_levels"] = [{k: v for k, v in h.items() if k != "cost" and not k.endswith("_correct")}
+                             | {"steps": h.get("cost", {}).get("steps")} for h in full]
+        rec["imp_levels_full"] = full  # for imp_level_cells; not written
     tot = ticket.cost.total()
     rec.update(steps=int(tot.steps), examples=int(tot.examples), flops=float(tot.flops),
                sparse_flops=float(tot.sparse_flops), train_seconds=float(tot.seconds),

@@ -63,12 +63,19 @@ def test_study_runs_every_cell_once_and_records_what_the_report_needs(tiny_bert_
     assert all(abs(r["sparsity"] - 0.5) < 1e-3 for r in omp)
     imp = [r for r in recs if r["label"] == "imp"]
     assert all(r["steps"] > omp[0]["steps"] for r in imp)
+    for r in imp:  # one record per round's ticket; the last is the cell's own
+        assert [round(lv["sparsity"], 3) for lv in r["imp_levels"]] == [0.0, 0.3, 0.5]
+        assert r["imp_levels"][-1]["test_accuracy"] == pytest.approx(r["test_accuracy"], abs=1e-12)
+        assert r["imp_levels"][-1]["steps"] == r["steps"]
     # a second invocation does nothing: every cell has its line
     assert main(["study", str(path)]) == 0
     assert "ran 0, already done 6, failed 0" in capsys.readouterr().out
     assert len(results.read_text().splitlines()) == 6
     assert main(["study", str(path), "--list"]) == 0
     assert capsys.readouterr().out.count("done  ") == 6
+    # the round checkpoints of finished cells are gone; what the report reads stays
+    imp_dir = tmp_path / "runs" / imp[0]["run_dir"].split("/")[-1]
+    assert sorted(p.name for p in imp_dir.iterdir()) == ["history.jsonl", "settings.json", "ticket"]
 
 
 def test_a_cell_without_a_line_is_redone_and_a_partial_line_is_ignored(tiny_bert_dir, tmp_path, capsys):
@@ -144,13 +151,13 @@ def test_toml_study_file(tiny_bert_dir, tmp_path):
             f'[settings]\ntrain = {{batch_size = 16, lr = 1e-3}}\ndata = {{task = "{d["settings"]["data"]["task"]}"}}\n'
             f'run = {{model = "{tiny_bert_dir}"}}\n'
             '[[methods]]\nlabel = "dense"\nmethod = "dense"\n'
-            '[[methods]]\nlabel = "gmp"\nmethod = "gmp"\nprune = {step = 0.2}\nmax_steps = {"0.5" = 30}\n')
+            '[[methods]]\nlabel = "gmp"\nmethod = "gmp"\nprune = {step = 0.2}\nmatch_steps = {"0.5" = 30}\n')
     (tmp_path / "t.toml").write_text(toml)
     st = S.load_study(tmp_path / "t.toml")
     assert st.results.as_posix() == "results/toy.jsonl"
     assert [c.key for c in st.cells()] == ["dense/0/0", "gmp/0.5/0", "dense/0/1", "gmp/0.5/1"]  # seed-major
     gmp = st.cells()[1].settings
-    assert (gmp.prune.method, gmp.prune.step, gmp.train.max_steps, gmp.train.seed) == ("gmp", 0.2, 30, 0)
+    assert (gmp.prune.method, gmp.prune.step, gmp.train.match_steps, gmp.train.seed) == ("gmp", 0.2, 30, 0)
     assert gmp.run.threads == 0 and gmp.train.lr == 1e-3
 
 
@@ -262,3 +269,30 @@ def test_report_group_by_seed_on_run_directories(tiny_bert_dir, tmp_path, capsys
     assert dense["test_accuracy"] == pytest.approx(np.mean(accs))
     assert dense["test_accuracy_ci"] == pytest.approx(stats.mean_ci(accs)[1])
     assert report.test_majority(rows) == pytest.approx(recs[0]["test_majority"])
+
+
+def test_one_imp_run_gives_the_cells_of_its_lower_levels(tiny_bert_dir, tmp_path, capsys):
+    path = write_study(tmp_path, tiny_bert_dir, seeds=(0,), methods=[
+        {"label": "imp", "method": "imp", "prune": {"step": 0.3}, "sparsities": [0.3, 0.51]},
+        {"label": "imp-alone", "method": "imp", "prune": {"step": 0.3}, "sparsities": [0.3]}])
+    assert main(["study", str(path), "--only", "imp"]) == 0
+    assert "ran 2, already done 0" in capsys.readouterr().out  # two cells from one run
+    recs = {r["cell"]: r for r in S.read_records(tmp_path / "results" / "toy.jsonl")}
+    low, high = recs["imp/0.3/0"], recs["imp/0.51/0"]
+    assert low["derived_from"] == "imp/0.51/0" and low["run_dir"] == high["run_dir"]
+    assert abs(low["sparsity"] - 0.3) < 1e-3 and abs(high["sparsity"] - 0.51) < 1e-3
+    assert low["steps"] * 3 == high["steps"] * 2  # two of the three budgets
+    assert "imp_levels_full" not in high and "imp_levels" not in low
+    # the round's ticket is the ticket a separate IMP run to that level draws
+    assert main(["study", str(path)]) == 0
+    alone = S.read_records(tmp_path / "results" / "toy.jsonl")[-1]
+    assert alone["cell"] == "imp-alone/0.3/0"
+    for k in ("test_correct", "val_correct", "test_accuracy", "val_accuracy", "sparsity", "steps"):
+        assert alone[k] == low[k], k
+
+
+def test_imp_cells_must_be_natural_levels(tiny_bert_dir, tmp_path):
+    path = write_study(tmp_path, tiny_bert_dir, methods=[
+        {"label": "imp", "method": "imp", "prune": {"step": 0.3}, "sparsities": [0.4, 0.51]}])
+    with pytest.raises(SettingsError, match="not one of IMP's natural levels"):
+        S.load_study(path)
