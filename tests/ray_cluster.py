@@ -1,4 +1,5 @@
 """Helpers of test_parallel: a loopback Ray cluster started with `ray start` and stopped by process id."""
+import shutil
 import socket
 import subprocess
 import sys
@@ -57,6 +58,7 @@ class LoopbackRay:
             except psutil.Error:
                 pass
         psutil.wait_procs(list(procs), timeout=30)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
 def task_processes(cluster: LoopbackRay):

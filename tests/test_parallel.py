@@ -3,7 +3,6 @@ give the sequential results bit for bit; a Ray worker killed mid-cell is retried
 a partly filled results file is resumed. Also instantsoup.parallel.run_cells on its own."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -133,7 +132,6 @@ def ray_cluster():
         yield cluster
     finally:
         cluster.stop()
-        shutil.rmtree(cluster.temp_dir, ignore_errors=True)
 
 
 def test_study_on_ray_equals_sequential_resumes_and_survives_a_killed_worker(ray_cluster, tiny_bert_dir,
