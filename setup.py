@@ -79,7 +79,7 @@ macros = blas["macros"] + [
 ext = Extension(
     "instantsoup._C",
     sources=sorted(glob.glob("csrc/*.c")),
-    depends=sorted(glob.glob("csrc/*.h")),
+    depends=sorted(glob.glob("csrc/*.h") + glob.glob("csrc/*.inc")),
     include_dirs=["csrc", np.get_include()] + blas["include_dirs"],
     define_macros=macros,
     extra_compile_args=cflags + blas["cflags"],

@@ -6,18 +6,32 @@ models and CLIP's vision tower with C kernels on OpenBLAS. See README.md and doc
 from __future__ import annotations
 
 import os as _os
+import warnings as _warnings
 
 from instantsoup._native import _C, available_cores
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "set_num_threads", "get_num_threads", "build_info"]
+# Environment variables that set the default thread count at import (the first one set wins).
+THREAD_VARIABLES = ("INSTANTSOUP_NUM_THREADS", "OMP_NUM_THREADS")
+
+__all__ = ["__version__", "set_num_threads", "get_num_threads", "default_num_threads", "build_info"]
 
 
 def set_num_threads(n: int) -> None:
-    """Set the thread count used by instantsoup's OpenMP kernels and by OpenBLAS (one setting)."""
+    """Set the thread count used by instantsoup's OpenMP kernels and by OpenBLAS (one setting).
+
+    ``n`` must be >= 1 (ValueError otherwise); more threads than the cores this process may run on
+    is allowed but warned about (oversubscribed threads wait for each other at every barrier).
+    """
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"set_num_threads: expected an int, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"set_num_threads: expected 1 <= n, got {n}")
+    cores = available_cores()
+    if n > cores:
+        _warnings.warn(f"set_num_threads({n}): more threads than the {cores} core(s) available to "
+                       "this process; expect slower, not faster, kernels", RuntimeWarning, stacklevel=2)
     _C.set_num_threads(n)
 
 
@@ -33,13 +47,32 @@ def build_info() -> dict:
     info["blas_version"] = cfg.split()[1] if cfg.startswith("OpenBLAS ") and len(cfg.split()) > 1 else cfg
     info["instantsoup_version"] = __version__
     info["available_cores"] = available_cores()
-    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS"):
+    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") + THREAD_VARIABLES:
         if var in _os.environ:
             info["env_" + var] = _os.environ[var]
     return info
 
 
-set_num_threads(available_cores())
+def default_num_threads() -> int:
+    """The thread count at import: ``INSTANTSOUP_NUM_THREADS``, else ``OMP_NUM_THREADS`` (its first
+    entry when it lists nested levels, e.g. "4,2"), else the cores available to this process.
+    A value that is not a positive integer is warned about and skipped."""
+    for var in THREAD_VARIABLES:
+        raw = _os.environ.get(var, "").strip()
+        if not raw:
+            continue
+        first = raw.split(",")[0].strip()
+        try:
+            n = int(first)
+        except ValueError:
+            n = 0
+        if n >= 1:
+            return n
+        _warnings.warn(f"{var}={raw!r} is not a positive integer; ignored", RuntimeWarning, stacklevel=2)
+    return available_cores()
+
+
+set_num_threads(default_num_threads())
 
 # --- data (branch data, issue 5) ---------------------------------------------------------------
 from instantsoup import data  # noqa: E402  (tokenization, GLUE/table loaders, batching, default task)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import errno
 import logging
@@ -265,6 +266,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from instantsoup import report
 
+    studies = [p for p in args.paths if report.is_results_file(p)]
+    if studies:
+        return _report_study(args, studies)
     tickets = report.find_tickets(args.paths)
     rows = []
     for t in tickets:  # a damaged run is named and skipped; the others are reported
@@ -276,6 +280,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
         print(f"instantsoup report: error: no readable finished runs under {', '.join(args.paths)}",
               file=sys.stderr)
         return 2
+    if args.group_by == "seed":
+        rows = report.group_by_seed(rows)
     print(report.format_table(rows))
     if args.plots:
         for p in report.plot(rows, args.plots):
@@ -288,6 +294,58 @@ def _cmd_report(args: argparse.Namespace) -> int:
             w.writeheader()
             w.writerows([{k: v for k, v in r.items() if k != "layer_sparsity"} for r in rows])
         print(f"wrote {args.csv}")
+    return 0
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    from instantsoup import study as S
+
+    st = S.load_study(args.study_file)
+    labels = [x for x in args.only.split(",") if x] if args.only else None
+    try:
+        seeds = [int(x) for x in args.seeds.split(",") if x] if args.seeds else None
+    except ValueError:
+        raise SettingsError(f"--seeds: expected comma-separated integers, got {args.seeds!r}") from None
+    cells = S.select_cells(st, labels, seeds)
+    if args.list:
+        for cell, done in S.status(st, cells):
+            print(f"{'done' if done else 'todo'}  {cell.key}")
+        return 0
+    print(f"[study {st.name}] {len(cells)} cells; results in {st.results}; runs in {st.runs}", flush=True)
+    if args.jobs < 1:
+        raise SettingsError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.ray is not None and importlib.util.find_spec("ray") is None:
+        raise SettingsError("--ray needs Ray: pip install 'instantsoup[ray]' (on this machine and every node)")
+    try:
+        counts = S.run_study(st, cells, say=lambda m: print(m, flush=True), jobs=args.jobs,
+                             ray=args.ray is not None, address=args.ray or None)
+    except ConnectionError as e:  # Ray: no cluster at that address
+        raise SettingsError(f"--ray {args.ray}: cannot reach the Ray cluster ({e})") from None
+    print(f"[study {st.name}] ran {counts['ran']}, already done {counts['done_before']}, failed {counts['failed']}")
+    return 1 if counts["failed"] else 0
+
+
+def _report_study(args: argparse.Namespace, paths: list[str]) -> int:
+    from instantsoup import report
+    from instantsoup.study import read_records
+
+    if len(paths) != len(args.paths):
+        raise SettingsError("give either results files (*.jsonl) or run directories, not both")
+    records = [r for p in paths for r in read_records(p)]
+    if not records:
+        print(f"instantsoup report: error: no finished cells in {', '.join(paths)}", file=sys.stderr)
+        return 2
+    if args.margin <= 0 or args.bootstrap < 100:
+        raise SettingsError("--margin must be > 0 and --bootstrap >= 100")
+    text = report.study_markdown(records, args.reference, args.margin, args.bootstrap)
+    print(text)
+    if args.markdown:
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text(text)
+        print(f"wrote {args.markdown}")
+    if args.plots:
+        for p in report.study_plots(records, args.plots):
+            print(f"wrote {p}")
     return 0
 
 
@@ -398,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int, default=64, help="evaluation batch size")
     ev.add_argument("--max-length", type=int, default=128, help="maximum tokens per example")
     ev.add_argument("--seed", type=int, default=0, help="seed of the validation hold-out split")
-    ev.add_argument("--threads", type=int, default=0, help="threads (0 = all available cores)")
+    ev.add_argument("--threads", type=int, default=0, help="threads (0 = the default: INSTANTSOUP_NUM_THREADS, else OMP_NUM_THREADS, else all cores)")
     ev.add_argument("--file", default="", help="score this whole table file (.csv/.tsv/.jsonl/.parquet); its "
                     "labels are mapped through the checkpoint's label2id (without --file: the task's "
                     "validation/test splits, as prune made them)")
@@ -408,11 +466,32 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(ev, DataSettings)
     ev.set_defaults(func=_cmd_eval)
 
-    rp = sub.add_parser("report", help="table and PNG plots from run directories")
-    rp.add_argument("paths", nargs="+", help="run directories, ticket directories or folders of runs")
+    rp = sub.add_parser("report", help="table and PNG plots from run directories or a study's results file")
+    rp.add_argument("paths", nargs="+", help="run directories, ticket directories, folders of runs, or a "
+                    "study's results file (results/<study>.jsonl)")
     rp.add_argument("--plots", default="", help="write accuracy/layer-sparsity/overlap/cost PNGs here")
     rp.add_argument("--csv", default="", help="also write the table as CSV")
+    rp.add_argument("--group-by", default="", choices=("", "seed"),
+                    help="run directories: one row (mean ± 95%% CI) per group of runs that differ only in seed")
+    rp.add_argument("--reference", default="imp", help="results file: the method label differences are paired with")
+    rp.add_argument("--margin", type=float, default=1.0, help="results file: equivalence margin in accuracy points")
+    rp.add_argument("--bootstrap", type=int, default=10_000, help="results file: bootstrap resamples")
+    rp.add_argument("--markdown", default="", help="results file: also write the Markdown tables to this file")
     rp.set_defaults(func=_cmd_report)
+
+    stp = sub.add_parser("study", help="run a grid of runs (methods x sparsities x seeds) from a study file",
+                         description="Run every cell of a study (TOML/JSON) that has no line in its results "
+                         "file yet; append one JSON line per finished cell (resumable; see docs/results.md).")
+    stp.add_argument("study_file", help="study file (.toml or .json)")
+    stp.add_argument("--only", default="", help="comma-separated method labels to run (default: all)")
+    stp.add_argument("--seeds", default="", help="comma-separated seeds to run (default: all)")
+    stp.add_argument("--list", action="store_true", help="list the cells as done/todo and exit")
+    stp.add_argument("--jobs", type=int, default=1, help="run cells in N local processes (threads per cell: the "
+                     "study's, else the cores shared out)")
+    stp.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                     help="run each cell as a Ray task (pip install 'instantsoup[ray]') on the cluster at ADDRESS "
+                     "(default: RAY_ADDRESS or the cluster started on this machine); see docs/SCALE.md")
+    stp.set_defaults(func=_cmd_study)
 
     de = sub.add_parser("demo", help="dense vs one-shot vs ISP on the embedded model and dataset, the same "
                         "optimizer-step budget for each (minutes)",
@@ -421,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     for k, v in DEMO_DEFAULTS.items():
         de.add_argument("--" + k.replace("_", "-"), type=type(v), default=v, help=DEMO_HELP.get(k, f"demo {k}"))
     de.add_argument("--seed", type=int, default=0, help="seed")
-    de.add_argument("--threads", type=int, default=0, help="threads (0 = all available cores)")
+    de.add_argument("--threads", type=int, default=0, help="threads (0 = the default: INSTANTSOUP_NUM_THREADS, else OMP_NUM_THREADS, else all cores)")
     de.add_argument("--no-progress", action="store_true", help="hide progress bars")
     de.set_defaults(func=_cmd_demo)
     return p

@@ -406,7 +406,8 @@ class RunSettings:
     model: str = _f("", "Hugging Face checkpoint directory (config.json + model.safetensors); "
                     "'' = the embedded default model")
     out: str = _f("runs", "directory holding the run directories", hash=False, aliases=("--output-dir",))
-    threads: int = _f(0, "threads for kernels and BLAS (0 = all available cores)", hash=False)
+    threads: int = _f(0, "threads for kernels and BLAS (0 = the default: INSTANTSOUP_NUM_THREADS, "
+                      "else OMP_NUM_THREADS, else all available cores)", hash=False)
     resume: bool = _f(True, "continue an interrupted run from its last finished round (--no-resume: "
                       "DELETE the run directory, finished rounds and ticket included, and start over)", hash=False)
     progress: bool = _f(True, "show progress bars", hash=False)
@@ -417,6 +418,9 @@ class RunSettings:
                      "50, wd 0.1, 5 denoisers), both batch 128, warm-up 500, clipping 1.0; options given "
                      "explicitly win. Without a preset a CLIP model gets paper-clip's lr, weight decay, step, "
                      "look-ahead and denoisers", hash=False, choices=("",) + tuple(PRESETS))
+    ray: str = _f("", "ISP: run each round's denoisers as parallel Ray tasks on the cluster at this address "
+                  "('auto': the cluster started on this machine; 'local': start one; needs instantsoup[ray]; "
+                  "same results as without)", hash=False)
 
     def validate(self) -> None:
         if self.preset and self.preset not in PRESETS:
@@ -425,6 +429,11 @@ class RunSettings:
             check_model_dir(self.model)
         if self.threads < 0:
             raise SettingsError(f"threads must be >= 0, got {self.threads}")
+        if self.ray:
+            import importlib.util
+
+            if importlib.util.find_spec("ray") is None:
+                raise SettingsError("ray: needs Ray: pip install 'instantsoup[ray]' (here and on every node)")
 
 
 def with_values(settings: Settings, values: dict[str, dict[str, Any]], keep: Any = ()) -> Settings:

@@ -322,8 +322,10 @@ class MaskSet(Mapping):
         self._init(names, shapes, flat, metadata, num_kept)
         return self
 
-    def __reduce__(self):  # pickling (multiprocessing, run directories): one flat buffer
-        return (_maskset_from_state, (self._names, self._shapes, np.array(self._flat), self.metadata))
+    def __reduce__(self):
+        """Pickling (processes, run directories, Ray): the one flat buffer as it is (protocol 5
+        writes it once, or hands it out of band without a copy)."""
+        return (_maskset_from_state, (self._names, self._shapes, self._flat, self.metadata))
 
     # Mapping protocol
     def __getitem__(self, name: str) -> np.ndarray:

@@ -390,6 +390,15 @@ def predict(model: Any, data: Split, batch_size: int = 64, pad_id: int = 0,
     return out
 
 
+def correct_bits(model: Any, task: TaskData, split: str, batch_size: int = 64) -> str:
+    """Per-example correctness (prediction == label) of a classifier on a split of ``task``, packed
+    (:func:`instantsoup.stats.pack_bits`): what paired statistics over runs need."""
+    from instantsoup.stats import pack_bits
+
+    data = getattr(task, split)
+    return pack_bits(predict(model, data, batch_size, task.pad_id) == np.asarray(data.labels))
+
+
 def _density(model: Any) -> float:
     masks = getattr(model, "masks", None)
     if not masks:

@@ -127,7 +127,7 @@ def test_released_rounds_by_hand(make_model, monkeypatch):
         np.testing.assert_array_equal(final, np.maximum(d0, d1))  # union of the denoisers, main not included
         assert r["sparsity_after"] <= level + 1e-12  # no cut: the sparsity lags
         for c in den[2 * i:2 * i + 2]:
-            assert c["opt_steps"] == 0 and c["lr_offset"] is None and c["schedule_total"] == RELEASED_DENOISER_HORIZON
+            assert c["opt_steps"] == 0 and not c["lr_offset"] and c["schedule_total"] == RELEASED_DENOISER_HORIZON
             assert c["lr_mult"] == pytest.approx(tr.lr(r["step"]) / s.train.lr)  # peak: the main's current lr
         prev = final
     # stopped because within the margin (the main model trained once more before checking)

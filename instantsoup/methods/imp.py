@@ -22,7 +22,7 @@ from instantsoup import runs
 from instantsoup.config import Settings
 from instantsoup.methods.common import Context, finished_ticket, mask_sparsity, select, setup
 from instantsoup.ticket import Ticket
-from instantsoup.train import Best, TaskData, copy_weights, training_cost
+from instantsoup.train import Best, TaskData, copy_weights, correct_bits, training_cost
 
 
 def imp(model: Any, task: TaskData, settings: Settings, *, run_dir: Any = None,
@@ -84,6 +84,9 @@ def level_record(ctx: Context, r: int, best: Best) -> dict:
     rec = {"event": "level", "round": r, "sparsity": mask_sparsity(model.masks), "best_step": best.step}
     rec.update({f"val_{k}": v for k, v in tr.evaluate(model, "validation").items()})
     rec.update({f"test_{k}": v for k, v in tr.evaluate(model, "test").items()})
+    if not ctx.task.is_regression:  # per-example correctness: paired statistics over rounds (instantsoup study)
+        rec.update({f"{p}_correct": correct_bits(model, ctx.task, split) for p, split in
+                    (("val", "validation"), ("test", "test")) if getattr(ctx.task, split) is not None})
     rec["cost"] = training_cost(ctx.cost)
     if current is not None:
         model.load_state_dict(current)

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -43,7 +43,7 @@ from instantsoup.config import Settings
 from instantsoup.methods.common import (Context, draw_protocol, finished_ticket, mask_sparsity, merge,
                                         overlap, prunable, score, select, set_weight_decay, setup)
 from instantsoup.ticket import Ticket
-from instantsoup.train import StepOrder, TaskData
+from instantsoup.train import StepOrder, TaskData, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def instant_soup(model: Any, task: TaskData, settings: Settings, *, run_dir: Any
         for i in range(first):
             for f in sorted(ctx.run.path(names[i]).glob("mask_*.safetensors")):
                 ctx.round_masks[f"round_{i:03d}/{f.name.removesuffix('.safetensors')}"] = MaskSet.load(f)
-    scratch = model.clone() if pr.denoisers > 0 else None
+    scratch = model.clone() if pr.denoisers > 0 and not ctx.settings.run.ray else None  # Ray: each task has its own
     scratch_opt = ctx.new_optimizer(scratch) if scratch is not None else None
     t, total = ctx.plan["t"], ctx.plan["total_steps"]
     for i in range(first, n_rounds + released):  # released: the last i always stops for the budget
@@ -139,18 +139,16 @@ def released_round(ctx: Context, scratch: Any, scratch_opt: Any, i: int, step: i
     level = min(pr.sparsity, 1.0 - (1.0 - before) * (1.0 - pr.step))  # each denoiser's own sparsity
     peak = ctx.trainer.lr(step) / tr.lr  # the denoisers' peak lr: the main model's current lr
     masks, denoisers = [], []
-    for n in range(pr.denoisers):
+    jobs = []
+    for n in range(pr.denoisers):  # a fresh AdamW each, its warm-up restarted
         proto = draw_protocol(s, len(ctx.task.train), 1 + i, n)
-        scratch.copy_from(model)
-        scratch_opt.reset()  # a fresh AdamW, its warm-up restarted
-        set_weight_decay(scratch_opt, proto.weight_decay)
-        order = StepOrder(len(ctx.task.train), tr.batch_size, proto.seed, pool=proto.subset)
-        loss = ctx.trainer.train(scratch, scratch_opt, 0, pr.lookahead, stage="denoisers", order=order,
-                                 lr_mult=proto.lr_mult * peak, schedule_total=RELEASED_DENOISER_HORIZON,
-                                 seed=proto.seed, evaluate=False, desc=f"ISP round {i} denoiser {n}")
-        m_n = select(scratch, level)
+        jobs.append(Denoiser(n, proto, level, pr.lookahead, proto.lr_mult * peak, 0, RELEASED_DENOISER_HORIZON,
+                             fresh_optimizer=True, soup=False, desc=f"ISP round {i} denoiser {n}"))
+    for job, out in zip(jobs, run_denoisers(ctx, scratch, scratch_opt, jobs)):
+        m_n = out["mask"]
         masks.append(m_n)
-        denoisers.append({"index": n, **proto.record(), "loss": loss, "sparsity": mask_sparsity(m_n)})
+        denoisers.append({"index": job.index, **job.proto.record(), "loss": out["loss"],
+                          "sparsity": mask_sparsity(m_n)})
     # no denoisers: the main model's own magnitudes remove ``step`` (ISP with 0 denoisers, a control)
     final = merge(masks, pr.merge) if len(masks) > 1 else masks[0] if masks else select(model, level)
     model.set_masks(final)
@@ -175,22 +173,19 @@ def denoised_round(ctx: Context, scratch: Any, scratch_opt: Any, i: int, level: 
     masks = [m_main] if pr.merge_main or pr.denoisers == 0 else []
     soup = {k: np.zeros(v.shape, np.float32) for k, v in prunable(model).items()} if pr.variant == "soup" else None
     denoisers = []
-    for n in range(pr.denoisers):
+    jobs = []
+    for n in range(pr.denoisers):  # each starts from the main model's weights, masks and AdamW state
         proto = draw_protocol(s, len(ctx.task.train), 1 + i, n)
-        scratch.copy_from(model)
-        scratch_opt.copy_from(ctx.opt)
-        set_weight_decay(scratch_opt, proto.weight_decay)
-        order = StepOrder(len(ctx.task.train), s.train.batch_size, proto.seed, pool=proto.subset)
-        loss = ctx.trainer.train(scratch, scratch_opt, 0, pr.lookahead, stage="denoisers", order=order,
-                                 lr_mult=proto.lr_mult, lr_offset=step, seed=proto.seed, evaluate=False,
-                                 desc=f"ISP round {i} denoiser {n}")
-        m_n = select(scratch, level)
+        jobs.append(Denoiser(n, proto, level, pr.lookahead, proto.lr_mult, step, None, fresh_optimizer=False,
+                             soup=soup is not None, desc=f"ISP round {i} denoiser {n}"))
+    for job, out in zip(jobs, run_denoisers(ctx, scratch, scratch_opt, jobs)):
+        m_n = out["mask"]
         masks.append(m_n)
-        if soup is not None:
-            for k, v in prunable(scratch).items():
-                soup[k] += np.abs(v)
-        denoisers.append({"index": n, **proto.record(), "loss": loss, "sparsity": mask_sparsity(m_n),
-                          "overlap_main": overlap(m_n, m_main)})
+        if soup is not None:  # summed in denoiser order, whichever process ran them
+            for k, v in out["abs"].items():
+                soup[k] += v
+        denoisers.append({"index": job.index, **job.proto.record(), "loss": out["loss"],
+                          "sparsity": mask_sparsity(m_n), "overlap_main": overlap(m_n, m_main)})
     if soup is not None and pr.denoisers > 0:
         scores = {k: v / pr.denoisers for k, v in soup.items()}
     else:
@@ -212,3 +207,87 @@ def denoised_round(ctx: Context, scratch: Any, scratch_opt: Any, i: int, level: 
     log.info("ISP round %d: level %.4f, merged %.4f, jaccard(final, main) %.4f", i, level,
              rec["merged"]["sparsity"], rec["mask"]["overlap_main"]["jaccard"])
     return rec, extra
+
+
+# ---- the denoisers of one round: in this process, or as Ray tasks (settings.run.ray) ----------------
+@dataclasses.dataclass
+class Denoiser:
+    """One denoiser of a round: its protocol, the level its mask is cut at, its learning-rate schedule
+    and whether its AdamW starts fresh (released) or from the main model's state (paper, soup)."""
+
+    index: int
+    proto: Any
+    level: float
+    lookahead: int
+    lr_mult: float
+    lr_offset: int
+    schedule_total: int | None
+    fresh_optimizer: bool
+    soup: bool
+    desc: str
+
+
+def denoise(trainer: Trainer, scratch: Any, scratch_opt: Any, job: Denoiser) -> dict:
+    """Train ``scratch`` (holding the main model's weights and masks; its optimizer prepared) for the
+    look-ahead and return its mask at ``job.level``, its mean loss and, for the soup, its |weights|."""
+    set_weight_decay(scratch_opt, job.proto.weight_decay)
+    order = StepOrder(len(trainer.task.train), trainer.s.batch_size, job.proto.seed, pool=job.proto.subset)
+    loss = trainer.train(scratch, scratch_opt, 0, job.lookahead, stage="denoisers", order=order,
+                         lr_mult=job.lr_mult, lr_offset=job.lr_offset, schedule_total=job.schedule_total,
+                         seed=job.proto.seed, evaluate=False, desc=job.desc)
+    return {"mask": select(scratch, job.level), "loss": loss,
+            "abs": {k: np.abs(v) for k, v in prunable(scratch).items()} if job.soup else None}
+
+
+def run_denoisers(ctx: Context, scratch: Any, scratch_opt: Any, jobs: list[Denoiser]) -> Iterator[dict]:
+    """Every denoiser of a round, in order: one after another on ``scratch`` or, with
+    ``settings.run.ray``, as parallel Ray tasks (the main model, its AdamW state and the task go
+    through the object store, each task sends back its bit-packed mask, loss, |weights| for the soup
+    and cost). Same seed and threads per task: bitwise the same masks either way."""
+    if ctx.settings.run.ray and jobs:
+        yield from _ray_denoisers(ctx, jobs)
+        return
+    for job in jobs:  # one at a time: the caller consumes each result before the next denoiser runs
+        scratch.copy_from(ctx.model)
+        if job.fresh_optimizer:
+            scratch_opt.reset()
+        else:
+            scratch_opt.copy_from(ctx.opt)
+        yield denoise(ctx.trainer, scratch, scratch_opt, job)
+
+
+def _ray_denoisers(ctx: Context, jobs: list[Denoiser]) -> list[dict]:
+    import instantsoup
+    from instantsoup import parallel
+
+    opt = ctx.opt
+    opt_state = None if all(j.fresh_optimizer for j in jobs) else {
+        "step": opt.step_count, "exp_avg": opt.exp_avg, "exp_avg_sq": opt.exp_avg_sq, "lr": opt.lr,
+        "betas": opt.betas, "eps": opt.eps, "weight_decay": opt.weight_decay}
+    tr = ctx.trainer
+    outs = parallel.ray_map(_denoise_task, jobs, threads=instantsoup.get_num_threads(),
+                            address=ctx.settings.run.ray,
+                            shared=(ctx.model, opt_state, ctx.task, (tr.s, tr.total_steps, tr.warmup)))
+    st = ctx.cost.stage("denoisers")
+    for out in outs:
+        for f in dataclasses.fields(st):
+            setattr(st, f.name, getattr(st, f.name) + getattr(out["cost"], f.name))
+        out["mask"] = out["mask"].unpack()
+    return outs
+
+
+def _denoise_task(model: Any, opt_state: dict | None, task: TaskData, schedule: tuple, job: Denoiser) -> dict:
+    """A Ray task: ``model`` arrived as this task's own copy (the scratch model)."""
+    from instantsoup.optim import AdamW
+    from instantsoup.train import Trainer
+
+    train_settings, total_steps, warmup = schedule
+    trainer = Trainer(train_settings, task, progress=False)
+    trainer.total_steps, trainer.warmup = total_steps, warmup
+    opt = AdamW(model, lr=train_settings.lr, weight_decay=train_settings.weight_decay)
+    if opt_state is not None and not job.fresh_optimizer:
+        opt.load_state_dict(opt_state)
+    out = denoise(trainer, model, opt, job)
+    out["mask"] = out["mask"].pack()
+    out["cost"] = trainer.cost.stage("denoisers")
+    return out

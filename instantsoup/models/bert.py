@@ -521,6 +521,14 @@ class BertModel(InferenceMixin):
             raise TypeError(f"copy_from: expected a BertModel, got {type(other).__name__}")
         _C.bert_copy(self._h, other._h)
 
+    def __reduce__(self):
+        """Pickling (processes, Ray's object store): config, the parameter and mask buffers as they
+        are (pickle protocol 5 writes each buffer once, or hands it out of band without a copy; the
+        new model copies it once into its own C buffer), mode and dropout RNG state. Gradients
+        are not carried (the new model's are zero)."""
+        return (_unpickle_bert, (self.config, self._params, self._mask_buf, self._training,
+                                 self.rng_state(), self.source_path))
+
     # -- checkpoints --------------------------------------------------------------------------
 
     @classmethod
@@ -607,3 +615,15 @@ class BertModel(InferenceMixin):
             json.dump(cfg, f, indent=2, sort_keys=True)
             f.write("\n")
         os.replace(tmp, os.path.join(directory, "config.json"))
+
+
+def _unpickle_bert(config: BertConfig, params: np.ndarray, masks: np.ndarray, training: bool,
+                   rng_state: tuple[int, int], source_path: str | None) -> BertModel:
+    m = BertModel(config)
+    m._params[...] = params
+    m._mask_buf[...] = masks
+    m.source_path = source_path
+    m.train(training)
+    m._seed = int(rng_state[0])
+    m.set_rng_state(rng_state)
+    return m

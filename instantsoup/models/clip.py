@@ -116,7 +116,7 @@ class CLIPTextTower:
         self._h = _C.clipt_new(t.num_hidden_layers, t.hidden_size, t.num_attention_heads, t.intermediate_size,
                                _ACT_CODES[t.hidden_act], float(t.layer_norm_eps), t.vocab_size,
                                t.max_position_embeddings, cfg.projection_dim, int(t.eos_token_id))
-        buf = _C.clipt_params(self._h)
+        buf = self._params = _C.clipt_params(self._h)
         table = _table(_C.clipt_tensors(self._h))
         C = t.hidden_size
 
@@ -134,6 +134,10 @@ class CLIPTextTower:
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return dict(self._views)
+
+    def __reduce__(self):
+        """Pickling: the config and the parameter buffer as it is (see CLIPModel.__reduce__)."""
+        return (_unpickle_text, (self.config, self._params))
 
     def load(self, sd: Mapping[str, np.ndarray]) -> None:
         """Copy every text-tower tensor in by name; all are checked before any is written."""
@@ -450,6 +454,16 @@ class CLIPModel:
         m.set_rng_state(self.rng_state())
         return m
 
+    def __reduce__(self):
+        """Pickling (processes, Ray's object store): config, the parameter and mask buffers as they
+        are (pickle protocol 5 writes each once, or hands it out of band without a copy; the new
+        model copies it once into its own C buffer), a frozen head, the text tower, mode and
+        dropout RNG state. Gradients are not carried (the new model's are zero)."""
+        frozen = None if self._trainable_head else self.head()
+        return (_unpickle_clip, (self.config, self._trainable_head, self._seed, self.logit_scale, self.text,
+                                 self._params, self._mask_buf, frozen, self._training, self.rng_state(),
+                                 self.tokenizer, self.source_path, self.classnames))
+
     def copy_from(self, other: "CLIPModel") -> None:
         """Copy parameters, masks and head from a model with the same config (no allocation)."""
         if not isinstance(other, CLIPModel):
@@ -550,3 +564,22 @@ def load_clip(path: str | os.PathLike, num_labels: int | None = None, seed: int 
     model.text.load({k: sd[k] for k in text_param_shapes(cfg) if k != "logit_scale"})
     model.source_path = path
     return model
+
+
+def _unpickle_text(config: CLIPConfig, params: np.ndarray) -> CLIPTextTower:
+    t = CLIPTextTower(config)
+    t._params[...] = params
+    return t
+
+
+def _unpickle_clip(config, trainable_head, seed, logit_scale, text, params, masks, frozen_head, training,
+                   rng_state, tokenizer, source_path, classnames) -> CLIPModel:
+    m = CLIPModel(config, trainable_head or None, seed, logit_scale, text)
+    m._params[...] = params
+    m._mask_buf[...] = masks
+    if frozen_head is not None:
+        m.set_head(*frozen_head)
+    m.tokenizer, m.source_path, m.classnames = tokenizer, source_path, classnames
+    m.train(training)
+    m.set_rng_state(rng_state)
+    return m
