@@ -9,7 +9,7 @@
 #include "clip_model.h"
 
 #define NT isp_get_num_threads()
-#define SITE_ENC 2 /* dropout sites of encoder layer l: 2 + 3l + k (as in bert.c) */
+#define SITE_ENC 2 /* dropout sites of encoder layer l: 2 + 3l + k (as in classifier.c) */
 
 /* x[0..n) = 0 in fixed chunks over our threads (the gradient buffer of ViT-B is 88 M floats) */
 static void zero_floats(float *x, int64_t n)
@@ -532,7 +532,7 @@ isp_status clipt_encode(clipt_model *m, float *feat, const int32_t *ids, const u
         memcpy(am, amask, (size_t)BT);
         amask_c = am;
     }
-    embeddings_forward(x0, ids, NULL, m->p.wte, m->p.wpe, zero, B, T, C);
+    embeddings_forward(x0, ids, NULL, NULL, m->p.wte, m->p.wpe, zero, B, T, C);
     encoder_rng rng = {0, 0, 0, SITE_ENC};
     encoder_forward(&acts, &m->p.enc, &cfg->enc, x0, amask_c, B, T, &rng);
     const float *h = encoder_output(&acts, &cfg->enc, B, T);

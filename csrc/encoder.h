@@ -1,6 +1,6 @@
 /*
  * encoder.h -- a stack of transformer encoder blocks (BERT post-LN or CLIP/ViT pre-LN), its
- * parameter layout, forward and backward. Embeddings and task heads live elsewhere (bert.c), so
+ * parameter layout, forward and backward. Embeddings and task heads live elsewhere (classifier.c), so
  * another model (CLIP's vision tower) can put its own patch embedding and pooling around it.
  *
  * Dimension legend: B batch, T tokens, C channels, NH heads, HS = C/NH, F feed-forward, L layers.

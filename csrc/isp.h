@@ -36,7 +36,7 @@ int isp_get_num_threads(void);
 #include "blas.h"
 #include "soup.h" /* prune.h + soup.h: selection, masks, merges, soups */
 #include "ops.h"     /* engine kernels */
-#include "encoder.h" /* engine encoder stack; bert.h and optim.h are included by their users */
+#include "encoder.h" /* engine encoder stack; classifier.h and optim.h are included by their users */
 #include "clip.h" /* CLIP: patch embedding, cosine head */
 
 #endif /* ISP_H */

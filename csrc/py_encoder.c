@@ -1,7 +1,8 @@
 /*
- * py_encoder.c -- bindings of the training engine: the BERT model handle (a capsule owning the
- * parameter, gradient, mask and activation buffers), its forward / backward / fused train step,
- * AdamW, and thin bindings of single kernels for the NumPy-oracle tests.
+ * py_encoder.c -- bindings of the training engine: the model handle of every encoder classifier
+ * family (classifier.h; a capsule owning the parameter, gradient, mask and activation buffers),
+ * its forward / backward / fused train step, AdamW, and thin bindings of single kernels for the
+ * NumPy-oracle tests.
  *
  * Every function validates its arguments with the GIL held, then releases it around the kernels.
  */
@@ -11,30 +12,30 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bert.h"
+#include "classifier.h"
 #include "encoder.h"
 #include "ops.h"
 #include "optim.h"
 
-#define CAPSULE_NAME "instantsoup.bert_model"
+#define CAPSULE_NAME "instantsoup.model"
 
 typedef struct {
-    bert_model m;
+    clf_model m;
     int busy; /* a call with the GIL released is using the buffers */
-} bert_handle;
+} model_handle;
 
 static void handle_destroy(PyObject *cap)
 {
-    bert_handle *h = PyCapsule_GetPointer(cap, CAPSULE_NAME);
+    model_handle *h = PyCapsule_GetPointer(cap, CAPSULE_NAME);
     if (h != NULL) {
-        bert_free(&h->m);
+        clf_free(&h->m);
         free(h);
     }
 }
 
-static bert_handle *get_handle(PyObject *cap)
+static model_handle *get_handle(PyObject *cap)
 {
-    bert_handle *h = PyCapsule_GetPointer(cap, CAPSULE_NAME);
+    model_handle *h = PyCapsule_GetPointer(cap, CAPSULE_NAME);
     if (h == NULL)
         return NULL;
     if (h->busy) {
@@ -61,26 +62,36 @@ static int parse_act(PyObject *o, isp_act *act)
 
 /* ------------------------------------------------------------------------------------------ */
 
-static PyObject *py_bert_new(PyObject *self, PyObject *args)
+static PyObject *py_model_new(PyObject *self, PyObject *args, PyObject *kw)
 {
     (void)self;
-    bert_config c;
+    static char *names[] = {"V",      "TP",       "TV",          "NL",     "L",
+                            "C",      "NH",       "F",           "act",    "eps",
+                            "p_hidden", "p_attn", "p_cls",       "pad_id", "prenorm",
+                            "patches", "image_size", "patch_size", "pad_positions", "final_ln",
+                            "head",   "head_dropin", NULL};
+    clf_config c;
     memset(&c, 0, sizeof c);
     PyObject *acto;
-    if (!PyArg_ParseTuple(args, "iiiiiiiiOffffi:bert_new", &c.V, &c.TP, &c.TV, &c.NL, &c.enc.L,
-                          &c.enc.C, &c.enc.NH, &c.enc.F, &acto, &c.enc.eps, &c.enc.p_hidden,
-                          &c.enc.p_attn, &c.p_cls, &c.pad_id))
+    int prenorm = 0, patches = 0, head = CLF_HEAD_TANH;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiiiiiiiOffffi|$ppiippip:model_new", names, &c.V,
+                                     &c.TP, &c.TV, &c.NL, &c.enc.L, &c.enc.C, &c.enc.NH,
+                                     &c.enc.F, &acto, &c.enc.eps, &c.enc.p_hidden, &c.enc.p_attn,
+                                     &c.p_cls, &c.pad_id, &prenorm, &patches, &c.IH, &c.PS,
+                                     &c.pad_positions, &c.final_ln, &head, &c.head_dropin))
         return NULL;
     if (!parse_act(acto, &c.enc.act))
         return NULL;
-    c.enc.prenorm = 0;
+    c.enc.prenorm = prenorm;
     c.enc.causal = 0;
-    bert_handle *h = calloc(1, sizeof *h);
+    c.emb = patches ? CLF_EMB_PATCHES : CLF_EMB_TOKENS;
+    c.head = (clf_head)head;
+    model_handle *h = calloc(1, sizeof *h);
     if (h == NULL)
         return PyErr_NoMemory();
     isp_status st;
     Py_BEGIN_ALLOW_THREADS;
-    st = bert_init(&h->m, &c);
+    st = clf_init(&h->m, &c);
     Py_END_ALLOW_THREADS;
     if (st != ISP_OK) {
         free(h);
@@ -88,26 +99,26 @@ static PyObject *py_bert_new(PyObject *self, PyObject *args)
     }
     PyObject *cap = PyCapsule_New(h, CAPSULE_NAME, handle_destroy);
     if (cap == NULL) {
-        bert_free(&h->m);
+        clf_free(&h->m);
         free(h);
     }
     return cap;
 }
 
-static PyObject *py_bert_tensors(PyObject *self, PyObject *cap)
+static PyObject *py_model_tensors(PyObject *self, PyObject *cap)
 {
     (void)self;
-    bert_handle *h = PyCapsule_GetPointer(cap, CAPSULE_NAME);
+    model_handle *h = PyCapsule_GetPointer(cap, CAPSULE_NAME);
     if (h == NULL)
         return NULL;
-    int n = bert_num_tensors();
+    int n = clf_num_tensors();
     PyObject *out = PyList_New(n);
     if (out == NULL)
         return NULL;
     for (int i = 0; i < n; i++) {
         int64_t off, size;
-        bert_tensor_span(&h->m.cfg, i, &off, &size);
-        PyObject *t = Py_BuildValue("(sLL)", bert_tensor_name(i), (long long)off, (long long)size);
+        clf_tensor_span(&h->m.cfg, i, &off, &size);
+        PyObject *t = Py_BuildValue("(sLL)", clf_tensor_name(i), (long long)off, (long long)size);
         if (t == NULL) {
             Py_DECREF(out);
             return NULL;
@@ -118,39 +129,39 @@ static PyObject *py_bert_tensors(PyObject *self, PyObject *cap)
 }
 
 /* a 1-D array over memory owned by the capsule (keeps the capsule alive) */
-static PyObject *py_bert_buffers(PyObject *self, PyObject *cap)
+static PyObject *py_model_buffers(PyObject *self, PyObject *cap)
 {
     (void)self;
-    bert_handle *h = PyCapsule_GetPointer(cap, CAPSULE_NAME);
+    model_handle *h = PyCapsule_GetPointer(cap, CAPSULE_NAME);
     if (h == NULL)
         return NULL;
     return isp_buffer_views(cap, h->m.params, h->m.grads, h->m.masks, h->m.num_params,
                             h->m.num_prunable);
 }
 
-static PyObject *py_bert_set_training(PyObject *self, PyObject *args)
+static PyObject *py_model_set_training(PyObject *self, PyObject *args)
 {
     (void)self;
     PyObject *cap;
     int mode;
-    if (!PyArg_ParseTuple(args, "Op:bert_set_training", &cap, &mode))
+    if (!PyArg_ParseTuple(args, "Op:model_set_training", &cap, &mode))
         return NULL;
-    bert_handle *h = get_handle(cap);
+    model_handle *h = get_handle(cap);
     if (h == NULL)
         return NULL;
     h->m.training = mode;
     Py_RETURN_NONE;
 }
 
-static PyObject *py_bert_rng(PyObject *self, PyObject *args)
+static PyObject *py_model_rng(PyObject *self, PyObject *args)
 {
     (void)self;
     PyObject *cap;
     unsigned long long seed, step;
-    if (!PyArg_ParseTuple(args, "OO&O&:bert_rng", &cap, isp_conv_u64, &seed, isp_conv_u64,
+    if (!PyArg_ParseTuple(args, "OO&O&:model_rng", &cap, isp_conv_u64, &seed, isp_conv_u64,
                           &step))
         return NULL;
-    bert_handle *h = get_handle(cap);
+    model_handle *h = get_handle(cap);
     if (h == NULL)
         return NULL;
     h->m.seed = seed;
@@ -158,25 +169,25 @@ static PyObject *py_bert_rng(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-static PyObject *py_bert_rng_state(PyObject *self, PyObject *cap)
+static PyObject *py_model_rng_state(PyObject *self, PyObject *cap)
 {
     (void)self;
-    bert_handle *h = PyCapsule_GetPointer(cap, CAPSULE_NAME);
+    model_handle *h = PyCapsule_GetPointer(cap, CAPSULE_NAME);
     if (h == NULL)
         return NULL;
     return Py_BuildValue("(KK)", (unsigned long long)h->m.seed, (unsigned long long)h->m.step);
 }
 
-static PyObject *py_bert_copy(PyObject *self, PyObject *args)
+static PyObject *py_model_copy(PyObject *self, PyObject *args)
 {
     (void)self;
     PyObject *dcap, *scap;
-    if (!PyArg_ParseTuple(args, "OO:bert_copy", &dcap, &scap))
+    if (!PyArg_ParseTuple(args, "OO:model_copy", &dcap, &scap))
         return NULL;
-    bert_handle *d = get_handle(dcap);
+    model_handle *d = get_handle(dcap);
     if (d == NULL)
         return NULL;
-    bert_handle *s = get_handle(scap);
+    model_handle *s = get_handle(scap);
     if (s == NULL)
         return NULL;
     if (d == s)
@@ -197,11 +208,9 @@ static PyObject *py_bert_copy(PyObject *self, PyObject *args)
 /* ---- batches ---- */
 
 typedef struct {
-    const int32_t *ids, *types;
-    const uint8_t *amask;
+    clf_batch x;
     const void *labels;
-    int B, T;
-    void *own; /* copies of ids, types and labels: another thread cannot change them after the
+    void *own; /* copies of inputs, types and labels: another thread cannot change them after the
                   range checks while the GIL is released */
 } batch_args;
 
@@ -211,45 +220,55 @@ static void batch_free(batch_args *b)
     b->own = NULL;
 }
 
-static int parse_batch(bert_handle *h, PyObject *ido, PyObject *tto, PyObject *amo, PyObject *labo,
+/* xo: input_ids (B,T) int32, or pixel_values (B,3,IH,IH) float32 for an image model */
+static int parse_batch(model_handle *h, PyObject *xo, PyObject *tto, PyObject *amo, PyObject *labo,
                        batch_args *b)
 {
-    PyArrayObject *ids = isp_arg_array(ido, "input_ids", NPY_INT32, 2, NULL, ISP_ARR_CONTIG);
-    if (ids == NULL)
+    const clf_config *cfg = &h->m.cfg;
+    const int img = cfg->emb == CLF_EMB_PATCHES;
+    npy_intp pshape[4] = {ISP_ANY, 3, cfg->IH, cfg->IH};
+    PyArrayObject *x = img ? isp_arg_array(xo, "pixel_values", NPY_FLOAT32, 4, pshape, ISP_ARR_CONTIG)
+                           : isp_arg_array(xo, "input_ids", NPY_INT32, 2, NULL, ISP_ARR_CONTIG);
+    if (x == NULL)
         return 0;
-    b->B = (int)PyArray_DIM(ids, 0);
-    b->T = (int)PyArray_DIM(ids, 1);
-    if (PyArray_DIM(ids, 0) > (1 << 30) || PyArray_DIM(ids, 1) > (1 << 30)) {
-        PyErr_SetString(PyExc_ValueError, "input_ids: too large");
+    memset(b, 0, sizeof *b);
+    if (PyArray_DIM(x, 0) > (1 << 30) || (!img && PyArray_DIM(x, 1) > (1 << 30))) {
+        PyErr_SetString(PyExc_ValueError, img ? "pixel_values: too large" : "input_ids: too large");
         return 0;
     }
-    npy_intp shp[2] = {PyArray_DIM(ids, 0), PyArray_DIM(ids, 1)};
-    b->ids = NULL;
-    b->types = NULL;
-    b->amask = NULL;
-    b->labels = NULL;
-    b->own = NULL;
+    b->x.B = (int)PyArray_DIM(x, 0);
+    b->x.T = img ? clf_num_tokens(cfg, 0) : (int)PyArray_DIM(x, 1);
+    npy_intp shp[2] = {PyArray_DIM(x, 0), img ? 0 : PyArray_DIM(x, 1)};
+    if (img && (tto != Py_None || amo != Py_None)) {
+        PyErr_SetString(PyExc_ValueError, "an image model takes no token_type_ids or attention_mask");
+        return 0;
+    }
     PyArrayObject *t = NULL;
     if (tto != Py_None) {
         t = isp_arg_array(tto, "token_type_ids", NPY_INT32, 2, shp, ISP_ARR_CONTIG);
         if (t == NULL)
             return 0;
     }
-    /* one buffer: ids (B*T), types (B*T), labels (B), then the attention mask (B*T bytes) */
+    /* one buffer: inputs (B*T ids or the pixels), types (B*T), labels (B), then the attention
+       mask (B*T bytes) */
     const size_t BT = (size_t)shp[0] * (size_t)shp[1], nB = (size_t)shp[0];
-    char *own = malloc(sizeof(int32_t) * (2 * BT + nB) + BT + 1);
+    const size_t nx = img ? (size_t)PyArray_SIZE(x) : BT;
+    char *own = malloc(sizeof(int32_t) * (nx + BT + nB) + BT + 1);
     if (own == NULL) {
         PyErr_NoMemory();
         return 0;
     }
     b->own = own;
-    int32_t *idc = (int32_t *)own, *ttc = idc + BT, *labc = ttc + BT;
+    int32_t *ttc = (int32_t *)own + nx, *labc = ttc + BT;
     uint8_t *amc = (uint8_t *)(labc + nB);
-    memcpy(idc, PyArray_DATA(ids), sizeof(int32_t) * BT);
-    b->ids = idc;
+    memcpy(own, PyArray_DATA(x), 4 * nx); /* int32 ids or float32 pixels: 4 bytes */
+    if (img)
+        b->x.pix = (const float *)own;
+    else
+        b->x.ids = (const int32_t *)own;
     if (t != NULL) {
         memcpy(ttc, PyArray_DATA(t), sizeof(int32_t) * BT);
-        b->types = ttc;
+        b->x.types = ttc;
     }
     if (amo != Py_None) {
         PyArrayObject *a = isp_arg_array(amo, "attention_mask", NPY_UINT8, 2, shp, ISP_ARR_CONTIG);
@@ -264,22 +283,22 @@ static int parse_batch(bert_handle *h, PyObject *ido, PyObject *tto, PyObject *a
                              (long long)(i % (size_t)shp[1]));
                 goto fail;
             }
-        b->amask = amc;
+        b->x.amask = amc;
     }
-    isp_status st = bert_check_inputs(&h->m, b->ids, b->types, b->B, b->T);
+    isp_status st = clf_check_inputs(&h->m, &b->x);
     if (st != ISP_OK) {
         isp_raise(st);
         goto fail;
     }
     if (labo != NULL) {
         npy_intp ls[1] = {shp[0]};
-        int want = h->m.cfg.NL == 1 ? NPY_FLOAT32 : NPY_INT32;
+        int want = cfg->NL == 1 ? NPY_FLOAT32 : NPY_INT32;
         PyArrayObject *l = isp_arg_array(labo, "labels", want, 1, ls, ISP_ARR_CONTIG);
         if (l == NULL)
             goto fail;
         memcpy(labc, PyArray_DATA(l), sizeof(int32_t) * nB); /* int32 and float32: 4 bytes */
         b->labels = labc;
-        st = bert_check_labels(&h->m, b->labels, b->B);
+        st = clf_check_labels(&h->m, b->labels, b->x.B);
         if (st != ISP_OK) {
             isp_raise(st);
             goto fail;
@@ -291,19 +310,19 @@ fail:
     return 0;
 }
 
-static PyObject *py_bert_forward(PyObject *self, PyObject *args)
+static PyObject *py_model_forward(PyObject *self, PyObject *args)
 {
     (void)self;
     PyObject *cap, *ido, *tto, *amo;
-    if (!PyArg_ParseTuple(args, "OOOO:bert_forward", &cap, &ido, &tto, &amo))
+    if (!PyArg_ParseTuple(args, "OOOO:model_forward", &cap, &ido, &tto, &amo))
         return NULL;
-    bert_handle *h = get_handle(cap);
+    model_handle *h = get_handle(cap);
     if (h == NULL)
         return NULL;
     batch_args b;
     if (!parse_batch(h, ido, tto, amo, NULL, &b))
         return NULL;
-    npy_intp dims[2] = {b.B, h->m.cfg.NL};
+    npy_intp dims[2] = {b.x.B, h->m.cfg.NL};
     PyObject *out = PyArray_SimpleNew(2, dims, NPY_FLOAT32);
     if (out == NULL) {
         batch_free(&b);
@@ -313,7 +332,7 @@ static PyObject *py_bert_forward(PyObject *self, PyObject *args)
     isp_status st;
     h->busy = 1;
     Py_BEGIN_ALLOW_THREADS;
-    st = bert_forward(&h->m, lp, b.ids, b.types, b.amask, b.B, b.T);
+    st = clf_forward(&h->m, lp, &b.x);
     Py_END_ALLOW_THREADS;
     h->busy = 0;
     batch_free(&b);
@@ -324,15 +343,15 @@ static PyObject *py_bert_forward(PyObject *self, PyObject *args)
     return out;
 }
 
-static PyObject *py_bert_forward_backward(PyObject *self, PyObject *args)
+static PyObject *py_model_forward_backward(PyObject *self, PyObject *args)
 {
     (void)self;
     PyObject *cap, *ido, *tto, *amo, *labo;
     float smoothing;
-    if (!PyArg_ParseTuple(args, "OOOOOf:bert_forward_backward", &cap, &ido, &tto, &amo, &labo,
+    if (!PyArg_ParseTuple(args, "OOOOOf:model_forward_backward", &cap, &ido, &tto, &amo, &labo,
                           &smoothing))
         return NULL;
-    bert_handle *h = get_handle(cap);
+    model_handle *h = get_handle(cap);
     if (h == NULL)
         return NULL;
     if (!(smoothing >= 0.0f && smoothing <= 1.0f)) {
@@ -343,7 +362,7 @@ static PyObject *py_bert_forward_backward(PyObject *self, PyObject *args)
     batch_args b;
     if (!parse_batch(h, ido, tto, amo, labo, &b))
         return NULL;
-    npy_intp dims[2] = {b.B, h->m.cfg.NL};
+    npy_intp dims[2] = {b.x.B, h->m.cfg.NL};
     PyObject *out = PyArray_SimpleNew(2, dims, NPY_FLOAT32);
     if (out == NULL) {
         batch_free(&b);
@@ -354,8 +373,7 @@ static PyObject *py_bert_forward_backward(PyObject *self, PyObject *args)
     isp_status st;
     h->busy = 1;
     Py_BEGIN_ALLOW_THREADS;
-    st = bert_forward_backward(&h->m, &loss, lp, b.ids, b.types, b.amask, b.labels, b.B, b.T,
-                               smoothing);
+    st = clf_forward_backward(&h->m, &loss, lp, &b.x, b.labels, smoothing);
     Py_END_ALLOW_THREADS;
     h->busy = 0;
     batch_free(&b);
@@ -376,7 +394,7 @@ typedef struct {
     adamw_hparams hp;
 } opt_args;
 
-static int parse_opt(bert_handle *h, PyObject *mo, PyObject *vo, PyObject *sego, PyObject *deco,
+static int parse_opt(model_handle *h, PyObject *mo, PyObject *vo, PyObject *sego, PyObject *deco,
                      double lr, double b1, double b2, double eps, double wd, long long step,
                      double max_norm, opt_args *o)
 {
@@ -435,16 +453,16 @@ static int parse_opt(bert_handle *h, PyObject *mo, PyObject *vo, PyObject *sego,
     return 1;
 }
 
-static PyObject *py_bert_adamw(PyObject *self, PyObject *args)
+static PyObject *py_model_adamw(PyObject *self, PyObject *args)
 {
     (void)self;
     PyObject *cap, *mo, *vo, *sego, *deco;
     double lr, b1, b2, eps, wd, max_norm;
     long long step;
-    if (!PyArg_ParseTuple(args, "OOOOOdddddLd:bert_adamw", &cap, &mo, &vo, &sego, &deco, &lr, &b1,
+    if (!PyArg_ParseTuple(args, "OOOOOdddddLd:model_adamw", &cap, &mo, &vo, &sego, &deco, &lr, &b1,
                           &b2, &eps, &wd, &step, &max_norm))
         return NULL;
-    bert_handle *h = get_handle(cap);
+    model_handle *h = get_handle(cap);
     if (h == NULL)
         return NULL;
     opt_args o;
@@ -463,18 +481,18 @@ static PyObject *py_bert_adamw(PyObject *self, PyObject *args)
     return PyFloat_FromDouble(norm);
 }
 
-static PyObject *py_bert_train_step(PyObject *self, PyObject *args)
+static PyObject *py_model_train_step(PyObject *self, PyObject *args)
 {
     (void)self;
     PyObject *cap, *mo, *vo, *sego, *deco, *ido, *tto, *amo, *labo;
     double lr, b1, b2, eps, wd, max_norm;
     long long step;
     float smoothing;
-    if (!PyArg_ParseTuple(args, "OOOOOdddddLdOOOOf:bert_train_step", &cap, &mo, &vo, &sego, &deco,
+    if (!PyArg_ParseTuple(args, "OOOOOdddddLdOOOOf:model_train_step", &cap, &mo, &vo, &sego, &deco,
                           &lr, &b1, &b2, &eps, &wd, &step, &max_norm, &ido, &tto, &amo, &labo,
                           &smoothing))
         return NULL;
-    bert_handle *h = get_handle(cap);
+    model_handle *h = get_handle(cap);
     if (h == NULL)
         return NULL;
     opt_args o;
@@ -492,8 +510,8 @@ static PyObject *py_bert_train_step(PyObject *self, PyObject *args)
     isp_status st;
     h->busy = 1;
     Py_BEGIN_ALLOW_THREADS;
-    st = bert_train_step(&h->m, &loss, &norm, o.m, o.v, o.seg, o.decay, o.S, &o.hp, b.ids, b.types,
-                         b.amask, b.labels, b.B, b.T, smoothing);
+    st = clf_train_step(&h->m, &loss, &norm, o.m, o.v, o.seg, o.decay, o.S, &o.hp, &b.x, b.labels,
+                        smoothing);
     Py_END_ALLOW_THREADS;
     h->busy = 0;
     batch_free(&b);
@@ -917,21 +935,24 @@ static PyObject *py_op_encoder(PyObject *self, PyObject *args)
 }
 
 PyMethodDef isp_encoder_methods[] = {
-    {"bert_new", py_bert_new, METH_VARARGS,
-     "bert_new(V, TP, TV, NL, L, C, NH, F, act, eps, p_hidden, p_attn, p_cls, pad_id) -> handle"},
-    {"bert_tensors", py_bert_tensors, METH_O, "[(name, offset, size)] of the parameter layout"},
-    {"bert_buffers", py_bert_buffers, METH_O,
+    {"model_new", (PyCFunction)(void (*)(void))py_model_new, METH_VARARGS | METH_KEYWORDS,
+     "model_new(V, TP, TV, NL, L, C, NH, F, act, eps, p_hidden, p_attn, p_cls, pad_id, *, "
+     "prenorm, patches, image_size, patch_size, pad_positions, final_ln, head, head_dropin) -> "
+     "handle of an encoder classifier (csrc/classifier.h)"},
+    {"model_tensors", py_model_tensors, METH_O, "[(name, offset, size)] of the parameter layout"},
+    {"model_buffers", py_model_buffers, METH_O,
      "(params, grads, masks) views of the model's buffers"},
-    {"bert_set_training", py_bert_set_training, METH_VARARGS, "dropout on/off"},
-    {"bert_rng", py_bert_rng, METH_VARARGS, "bert_rng(handle, seed, step): set the dropout RNG"},
-    {"bert_rng_state", py_bert_rng_state, METH_O, "(seed, step) of the dropout RNG"},
-    {"bert_copy", py_bert_copy, METH_VARARGS, "bert_copy(dst, src): params and masks"},
-    {"bert_forward", py_bert_forward, METH_VARARGS, "logits (B,NL)"},
-    {"bert_forward_backward", py_bert_forward_backward, METH_VARARGS,
+    {"model_set_training", py_model_set_training, METH_VARARGS, "dropout on/off"},
+    {"model_rng", py_model_rng, METH_VARARGS, "model_rng(handle, seed, step): set the dropout RNG"},
+    {"model_rng_state", py_model_rng_state, METH_O, "(seed, step) of the dropout RNG"},
+    {"model_copy", py_model_copy, METH_VARARGS, "model_copy(dst, src): params and masks"},
+    {"model_forward", py_model_forward, METH_VARARGS,
+     "model_forward(handle, input_ids or pixel_values, token_type_ids, attention_mask) -> logits (B,NL)"},
+    {"model_forward_backward", py_model_forward_backward, METH_VARARGS,
      "(loss, logits); fills grads"},
-    {"bert_adamw", py_bert_adamw, METH_VARARGS,
+    {"model_adamw", py_model_adamw, METH_VARARGS,
      "masked AdamW step on the model's grads -> grad norm"},
-    {"bert_train_step", py_bert_train_step, METH_VARARGS, "fused step -> (loss, grad norm)"},
+    {"model_train_step", py_model_train_step, METH_VARARGS, "fused step -> (loss, grad norm)"},
     {"op_layernorm", py_op_layernorm, METH_VARARGS, "test binding"},
     {"op_layernorm_backward", py_op_layernorm_backward, METH_VARARGS, "test binding"},
     {"op_act", py_op_act, METH_VARARGS, "test binding"},

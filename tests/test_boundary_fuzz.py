@@ -180,7 +180,7 @@ def test_soup_average_bad_arguments():
 # ---- encoder family -------------------------------------------------------------------------
 
 def _bert(NL=3):
-    return _C.bert_new(50, 8, 2, NL, 1, 8, 2, 16, 0, 1e-12, 0.1, 0.1, 0.1, 0)
+    return _C.model_new(50, 8, 2, NL, 1, 8, 2, 16, 0, 1e-12, 0.1, 0.1, 0.1, 0)
 
 
 def test_bert_new_bad_configs():
@@ -191,8 +191,8 @@ def test_bert_new_bad_configs():
         for v in vals:
             args = list(good)
             args[i] = v
-            bad(_C.bert_new, *args)
-    bad(_C.bert_new, 2**30, 2**30, 2, 3, 2**20, 2**15, 2, 2**20, 0, 1e-12, 0.1, 0.1, 0.1, 0)
+            bad(_C.model_new, *args)
+    bad(_C.model_new, 2**30, 2**30, 2, 3, 2**20, 2**15, 2, 2**20, 0, 1e-12, 0.1, 0.1, 0.1, 0)
 
 
 def _opt_args(h, n):
@@ -201,43 +201,43 @@ def _opt_args(h, n):
 
 def test_bert_bad_calls():
     h = _bert()
-    params, grads, masks = _C.bert_buffers(h)
+    params, grads, masks = _C.model_buffers(h)
     n = params.size
     ids = np.ones((2, 4), i32)
     tt = np.zeros((2, 4), i32)
     am = np.ones((2, 4), u8)
     y = np.array([0, 2], i32)
-    _C.bert_forward(h, ids, tt, am)
-    _C.bert_forward_backward(h, ids, None, None, y, 0.0)
+    _C.model_forward(h, ids, tt, am)
+    _C.model_forward_backward(h, ids, None, None, y, 0.0)
     for j in junk((2, 4), i32):
-        bad(_C.bert_forward, h, j, tt, am)
+        bad(_C.model_forward, h, j, tt, am)
     for j in list(junk((2, 4), i32))[1:]:
-        bad(_C.bert_forward, h, ids, j, am)
+        bad(_C.model_forward, h, ids, j, am)
     for j in list(junk((2, 4), u8))[1:]:
-        bad(_C.bert_forward, h, ids, tt, j)
+        bad(_C.model_forward, h, ids, tt, j)
     for arr in (np.zeros((0, 4), i32), np.zeros((2, 0), i32), zeros_huge(0, 2**40, dtype=i32),
                 zeros_huge(2**40, 0, dtype=i32), np.zeros((1, 9), i32), np.full((2, 4), 50, i32),
                 np.full((2, 4), -1, i32), np.full((2, 4), 2**31 - 1, i32)):
-        bad(_C.bert_forward, h, arr, None, None)
-    bad(_C.bert_forward, h, ids, np.full((2, 4), 2, i32), None)
-    bad(_C.bert_forward, h, ids, np.full((2, 4), -1, i32), None)
-    bad(_C.bert_forward, h, ids, None, np.full((2, 4), 2, u8))
-    bad(_C.bert_forward, None, ids, None, None)
-    bad(_C.bert_forward, "capsule", ids, None, None)
-    bad(_C.bert_forward, _C.clipt_new if False else object(), ids, None, None)
+        bad(_C.model_forward, h, arr, None, None)
+    bad(_C.model_forward, h, ids, np.full((2, 4), 2, i32), None)
+    bad(_C.model_forward, h, ids, np.full((2, 4), -1, i32), None)
+    bad(_C.model_forward, h, ids, None, np.full((2, 4), 2, u8))
+    bad(_C.model_forward, None, ids, None, None)
+    bad(_C.model_forward, "capsule", ids, None, None)
+    bad(_C.model_forward, _C.clipt_new if False else object(), ids, None, None)
     for yb in (np.array([0, 3], i32), np.array([-1, 0], i32), np.array([0], i32), y.astype(np.int64),
                y.astype(f32), None, [0, 1], np.array([0, 1, 2], i32)[::2].copy()[:1]):
-        bad(_C.bert_forward_backward, h, ids, None, None, yb, 0.0)
+        bad(_C.model_forward_backward, h, ids, None, None, yb, 0.0)
     for s in (-0.1, 1.5, math.nan, math.inf):
-        bad(_C.bert_forward_backward, h, ids, None, None, y, s)
+        bad(_C.model_forward_backward, h, ids, None, None, y, s)
     hr = _bert(NL=1)
-    bad(_C.bert_forward_backward, hr, ids, None, None, np.array([0, np.nan], f32), 0.0)
-    bad(_C.bert_forward_backward, hr, ids, None, None, np.array([0, np.inf], f32), 0.0)
-    bad(_C.bert_forward_backward, hr, ids, None, None, y, 0.0)
+    bad(_C.model_forward_backward, hr, ids, None, None, np.array([0, np.nan], f32), 0.0)
+    bad(_C.model_forward_backward, hr, ids, None, None, np.array([0, np.inf], f32), 0.0)
+    bad(_C.model_forward_backward, hr, ids, None, None, y, 0.0)
     # AdamW / train step
     m, v, seg, dec = _opt_args(h, n)
     hp = [1e-3, 0.9, 0.999, 1e-8, 0.01, 1, 1.0]
-    _C.bert_adamw(h, m, v, seg, dec, *hp)
+    _C.model_adamw(h, m, v, seg, dec, *hp)
     variants = [
         (m[:-1], v, seg, dec), (m, v[:-1], seg, dec), (m, m, seg, dec), (m, v, seg[:1], dec),
         (m, v, np.array([0, n + 1], i64), dec), (m, v, np.array([1, n], i64), dec),
@@ -247,29 +247,29 @@ def test_bert_bad_calls():
         (None, v, seg, dec), (m, v, seg, None),
     ]
     for var in variants:
-        bad(_C.bert_adamw, h, *var, *hp)
-        bad(_C.bert_train_step, h, *var, *hp, ids, None, None, y, 0.0)
+        bad(_C.model_adamw, h, *var, *hp)
+        bad(_C.model_train_step, h, *var, *hp, ids, None, None, y, 0.0)
     for i, vals in enumerate([(-1, math.nan), (1.0, -0.1, math.nan), (1.0, math.nan), (-1, math.nan), (-1, math.nan),
                               (0, -1), (math.nan,)]):
         for val in vals:
             h2 = list(hp)
             h2[i] = val
-            bad(_C.bert_adamw, h, m, v, seg, dec, *h2)
-            bad(_C.bert_train_step, h, m, v, seg, dec, *h2, ids, None, None, y, 0.0)
-    bad(_C.bert_train_step, h, m, v, seg, dec, *hp, np.full((2, 4), 99, i32), None, None, y, 0.0)
-    bad(_C.bert_train_step, h, m, v, seg, dec, *hp, ids, None, None, np.array([7, 0], i32), 0.0)
-    bad(_C.bert_train_step, h, m, v, seg, dec, *hp, ids, None, None, y, 2.0)
+            bad(_C.model_adamw, h, m, v, seg, dec, *h2)
+            bad(_C.model_train_step, h, m, v, seg, dec, *h2, ids, None, None, y, 0.0)
+    bad(_C.model_train_step, h, m, v, seg, dec, *hp, np.full((2, 4), 99, i32), None, None, y, 0.0)
+    bad(_C.model_train_step, h, m, v, seg, dec, *hp, ids, None, None, np.array([7, 0], i32), 0.0)
+    bad(_C.model_train_step, h, m, v, seg, dec, *hp, ids, None, None, y, 2.0)
     # copy between different configs / wrong capsules
-    bad(_C.bert_copy, h, hr)
-    bad(_C.bert_copy, h, None)
+    bad(_C.model_copy, h, hr)
+    bad(_C.model_copy, h, None)
     for seed in (-1, 2**64, 1.5, None):
-        bad(_C.bert_rng, h, seed, 0)
-        bad(_C.bert_rng, h, 0, seed)
+        bad(_C.model_rng, h, seed, 0)
+        bad(_C.model_rng, h, 0, seed)
         bad(_C.clipv_rng, _clipv(), seed, 0)
-    _C.bert_rng(h, 2**64 - 1, 3)
-    assert _C.bert_rng_state(h) == (2**64 - 1, 3)
-    bad(_C.bert_tensors, None)
-    bad(_C.bert_buffers, 3)
+    _C.model_rng(h, 2**64 - 1, 3)
+    assert _C.model_rng_state(h) == (2**64 - 1, 3)
+    bad(_C.model_tensors, None)
+    bad(_C.model_buffers, 3)
 
 
 def test_op_bindings_bad_arguments():
@@ -374,7 +374,7 @@ def test_clip_kernels_bad_arguments():
 def test_huge_configs_are_refused():
     # parameter counts that overflow int64 must be a clear error, not a wrapped allocation
     for L, C, F in ((2**31 - 1, 2**28, 2**30), (2**24, 2**20, 2**20), (2**31 - 1, 2**15, 2**15)):
-        bad(_C.bert_new, 50, 8, 2, 3, L, C, 1, F, 0, 1e-12, 0.1, 0.1, 0.1, 0)
+        bad(_C.model_new, 50, 8, 2, 3, L, C, 1, F, 0, 1e-12, 0.1, 0.1, 0.1, 0)
         bad(_C.clipv_new, L, C, 1, F, 0, 1e-5, 0.0, 8, 4, 4, 0)
         bad(_C.clipt_new, L, C, 1, F, 0, 1e-5, 50, 8, 4, 1)
 
@@ -423,7 +423,7 @@ def test_clip_models_bad_calls():
     bad(_C.clipv_forward_backward, h0, px, np.array([0, 2], i32), 0.0)
     bad(_C.clipv_copy, h, h0)
     bad(_C.clipv_copy, h, _bert())
-    bad(_C.bert_forward, h, np.ones((1, 2), i32), None, None)  # a capsule of the wrong kind
+    bad(_C.model_forward, h, np.ones((1, 2), i32), None, None)  # a capsule of the wrong kind
     n = _C.clipv_buffers(h)[0].size
     m, v, seg, dec = _opt_args(h, n)
     hp = [1e-3, 0.9, 0.999, 1e-8, 0.01, 1, 1.0]
@@ -609,11 +609,11 @@ def test_error_paths_keep_reference_counts():
         bad(_C.mask_vote_select, out, masks, False, [4, 6], 3)
         bad(_C.mask_combine, out, masks, 10, False, "union")
         bad(_C.soup_average, np.zeros(4, f32), xs)
-        bad(_C.bert_forward, h, ids, None, None)
-        bad(_C.bert_forward_backward, h, np.ones((2, 4), i32), None, None, y[:1], 0.0)
-        _C.bert_forward_backward(h, np.ones((2, 4), i32), None, None, y, 0.0)
-        _C.bert_buffers(h)
-        _C.bert_tensors(h)
+        bad(_C.model_forward, h, ids, None, None)
+        bad(_C.model_forward_backward, h, np.ones((2, 4), i32), None, None, y[:1], 0.0)
+        _C.model_forward_backward(h, np.ones((2, 4), i32), None, None, y, 0.0)
+        _C.model_buffers(h)
+        _C.model_tensors(h)
     gc.collect()  # pytest.raises keeps tracebacks (frames -> arguments) in reference cycles
     assert [sys.getrefcount(o) for o in objs] == before
 

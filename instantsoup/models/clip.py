@@ -30,6 +30,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from instantsoup._native import _C
+from instantsoup.models.base import EngineModel
 from instantsoup.models.views import load_views, set_mask_views
 from instantsoup.data.vision import check_pixel_values
 from instantsoup.models.clip_config import (CLIPConfig, read_checkpoint, text_param_shapes, vision_param_shapes,
@@ -168,7 +169,7 @@ class CLIPTextTower:
         return _C.clipt_encode(self._h, np.ascontiguousarray(ids, dtype=np.int32), am)
 
 
-class CLIPModel:
+class CLIPModel(EngineModel):
     """A CLIP checkpoint set up to fine-tune and prune its vision tower (see module docstring).
 
     Parameters live in one C buffer; :meth:`state_dict`, :attr:`grads` and :attr:`masks` are views
@@ -482,15 +483,15 @@ class CLIPModel:
         decay.append(cur)
         return np.asarray(bounds, dtype=np.int64), np.asarray(decay, dtype=np.uint8)
 
-    def _c_adamw(self, exp_avg, exp_avg_sq, seg, decay, lr, beta1, beta2, eps, weight_decay, step,
-                 max_norm) -> float:
-        """One masked AdamW step on ``grads`` (instantsoup.AdamW's hook) -> grad norm before clipping."""
+    def _adamw_step(self, exp_avg, exp_avg_sq, seg, decay, lr, beta1, beta2, eps, weight_decay, step,
+                    max_norm) -> float:
+        """One masked AdamW step on ``grads`` (instantsoup.AdamW's entry point) -> grad norm before clipping."""
         return _C.clipv_adamw(self._h, exp_avg, exp_avg_sq, seg, decay, float(lr), float(beta1), float(beta2),
                               float(eps), float(weight_decay), int(step), float(max_norm))
 
-    def _c_train_step(self, exp_avg, exp_avg_sq, seg, decay, lr, beta1, beta2, eps, weight_decay, step, max_norm,
-                      batch, labels, label_smoothing=0.0) -> tuple[float, float]:
-        """Fused forward + backward + clip + AdamW + re-mask (instantsoup.AdamW's hook) -> (loss, norm)."""
+    def _train_step(self, exp_avg, exp_avg_sq, seg, decay, hp, batch, labels, label_smoothing=0.0) -> tuple[float, float]:
+        """Fused forward + backward + clip + AdamW + re-mask (instantsoup.AdamW's entry point) -> (loss, norm)."""
+        lr, beta1, beta2, eps, weight_decay, step, max_norm = hp
         px = self._pixels(batch)
         y = self._labels(labels, px.shape[0])
         return _C.clipv_train_step(self._h, exp_avg, exp_avg_sq, seg, decay, float(lr), float(beta1),
