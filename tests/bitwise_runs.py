@@ -57,16 +57,16 @@ def run_all(threads: int = 2) -> dict[str, str]:
             (d / "bert").mkdir()
             build_tiny_bert(d / "bert")
             model = instantsoup.load_model(d / "bert", num_labels=2, seed=0)
-            s = Settings(train=TrainSettings(batch_size=16, lr=5e-3, epochs=4, seed=1),
-                         prune=PruneSettings(method="isp", sparsity=0.5, step=0.25, t=2, denoisers=2, lookahead=2))
+            s = Settings(train=TrainSettings(batch_size=16, lr=5e-3, epochs=2, seed=1),
+                         prune=PruneSettings(method="isp", sparsity=0.5, step=0.5, t=2, denoisers=2, lookahead=2))
             t = methods.instant_soup(model, make_tiny_task(), s, progress=False)
             out["bert_isp"] = _digest(t.masks, model.state_dict())
             (d / "clip").mkdir()
             tiny_clip(d / "clip", tokenizer=False)  # (a trained BPE vocabulary varies run to run)
             ds, task = colour_task(np.random.default_rng(1234))
             model = instantsoup.load_model(d / "clip", num_labels=3, seed=0)  # a linear-probe head
-            s = Settings(train=TrainSettings(batch_size=16, lr=1e-3, epochs=4, seed=1),
-                         prune=PruneSettings(method="isp", sparsity=0.5, step=0.25, t=2, denoisers=2, lookahead=2))
+            s = Settings(train=TrainSettings(batch_size=16, lr=1e-3, epochs=2, seed=1),
+                         prune=PruneSettings(method="isp", sparsity=0.5, step=0.5, t=2, denoisers=2, lookahead=2))
             t = methods.instant_soup(model, task, s, progress=False)
             out["clip_isp"] = _digest(t.masks, model.state_dict())
     finally:
