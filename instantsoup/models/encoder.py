@@ -68,6 +68,8 @@ class Family:
     check:        extra config refusals: dict -> None (raises ValueError).
     image:        True: the model takes pixel_values (B, 3, H, W); else input_ids.
     absent:       EncoderConfig fields the family's config.json does not have (not exported).
+    aliases:      (new, old) name fragments: checkpoints written by newer transformers that renamed
+                  modules load under the published (older) names, which we write back.
     """
 
     model_type: str
@@ -85,6 +87,7 @@ class Family:
     check: Callable[[Mapping[str, Any]], None] | None = None
     image: bool = False
     absent: tuple[str, ...] = ("image_size", "patch_size")
+    aliases: tuple[tuple[str, str], ...] = ()
 
 
 _REGISTRY: dict[str, Family] = {}
@@ -372,6 +375,8 @@ def _normalise_key(fam: Family, key: str) -> str | None:
         key = key[: -len(".gamma")] + ".weight"
     elif key.endswith(".beta"):
         key = key[: -len(".beta")] + ".bias"
+    for new, old in fam.aliases:
+        key = key.replace(new, old)
     if key.startswith(fam.base_prefixes):
         key = fam.prefix + key
     if key.endswith("embeddings.position_ids") or key.endswith("embeddings.token_type_ids"):

@@ -33,4 +33,9 @@ VIT = register(Family(
     defaults={"image_size": 224, "patch_size": 16, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
               "type_vocab_size": 0, "vocab_size": 0, "max_position_embeddings": 0, "pad_token_id": None},
     base_prefixes=("embeddings.", "encoder.", "layernorm."), ignore=("vit.pooler.", "pooler."), check=_check, image=True,
+    # transformers 5 renamed ViT's modules; the published checkpoints (and our exports) use the old names
+    aliases=(("vit.layers.", "vit.encoder.layer."), ("layers.", "encoder.layer."),
+             ("attention.q_proj", "attention.attention.query"), ("attention.k_proj", "attention.attention.key"),
+             ("attention.v_proj", "attention.attention.value"), ("attention.o_proj", "attention.output.dense"),
+             ("mlp.fc1", "intermediate.dense"), ("mlp.fc2", "output.dense")),
     absent=("vocab_size", "max_position_embeddings", "type_vocab_size", "pad_token_id", "classifier_dropout")))

@@ -1,0 +1,197 @@
+"""Parity of every encoder family with transformers (torch 2.13 CPU, float32), with the tolerances of
+the BERT tests (tests/test_engine_parity.py): logits and loss 1e-5, every gradient 1e-4 relative, 10
+masked AdamW steps; exports load in the matching AutoModelFor... class with our logits; ISP and OMP
+run end to end on a tiny checkpoint of each."""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+import instantsoup  # noqa: E402
+from family_helpers import (FAMILIES, hf_logits_loss, is_layernorm, make_batch, make_family,  # noqa: E402
+                            named_parameters, published_name)
+
+NAMES = list(FAMILIES)
+
+
+def assert_grads_close(model, hf, rtol=1e-4):
+    named = named_parameters(hf)
+    assert set(model.grads) == set(named)
+    for k, g in model.grads.items():
+        tg = named[k].grad.numpy()
+        err = np.abs(g - tg).max()
+        assert err <= rtol * np.abs(tg).max() + 1e-7, (k, err, np.abs(tg).max())
+
+
+@pytest.mark.parametrize("family", NAMES)
+@pytest.mark.parametrize("num_labels", [3, 1])
+def test_forward_loss_grads(tmp_path, family, num_labels):
+    if num_labels == 1 and family in ("xlm-roberta", "vit"):
+        pytest.skip("regression is covered by the other families")
+    hf = make_family(family, tmp_path, num_labels=num_labels)
+    model = instantsoup.load_model(tmp_path)
+    assert model.kind == family and model.num_labels == num_labels
+    batch, y = make_batch(family, np.random.default_rng(1), num_labels)
+    loss_t, logits_t = hf_logits_loss(hf, batch, y)
+    loss_t.backward()
+    np.testing.assert_allclose(model.forward(batch), logits_t.detach().numpy(), rtol=1e-5, atol=1e-5)
+    loss = model.forward_backward(batch, y)
+    assert abs(loss - loss_t.item()) <= 1e-5 * max(1.0, abs(loss_t.item()))
+    assert_grads_close(model, hf)
+    named = named_parameters(hf)  # the state dict is the HF one
+    assert set(model.state_dict()) == set(named)
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, named[k].detach().numpy())
+    # the prunable weights: q, k, v, attention output, both feed-forward weights of every layer
+    assert len(model.prunable_names) == 6 * hf.config.num_hidden_layers
+    assert all(model.state_dict()[k].ndim == 2 and k.endswith(".weight") for k in model.prunable_names)
+
+
+def torch_adamw_run(hf, batches, lrs, wd, max_norm, masks):
+    no = [p for n, p in hf.named_parameters() if n.endswith("bias") or is_layernorm(n)]
+    decay = [p for n, p in hf.named_parameters() if not (n.endswith("bias") or is_layernorm(n))]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": wd}, {"params": no, "weight_decay": 0.0}],
+                            lr=lrs[0], betas=(0.9, 0.98), eps=1e-6)
+    named = named_parameters(hf)
+    with torch.no_grad():
+        for k, m in masks.items():
+            named[k].mul_(torch.tensor(m, dtype=torch.float32))
+    for (batch, y), lr in zip(batches, lrs):
+        opt.zero_grad()
+        loss, _ = hf_logits_loss(hf, batch, y)
+        loss.backward()
+        for k, m in masks.items():
+            named[k].grad.mul_(torch.tensor(m, dtype=torch.float32))
+        torch.nn.utils.clip_grad_norm_(hf.parameters(), max_norm)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        opt.step()
+        with torch.no_grad():
+            for k, m in masks.items():
+                named[k].mul_(torch.tensor(m, dtype=torch.float32))
+
+
+@pytest.mark.parametrize("family", NAMES)
+def test_masked_adamw_steps(tmp_path, family):
+    hf = make_family(family, tmp_path)
+    model = instantsoup.load_model(tmp_path)
+    rng = np.random.default_rng(3)
+    masks = {k: (rng.random(v.shape) > 0.4).astype(np.uint8) for k, v in model.masks.items()}
+    model.set_masks(masks)
+    batches = [make_batch(family, rng) for _ in range(10)]
+    lrs = [1e-3 * (1 - i / 12) for i in range(10)]
+    opt = instantsoup.AdamW(model, lr=lrs[0], betas=(0.9, 0.98), eps=1e-6, weight_decay=0.1)
+    for i, ((batch, y), lr) in enumerate(zip(batches, lrs)):
+        if i % 2:  # the fused step and forward_backward + step are the same update
+            opt.train_step(batch, y, lr=lr, max_grad_norm=0.5)
+        else:
+            model.forward_backward(batch, y)
+            opt.step(lr=lr, max_grad_norm=0.5)
+    torch_adamw_run(hf, batches, lrs, 0.1, 0.5, masks)
+    named = named_parameters(hf)
+    for k, v in model.state_dict().items():
+        t = named[k].detach().numpy()
+        # the patch embedding sums over long reductions, amplified by Adam (as CLIP's test)
+        tol = 3e-4 if k.endswith("projection.weight") else 1e-4
+        err = np.abs(v - t).max()
+        assert err <= tol * max(1.0, np.abs(t).max()), (k, err)
+    sd = model.state_dict()
+    for k, m in masks.items():
+        assert np.all(sd[k][m == 0] == 0.0)
+        o, shape = model.param_offsets()[k]
+        n = math.prod(shape)
+        assert np.all(opt.exp_avg[o:o + n].reshape(shape)[m == 0] == 0.0)
+
+
+@pytest.mark.parametrize("family", NAMES)
+def test_export_loads_in_transformers_with_our_logits(tmp_path, family):
+    make_family(family, tmp_path / "src")
+    model = instantsoup.load_model(tmp_path / "src", num_labels=4, seed=5)  # a new 4-way head
+    rng = np.random.default_rng(6)
+    model.set_masks({k: (rng.random(v.shape) > 0.5).astype(np.uint8) for k, v in model.masks.items()})
+    model.save_pretrained(tmp_path / "out")
+    auto = transformers.AutoModelForImageClassification if family == "vit" else \
+        transformers.AutoModelForSequenceClassification
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        back = auto.from_pretrained(tmp_path / "out").eval()
+    assert type(back).__name__ == FAMILIES[family][1]
+    batch, _ = make_batch(family, rng, 4)
+    with torch.no_grad():
+        ref = back(**{k: torch.tensor(v) for k, v in batch.items()}).logits.numpy()
+    np.testing.assert_allclose(model.forward(batch), ref, rtol=1e-5, atol=1e-5)
+    again = instantsoup.load_model(tmp_path / "out")
+    assert again.kind == family and again.num_labels == 4
+    np.testing.assert_array_equal(again.forward(batch), model.forward(batch))
+
+
+@pytest.mark.parametrize("family", ["roberta", "distilbert", "vit"])
+def test_a_base_checkpoint_loads_with_a_new_head(tmp_path, family):
+    # a base model (RobertaModel, DistilBertModel, ViTModel) has no classification head and its
+    # keys lack the model prefix; RoBERTa's and ViT's pooler are not part of the classifier
+    hf = make_family(family, tmp_path / "cls")
+    base = getattr(transformers, FAMILIES[family][1].replace("ForSequenceClassification", "Model")
+                   .replace("ForImageClassification", "Model"))(hf.config)
+    base.save_pretrained(tmp_path / "base")
+    model = instantsoup.load_model(tmp_path / "base", num_labels=2, seed=0)
+    assert model.num_labels == 2
+    sd = {published_name(k): v for k, v in base.state_dict().items()}
+    prefix = {"roberta": "roberta.", "distilbert": "distilbert.", "vit": "vit."}[family]
+    for k, v in model.state_dict().items():
+        if k.startswith(prefix):
+            np.testing.assert_array_equal(v, sd[k[len(prefix):]].numpy())
+
+
+@pytest.mark.parametrize("family", NAMES)
+def test_isp_and_omp_end_to_end(tmp_path, family):
+    from instantsoup import methods
+    from instantsoup.config import PruneSettings, Settings, TrainSettings
+
+    make_family(family, tmp_path / "ck", num_labels=2, dropout=0.1)
+    task = tiny_task(family)
+    for method, prune in (("isp", dict(sparsity=0.5, step=0.5, t=2, denoisers=2, lookahead=2)),
+                          ("omp", dict(sparsity=0.5))):
+        model = instantsoup.load_model(tmp_path / "ck", num_labels=2, seed=0)
+        s = Settings(train=TrainSettings(batch_size=16, lr=1e-3, epochs=2, seed=1),
+                     prune=PruneSettings(method=method, **prune))
+        run = getattr(methods, {"isp": "instant_soup", "omp": "one_shot"}[method])
+        ticket = run(model, task, s, run_dir=tmp_path / method, progress=False)
+        total = sum(m.size for m in ticket.masks.values())
+        kept = sum(int(np.count_nonzero(m)) for m in ticket.masks.values())
+        assert abs(kept - 0.5 * total) <= 1 and set(ticket.masks) == set(model.prunable_names)
+        out = tmp_path / method / "ticket" / "checkpoint"
+        auto = transformers.AutoModelForImageClassification if family == "vit" else \
+            transformers.AutoModelForSequenceClassification
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            back = auto.from_pretrained(out)
+        sd = {published_name(k): v for k, v in back.state_dict().items()}
+        for k, m in ticket.masks.items():
+            assert (sd[k].numpy()[m == 0] == 0).all()
+
+
+def tiny_task(family: str):
+    """A learnable toy task for a text family (conftest's), or a colour task of 16x16 images."""
+    from conftest import make_tiny_task
+
+    if family != "vit":
+        pad = FAMILIES[family][2].get("pad_token_id", 0)
+        return make_tiny_task(n_train=64, n_val=16, n_test=16, pad_id=pad)
+    from instantsoup.data.vision import ImageDataset, ImageProcessor, ImageSplit
+    from instantsoup.train import TaskData, accuracy_metric
+
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 90, (96, 20, 20, 3), dtype=np.uint8)
+    labels = rng.integers(0, 2, 96)
+    for i, y in enumerate(labels):
+        imgs[i, :, :, y] += 150
+    ds = ImageDataset(imgs, labels, ["red", "green"], ["a photo of a {} thing."], name="colours")
+    split = ImageSplit(ds, ImageProcessor(shortest_edge=16, crop_size=(16, 16)))
+    return TaskData("colours", split.take(np.arange(64)), split.take(np.arange(64, 80)), accuracy_metric,
+                    num_labels=2, test=split.take(np.arange(80, 96)))
