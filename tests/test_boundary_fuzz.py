@@ -183,9 +183,10 @@ def _bert(NL=3):
     return _C.model_new(50, 8, 2, NL, 1, 8, 2, 16, 0, 1e-12, 0.1, 0.1, 0.1, 0)
 
 
-def test_bert_new_bad_configs():
+def test_model_new_bad_configs():
     good = [50, 8, 2, 3, 1, 8, 2, 16, 0, 1e-12, 0.1, 0.1, 0.1, 0]
-    for i, vals in enumerate([(0, -1, 2**31), (0, -5), (0, -1), (0, -2), (0, -1), (0, -8, 7), (0, 3, -2),
+    # type_vocab_size 0 is valid (DistilBERT has no token types)
+    for i, vals in enumerate([(0, -1, 2**31), (0, -5), (-1, -3), (0, -2), (0, -1), (0, -8, 7), (0, 3, -2),
                               (0, -1), (-1, 99, None, "gelu"), (0.0, -1.0, math.nan, math.inf),
                               (1.0, -0.1, math.nan), (1.0, 2.0), (1.0, math.nan), (-2, 50, 2**40)]):
         for v in vals:
@@ -193,6 +194,23 @@ def test_bert_new_bad_configs():
             args[i] = v
             bad(_C.model_new, *args)
     bad(_C.model_new, 2**30, 2**30, 2, 3, 2**20, 2**15, 2, 2**20, 0, 1e-12, 0.1, 0.1, 0.1, 0)
+    # family options: unknown head, image sizes, position offsets that do not fit
+    for kw in ({"head": 4}, {"head": -1}, {"patches": True, "image_size": 10, "patch_size": 4},
+               {"patches": True, "image_size": 0, "patch_size": 0}, {"patches": True, "image_size": 2**20, "patch_size": 1},
+               {"pad_positions": True, "pad_id": 7}, {"pad_positions": True, "pad_id": -1}, {"nope": 1}):
+        args = list(good)
+        if "pad_id" in kw:
+            args[13] = kw.pop("pad_id")
+        bad(_C.model_new, *args, **kw)
+    h = _C.model_new(*good, patches=True, image_size=8, patch_size=4)
+    bad(_C.model_forward, h, np.zeros((2, 3, 8, 8), np.float64), None, None)
+    bad(_C.model_forward, h, np.zeros((2, 3, 4, 4), f32), None, None)
+    bad(_C.model_forward, h, np.full((2, 3, 8, 8), np.nan, f32), None, None)
+    bad(_C.model_forward, h, np.zeros((2, 3, 8, 8), f32), np.zeros((2, 5), np.int32), None)
+    assert _C.model_forward(h, np.zeros((2, 3, 8, 8), f32), None, None).shape == (2, 3)
+    h = _C.model_new(*good[:2], 0, *good[3:])  # no token types
+    bad(_C.model_forward, h, np.ones((2, 4), np.int32), np.zeros((2, 4), np.int32), None)
+    assert _C.model_forward(h, np.ones((2, 4), np.int32), None, None).shape == (2, 3)
 
 
 def _opt_args(h, n):

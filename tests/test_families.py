@@ -195,3 +195,55 @@ def tiny_task(family: str):
     split = ImageSplit(ds, ImageProcessor(shortest_edge=16, crop_size=(16, 16)))
     return TaskData("colours", split.take(np.arange(64)), split.take(np.arange(64, 80)), accuracy_metric,
                     num_labels=2, test=split.take(np.arange(80, 96)))
+
+
+def test_info_lists_the_model_types_and_an_unsupported_one_is_named(tmp_path, capsys):
+    import json
+
+    from instantsoup.cli import main
+
+    assert main(["info", "--json"]) == 0
+    types = json.loads(capsys.readouterr().out)["model_types"].split(", ")
+    assert set(FAMILIES) | {"bert", "clip"} == set(types)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    with pytest.raises(ValueError, match="model_type 'gpt2' is not supported") as e:
+        instantsoup.load_model(tmp_path)
+    assert all(t in str(e.value) for t in types)
+
+
+def write_vocab(path, pad_id: int) -> None:
+    """A WordPiece vocab.txt of w0 w1 ... with [PAD] at the model's pad_token_id."""
+    from family_helpers import VOCAB
+
+    special = ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    special.insert(pad_id, "[PAD]")
+    words = special + [f"w{i}" for i in range(VOCAB - len(special))]
+    (path / "vocab.txt").write_text("\n".join(words) + "\n")
+
+
+@pytest.mark.parametrize("family", ["roberta", "distilbert", "electra", "vit"])
+def test_cli_prune_and_eval(tmp_path, family, capsys):
+    import json
+
+    from instantsoup.cli import main
+    from test_cli import write_image_folder, write_table
+
+    ck = tmp_path / "ck"
+    make_family(family, ck, num_labels=2)
+    if family == "vit":
+        pytest.importorskip("PIL")
+        data = ["--task", "image_folder", "--data-dir", str(write_image_folder(tmp_path / "images"))]
+    else:
+        write_vocab(ck, FAMILIES[family][2].get("pad_token_id", 0))
+        write_table(tmp_path / "toy.csv")
+        data = ["--task", str(tmp_path / "toy.csv"), "--max-length", "16"]
+    argv = ["prune", "--method", "omp", "--model", str(ck), *data, "--sparsity", "0.5", "--epochs", "2",
+            "--batch-size", "16", "--lr", "1e-3", "--out", str(tmp_path / "runs"), "--no-progress", "--threads", "1"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    (run,) = list((tmp_path / "runs").iterdir())
+    out = run / "ticket" / "checkpoint"
+    assert instantsoup.load_model(out).kind == family
+    assert main(["eval", str(out), *data]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["sparsity"] == pytest.approx(0.5, abs=1e-3) and 0 <= res["test_accuracy"] <= 1
