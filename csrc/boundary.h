@@ -56,6 +56,35 @@ PyObject *isp_view_1d(PyObject *owner, void *data, int64_t n, int typenum);
 PyObject *isp_buffer_views(PyObject *owner, float *params, float *grads, uint8_t *masks,
                            int64_t num_params, int64_t num_prunable);
 
+/* ---- the one model handle (py_model.c): a capsule over any family's model (model.h) ---- */
+#include "model.h"
+
+typedef struct {
+    model_core *m; /* the family's model struct (model_core first), malloc'd */
+    int busy;      /* a call with the GIL released is using the buffers */
+} isp_model_handle;
+
+/* A new capsule owning m (freed with m->fam->free and free); on failure m is freed too. */
+PyObject *isp_model_capsule(model_core *m);
+/* The handle of a capsule; fam != NULL: it must be a model of that family; use: refuse a busy
+   model (RuntimeError). NULL with an exception set otherwise. */
+isp_model_handle *isp_model_get(PyObject *cap, const model_family *fam, int use);
+
+typedef struct {
+    float *m, *v;
+    const int64_t *seg;
+    const uint8_t *decay;
+    int S;
+    adamw_hparams hp;
+} isp_adamw_args;
+
+/* AdamW's arguments for a model: moments (num_params) float32, segments/decay flags, checked
+   hyperparameters. */
+int isp_parse_adamw(const model_core *m, PyObject *mo, PyObject *vo, PyObject *sego,
+                    PyObject *deco, double lr, double b1, double b2, double eps, double wd,
+                    long long step, double max_norm, isp_adamw_args *o);
+int isp_check_smoothing(float s);
+
 /* dtype name for messages */
 const char *isp_typename(int typenum);
 

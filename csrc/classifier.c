@@ -3,6 +3,7 @@
  * options: classifier.h). Dimension legend: B, T, C, V, TP, TV, NL, IH, PS, NP, K.
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,29 +49,40 @@ static void extra_sizes(int64_t s[CLF_NUM_EXTRA], const clf_config *cfg)
     s[13] = cfg->NL;
 }
 
-int clf_num_tensors(void)
-{
-    return ENC_NUM_TENSORS + CLF_NUM_EXTRA;
-}
-
-const char *clf_tensor_name(int i)
+static const char *tensor_name(int i)
 {
     static const char *const enc_names[ENC_NUM_TENSORS] = {
         "enc.qkvw", "enc.attprojw", "enc.fcw", "enc.fcprojw", "enc.qkvb", "enc.attprojb",
         "enc.ln1w", "enc.ln1b",     "enc.fcb", "enc.fcprojb", "enc.ln2w", "enc.ln2b",
     };
-    if (i < 0 || i >= clf_num_tensors())
+    if (i < 0 || i >= ENC_NUM_TENSORS + CLF_NUM_EXTRA)
         return NULL;
     return i < ENC_NUM_TENSORS ? enc_names[i] : extra_names[i - ENC_NUM_TENSORS];
 }
 
-void clf_tensor_span(const clf_config *cfg, int i, int64_t *offset, int64_t *size)
+static void tensor_span(const model_core *m, int i, int64_t *offset, int64_t *size)
 {
+    const clf_config *cfg = m->cfg;
     int64_t s[ENC_NUM_TENSORS + CLF_NUM_EXTRA];
     encoder_tensor_sizes(s, &cfg->enc);
     extra_sizes(s + ENC_NUM_TENSORS, cfg);
     layout_span(s, i, offset, size);
 }
+
+static void family_free(model_core *m)
+{
+    clf_free((clf_model *)m);
+}
+
+const model_family clf_family = {
+    .name = "encoder classifier",
+    .num_tensors = ENC_NUM_TENSORS + CLF_NUM_EXTRA,
+    .tensor_name = tensor_name,
+    .tensor_span = tensor_span,
+    .config_size = sizeof(clf_config),
+    .copy_extra = NULL,
+    .free = family_free,
+};
 
 static void point_params(clf_params *p, float *base, const clf_config *cfg)
 {
@@ -162,27 +174,17 @@ isp_status clf_init(clf_model *m, const clf_config *cfg)
     extra_sizes(s, cfg);
     for (int i = 0; i < CLF_NUM_EXTRA; i++)
         n += s[i];
-    m->num_params = n;
-    m->num_prunable = encoder_num_prunable(&cfg->enc);
-    m->params = calloc((size_t)n, sizeof(float));
-    m->grads = calloc((size_t)n, sizeof(float));
-    m->masks = malloc((size_t)m->num_prunable);
-    if (m->params == NULL || m->grads == NULL || m->masks == NULL) {
-        clf_free(m);
-        return isp_fail(ISP_ERR_NOMEM, "out of memory allocating %lld parameters", (long long)n);
-    }
-    memset(m->masks, 1, (size_t)m->num_prunable);
-    point_params(&m->p, m->params, cfg);
-    point_params(&m->g, m->grads, cfg);
+    st = model_init(&m->core, &clf_family, &m->cfg, n, encoder_num_prunable(&cfg->enc));
+    if (st != ISP_OK)
+        return st;
+    point_params(&m->p, m->core.params, cfg);
+    point_params(&m->g, m->core.grads, cfg);
     return ISP_OK;
 }
 
 void clf_free(clf_model *m)
 {
-    free(m->params);
-    free(m->grads);
-    free(m->masks);
-    free(m->acts_mem);
+    model_free(&m->core);
     memset(m, 0, sizeof *m);
 }
 
@@ -228,19 +230,13 @@ static isp_status ensure_acts(clf_model *m, int B, int T, int forward_only)
     int nt = NT;
     int64_t need =
         encoder_acts_size_mode(&cfg->enc, B, T, nt, forward_only) + head_acts_size(cfg, B, T);
-    if (need > m->acts_cap) {
-        free(m->acts_mem);
-        m->acts_cap = 0;
-        m->acts_mem = malloc((size_t)need * sizeof(float));
-        if (m->acts_mem == NULL)
-            return isp_fail(ISP_ERR_NOMEM,
-                            "out of memory allocating activations for a batch of %d x %d tokens "
-                            "(%.1f MB); use smaller batches",
-                            B, T, (double)need * 4.0 / 1e6);
-        m->acts_cap = need;
-    }
+    char batch[64];
+    snprintf(batch, sizeof batch, "a batch of %d x %d tokens", B, T);
+    isp_status st = model_reserve_acts(&m->core, need, batch);
+    if (st != ISP_OK)
+        return st;
     int64_t BT = (int64_t)B * T, C = cfg->enc.C, NL = cfg->NL, BC = (int64_t)B * C;
-    float *p = m->acts_mem;
+    float *p = m->core.acts_mem;
     clf_acts *a = &m->a;
     a->emb = p, p += BT * C;
     a->emb_mean = p, p += BT;
@@ -342,18 +338,9 @@ isp_status clf_check_labels(const clf_model *m, const void *labels, int B)
     return ISP_OK;
 }
 
-static void zero_parallel(float *x, int64_t n)
-{
-    const int64_t chunk = 1 << 20, nchunks = (n + chunk - 1) / chunk;
-#pragma omp parallel for num_threads(NT) schedule(static) if (nchunks > 1)
-    for (int64_t k = 0; k < nchunks; k++)
-        memset(x + k * chunk, 0,
-               sizeof(float) * (size_t)(n - k * chunk < chunk ? n - k * chunk : chunk));
-}
-
 static uint64_t key_of(const clf_model *m, uint64_t site)
 {
-    return rng_key(m->seed, m->step, site);
+    return model_key(&m->core, site);
 }
 
 static uint64_t site_head_in(const clf_config *cfg)
@@ -380,7 +367,7 @@ static void embed_forward(clf_model *m, const clf_batch *x, int T)
     const clf_config *cfg = &m->cfg;
     const int C = cfg->enc.C, B = x->B, BT = B * T;
     clf_acts *a = &m->a;
-    float p_hid = m->training ? cfg->enc.p_hidden : 0.0f;
+    float p_hid = m->core.training ? cfg->enc.p_hidden : 0.0f;
     if (cfg->emb == CLF_EMB_PATCHES) {
         patch_embed_forward(a->emb, a->cols, x->pix, m->p.patchw, m->p.cls, m->p.wpe, B, cfg->IH,
                             cfg->IH, cfg->PS, C);
@@ -414,9 +401,9 @@ static void forward(clf_model *m, const clf_batch *x, int T)
         memcpy(a->amask, x->amask, (size_t)BT);
         amask = a->amask;
     }
-    float p_cls = m->training ? cfg->p_cls : 0.0f;
+    float p_cls = m->core.training ? cfg->p_cls : 0.0f;
     embed_forward(m, x, T);
-    encoder_rng rng = {m->training, m->seed, m->step, SITE_ENC};
+    encoder_rng rng = {m->core.training, m->core.seed, m->core.step, SITE_ENC};
     encoder_forward(&a->enc, &m->p.enc, &cfg->enc, a->x0, amask, B, T, &rng);
     const float *h = encoder_output(&a->enc, &cfg->enc, B, T);
     /* the head's input: the first token of each sequence, rows of h with stride T*C */
@@ -466,8 +453,8 @@ static void backward(clf_model *m, const clf_batch *x, int T)
     const int64_t BC = (int64_t)B * C;
     clf_acts *a = &m->a;
     const uint8_t *amask = x->amask != NULL ? a->amask : NULL;
-    float p_hid = m->training ? cfg->enc.p_hidden : 0.0f;
-    float p_cls = m->training ? cfg->p_cls : 0.0f;
+    float p_hid = m->core.training ? cfg->enc.p_hidden : 0.0f;
+    float p_cls = m->core.training ? cfg->p_cls : 0.0f;
     const float *h = encoder_output(&a->enc, &cfg->enc, B, T);
     /* output layer */
     linear_backward(a->dpooled, m->g.clsw, m->g.clsb, a->dlogits, a->pooled_d, m->p.clsw, B, C,
@@ -510,7 +497,7 @@ static void backward(clf_model *m, const clf_batch *x, int T)
             memcpy(a->dio + (int64_t)b * T * C, d + (int64_t)b * C, sizeof(float) * (size_t)C);
     }
     /* encoder */
-    encoder_rng rng = {m->training, m->seed, m->step, SITE_ENC};
+    encoder_rng rng = {m->core.training, m->core.seed, m->core.step, SITE_ENC};
     encoder_backward(a->dio, &m->g.enc, &m->p.enc, &a->enc, &cfg->enc, a->x0, amask, B, T, &rng);
     /* embeddings */
     if (p_hid > 0.0f)
@@ -546,8 +533,7 @@ isp_status clf_forward(clf_model *m, float *logits, const clf_batch *x)
     forward(m, x, T);
     if (logits != NULL)
         memcpy(logits, m->a.logits, sizeof(float) * (size_t)x->B * m->cfg.NL);
-    if (m->training)
-        m->step++;
+    model_advance(&m->core);
     return ISP_OK;
 }
 
@@ -570,11 +556,9 @@ isp_status clf_forward_backward(clf_model *m, float *loss, float *logits, const 
     }
     if (logits != NULL)
         memcpy(logits, a->logits, sizeof(float) * (size_t)B * NL);
-    zero_parallel(m->grads, m->num_params);
+    model_zero_grads(&m->core);
     backward(m, x, T);
-    mask_apply(m->grads, m->masks, m->num_prunable);
-    if (m->training)
-        m->step++;
+    model_finish_backward(&m->core);
     return ISP_OK;
 }
 
@@ -585,6 +569,5 @@ isp_status clf_train_step(clf_model *m, float *loss, float *grad_norm, float *mo
     isp_status st = clf_forward_backward(m, loss, NULL, x, labels, smoothing);
     if (st != ISP_OK)
         return st;
-    return adamw_update(m->params, mom1, mom2, m->grads, m->num_params, seg, decay, S, m->masks, 0,
-                        m->num_prunable, 1, hp, grad_norm);
+    return model_adamw(&m->core, mom1, mom2, seg, decay, S, hp, 1, grad_norm);
 }

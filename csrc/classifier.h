@@ -28,7 +28,7 @@
 #include <stdint.h>
 
 #include "encoder.h"
-#include "optim.h"
+#include "model.h"
 
 typedef enum { CLF_EMB_TOKENS = 0, CLF_EMB_PATCHES = 1 } clf_emb;
 
@@ -80,17 +80,13 @@ typedef struct {
 } clf_acts;
 
 typedef struct {
+    model_core core; /* first: parameters, gradients, masks, activations, RNG (model.h) */
     clf_config cfg;
-    int64_t num_params, num_prunable;
-    float *params, *grads;
-    uint8_t *masks;
     clf_params p, g;
-    float *acts_mem;
-    int64_t acts_cap; /* floats */
     clf_acts a;
-    uint64_t seed, step; /* dropout RNG: step counts training-mode forward passes */
-    int training;
 } clf_model;
+
+extern const model_family clf_family;
 
 /* A batch: token ids (B,T) with optional types and attention mask, or pixels (B,3,IH,IH). */
 typedef struct {
@@ -100,11 +96,7 @@ typedef struct {
     int B, T;
 } clf_batch;
 
-/* Tensor table: names ("enc.qkvw", ..., "wte", ...), offsets and sizes in layout order. */
-int clf_num_tensors(void);
-const char *clf_tensor_name(int i);
-void clf_tensor_span(const clf_config *cfg, int i, int64_t *offset, int64_t *size);
-
+/* The tensor table (names "enc.qkvw", ..., "wte", ..., offsets, sizes) is clf_family's. */
 isp_status clf_config_check(const clf_config *cfg);
 isp_status clf_init(clf_model *m, const clf_config *cfg);
 void clf_free(clf_model *m);

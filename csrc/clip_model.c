@@ -3,6 +3,7 @@
  * (forward) around the encoder stack. Layouts: clip_model.h.
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,17 +11,6 @@
 
 #define NT isp_get_num_threads()
 #define SITE_ENC 2 /* dropout sites of encoder layer l: 2 + 3l + k (as in classifier.c) */
-
-/* x[0..n) = 0 in fixed chunks over our threads (the gradient buffer of ViT-B is 88 M floats) */
-static void zero_floats(float *x, int64_t n)
-{
-    const int64_t chunk = 1 << 16, nchunks = (n + chunk - 1) / chunk;
-#pragma omp parallel for num_threads(NT) schedule(static) if (nchunks > 4)
-    for (int64_t k = 0; k < nchunks; k++) {
-        int64_t a = k * chunk, b = a + chunk < n ? a + chunk : n;
-        memset(x + a, 0, sizeof(float) * (size_t)(b - a));
-    }
-}
 
 /* ================================ vision ================================ */
 
@@ -40,25 +30,50 @@ static void clipv_extra_sizes(int64_t s[CLIPV_NUM_EXTRA], const clipv_config *cf
     s[9] = cfg->NL;
 }
 
-int clipv_num_tensors(void)
+static const char *clipv_tensor_name(int i)
 {
-    return ENC_NUM_TENSORS + CLIPV_NUM_EXTRA;
-}
-
-const char *clipv_tensor_name(int i)
-{
-    if (i < 0 || i >= clipv_num_tensors())
+    if (i < 0 || i >= ENC_NUM_TENSORS + CLIPV_NUM_EXTRA)
         return NULL;
     return i < ENC_NUM_TENSORS ? encoder_tensor_names[i] : clipv_extra_names[i - ENC_NUM_TENSORS];
 }
 
-void clipv_tensor_span(const clipv_config *cfg, int i, int64_t *offset, int64_t *size)
+static void clipv_tensor_span(const model_core *m, int i, int64_t *offset, int64_t *size)
 {
+    const clipv_config *cfg = m->cfg;
     int64_t s[ENC_NUM_TENSORS + CLIPV_NUM_EXTRA];
     encoder_tensor_sizes(s, &cfg->enc);
     clipv_extra_sizes(s + ENC_NUM_TENSORS, cfg);
     layout_span(s, i, offset, size);
 }
+
+/* model_copy: the frozen head goes with the parameters */
+static isp_status clipv_copy_head(model_core *dst, const model_core *src)
+{
+    clipv_model *d = (clipv_model *)dst;
+    const clipv_model *s = (const clipv_model *)src;
+    if (s->fNL > 0 && d->fNL != s->fNL)
+        return clipv_set_frozen_head(d, s->fhead_w, s->fhead_b, s->fNL);
+    if (s->fNL > 0) {
+        memcpy(d->fhead_w, s->fhead_w, sizeof(float) * (size_t)s->fNL * s->cfg.D);
+        memcpy(d->fhead_b, s->fhead_b, sizeof(float) * (size_t)s->fNL);
+    }
+    return ISP_OK;
+}
+
+static void clipv_family_free(model_core *m)
+{
+    clipv_free((clipv_model *)m);
+}
+
+const model_family clipv_family = {
+    .name = "CLIP vision",
+    .num_tensors = ENC_NUM_TENSORS + CLIPV_NUM_EXTRA,
+    .tensor_name = clipv_tensor_name,
+    .tensor_span = clipv_tensor_span,
+    .config_size = sizeof(clipv_config),
+    .copy_extra = clipv_copy_head,
+    .free = clipv_family_free,
+};
 
 static void clipv_point_params(clipv_params *p, float *base, const clipv_config *cfg)
 {
@@ -126,29 +141,19 @@ isp_status clipv_init(clipv_model *m, const clipv_config *cfg)
     clipv_extra_sizes(s, cfg);
     for (int i = 0; i < CLIPV_NUM_EXTRA; i++)
         n += s[i];
-    m->num_params = n;
-    m->num_prunable = encoder_num_prunable(&cfg->enc);
-    m->params = calloc((size_t)n, sizeof(float));
-    m->grads = calloc((size_t)n, sizeof(float));
-    m->masks = malloc((size_t)m->num_prunable);
-    if (m->params == NULL || m->grads == NULL || m->masks == NULL) {
-        clipv_free(m);
-        return isp_fail(ISP_ERR_NOMEM, "out of memory allocating %lld parameters", (long long)n);
-    }
-    memset(m->masks, 1, (size_t)m->num_prunable);
-    clipv_point_params(&m->p, m->params, &m->cfg);
-    clipv_point_params(&m->g, m->grads, &m->cfg);
+    st = model_init(&m->core, &clipv_family, &m->cfg, n, encoder_num_prunable(&cfg->enc));
+    if (st != ISP_OK)
+        return st;
+    clipv_point_params(&m->p, m->core.params, &m->cfg);
+    clipv_point_params(&m->g, m->core.grads, &m->cfg);
     return ISP_OK;
 }
 
 void clipv_free(clipv_model *m)
 {
-    free(m->params);
-    free(m->grads);
-    free(m->masks);
+    model_free(&m->core);
     free(m->fhead_w);
     free(m->fhead_b);
-    free(m->acts_mem);
     memset(m, 0, sizeof *m);
 }
 
@@ -207,18 +212,12 @@ static isp_status clipv_ensure_acts(clipv_model *m, int B)
     int64_t head = (int64_t)B * NP * K + 3 * BT * C + 2 * BT + 4 * (int64_t)B * C + 2 * B +
                    3 * (int64_t)B * D + B + 3 * (int64_t)B * NL + 64;
     int64_t need = encoder_acts_size(&cfg->enc, B, T, NT) + head;
-    if (need > m->acts_cap) {
-        free(m->acts_mem);
-        m->acts_cap = 0;
-        m->acts_mem = malloc((size_t)need * sizeof(float));
-        if (m->acts_mem == NULL)
-            return isp_fail(ISP_ERR_NOMEM,
-                            "out of memory allocating activations for a batch of %d images "
-                            "(%.1f MB); use smaller batches",
-                            B, (double)need * 4.0 / 1e6);
-        m->acts_cap = need;
-    }
-    float *p = m->acts_mem;
+    char batch[64];
+    snprintf(batch, sizeof batch, "a batch of %d images", B);
+    isp_status st = model_reserve_acts(&m->core, need, batch);
+    if (st != ISP_OK)
+        return st;
+    float *p = m->core.acts_mem;
     clipv_acts *a = &m->a;
     a->cols = p, p += (int64_t)B * NP * K;
     a->emb = p, p += BT * C;
@@ -277,7 +276,7 @@ static void clipv_features(clipv_model *m, const float *pix, int B)
                         cfg->IH, cfg->PS, C);
     layernorm_forward(a->x0, a->pre_mean, a->pre_rstd, a->emb, m->p.preln_w, m->p.preln_b, BT, C,
                       cfg->enc.eps);
-    encoder_rng rng = {m->training, m->seed, m->step, SITE_ENC};
+    encoder_rng rng = {m->core.training, m->core.seed, m->core.step, SITE_ENC};
     encoder_forward(&a->enc, &m->p.enc, &cfg->enc, a->x0, NULL, B, T, &rng);
     const float *h = encoder_output(&a->enc, &cfg->enc, B, T);
     for (int b = 0; b < B; b++)
@@ -300,8 +299,7 @@ isp_status clipv_encode(clipv_model *m, float *feat, const float *pix, int B)
         return st;
     clipv_features(m, pix, B);
     memcpy(feat, m->a.feat, sizeof(float) * (size_t)B * m->cfg.D);
-    if (m->training)
-        m->step++;
+    model_advance(&m->core);
     return ISP_OK;
 }
 
@@ -319,8 +317,7 @@ isp_status clipv_forward(clipv_model *m, float *logits, const float *pix, int B)
         return st;
     if (logits != NULL)
         memcpy(logits, m->a.logits, sizeof(float) * (size_t)B * clipv_num_labels(m));
-    if (m->training)
-        m->step++;
+    model_advance(&m->core);
     return ISP_OK;
 }
 
@@ -339,7 +336,7 @@ static void clipv_backward(clipv_model *m, int B)
     memset(a->dio, 0, sizeof(float) * (size_t)(BT * C));
     for (int b = 0; b < B; b++)
         memcpy(a->dio + (int64_t)b * T * C, a->dclsh + (int64_t)b * C, sizeof(float) * (size_t)C);
-    encoder_rng rng = {m->training, m->seed, m->step, SITE_ENC};
+    encoder_rng rng = {m->core.training, m->core.seed, m->core.step, SITE_ENC};
     encoder_backward(a->dio, &m->g.enc, &m->p.enc, &a->enc, &cfg->enc, a->x0, NULL, B, T, &rng);
     layernorm_backward(a->dio, m->g.preln_w, m->g.preln_b, a->dio, a->emb, m->p.preln_w,
                        a->pre_mean, a->pre_rstd, BT, C);
@@ -366,11 +363,9 @@ isp_status clipv_forward_backward(clipv_model *m, float *loss, float *logits, co
     crossentropy_backward(a->dlogits, a->probs, labels, B, NL, smoothing);
     if (logits != NULL)
         memcpy(logits, a->logits, sizeof(float) * (size_t)B * NL);
-    zero_floats(m->grads, m->num_params);
+    model_zero_grads(&m->core);
     clipv_backward(m, B);
-    mask_apply(m->grads, m->masks, m->num_prunable);
-    if (m->training)
-        m->step++;
+    model_finish_backward(&m->core);
     return ISP_OK;
 }
 
@@ -382,8 +377,7 @@ isp_status clipv_train_step(clipv_model *m, float *loss, float *grad_norm, float
     isp_status st = clipv_forward_backward(m, loss, NULL, pix, labels, B, smoothing);
     if (st != ISP_OK)
         return st;
-    return adamw_update(m->params, mom1, mom2, m->grads, m->num_params, seg, decay, S, m->masks, 0,
-                        m->num_prunable, 1, hp, grad_norm);
+    return model_adamw(&m->core, mom1, mom2, seg, decay, S, hp, 1, grad_norm);
 }
 
 /* ================================ text ================================ */

@@ -1,8 +1,7 @@
 /*
- * py_encoder.c -- bindings of the training engine: the model handle of every encoder classifier
- * family (classifier.h; a capsule owning the parameter, gradient, mask and activation buffers),
- * its forward / backward / fused train step, AdamW, and thin bindings of single kernels for the
- * NumPy-oracle tests.
+ * py_encoder.c -- bindings of the encoder classifier (classifier.h; every text family and ViT):
+ * its constructor and forward / backward / fused train step on the one model handle
+ * (py_model.c), and thin bindings of single kernels for the NumPy-oracle tests.
  *
  * Every function validates its arguments with the GIL held, then releases it around the kernels.
  */
@@ -16,36 +15,6 @@
 #include "encoder.h"
 #include "ops.h"
 #include "optim.h"
-
-#define CAPSULE_NAME "instantsoup.model"
-
-typedef struct {
-    clf_model m;
-    int busy; /* a call with the GIL released is using the buffers */
-} model_handle;
-
-static void handle_destroy(PyObject *cap)
-{
-    model_handle *h = PyCapsule_GetPointer(cap, CAPSULE_NAME);
-    if (h != NULL) {
-        clf_free(&h->m);
-        free(h);
-    }
-}
-
-static model_handle *get_handle(PyObject *cap)
-{
-    model_handle *h = PyCapsule_GetPointer(cap, CAPSULE_NAME);
-    if (h == NULL)
-        return NULL;
-    if (h->busy) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "this model is in use by another thread (a model is not thread-safe; "
-                        "use model.clone() per thread)");
-        return NULL;
-    }
-    return h;
-}
 
 static int parse_act(PyObject *o, isp_act *act)
 {
@@ -62,7 +31,7 @@ static int parse_act(PyObject *o, isp_act *act)
 
 /* ------------------------------------------------------------------------------------------ */
 
-static PyObject *py_model_new(PyObject *self, PyObject *args, PyObject *kw)
+static PyObject *py_clf_new(PyObject *self, PyObject *args, PyObject *kw)
 {
     (void)self;
     static char *names[] = {"V",      "TP",       "TV",          "NL",     "L",
@@ -74,7 +43,7 @@ static PyObject *py_model_new(PyObject *self, PyObject *args, PyObject *kw)
     memset(&c, 0, sizeof c);
     PyObject *acto;
     int prenorm = 0, patches = 0, head = CLF_HEAD_TANH;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiiiiiiiOffffi|$ppiippip:model_new", names, &c.V,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiiiiiiiOffffi|$ppiippip:clf_new", names, &c.V,
                                      &c.TP, &c.TV, &c.NL, &c.enc.L, &c.enc.C, &c.enc.NH,
                                      &c.enc.F, &acto, &c.enc.eps, &c.enc.p_hidden, &c.enc.p_attn,
                                      &c.p_cls, &c.pad_id, &prenorm, &patches, &c.IH, &c.PS,
@@ -86,123 +55,18 @@ static PyObject *py_model_new(PyObject *self, PyObject *args, PyObject *kw)
     c.enc.causal = 0;
     c.emb = patches ? CLF_EMB_PATCHES : CLF_EMB_TOKENS;
     c.head = (clf_head)head;
-    model_handle *h = calloc(1, sizeof *h);
-    if (h == NULL)
+    clf_model *m = calloc(1, sizeof *m);
+    if (m == NULL)
         return PyErr_NoMemory();
     isp_status st;
     Py_BEGIN_ALLOW_THREADS;
-    st = clf_init(&h->m, &c);
+    st = clf_init(m, &c);
     Py_END_ALLOW_THREADS;
     if (st != ISP_OK) {
-        free(h);
+        free(m);
         return isp_raise(st);
     }
-    PyObject *cap = PyCapsule_New(h, CAPSULE_NAME, handle_destroy);
-    if (cap == NULL) {
-        clf_free(&h->m);
-        free(h);
-    }
-    return cap;
-}
-
-static PyObject *py_model_tensors(PyObject *self, PyObject *cap)
-{
-    (void)self;
-    model_handle *h = PyCapsule_GetPointer(cap, CAPSULE_NAME);
-    if (h == NULL)
-        return NULL;
-    int n = clf_num_tensors();
-    PyObject *out = PyList_New(n);
-    if (out == NULL)
-        return NULL;
-    for (int i = 0; i < n; i++) {
-        int64_t off, size;
-        clf_tensor_span(&h->m.cfg, i, &off, &size);
-        PyObject *t = Py_BuildValue("(sLL)", clf_tensor_name(i), (long long)off, (long long)size);
-        if (t == NULL) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyList_SET_ITEM(out, i, t);
-    }
-    return out;
-}
-
-/* a 1-D array over memory owned by the capsule (keeps the capsule alive) */
-static PyObject *py_model_buffers(PyObject *self, PyObject *cap)
-{
-    (void)self;
-    model_handle *h = PyCapsule_GetPointer(cap, CAPSULE_NAME);
-    if (h == NULL)
-        return NULL;
-    return isp_buffer_views(cap, h->m.params, h->m.grads, h->m.masks, h->m.num_params,
-                            h->m.num_prunable);
-}
-
-static PyObject *py_model_set_training(PyObject *self, PyObject *args)
-{
-    (void)self;
-    PyObject *cap;
-    int mode;
-    if (!PyArg_ParseTuple(args, "Op:model_set_training", &cap, &mode))
-        return NULL;
-    model_handle *h = get_handle(cap);
-    if (h == NULL)
-        return NULL;
-    h->m.training = mode;
-    Py_RETURN_NONE;
-}
-
-static PyObject *py_model_rng(PyObject *self, PyObject *args)
-{
-    (void)self;
-    PyObject *cap;
-    unsigned long long seed, step;
-    if (!PyArg_ParseTuple(args, "OO&O&:model_rng", &cap, isp_conv_u64, &seed, isp_conv_u64,
-                          &step))
-        return NULL;
-    model_handle *h = get_handle(cap);
-    if (h == NULL)
-        return NULL;
-    h->m.seed = seed;
-    h->m.step = step;
-    Py_RETURN_NONE;
-}
-
-static PyObject *py_model_rng_state(PyObject *self, PyObject *cap)
-{
-    (void)self;
-    model_handle *h = PyCapsule_GetPointer(cap, CAPSULE_NAME);
-    if (h == NULL)
-        return NULL;
-    return Py_BuildValue("(KK)", (unsigned long long)h->m.seed, (unsigned long long)h->m.step);
-}
-
-static PyObject *py_model_copy(PyObject *self, PyObject *args)
-{
-    (void)self;
-    PyObject *dcap, *scap;
-    if (!PyArg_ParseTuple(args, "OO:model_copy", &dcap, &scap))
-        return NULL;
-    model_handle *d = get_handle(dcap);
-    if (d == NULL)
-        return NULL;
-    model_handle *s = get_handle(scap);
-    if (s == NULL)
-        return NULL;
-    if (d == s)
-        Py_RETURN_NONE;
-    if (memcmp(&d->m.cfg, &s->m.cfg, sizeof d->m.cfg) != 0) {
-        PyErr_SetString(PyExc_ValueError, "copy_from: the two models have different configs");
-        return NULL;
-    }
-    d->busy = s->busy = 1;
-    Py_BEGIN_ALLOW_THREADS;
-    memcpy(d->m.params, s->m.params, sizeof(float) * (size_t)s->m.num_params);
-    memcpy(d->m.masks, s->m.masks, (size_t)s->m.num_prunable);
-    Py_END_ALLOW_THREADS;
-    d->busy = s->busy = 0;
-    Py_RETURN_NONE;
+    return isp_model_capsule(&m->core);
 }
 
 /* ---- batches ---- */
@@ -221,10 +85,10 @@ static void batch_free(batch_args *b)
 }
 
 /* xo: input_ids (B,T) int32, or pixel_values (B,3,IH,IH) float32 for an image model */
-static int parse_batch(model_handle *h, PyObject *xo, PyObject *tto, PyObject *amo, PyObject *labo,
+static int parse_batch(clf_model *m, PyObject *xo, PyObject *tto, PyObject *amo, PyObject *labo,
                        batch_args *b)
 {
-    const clf_config *cfg = &h->m.cfg;
+    const clf_config *cfg = &m->cfg;
     const int img = cfg->emb == CLF_EMB_PATCHES;
     npy_intp pshape[4] = {ISP_ANY, 3, cfg->IH, cfg->IH};
     PyArrayObject *x = img ? isp_arg_array(xo, "pixel_values", NPY_FLOAT32, 4, pshape, ISP_ARR_CONTIG)
@@ -285,7 +149,7 @@ static int parse_batch(model_handle *h, PyObject *xo, PyObject *tto, PyObject *a
             }
         b->x.amask = amc;
     }
-    isp_status st = clf_check_inputs(&h->m, &b->x);
+    isp_status st = clf_check_inputs(m, &b->x);
     if (st != ISP_OK) {
         isp_raise(st);
         goto fail;
@@ -298,7 +162,7 @@ static int parse_batch(model_handle *h, PyObject *xo, PyObject *tto, PyObject *a
             goto fail;
         memcpy(labc, PyArray_DATA(l), sizeof(int32_t) * nB); /* int32 and float32: 4 bytes */
         b->labels = labc;
-        st = clf_check_labels(&h->m, b->labels, b->x.B);
+        st = clf_check_labels(m, b->labels, b->x.B);
         if (st != ISP_OK) {
             isp_raise(st);
             goto fail;
@@ -310,19 +174,20 @@ fail:
     return 0;
 }
 
-static PyObject *py_model_forward(PyObject *self, PyObject *args)
+static PyObject *py_clf_forward(PyObject *self, PyObject *args)
 {
     (void)self;
     PyObject *cap, *ido, *tto, *amo;
-    if (!PyArg_ParseTuple(args, "OOOO:model_forward", &cap, &ido, &tto, &amo))
+    if (!PyArg_ParseTuple(args, "OOOO:clf_forward", &cap, &ido, &tto, &amo))
         return NULL;
-    model_handle *h = get_handle(cap);
+    isp_model_handle *h = isp_model_get(cap, &clf_family, 1);
     if (h == NULL)
         return NULL;
+    clf_model *m = (clf_model *)h->m;
     batch_args b;
-    if (!parse_batch(h, ido, tto, amo, NULL, &b))
+    if (!parse_batch(m, ido, tto, amo, NULL, &b))
         return NULL;
-    npy_intp dims[2] = {b.x.B, h->m.cfg.NL};
+    npy_intp dims[2] = {b.x.B, m->cfg.NL};
     PyObject *out = PyArray_SimpleNew(2, dims, NPY_FLOAT32);
     if (out == NULL) {
         batch_free(&b);
@@ -332,7 +197,7 @@ static PyObject *py_model_forward(PyObject *self, PyObject *args)
     isp_status st;
     h->busy = 1;
     Py_BEGIN_ALLOW_THREADS;
-    st = clf_forward(&h->m, lp, &b.x);
+    st = clf_forward(m, lp, &b.x);
     Py_END_ALLOW_THREADS;
     h->busy = 0;
     batch_free(&b);
@@ -343,26 +208,24 @@ static PyObject *py_model_forward(PyObject *self, PyObject *args)
     return out;
 }
 
-static PyObject *py_model_forward_backward(PyObject *self, PyObject *args)
+static PyObject *py_clf_forward_backward(PyObject *self, PyObject *args)
 {
     (void)self;
     PyObject *cap, *ido, *tto, *amo, *labo;
     float smoothing;
-    if (!PyArg_ParseTuple(args, "OOOOOf:model_forward_backward", &cap, &ido, &tto, &amo, &labo,
+    if (!PyArg_ParseTuple(args, "OOOOOf:clf_forward_backward", &cap, &ido, &tto, &amo, &labo,
                           &smoothing))
         return NULL;
-    model_handle *h = get_handle(cap);
+    isp_model_handle *h = isp_model_get(cap, &clf_family, 1);
     if (h == NULL)
         return NULL;
-    if (!(smoothing >= 0.0f && smoothing <= 1.0f)) {
-        PyErr_Format(PyExc_ValueError, "label_smoothing: expected a value in [0, 1], got %g",
-                     (double)smoothing);
+    clf_model *m = (clf_model *)h->m;
+    if (!isp_check_smoothing(smoothing))
         return NULL;
-    }
     batch_args b;
-    if (!parse_batch(h, ido, tto, amo, labo, &b))
+    if (!parse_batch(m, ido, tto, amo, labo, &b))
         return NULL;
-    npy_intp dims[2] = {b.x.B, h->m.cfg.NL};
+    npy_intp dims[2] = {b.x.B, m->cfg.NL};
     PyObject *out = PyArray_SimpleNew(2, dims, NPY_FLOAT32);
     if (out == NULL) {
         batch_free(&b);
@@ -373,7 +236,7 @@ static PyObject *py_model_forward_backward(PyObject *self, PyObject *args)
     isp_status st;
     h->busy = 1;
     Py_BEGIN_ALLOW_THREADS;
-    st = clf_forward_backward(&h->m, &loss, lp, &b.x, b.labels, smoothing);
+    st = clf_forward_backward(m, &loss, lp, &b.x, b.labels, smoothing);
     Py_END_ALLOW_THREADS;
     h->busy = 0;
     batch_free(&b);
@@ -384,133 +247,34 @@ static PyObject *py_model_forward_backward(PyObject *self, PyObject *args)
     return Py_BuildValue("(dN)", (double)loss, out);
 }
 
-/* ---- AdamW ---- */
-
-typedef struct {
-    float *m, *v;
-    const int64_t *seg;
-    const uint8_t *decay;
-    int S;
-    adamw_hparams hp;
-} opt_args;
-
-static int parse_opt(model_handle *h, PyObject *mo, PyObject *vo, PyObject *sego, PyObject *deco,
-                     double lr, double b1, double b2, double eps, double wd, long long step,
-                     double max_norm, opt_args *o)
-{
-    npy_intp n[1] = {(npy_intp)h->m.num_params};
-    PyArrayObject *m =
-        isp_arg_array(mo, "exp_avg", NPY_FLOAT32, 1, n, ISP_ARR_CONTIG | ISP_ARR_WRITE);
-    if (m == NULL)
-        return 0;
-    PyArrayObject *v =
-        isp_arg_array(vo, "exp_avg_sq", NPY_FLOAT32, 1, n, ISP_ARR_CONTIG | ISP_ARR_WRITE);
-    if (v == NULL)
-        return 0;
-    PyArrayObject *dec = isp_arg_array(deco, "decay", NPY_UINT8, 1, NULL, ISP_ARR_CONTIG);
-    if (dec == NULL)
-        return 0;
-    npy_intp sn[1] = {PyArray_DIM(dec, 0) + 1};
-    PyArrayObject *seg = isp_arg_array(sego, "segments", NPY_INT64, 1, sn, ISP_ARR_CONTIG);
-    if (seg == NULL)
-        return 0;
-    const int64_t *s = PyArray_DATA(seg);
-    int S = (int)PyArray_DIM(dec, 0);
-    if (S < 1 || s[0] != 0 || s[S] != h->m.num_params) {
-        PyErr_SetString(PyExc_ValueError, "segments must run from 0 to the number of parameters");
-        return 0;
-    }
-    for (int i = 0; i < S; i++)
-        if (s[i + 1] < s[i]) {
-            PyErr_SetString(PyExc_ValueError, "segments must be non-decreasing");
-            return 0;
-        }
-    if (!(lr >= 0.0 && isfinite(lr)) || !(b1 >= 0.0 && b1 < 1.0) || !(b2 >= 0.0 && b2 < 1.0) ||
-        !(eps >= 0.0 && isfinite(eps)) || !(wd >= 0.0 && isfinite(wd)) || step < 1 ||
-        max_norm != max_norm) {
-        PyErr_Format(PyExc_ValueError,
-                     "AdamW: invalid hyperparameters lr=%g betas=(%g, %g) eps=%g "
-                     "weight_decay=%g step=%lld max_grad_norm=%g",
-                     lr, b1, b2, eps, wd, step, max_norm);
-        return 0;
-    }
-    o->m = PyArray_DATA(m);
-    o->v = PyArray_DATA(v);
-    if (isp_overlaps(m, v)) {
-        PyErr_SetString(PyExc_ValueError, "exp_avg and exp_avg_sq must not share memory");
-        return 0;
-    }
-    o->seg = s;
-    o->decay = PyArray_DATA(dec);
-    o->S = S;
-    o->hp.lr = (float)lr;
-    o->hp.beta1 = (float)b1;
-    o->hp.beta2 = (float)b2;
-    o->hp.eps = (float)eps;
-    o->hp.weight_decay = (float)wd;
-    o->hp.step = step;
-    o->hp.max_norm = (float)max_norm;
-    return 1;
-}
-
-static PyObject *py_model_adamw(PyObject *self, PyObject *args)
-{
-    (void)self;
-    PyObject *cap, *mo, *vo, *sego, *deco;
-    double lr, b1, b2, eps, wd, max_norm;
-    long long step;
-    if (!PyArg_ParseTuple(args, "OOOOOdddddLd:model_adamw", &cap, &mo, &vo, &sego, &deco, &lr, &b1,
-                          &b2, &eps, &wd, &step, &max_norm))
-        return NULL;
-    model_handle *h = get_handle(cap);
-    if (h == NULL)
-        return NULL;
-    opt_args o;
-    if (!parse_opt(h, mo, vo, sego, deco, lr, b1, b2, eps, wd, step, max_norm, &o))
-        return NULL;
-    float norm = 0.0f;
-    isp_status st;
-    h->busy = 1;
-    Py_BEGIN_ALLOW_THREADS;
-    st = adamw_update(h->m.params, o.m, o.v, h->m.grads, h->m.num_params, o.seg, o.decay, o.S,
-                      h->m.masks, 0, h->m.num_prunable, 0, &o.hp, &norm);
-    Py_END_ALLOW_THREADS;
-    h->busy = 0;
-    if (st != ISP_OK)
-        return isp_raise(st);
-    return PyFloat_FromDouble(norm);
-}
-
-static PyObject *py_model_train_step(PyObject *self, PyObject *args)
+static PyObject *py_clf_train_step(PyObject *self, PyObject *args)
 {
     (void)self;
     PyObject *cap, *mo, *vo, *sego, *deco, *ido, *tto, *amo, *labo;
     double lr, b1, b2, eps, wd, max_norm;
     long long step;
     float smoothing;
-    if (!PyArg_ParseTuple(args, "OOOOOdddddLdOOOOf:model_train_step", &cap, &mo, &vo, &sego, &deco,
+    if (!PyArg_ParseTuple(args, "OOOOOdddddLdOOOOf:clf_train_step", &cap, &mo, &vo, &sego, &deco,
                           &lr, &b1, &b2, &eps, &wd, &step, &max_norm, &ido, &tto, &amo, &labo,
                           &smoothing))
         return NULL;
-    model_handle *h = get_handle(cap);
+    isp_model_handle *h = isp_model_get(cap, &clf_family, 1);
     if (h == NULL)
         return NULL;
-    opt_args o;
-    if (!parse_opt(h, mo, vo, sego, deco, lr, b1, b2, eps, wd, step, max_norm, &o))
+    clf_model *m = (clf_model *)h->m;
+    isp_adamw_args o;
+    if (!isp_parse_adamw(h->m, mo, vo, sego, deco, lr, b1, b2, eps, wd, step, max_norm, &o))
         return NULL;
-    if (!(smoothing >= 0.0f && smoothing <= 1.0f)) {
-        PyErr_Format(PyExc_ValueError, "label_smoothing: expected a value in [0, 1], got %g",
-                     (double)smoothing);
+    if (!isp_check_smoothing(smoothing))
         return NULL;
-    }
     batch_args b;
-    if (!parse_batch(h, ido, tto, amo, labo, &b))
+    if (!parse_batch(m, ido, tto, amo, labo, &b))
         return NULL;
     float loss = 0.0f, norm = 0.0f;
     isp_status st;
     h->busy = 1;
     Py_BEGIN_ALLOW_THREADS;
-    st = clf_train_step(&h->m, &loss, &norm, o.m, o.v, o.seg, o.decay, o.S, &o.hp, &b.x, b.labels,
+    st = clf_train_step(m, &loss, &norm, o.m, o.v, o.seg, o.decay, o.S, &o.hp, &b.x, b.labels,
                         smoothing);
     Py_END_ALLOW_THREADS;
     h->busy = 0;
@@ -935,24 +699,15 @@ static PyObject *py_op_encoder(PyObject *self, PyObject *args)
 }
 
 PyMethodDef isp_encoder_methods[] = {
-    {"model_new", (PyCFunction)(void (*)(void))py_model_new, METH_VARARGS | METH_KEYWORDS,
-     "model_new(V, TP, TV, NL, L, C, NH, F, act, eps, p_hidden, p_attn, p_cls, pad_id, *, "
+    {"clf_new", (PyCFunction)(void (*)(void))py_clf_new, METH_VARARGS | METH_KEYWORDS,
+     "clf_new(V, TP, TV, NL, L, C, NH, F, act, eps, p_hidden, p_attn, p_cls, pad_id, *, "
      "prenorm, patches, image_size, patch_size, pad_positions, final_ln, head, head_dropin) -> "
-     "handle of an encoder classifier (csrc/classifier.h)"},
-    {"model_tensors", py_model_tensors, METH_O, "[(name, offset, size)] of the parameter layout"},
-    {"model_buffers", py_model_buffers, METH_O,
-     "(params, grads, masks) views of the model's buffers"},
-    {"model_set_training", py_model_set_training, METH_VARARGS, "dropout on/off"},
-    {"model_rng", py_model_rng, METH_VARARGS, "model_rng(handle, seed, step): set the dropout RNG"},
-    {"model_rng_state", py_model_rng_state, METH_O, "(seed, step) of the dropout RNG"},
-    {"model_copy", py_model_copy, METH_VARARGS, "model_copy(dst, src): params and masks"},
-    {"model_forward", py_model_forward, METH_VARARGS,
-     "model_forward(handle, input_ids or pixel_values, token_type_ids, attention_mask) -> logits (B,NL)"},
-    {"model_forward_backward", py_model_forward_backward, METH_VARARGS,
-     "(loss, logits); fills grads"},
-    {"model_adamw", py_model_adamw, METH_VARARGS,
-     "masked AdamW step on the model's grads -> grad norm"},
-    {"model_train_step", py_model_train_step, METH_VARARGS, "fused step -> (loss, grad norm)"},
+     "model handle of an encoder classifier (csrc/classifier.h)"},
+    {"clf_forward", py_clf_forward, METH_VARARGS,
+     "clf_forward(handle, input_ids or pixel_values, token_type_ids, attention_mask) -> logits (B,NL)"},
+    {"clf_forward_backward", py_clf_forward_backward, METH_VARARGS,
+     "clf_forward_backward(handle, inputs, types, amask, labels, smoothing) -> (loss, logits); fills grads"},
+    {"clf_train_step", py_clf_train_step, METH_VARARGS, "fused step -> (loss, grad norm)"},
     {"op_layernorm", py_op_layernorm, METH_VARARGS, "test binding"},
     {"op_layernorm_backward", py_op_layernorm_backward, METH_VARARGS, "test binding"},
     {"op_act", py_op_act, METH_VARARGS, "test binding"},

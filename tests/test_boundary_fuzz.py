@@ -180,7 +180,7 @@ def test_soup_average_bad_arguments():
 # ---- encoder family -------------------------------------------------------------------------
 
 def _bert(NL=3):
-    return _C.model_new(50, 8, 2, NL, 1, 8, 2, 16, 0, 1e-12, 0.1, 0.1, 0.1, 0)
+    return _C.clf_new(50, 8, 2, NL, 1, 8, 2, 16, 0, 1e-12, 0.1, 0.1, 0.1, 0)
 
 
 def test_model_new_bad_configs():
@@ -192,8 +192,8 @@ def test_model_new_bad_configs():
         for v in vals:
             args = list(good)
             args[i] = v
-            bad(_C.model_new, *args)
-    bad(_C.model_new, 2**30, 2**30, 2, 3, 2**20, 2**15, 2, 2**20, 0, 1e-12, 0.1, 0.1, 0.1, 0)
+            bad(_C.clf_new, *args)
+    bad(_C.clf_new, 2**30, 2**30, 2, 3, 2**20, 2**15, 2, 2**20, 0, 1e-12, 0.1, 0.1, 0.1, 0)
     # family options: unknown head, image sizes, position offsets that do not fit
     for kw in ({"head": 4}, {"head": -1}, {"patches": True, "image_size": 10, "patch_size": 4},
                {"patches": True, "image_size": 0, "patch_size": 0}, {"patches": True, "image_size": 2**20, "patch_size": 1},
@@ -201,16 +201,16 @@ def test_model_new_bad_configs():
         args = list(good)
         if "pad_id" in kw:
             args[13] = kw.pop("pad_id")
-        bad(_C.model_new, *args, **kw)
-    h = _C.model_new(*good, patches=True, image_size=8, patch_size=4)
-    bad(_C.model_forward, h, np.zeros((2, 3, 8, 8), np.float64), None, None)
-    bad(_C.model_forward, h, np.zeros((2, 3, 4, 4), f32), None, None)
-    bad(_C.model_forward, h, np.full((2, 3, 8, 8), np.nan, f32), None, None)
-    bad(_C.model_forward, h, np.zeros((2, 3, 8, 8), f32), np.zeros((2, 5), np.int32), None)
-    assert _C.model_forward(h, np.zeros((2, 3, 8, 8), f32), None, None).shape == (2, 3)
-    h = _C.model_new(*good[:2], 0, *good[3:])  # no token types
-    bad(_C.model_forward, h, np.ones((2, 4), np.int32), np.zeros((2, 4), np.int32), None)
-    assert _C.model_forward(h, np.ones((2, 4), np.int32), None, None).shape == (2, 3)
+        bad(_C.clf_new, *args, **kw)
+    h = _C.clf_new(*good, patches=True, image_size=8, patch_size=4)
+    bad(_C.clf_forward, h, np.zeros((2, 3, 8, 8), np.float64), None, None)
+    bad(_C.clf_forward, h, np.zeros((2, 3, 4, 4), f32), None, None)
+    bad(_C.clf_forward, h, np.full((2, 3, 8, 8), np.nan, f32), None, None)
+    bad(_C.clf_forward, h, np.zeros((2, 3, 8, 8), f32), np.zeros((2, 5), np.int32), None)
+    assert _C.clf_forward(h, np.zeros((2, 3, 8, 8), f32), None, None).shape == (2, 3)
+    h = _C.clf_new(*good[:2], 0, *good[3:])  # no token types
+    bad(_C.clf_forward, h, np.ones((2, 4), np.int32), np.zeros((2, 4), np.int32), None)
+    assert _C.clf_forward(h, np.ones((2, 4), np.int32), None, None).shape == (2, 3)
 
 
 def _opt_args(h, n):
@@ -225,33 +225,33 @@ def test_bert_bad_calls():
     tt = np.zeros((2, 4), i32)
     am = np.ones((2, 4), u8)
     y = np.array([0, 2], i32)
-    _C.model_forward(h, ids, tt, am)
-    _C.model_forward_backward(h, ids, None, None, y, 0.0)
+    _C.clf_forward(h, ids, tt, am)
+    _C.clf_forward_backward(h, ids, None, None, y, 0.0)
     for j in junk((2, 4), i32):
-        bad(_C.model_forward, h, j, tt, am)
+        bad(_C.clf_forward, h, j, tt, am)
     for j in list(junk((2, 4), i32))[1:]:
-        bad(_C.model_forward, h, ids, j, am)
+        bad(_C.clf_forward, h, ids, j, am)
     for j in list(junk((2, 4), u8))[1:]:
-        bad(_C.model_forward, h, ids, tt, j)
+        bad(_C.clf_forward, h, ids, tt, j)
     for arr in (np.zeros((0, 4), i32), np.zeros((2, 0), i32), zeros_huge(0, 2**40, dtype=i32),
                 zeros_huge(2**40, 0, dtype=i32), np.zeros((1, 9), i32), np.full((2, 4), 50, i32),
                 np.full((2, 4), -1, i32), np.full((2, 4), 2**31 - 1, i32)):
-        bad(_C.model_forward, h, arr, None, None)
-    bad(_C.model_forward, h, ids, np.full((2, 4), 2, i32), None)
-    bad(_C.model_forward, h, ids, np.full((2, 4), -1, i32), None)
-    bad(_C.model_forward, h, ids, None, np.full((2, 4), 2, u8))
-    bad(_C.model_forward, None, ids, None, None)
-    bad(_C.model_forward, "capsule", ids, None, None)
-    bad(_C.model_forward, _C.clipt_new if False else object(), ids, None, None)
+        bad(_C.clf_forward, h, arr, None, None)
+    bad(_C.clf_forward, h, ids, np.full((2, 4), 2, i32), None)
+    bad(_C.clf_forward, h, ids, np.full((2, 4), -1, i32), None)
+    bad(_C.clf_forward, h, ids, None, np.full((2, 4), 2, u8))
+    bad(_C.clf_forward, None, ids, None, None)
+    bad(_C.clf_forward, "capsule", ids, None, None)
+    bad(_C.clf_forward, _C.clipt_new if False else object(), ids, None, None)
     for yb in (np.array([0, 3], i32), np.array([-1, 0], i32), np.array([0], i32), y.astype(np.int64),
                y.astype(f32), None, [0, 1], np.array([0, 1, 2], i32)[::2].copy()[:1]):
-        bad(_C.model_forward_backward, h, ids, None, None, yb, 0.0)
+        bad(_C.clf_forward_backward, h, ids, None, None, yb, 0.0)
     for s in (-0.1, 1.5, math.nan, math.inf):
-        bad(_C.model_forward_backward, h, ids, None, None, y, s)
+        bad(_C.clf_forward_backward, h, ids, None, None, y, s)
     hr = _bert(NL=1)
-    bad(_C.model_forward_backward, hr, ids, None, None, np.array([0, np.nan], f32), 0.0)
-    bad(_C.model_forward_backward, hr, ids, None, None, np.array([0, np.inf], f32), 0.0)
-    bad(_C.model_forward_backward, hr, ids, None, None, y, 0.0)
+    bad(_C.clf_forward_backward, hr, ids, None, None, np.array([0, np.nan], f32), 0.0)
+    bad(_C.clf_forward_backward, hr, ids, None, None, np.array([0, np.inf], f32), 0.0)
+    bad(_C.clf_forward_backward, hr, ids, None, None, y, 0.0)
     # AdamW / train step
     m, v, seg, dec = _opt_args(h, n)
     hp = [1e-3, 0.9, 0.999, 1e-8, 0.01, 1, 1.0]
@@ -266,24 +266,24 @@ def test_bert_bad_calls():
     ]
     for var in variants:
         bad(_C.model_adamw, h, *var, *hp)
-        bad(_C.model_train_step, h, *var, *hp, ids, None, None, y, 0.0)
+        bad(_C.clf_train_step, h, *var, *hp, ids, None, None, y, 0.0)
     for i, vals in enumerate([(-1, math.nan), (1.0, -0.1, math.nan), (1.0, math.nan), (-1, math.nan), (-1, math.nan),
                               (0, -1), (math.nan,)]):
         for val in vals:
             h2 = list(hp)
             h2[i] = val
             bad(_C.model_adamw, h, m, v, seg, dec, *h2)
-            bad(_C.model_train_step, h, m, v, seg, dec, *h2, ids, None, None, y, 0.0)
-    bad(_C.model_train_step, h, m, v, seg, dec, *hp, np.full((2, 4), 99, i32), None, None, y, 0.0)
-    bad(_C.model_train_step, h, m, v, seg, dec, *hp, ids, None, None, np.array([7, 0], i32), 0.0)
-    bad(_C.model_train_step, h, m, v, seg, dec, *hp, ids, None, None, y, 2.0)
+            bad(_C.clf_train_step, h, m, v, seg, dec, *h2, ids, None, None, y, 0.0)
+    bad(_C.clf_train_step, h, m, v, seg, dec, *hp, np.full((2, 4), 99, i32), None, None, y, 0.0)
+    bad(_C.clf_train_step, h, m, v, seg, dec, *hp, ids, None, None, np.array([7, 0], i32), 0.0)
+    bad(_C.clf_train_step, h, m, v, seg, dec, *hp, ids, None, None, y, 2.0)
     # copy between different configs / wrong capsules
     bad(_C.model_copy, h, hr)
     bad(_C.model_copy, h, None)
     for seed in (-1, 2**64, 1.5, None):
         bad(_C.model_rng, h, seed, 0)
         bad(_C.model_rng, h, 0, seed)
-        bad(_C.clipv_rng, _clipv(), seed, 0)
+        bad(_C.model_rng, _clipv(), seed, 0)
     _C.model_rng(h, 2**64 - 1, 3)
     assert _C.model_rng_state(h) == (2**64 - 1, 3)
     bad(_C.model_tensors, None)
@@ -392,7 +392,7 @@ def test_clip_kernels_bad_arguments():
 def test_huge_configs_are_refused():
     # parameter counts that overflow int64 must be a clear error, not a wrapped allocation
     for L, C, F in ((2**31 - 1, 2**28, 2**30), (2**24, 2**20, 2**20), (2**31 - 1, 2**15, 2**15)):
-        bad(_C.model_new, 50, 8, 2, 3, L, C, 1, F, 0, 1e-12, 0.1, 0.1, 0.1, 0)
+        bad(_C.clf_new, 50, 8, 2, 3, L, C, 1, F, 0, 1e-12, 0.1, 0.1, 0.1, 0)
         bad(_C.clipv_new, L, C, 1, F, 0, 1e-5, 0.0, 8, 4, 4, 0)
         bad(_C.clipt_new, L, C, 1, F, 0, 1e-5, 50, 8, 4, 1)
 
@@ -412,7 +412,7 @@ def test_clip_models_bad_calls():
             args[i] = v
             bad(_C.clipv_new, *args)
     h = _clipv()
-    p = _C.clipv_buffers(h)[0]
+    p = _C.model_buffers(h)[0]
     p[:] = np.random.default_rng(0).normal(0, 0.1, p.size)
     px = np.zeros((2, 3, 8, 8), f32)
     y = np.array([0, 2], i32)
@@ -439,20 +439,20 @@ def test_clip_models_bad_calls():
     bad(_C.clipv_set_head, h, np.ones((3, 6), f32), None)  # trainable head
     _C.clipv_set_head(h0, np.ones((2, 6), f32), None)
     bad(_C.clipv_forward_backward, h0, px, np.array([0, 2], i32), 0.0)
-    bad(_C.clipv_copy, h, h0)
-    bad(_C.clipv_copy, h, _bert())
-    bad(_C.model_forward, h, np.ones((1, 2), i32), None, None)  # a capsule of the wrong kind
-    n = _C.clipv_buffers(h)[0].size
+    bad(_C.model_copy, h, h0)
+    bad(_C.model_copy, h, _bert())
+    bad(_C.clf_forward, h, np.ones((1, 2), i32), None, None)  # a capsule of the wrong kind
+    n = _C.model_buffers(h)[0].size
     m, v, seg, dec = _opt_args(h, n)
     hp = [1e-3, 0.9, 0.999, 1e-8, 0.01, 1, 1.0]
-    _C.clipv_adamw(h, m, v, seg, dec, *hp)
+    _C.model_adamw(h, m, v, seg, dec, *hp)
     for var in ((m[:-1], v, seg, dec), (m, m, seg, dec), (m, v, np.array([0, n + 3, n], i64), np.ones(2, u8)),
                 (m, v, np.array([1, n], i64), dec), (m, v, seg, None)):
-        bad(_C.clipv_adamw, h, *var, *hp)
+        bad(_C.model_adamw, h, *var, *hp)
         bad(_C.clipv_train_step, h, *var, *hp, px, y, 0.0)
-    bad(_C.clipv_adamw, h, m, v, seg, dec, math.nan, *hp[1:])
-    bad(_C.clipv_adamw, h, m, v, seg, dec, math.inf, *hp[1:])
-    bad(_C.clipv_adamw, h, m, v, seg, dec, *hp[:4], math.inf, *hp[5:])
+    bad(_C.model_adamw, h, m, v, seg, dec, math.nan, *hp[1:])
+    bad(_C.model_adamw, h, m, v, seg, dec, math.inf, *hp[1:])
+    bad(_C.model_adamw, h, m, v, seg, dec, *hp[:4], math.inf, *hp[5:])
     bad(_C.clipv_train_step, h, m, v, seg, dec, *hp, px, np.array([5, 0], i32), 0.0)
     # text tower
     good = [1, 8, 2, 16, 0, 1e-5, 50, 6, 4, 1]
@@ -473,7 +473,7 @@ def test_clip_models_bad_calls():
     bad(_C.clipt_encode, t, ids, np.ones((2, 2), u8))
     bad(_C.clipt_encode, h, ids, None)
     bad(_C.clipt_params, h)
-    bad(_C.clipv_buffers, t)
+    bad(_C.model_buffers, t)
 
 
 # ---- Python entry points (models, optimizer, masks) -----------------------------------------
@@ -627,9 +627,9 @@ def test_error_paths_keep_reference_counts():
         bad(_C.mask_vote_select, out, masks, False, [4, 6], 3)
         bad(_C.mask_combine, out, masks, 10, False, "union")
         bad(_C.soup_average, np.zeros(4, f32), xs)
-        bad(_C.model_forward, h, ids, None, None)
-        bad(_C.model_forward_backward, h, np.ones((2, 4), i32), None, None, y[:1], 0.0)
-        _C.model_forward_backward(h, np.ones((2, 4), i32), None, None, y, 0.0)
+        bad(_C.clf_forward, h, ids, None, None)
+        bad(_C.clf_forward_backward, h, np.ones((2, 4), i32), None, None, y[:1], 0.0)
+        _C.clf_forward_backward(h, np.ones((2, 4), i32), None, None, y, 0.0)
         _C.model_buffers(h)
         _C.model_tensors(h)
     gc.collect()  # pytest.raises keeps tracebacks (frames -> arguments) in reference cycles

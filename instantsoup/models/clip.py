@@ -194,9 +194,9 @@ class CLIPModel(EngineModel):
                                v.image_size, v.patch_size, config.projection_dim, nl)
         self._trainable_head = nl
         self._num_labels = nl
-        params, grads, masks = _C.clipv_buffers(self._h)
+        params, grads, masks = _C.model_buffers(self._h)
         self._params, self._grads, self._mask_buf = params, grads, masks
-        self._table = _table(_C.clipv_tensors(self._h))
+        self._table = _table(_C.model_tensors(self._h))
         self._views = _vision_views(params, self._table, config, nl)
         self._gviews = _vision_views(grads, self._table, config, nl)
         self.prunable_names = vision_prunable_names(config)
@@ -209,7 +209,7 @@ class CLIPModel(EngineModel):
         self._training = False
         self._seed = int(seed)
         self.last_logits: np.ndarray | None = None
-        _C.clipv_rng(self._h, self._seed, 0)
+        _C.model_rng(self._h, self._seed, 0)
         if nl > 0:  # a linear probe starts small and centred; zero_shot_head() can overwrite it
             rng = np.random.default_rng(seed)
             self._views[HEAD_WEIGHT][...] = rng.normal(0.0, 0.02, self._views[HEAD_WEIGHT].shape)
@@ -301,7 +301,7 @@ class CLIPModel(EngineModel):
 
     def train(self, mode: bool = True) -> "CLIPModel":
         self._training = bool(mode)
-        _C.clipv_set_training(self._h, self._training)
+        _C.model_set_training(self._h, self._training)
         return self
 
     def eval(self) -> "CLIPModel":
@@ -316,14 +316,14 @@ class CLIPModel(EngineModel):
         if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= int(s) < 2**64:
             raise ValueError(f"seed: expected an integer in [0, 2**64), got {s!r}")
         self._seed = int(s)
-        _C.clipv_rng(self._h, self._seed, 0)
+        _C.model_rng(self._h, self._seed, 0)
 
     def rng_state(self) -> tuple[int, int]:
         """(seed, step) of the dropout RNG."""
-        return tuple(_C.clipv_rng_state(self._h))
+        return tuple(_C.model_rng_state(self._h))
 
     def set_rng_state(self, state: tuple[int, int]) -> None:
-        _C.clipv_rng(self._h, int(state[0]), int(state[1]))
+        _C.model_rng(self._h, int(state[0]), int(state[1]))
 
     @staticmethod
     def default_no_decay(name: str) -> bool:
@@ -455,7 +455,7 @@ class CLIPModel(EngineModel):
         """Copy parameters, masks and head from a model with the same config (no allocation)."""
         if not isinstance(other, CLIPModel):
             raise TypeError(f"copy_from: expected a CLIPModel, got {type(other).__name__}")
-        _C.clipv_copy(self._h, other._h)
+        _C.model_copy(self._h, other._h)
         self._num_labels = other._num_labels
 
     # -- optimizer hooks (used by instantsoup.AdamW) ------------------------------------------------
@@ -486,7 +486,7 @@ class CLIPModel(EngineModel):
     def _adamw_step(self, exp_avg, exp_avg_sq, seg, decay, lr, beta1, beta2, eps, weight_decay, step,
                     max_norm) -> float:
         """One masked AdamW step on ``grads`` (instantsoup.AdamW's entry point) -> grad norm before clipping."""
-        return _C.clipv_adamw(self._h, exp_avg, exp_avg_sq, seg, decay, float(lr), float(beta1), float(beta2),
+        return _C.model_adamw(self._h, exp_avg, exp_avg_sq, seg, decay, float(lr), float(beta1), float(beta2),
                               float(eps), float(weight_decay), int(step), float(max_norm))
 
     def _train_step(self, exp_avg, exp_avg_sq, seg, decay, hp, batch, labels, label_smoothing=0.0) -> tuple[float, float]:

@@ -59,7 +59,7 @@ class Family:
     embeddings:   C tensor -> Hugging Face name, in checkpoint order (text: wte wpe wtt embln_w
                   embln_b; images: cls wpe patchw patchb).
     head:         C tensor -> Hugging Face name (lnf_w lnf_b poolw poolb clsw clsb as present).
-    options:      keyword options of _C.model_new (head, head_dropin, pad_positions, final_ln,
+    options:      keyword options of _C.clf_new (head, head_dropin, pad_positions, final_ln,
                   prenorm, patches).
     renames:      config.json key -> EncoderConfig field (DistilBERT's dim, n_layers, ...).
     defaults:     EncoderConfig field -> the family's default where config.json lacks it.
@@ -411,7 +411,7 @@ class EncoderClassifier(EngineModel):
         opts = dict(fam.options)
         if fam.image:
             opts.update(image_size=int(c.image_size), patch_size=int(c.patch_size))
-        self._h = _C.model_new(int(c.vocab_size), int(c.max_position_embeddings), int(c.type_vocab_size),
+        self._h = _C.clf_new(int(c.vocab_size), int(c.max_position_embeddings), int(c.type_vocab_size),
                                c.num_labels, c.num_hidden_layers, c.hidden_size, c.num_attention_heads,
                                c.intermediate_size, ACTIVATIONS[c.hidden_act], float(c.layer_norm_eps),
                                float(c.hidden_dropout_prob), float(c.attention_probs_dropout_prob),
@@ -619,7 +619,7 @@ class EncoderClassifier(EngineModel):
         """Logits (B, num_labels) float32 for a batch dict: input_ids (B,T), attention_mask,
         token_type_ids; or pixel_values (B,3,H,W) for an image model."""
         x, tt, am = self._batch(batch)
-        return _C.model_forward(self._h, x, tt, am)
+        return _C.clf_forward(self._h, x, tt, am)
 
     __call__ = forward
 
@@ -627,7 +627,7 @@ class EncoderClassifier(EngineModel):
         """Mean loss (cross-entropy, or MSE when num_labels == 1); overwrites ``grads``."""
         x, tt, am = self._batch(batch)
         y = self._labels(labels, x.shape[0])
-        loss, self.last_logits = _C.model_forward_backward(self._h, x, tt, am, y, float(label_smoothing))
+        loss, self.last_logits = _C.clf_forward_backward(self._h, x, tt, am, y, float(label_smoothing))
         return loss
 
     def _adamw_step(self, exp_avg, exp_avg_sq, seg, decay, *hp) -> float:
@@ -636,7 +636,7 @@ class EncoderClassifier(EngineModel):
     def _train_step(self, exp_avg, exp_avg_sq, seg, decay, hp, batch, labels, label_smoothing):
         x, tt, am = self._batch(batch)
         y = self._labels(labels, x.shape[0])
-        return _C.model_train_step(self._h, exp_avg, exp_avg_sq, seg, decay, *hp, x, tt, am, y,
+        return _C.clf_train_step(self._h, exp_avg, exp_avg_sq, seg, decay, *hp, x, tt, am, y,
                                    float(label_smoothing))
 
     # -- copies -------------------------------------------------------------------------------
