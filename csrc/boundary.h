@@ -85,6 +85,9 @@ int isp_parse_adamw(const model_core *m, PyObject *mo, PyObject *vo, PyObject *s
                     long long step, double max_norm, isp_adamw_args *o);
 int isp_check_smoothing(float s);
 
+/* An activation code (csrc/ops.h isp_act) from a Python int; 0 with ValueError if unknown. */
+int isp_parse_act(PyObject *o, isp_act *act);
+
 /* dtype name for messages */
 const char *isp_typename(int typenum);
 

@@ -57,16 +57,6 @@ static clipt_handle *thandle(PyObject *cap)
     return h;
 }
 
-static int act_code(int v, isp_act *act)
-{
-    if (v < ACT_GELU || v > ACT_QUICK_GELU) {
-        PyErr_Format(PyExc_ValueError, "unknown activation code %d", v);
-        return 0;
-    }
-    *act = (isp_act)v;
-    return 1;
-}
-
 /* ---------------------------------------------------------------- vision model */
 
 static PyObject *py_clipv_new(PyObject *self, PyObject *args)
@@ -74,11 +64,11 @@ static PyObject *py_clipv_new(PyObject *self, PyObject *args)
     (void)self;
     clipv_config c;
     memset(&c, 0, sizeof c);
-    int act;
-    if (!PyArg_ParseTuple(args, "iiiiiffiiii:clipv_new", &c.enc.L, &c.enc.C, &c.enc.NH, &c.enc.F,
+    PyObject *act;
+    if (!PyArg_ParseTuple(args, "iiiiOffiiii:clipv_new", &c.enc.L, &c.enc.C, &c.enc.NH, &c.enc.F,
                           &act, &c.enc.eps, &c.enc.p_attn, &c.IH, &c.PS, &c.D, &c.NL))
         return NULL;
-    if (!act_code(act, &c.enc.act))
+    if (!isp_parse_act(act, &c.enc.act))
         return NULL;
     c.enc.p_hidden = 0.0f; /* CLIP has no hidden dropout */
     clipv_model *m = calloc(1, sizeof *m);
@@ -345,11 +335,11 @@ static PyObject *py_clipt_new(PyObject *self, PyObject *args)
     (void)self;
     clipt_config c;
     memset(&c, 0, sizeof c);
-    int act;
-    if (!PyArg_ParseTuple(args, "iiiiifiiii:clipt_new", &c.enc.L, &c.enc.C, &c.enc.NH, &c.enc.F,
+    PyObject *act;
+    if (!PyArg_ParseTuple(args, "iiiiOfiiii:clipt_new", &c.enc.L, &c.enc.C, &c.enc.NH, &c.enc.F,
                           &act, &c.enc.eps, &c.V, &c.TP, &c.D, &c.eos_id))
         return NULL;
-    if (!act_code(act, &c.enc.act))
+    if (!isp_parse_act(act, &c.enc.act))
         return NULL;
     clipt_handle *h = calloc(1, sizeof *h);
     if (h == NULL)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from instantsoup._native import _C
+from instantsoup import _C_test as _T  # test-only bindings of single kernels
 
 pytestmark = pytest.mark.kernel
 
@@ -47,21 +48,21 @@ def junk(shape, dtype=f32):
 def test_sgemm_bad_arguments():
     a, b, c = np.ones((3, 4), f32), np.ones((4, 5), f32), np.zeros((3, 5), f32)
     for j in junk((3, 4)):
-        bad(_C.sgemm, j, b, c)
+        bad(_T.sgemm, j, b, c)
     for j in junk((4, 5)):
-        bad(_C.sgemm, a, j, c)
+        bad(_T.sgemm, a, j, c)
     for j in junk((3, 5)):
-        bad(_C.sgemm, a, b, j)
-    bad(_C.sgemm, a, b, c[::-1])
-    bad(_C.sgemm, a, b, c, True)
+        bad(_T.sgemm, a, b, j)
+    bad(_T.sgemm, a, b, c[::-1])
+    bad(_T.sgemm, a, b, c, True)
     ro = c.copy()
     ro.flags.writeable = False
-    bad(_C.sgemm, a, b, ro)
-    bad(_C.sgemm, a, b, c[:, :4])
+    bad(_T.sgemm, a, b, ro)
+    bad(_T.sgemm, a, b, c[:, :4])
     x = np.ones((4, 4), f32)
-    bad(_C.sgemm, x, x[:, :], x)  # aliasing
-    _C.sgemm(np.zeros((0, 4), f32), b, np.zeros((0, 5), f32))  # empty is fine
-    _C.sgemm(np.zeros((3, 0), f32), np.zeros((0, 5), f32), c)
+    bad(_T.sgemm, x, x[:, :], x)  # aliasing
+    _T.sgemm(np.zeros((0, 4), f32), b, np.zeros((0, 5), f32))  # empty is fine
+    _T.sgemm(np.zeros((3, 0), f32), np.zeros((0, 5), f32), c)
     assert (c == 0).all()
     bad(_C.set_num_threads, 0)
     bad(_C.set_num_threads, -1)
@@ -294,52 +295,52 @@ def test_op_bindings_bad_arguments():
     x = np.ones((3, 4), f32)
     w = np.ones(4, f32)
     for j in list(junk((3, 4)))[:-1]:
-        bad(_C.op_layernorm, j, w, w, 1e-5)
-    bad(_C.op_layernorm, x, w[:3], w, 1e-5)
-    bad(_C.op_layernorm, x, w, None, 1e-5)
-    bad(_C.op_layernorm_backward, x[:2], x, w, np.ones(3, f32), np.ones(3, f32))
-    bad(_C.op_layernorm_backward, x, x, w, np.ones(2, f32), np.ones(3, f32))
-    bad(_C.op_act, np.ones(3, f32), 99)
-    bad(_C.op_act, np.ones(3, f32), -1)
-    bad(_C.op_act, np.ones((3, 1), f32), 0)
-    bad(_C.op_math, np.ones(3))
+        bad(_T.op_layernorm, j, w, w, 1e-5)
+    bad(_T.op_layernorm, x, w[:3], w, 1e-5)
+    bad(_T.op_layernorm, x, w, None, 1e-5)
+    bad(_T.op_layernorm_backward, x[:2], x, w, np.ones(3, f32), np.ones(3, f32))
+    bad(_T.op_layernorm_backward, x, x, w, np.ones(2, f32), np.ones(3, f32))
+    bad(_T.op_act, np.ones(3, f32), 99)
+    bad(_T.op_act, np.ones(3, f32), -1)
+    bad(_T.op_act, np.ones((3, 1), f32), 0)
+    bad(_T.op_math, np.ones(3))
     q = np.ones((2, 3, 12), f32)
-    bad(_C.op_attention, q, None, 0, False, 0.0, 0)
-    bad(_C.op_attention, q, None, 3, False, 0.0, 0)
-    bad(_C.op_attention, q[:, :, :11].copy(), None, 1, False, 0.0, 0)
-    bad(_C.op_attention, q, None, 2, False, 1.0, 0)
-    bad(_C.op_attention, q, None, 2, False, math.nan, 0)
-    bad(_C.op_attention, q, np.ones((2, 2), u8), 2, False, 0.0, 0)
+    bad(_T.op_attention, q, None, 0, False, 0.0, 0)
+    bad(_T.op_attention, q, None, 3, False, 0.0, 0)
+    bad(_T.op_attention, q[:, :, :11].copy(), None, 1, False, 0.0, 0)
+    bad(_T.op_attention, q, None, 2, False, 1.0, 0)
+    bad(_T.op_attention, q, None, 2, False, math.nan, 0)
+    bad(_T.op_attention, q, np.ones((2, 2), u8), 2, False, 0.0, 0)
     for q0 in (zeros_huge(0, 2**40, 12), zeros_huge(2**40, 0, 12)):  # empty: no error, no crash
         try:
-            _C.op_attention(q0, None, 2, False, 0.0, 0)
+            _T.op_attention(q0, None, 2, False, 0.0, 0)
         except ERR:
             pass
-    out, att = _C.op_attention(q, None, 2, False, 0.0, 0)
-    bad(_C.op_attention_backward, out[:1], q, att, None, 2, False, 0.0, 0)
-    bad(_C.op_attention_backward, out, q, att[:, :1], None, 2, False, 0.0, 0)
-    bad(_C.op_dropout, np.ones(3, f32), 1.0, 0, 0, 0)
-    bad(_C.op_dropout, np.ones(3, f32), -0.5, 0, 0, 0)
+    out, att = _T.op_attention(q, None, 2, False, 0.0, 0)
+    bad(_T.op_attention_backward, out[:1], q, att, None, 2, False, 0.0, 0)
+    bad(_T.op_attention_backward, out, q, att[:, :1], None, 2, False, 0.0, 0)
+    bad(_T.op_dropout, np.ones(3, f32), 1.0, 0, 0, 0)
+    bad(_T.op_dropout, np.ones(3, f32), -0.5, 0, 0, 0)
     logits = np.ones((2, 3), f32)
-    bad(_C.op_crossentropy, logits, np.array([0, 3], i32), 0.0)
-    bad(_C.op_crossentropy, logits, np.array([0, -1], i32), 0.0)
-    bad(_C.op_crossentropy, logits, np.array([0], i32), 0.0)
+    bad(_T.op_crossentropy, logits, np.array([0, 3], i32), 0.0)
+    bad(_T.op_crossentropy, logits, np.array([0, -1], i32), 0.0)
+    bad(_T.op_crossentropy, logits, np.array([0], i32), 0.0)
     n = 10
     p, g, m, v = (np.zeros(n, f32) for _ in range(4))
     seg, dec = np.array([0, n], i64), np.ones(1, u8)
     hp = [1e-3, 0.9, 0.999, 1e-8, 0.01, 1, 1.0]
-    _C.op_adamw(p, g, m, v, seg, dec, None, 0, *hp)
-    bad(_C.op_adamw, p, g, m, v, np.array([0, 1000, n], i64), np.ones(2, u8), None, 0, *hp)
-    bad(_C.op_adamw, p, g, m, v, np.array([0, -4, n], i64), np.ones(2, u8), None, 0, *hp)
-    bad(_C.op_adamw, p, g, m, v, seg, dec, np.ones(4, u8), 2**63 - 2, *hp)
-    bad(_C.op_adamw, p, g, m, v, seg, dec, np.ones(4, u8), 8, *hp)
-    bad(_C.op_adamw, p, g, m, v, seg, dec, np.ones(4, u8), -1, *hp)
-    bad(_C.op_adamw, p, g, m, v, seg, dec, None, 0, *hp[:5], 0, 1.0)
-    bad(_C.op_adamw, p, g[:-1], m, v, seg, dec, None, 0, *hp)
+    _T.op_adamw(p, g, m, v, seg, dec, None, 0, *hp)
+    bad(_T.op_adamw, p, g, m, v, np.array([0, 1000, n], i64), np.ones(2, u8), None, 0, *hp)
+    bad(_T.op_adamw, p, g, m, v, np.array([0, -4, n], i64), np.ones(2, u8), None, 0, *hp)
+    bad(_T.op_adamw, p, g, m, v, seg, dec, np.ones(4, u8), 2**63 - 2, *hp)
+    bad(_T.op_adamw, p, g, m, v, seg, dec, np.ones(4, u8), 8, *hp)
+    bad(_T.op_adamw, p, g, m, v, seg, dec, np.ones(4, u8), -1, *hp)
+    bad(_T.op_adamw, p, g, m, v, seg, dec, None, 0, *hp[:5], 0, 1.0)
+    bad(_T.op_adamw, p, g[:-1], m, v, seg, dec, None, 0, *hp)
     xe = np.ones((1, 2, 8), f32)
-    bad(_C.op_encoder, np.ones(10, f32), xe, None, xe, 1, 2, 0, False, False, 1e-5, 0.0, 0.0, False, 0, 0)
-    bad(_C.op_encoder, np.ones(10, f32), xe, None, xe, 0, 2, 0, False, False, 1e-5, 0.0, 0.0, False, 0, 0)
-    bad(_C.op_encoder, np.ones(10, f32), zeros_huge(0, 1, 2**31), None, zeros_huge(0, 1, 2**31), 1, 1, 0,
+    bad(_T.op_encoder, np.ones(10, f32), xe, None, xe, 1, 2, 0, False, False, 1e-5, 0.0, 0.0, False, 0, 0)
+    bad(_T.op_encoder, np.ones(10, f32), xe, None, xe, 0, 2, 0, False, False, 1e-5, 0.0, 0.0, False, 0, 0)
+    bad(_T.op_encoder, np.ones(10, f32), zeros_huge(0, 1, 2**31), None, zeros_huge(0, 1, 2**31), 1, 1, 0,
         False, False, 1e-5, 0.0, 0.0, False, 0, 0)
 
 
@@ -354,39 +355,39 @@ def test_clip_kernels_bad_arguments():
     pos = np.ones((NP + 1, C), f32)
     out = np.zeros((B, NP + 1, C), f32)
     cols = np.zeros((B * NP, K), f32)
-    _C.patch_embed_forward(out, cols, pix, w, cls, pos, P)
+    _T.patch_embed_forward(out, cols, pix, w, cls, pos, P)
     for Pv in (0, -4, 3, 16, 2**31 - 1):
-        bad(_C.patch_embed_forward, out, cols, pix, w, cls, pos, Pv)
+        bad(_T.patch_embed_forward, out, cols, pix, w, cls, pos, Pv)
     for j in junk((B, 3, H, H)):
-        bad(_C.patch_embed_forward, out, cols, j, w, cls, pos, P)
-    bad(_C.patch_embed_forward, out, cols, np.zeros((0, 3, H, H), f32), w, cls, pos, P)
-    bad(_C.patch_embed_forward, out, cols, zeros_huge(0, 3, 2**29, 2**29), w, cls, pos, P)
-    bad(_C.patch_embed_forward, out, cols, zeros_huge(1, 3, 0, 2**29), w, cls, pos, P)
-    bad(_C.patch_embed_forward, out, cols, np.ones((B, 2, H, H), f32), w, cls, pos, P)
-    bad(_C.patch_embed_forward, out, out, pix, w, cls, pos, P)
-    bad(_C.patch_embed_forward, out, cols, pix, w, cls[:-1], pos, P)
-    bad(_C.patch_embed_forward, out, cols, pix, w, cls, pos[:-1], P)
+        bad(_T.patch_embed_forward, out, cols, j, w, cls, pos, P)
+    bad(_T.patch_embed_forward, out, cols, np.zeros((0, 3, H, H), f32), w, cls, pos, P)
+    bad(_T.patch_embed_forward, out, cols, zeros_huge(0, 3, 2**29, 2**29), w, cls, pos, P)
+    bad(_T.patch_embed_forward, out, cols, zeros_huge(1, 3, 0, 2**29), w, cls, pos, P)
+    bad(_T.patch_embed_forward, out, cols, np.ones((B, 2, H, H), f32), w, cls, pos, P)
+    bad(_T.patch_embed_forward, out, out, pix, w, cls, pos, P)
+    bad(_T.patch_embed_forward, out, cols, pix, w, cls[:-1], pos, P)
+    bad(_T.patch_embed_forward, out, cols, pix, w, cls, pos[:-1], P)
     dw, dcls, dpos = np.zeros_like(w), np.zeros_like(cls), np.zeros_like(pos)
-    _C.patch_embed_backward(dw, dcls, dpos, out, cols)
-    bad(_C.patch_embed_backward, dw, dcls, dpos, out[:, :1].copy(), cols[:2])
-    bad(_C.patch_embed_backward, dw, dcls, dpos, out, cols[:-1])
-    bad(_C.patch_embed_backward, dw[:-1], dcls, dpos, out, cols)
-    bad(_C.patch_embed_backward, dw, dcls, dpos, np.zeros((0, NP + 1, C), f32), cols)
-    bad(_C.patch_embed_backward, dw, dcls, dpos, zeros_huge(0, 2**40, C), cols)
+    _T.patch_embed_backward(dw, dcls, dpos, out, cols)
+    bad(_T.patch_embed_backward, dw, dcls, dpos, out[:, :1].copy(), cols[:2])
+    bad(_T.patch_embed_backward, dw, dcls, dpos, out, cols[:-1])
+    bad(_T.patch_embed_backward, dw[:-1], dcls, dpos, out, cols)
+    bad(_T.patch_embed_backward, dw, dcls, dpos, np.zeros((0, NP + 1, C), f32), cols)
+    bad(_T.patch_embed_backward, dw, dcls, dpos, zeros_huge(0, 2**40, C), cols)
     f = np.ones((3, 5), f32)
     hw = np.ones((4, 5), f32)
     logits, fn, inv = np.zeros((3, 4), f32), np.zeros((3, 5), f32), np.zeros(3, f32)
-    _C.cosine_head_forward(logits, fn, inv, f, hw)
-    bad(_C.cosine_head_forward, logits, fn, inv, f, hw, np.ones(3, f32))
-    bad(_C.cosine_head_forward, logits, fn, inv, f[:, :4].copy(), hw)
-    bad(_C.cosine_head_forward, logits, fn, inv[:2], f, hw)
-    bad(_C.cosine_head_forward, logits, fn, inv, np.zeros((0, 5), f32), hw)
-    bad(_C.cosine_head_forward, logits, fn, inv, f, np.zeros((0, 5), f32))
-    bad(_C.cosine_head_forward, logits, fn, inv, np.full((3, 5), np.nan, f32), hw)
-    bad(_C.cosine_head_backward, fn, None, None, logits[:, :3].copy(), fn, inv, hw)
-    bad(_C.cosine_head_backward, fn, np.zeros((4, 4), f32), None, logits, fn, inv, hw)
-    bad(_C.cosine_head_backward, fn, None, np.zeros(3, f32), logits, fn, inv, hw)
-    bad(_C.cosine_head_backward, fn, None, None, logits, fn, inv[:2], hw)
+    _T.cosine_head_forward(logits, fn, inv, f, hw)
+    bad(_T.cosine_head_forward, logits, fn, inv, f, hw, np.ones(3, f32))
+    bad(_T.cosine_head_forward, logits, fn, inv, f[:, :4].copy(), hw)
+    bad(_T.cosine_head_forward, logits, fn, inv[:2], f, hw)
+    bad(_T.cosine_head_forward, logits, fn, inv, np.zeros((0, 5), f32), hw)
+    bad(_T.cosine_head_forward, logits, fn, inv, f, np.zeros((0, 5), f32))
+    bad(_T.cosine_head_forward, logits, fn, inv, np.full((3, 5), np.nan, f32), hw)
+    bad(_T.cosine_head_backward, fn, None, None, logits[:, :3].copy(), fn, inv, hw)
+    bad(_T.cosine_head_backward, fn, np.zeros((4, 4), f32), None, logits, fn, inv, hw)
+    bad(_T.cosine_head_backward, fn, None, np.zeros(3, f32), logits, fn, inv, hw)
+    bad(_T.cosine_head_backward, fn, None, None, logits, fn, inv[:2], hw)
 
 
 def test_huge_configs_are_refused():
@@ -653,23 +654,23 @@ def test_empty_but_valid_calls_do_not_crash():
     _C.mask_pack(e8, e8)
     _C.mask_unpack(e8, e8)
     _C.soup_average(ef, [ef, ef], np.array([0.5, 0.5]))
-    bad(_C.sgemm, zeros_huge(2**31, 0), np.zeros((0, 0), f32), zeros_huge(2**31, 0))
-    _C.sgemm(np.zeros((0, 0), f32), np.zeros((0, 0), f32), np.zeros((0, 0), f32))
+    bad(_T.sgemm, zeros_huge(2**31, 0), np.zeros((0, 0), f32), zeros_huge(2**31, 0))
+    _T.sgemm(np.zeros((0, 0), f32), np.zeros((0, 0), f32), np.zeros((0, 0), f32))
 
 
 def test_op_encoder_odd_arguments():
     xe = np.ones((2, 3, 8), f32)
     p = np.random.default_rng(0).normal(0, 0.1, 600).astype(f32)  # L=1, C=8, F=16
-    _C.op_encoder(p, xe, None, xe, 1, 2, 0, False, False, 1e-5, 0.1, 0.1, True, 0, 0)
+    _T.op_encoder(p, xe, None, xe, 1, 2, 0, False, False, 1e-5, 0.1, 0.1, True, 0, 0)
     for ph, pa in ((1.0, 0.0), (0.0, 1.0), (-0.5, 0.0), (0.0, math.nan), (2.0, 2.0)):
-        bad(_C.op_encoder, p, xe, None, xe, 1, 2, 0, False, False, 1e-5, ph, pa, True, 0, 0)
+        bad(_T.op_encoder, p, xe, None, xe, 1, 2, 0, False, False, 1e-5, ph, pa, True, 0, 0)
     for eps in (0.0, -1.0, math.nan, math.inf):
-        bad(_C.op_encoder, p, xe, None, xe, 1, 2, 0, False, False, eps, 0.0, 0.0, False, 0, 0)
-    bad(_C.op_encoder, p, xe, np.full((2, 3), 7, u8), xe, 1, 2, 0, False, False, 1e-5, 0.0, 0.0, False, 0, 0)
-    bad(_C.op_encoder, p, xe, None, xe, 1, 16, 0, False, False, 1e-5, 0.0, 0.0, False, 0, 0)
-    bad(_C.op_encoder, p, xe, None, xe[:1], 1, 2, 0, False, False, 1e-5, 0.0, 0.0, False, 0, 0)
-    bad(_C.op_encoder, p, xe, None, xe, 2, 2, 0, False, False, 1e-5, 0.0, 0.0, False, 0, 0)
-    bad(_C.op_encoder, p, xe, None, xe, 1, 2, 7, False, False, 1e-5, 0.0, 0.0, False, 0, 0)
+        bad(_T.op_encoder, p, xe, None, xe, 1, 2, 0, False, False, eps, 0.0, 0.0, False, 0, 0)
+    bad(_T.op_encoder, p, xe, np.full((2, 3), 7, u8), xe, 1, 2, 0, False, False, 1e-5, 0.0, 0.0, False, 0, 0)
+    bad(_T.op_encoder, p, xe, None, xe, 1, 16, 0, False, False, 1e-5, 0.0, 0.0, False, 0, 0)
+    bad(_T.op_encoder, p, xe, None, xe[:1], 1, 2, 0, False, False, 1e-5, 0.0, 0.0, False, 0, 0)
+    bad(_T.op_encoder, p, xe, None, xe, 2, 2, 0, False, False, 1e-5, 0.0, 0.0, False, 0, 0)
+    bad(_T.op_encoder, p, xe, None, xe, 1, 2, 7, False, False, 1e-5, 0.0, 0.0, False, 0, 0)
 
 
 def test_mask_file_errors(tmp_path):
