@@ -394,25 +394,37 @@ static void clipt_extra_sizes(int64_t s[CLIPT_NUM_EXTRA], const clipt_config *cf
     s[4] = (int64_t)cfg->D * C;
 }
 
-int clipt_num_tensors(void)
+static const char *clipt_tensor_name(int i)
 {
-    return ENC_NUM_TENSORS + CLIPT_NUM_EXTRA;
-}
-
-const char *clipt_tensor_name(int i)
-{
-    if (i < 0 || i >= clipt_num_tensors())
+    if (i < 0 || i >= ENC_NUM_TENSORS + CLIPT_NUM_EXTRA)
         return NULL;
     return i < ENC_NUM_TENSORS ? encoder_tensor_names[i] : clipt_extra_names[i - ENC_NUM_TENSORS];
 }
 
-void clipt_tensor_span(const clipt_config *cfg, int i, int64_t *offset, int64_t *size)
+static void clipt_tensor_span(const model_core *m, int i, int64_t *offset, int64_t *size)
 {
+    const clipt_config *cfg = m->cfg;
     int64_t s[ENC_NUM_TENSORS + CLIPT_NUM_EXTRA];
     encoder_tensor_sizes(s, &cfg->enc);
     clipt_extra_sizes(s + ENC_NUM_TENSORS, cfg);
     layout_span(s, i, offset, size);
 }
+
+static void clipt_family_free(model_core *m)
+{
+    clipt_free((clipt_model *)m);
+}
+
+const model_family clipt_family = {
+    .name = "CLIP text",
+    .num_tensors = ENC_NUM_TENSORS + CLIPT_NUM_EXTRA,
+    .tensor_name = clipt_tensor_name,
+    .tensor_span = clipt_tensor_span,
+    .config_size = sizeof(clipt_config),
+    .forward_only = 1,
+    .copy_extra = NULL,
+    .free = clipt_family_free,
+};
 
 isp_status clipt_init(clipt_model *m, const clipt_config *cfg)
 {
@@ -430,12 +442,11 @@ isp_status clipt_init(clipt_model *m, const clipt_config *cfg)
     clipt_extra_sizes(s, cfg);
     for (int i = 0; i < CLIPT_NUM_EXTRA; i++)
         n += s[i];
-    m->num_params = n;
-    m->params = calloc((size_t)n, sizeof(float));
-    if (m->params == NULL)
-        return isp_fail(ISP_ERR_NOMEM, "out of memory allocating %lld parameters", (long long)n);
-    encoder_point_params(&m->p.enc, m->params, &m->cfg.enc);
-    float *base = m->params + encoder_num_params(&cfg->enc);
+    st = model_init(&m->core, &clipt_family, &m->cfg, n, 0);
+    if (st != ISP_OK)
+        return st;
+    encoder_point_params(&m->p.enc, m->core.params, &m->cfg.enc);
+    float *base = m->core.params + encoder_num_params(&cfg->enc);
     float **ptrs[CLIPT_NUM_EXTRA] = {&m->p.wte, &m->p.wpe, &m->p.lnf_w, &m->p.lnf_b, &m->p.projw};
     for (int i = 0; i < CLIPT_NUM_EXTRA; i++) {
         *ptrs[i] = base;
@@ -446,8 +457,7 @@ isp_status clipt_init(clipt_model *m, const clipt_config *cfg)
 
 void clipt_free(clipt_model *m)
 {
-    free(m->params);
-    free(m->acts_mem);
+    model_free(&m->core);
     memset(m, 0, sizeof *m);
 }
 
@@ -498,17 +508,13 @@ isp_status clipt_encode(clipt_model *m, float *feat, const int32_t *ids, const u
     }
     int64_t need = encoder_acts_size(&cfg->enc, B, T, NT) + 2 * BT * C + C + 4 * (int64_t)B * C +
                    2 * B + (BT + 3) / 4 + 64;
-    if (need > m->acts_cap) {
-        free(m->acts_mem);
-        m->acts_cap = 0;
-        m->acts_mem = malloc((size_t)need * sizeof(float));
-        if (m->acts_mem == NULL) {
-            free(pos);
-            return isp_fail(ISP_ERR_NOMEM, "out of memory for a text batch of %d x %d", B, T);
-        }
-        m->acts_cap = need;
+    char batch[64];
+    snprintf(batch, sizeof batch, "a text batch of %d x %d tokens", B, T);
+    if (model_reserve_acts(&m->core, need, batch) != ISP_OK) {
+        free(pos);
+        return ISP_ERR_NOMEM;
     }
-    float *p = m->acts_mem;
+    float *p = m->core.acts_mem;
     float *x0 = p;
     p += BT * C;
     float *zero = p; /* the (absent) token-type row */

@@ -102,17 +102,14 @@ typedef struct {
 } clipt_params;
 
 typedef struct {
+    model_core core; /* first; forward-only: parameters and activations (model.h) */
     clipt_config cfg;
-    int64_t num_params;
-    float *params;
     clipt_params p;
-    float *acts_mem;
-    int64_t acts_cap;
 } clipt_model;
 
-int clipt_num_tensors(void);
-const char *clipt_tensor_name(int i);
-void clipt_tensor_span(const clipt_config *cfg, int i, int64_t *offset, int64_t *size);
+/* Its tensor table ("qkvw", ..., "wte", ...). */
+extern const model_family clipt_family;
+
 isp_status clipt_init(clipt_model *m, const clipt_config *cfg);
 void clipt_free(clipt_model *m);
 /* feat (B,D) text features (get_text_features). ids (B,T) in [0,V); amask (B,T) or NULL. */

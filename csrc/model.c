@@ -22,11 +22,13 @@ isp_status model_init(model_core *m, const model_family *fam, const void *cfg, i
     m->fam = fam;
     m->cfg = cfg;
     m->num_params = num_params;
-    m->num_prunable = num_prunable;
+    m->num_prunable = fam->forward_only ? 0 : num_prunable;
     m->params = calloc((size_t)num_params, sizeof(float));
-    m->grads = calloc((size_t)num_params, sizeof(float));
-    m->masks = malloc((size_t)num_prunable + 1);
-    if (m->params == NULL || m->grads == NULL || m->masks == NULL) {
+    if (!fam->forward_only) {
+        m->grads = calloc((size_t)num_params, sizeof(float));
+        m->masks = malloc((size_t)num_prunable + 1);
+    }
+    if (m->params == NULL || (!fam->forward_only && (m->grads == NULL || m->masks == NULL))) {
         model_free(m);
         return isp_fail(ISP_ERR_NOMEM, "out of memory allocating %lld parameters",
                         (long long)num_params);
@@ -96,7 +98,8 @@ isp_status model_copy(model_core *dst, const model_core *src)
             return st;
     }
     memcpy(dst->params, src->params, sizeof(float) * (size_t)src->num_params);
-    memcpy(dst->masks, src->masks, (size_t)src->num_prunable);
+    if (src->num_prunable > 0)
+        memcpy(dst->masks, src->masks, (size_t)src->num_prunable);
     return ISP_OK;
 }
 
@@ -104,6 +107,8 @@ isp_status model_adamw(model_core *m, float *mom1, float *mom2, const int64_t *s
                        const uint8_t *decay, int S, const adamw_hparams *hp, int grads_masked,
                        float *grad_norm)
 {
+    if (m->grads == NULL)
+        return isp_fail(ISP_ERR_VALUE, "a %s model is forward-only (no gradients)", m->fam->name);
     return adamw_update(m->params, mom1, mom2, m->grads, m->num_params, seg, decay, S, m->masks, 0,
                         m->num_prunable, grads_masked, hp, grad_norm);
 }

@@ -27,6 +27,7 @@ typedef struct model_family {
     /* offset and size (floats) of tensor i of this model */
     void (*tensor_span)(const struct model_core *m, int i, int64_t *offset, int64_t *size);
     size_t config_size; /* bytes of the config at model_core.cfg (models copy only between equal ones) */
+    int forward_only;   /* no gradients and no masks (CLIP's text tower) */
     /* copy the family's own state beyond params and masks (CLIP's frozen head); NULL: none */
     isp_status (*copy_extra)(struct model_core *dst, const struct model_core *src);
     /* free everything the family model owns, the core included (not the struct itself) */
@@ -45,7 +46,8 @@ typedef struct model_core {
     int training;
 } model_core;
 
-/* Allocate zeroed params and grads and all-ones masks. On failure everything is freed. */
+/* Allocate zeroed params and grads and all-ones masks (params only for a forward-only family).
+   On failure everything is freed. */
 isp_status model_init(model_core *m, const model_family *fam, const void *cfg, int64_t num_params,
                       int64_t num_prunable);
 void model_free(model_core *m);

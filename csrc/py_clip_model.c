@@ -1,7 +1,8 @@
 /*
- * py_clip_model.c -- bindings of the CLIP models (clip_model.c): a capsule per vision model
- * (parameter, gradient, mask, frozen-head and activation buffers) and per text model, their
- * forward / backward / fused train step. Validation with the GIL held; kernels without it.
+ * py_clip_model.c -- bindings of the CLIP models (clip_model.c) on the one model handle
+ * (py_model.c): constructors of the vision model (with its frozen head) and the forward-only text
+ * model, their forward / backward / fused train step. Validation with the GIL held; kernels
+ * without it.
  */
 #include "boundary.h"
 
@@ -11,21 +12,6 @@
 
 #include "clip_model.h"
 
-#define TCAP "instantsoup.clip_text_model"
-
-typedef struct {
-    clipt_model m;
-    int busy;
-} clipt_handle;
-
-static void clipt_destroy(PyObject *cap)
-{
-    clipt_handle *h = PyCapsule_GetPointer(cap, TCAP);
-    if (h != NULL) {
-        clipt_free(&h->m);
-        free(h);
-    }
-}
 
 /* the vision model of a handle (NULL with an exception set) */
 static clipv_model *vmodel(PyObject *cap)
@@ -44,18 +30,6 @@ static clipv_model *vmodel(PyObject *cap)
         Py_END_ALLOW_THREADS;                                                                      \
         h_->busy = 0;                                                                              \
     } while (0)
-
-static clipt_handle *thandle(PyObject *cap)
-{
-    clipt_handle *h = PyCapsule_GetPointer(cap, TCAP);
-    if (h == NULL)
-        return NULL;
-    if (h->busy) {
-        PyErr_SetString(PyExc_RuntimeError, "this text model is in use by another thread");
-        return NULL;
-    }
-    return h;
-}
 
 /* ---------------------------------------------------------------- vision model */
 
@@ -341,55 +315,18 @@ static PyObject *py_clipt_new(PyObject *self, PyObject *args)
         return NULL;
     if (!isp_parse_act(act, &c.enc.act))
         return NULL;
-    clipt_handle *h = calloc(1, sizeof *h);
-    if (h == NULL)
+    clipt_model *m = calloc(1, sizeof *m);
+    if (m == NULL)
         return PyErr_NoMemory();
     isp_status st;
     Py_BEGIN_ALLOW_THREADS;
-    st = clipt_init(&h->m, &c);
+    st = clipt_init(m, &c);
     Py_END_ALLOW_THREADS;
     if (st != ISP_OK) {
-        free(h);
+        free(m);
         return isp_raise(st);
     }
-    PyObject *cap = PyCapsule_New(h, TCAP, clipt_destroy);
-    if (cap == NULL) {
-        clipt_free(&h->m);
-        free(h);
-    }
-    return cap;
-}
-
-static PyObject *py_clipt_tensors(PyObject *self, PyObject *cap)
-{
-    (void)self;
-    clipt_handle *h = PyCapsule_GetPointer(cap, TCAP);
-    if (h == NULL)
-        return NULL;
-    int n = clipt_num_tensors();
-    PyObject *out = PyList_New(n);
-    if (out == NULL)
-        return NULL;
-    for (int i = 0; i < n; i++) {
-        int64_t off, size;
-        clipt_tensor_span(&h->m.cfg, i, &off, &size);
-        PyObject *t = Py_BuildValue("(sLL)", clipt_tensor_name(i), (long long)off, (long long)size);
-        if (t == NULL) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyList_SET_ITEM(out, i, t);
-    }
-    return out;
-}
-
-static PyObject *py_clipt_params(PyObject *self, PyObject *cap)
-{
-    (void)self;
-    clipt_handle *h = PyCapsule_GetPointer(cap, TCAP);
-    if (h == NULL)
-        return NULL;
-    return isp_view_1d(cap, h->m.params, h->m.num_params, NPY_FLOAT32);
+    return isp_model_capsule(&m->core);
 }
 
 static PyObject *py_clipt_encode(PyObject *self, PyObject *args)
@@ -398,9 +335,10 @@ static PyObject *py_clipt_encode(PyObject *self, PyObject *args)
     PyObject *cap, *ido, *amo;
     if (!PyArg_ParseTuple(args, "OOO:clipt_encode", &cap, &ido, &amo))
         return NULL;
-    clipt_handle *h = thandle(cap);
-    if (h == NULL)
+    isp_model_handle *hd = isp_model_get(cap, &clipt_family, 1);
+    if (hd == NULL)
         return NULL;
+    clipt_model *m = (clipt_model *)hd->m;
     PyArrayObject *ids = isp_arg_array(ido, "input_ids", NPY_INT32, 2, NULL, ISP_ARR_CONTIG);
     if (ids == NULL)
         return NULL;
@@ -430,7 +368,7 @@ static PyObject *py_clipt_encode(PyObject *self, PyObject *args)
     if (ip == NULL)
         return PyErr_NoMemory();
     memcpy(ip, PyArray_DATA(ids), sizeof(int32_t) * BT);
-    npy_intp dims[2] = {B, h->m.cfg.D};
+    npy_intp dims[2] = {B, m->cfg.D};
     PyObject *out = PyArray_SimpleNew(2, dims, NPY_FLOAT32);
     if (out == NULL) {
         free(ip);
@@ -438,11 +376,7 @@ static PyObject *py_clipt_encode(PyObject *self, PyObject *args)
     }
     float *fp = PyArray_DATA((PyArrayObject *)out);
     isp_status st;
-    h->busy = 1;
-    Py_BEGIN_ALLOW_THREADS;
-    st = clipt_encode(&h->m, fp, ip, am, B, T);
-    Py_END_ALLOW_THREADS;
-    h->busy = 0;
+    WITHOUT_GIL(cap, st = clipt_encode(m, fp, ip, am, B, T));
     free(ip);
     if (st != ISP_OK) {
         Py_DECREF(out);
@@ -463,8 +397,6 @@ PyMethodDef isp_clip_model_methods[] = {
     {"clipv_train_step", py_clipv_train_step, METH_VARARGS, "fused step -> (loss, grad norm)"},
     {"clipt_new", py_clipt_new, METH_VARARGS,
      "clipt_new(L, C, NH, F, act, eps, V, TP, D, eos_id) -> handle"},
-    {"clipt_tensors", py_clipt_tensors, METH_O, "[(name, offset, size)] of the text layout"},
-    {"clipt_params", py_clipt_params, METH_O, "a view of the text parameters"},
     {"clipt_encode", py_clipt_encode, METH_VARARGS, "text features (B,D)"},
     {NULL, NULL, 0, NULL},
 };

@@ -163,6 +163,9 @@ static PyObject *py_model_buffers(PyObject *self, PyObject *cap)
     isp_model_handle *h = isp_model_get(cap, NULL, 0);
     if (h == NULL)
         return NULL;
+    if (h->m->grads == NULL) /* forward-only */
+        return Py_BuildValue("(NOO)", isp_view_1d(cap, h->m->params, h->m->num_params, NPY_FLOAT32),
+                             Py_None, Py_None);
     return isp_buffer_views(cap, h->m->params, h->m->grads, h->m->masks, h->m->num_params,
                             h->m->num_prunable);
 }
@@ -262,7 +265,7 @@ PyMethodDef isp_model_methods[] = {
     {"model_family", py_model_family, METH_O, "the family name of a model handle"},
     {"model_tensors", py_model_tensors, METH_O, "[(name, offset, size)] of the parameter layout"},
     {"model_buffers", py_model_buffers, METH_O,
-     "(params, grads, masks) views of the model's buffers"},
+     "(params, grads, masks) views of the model's buffers (grads, masks None: forward-only)"},
     {"model_set_training", py_model_set_training, METH_VARARGS, "dropout on/off"},
     {"model_rng", py_model_rng, METH_VARARGS, "model_rng(handle, seed, step): set the dropout RNG"},
     {"model_rng_state", py_model_rng_state, METH_O, "(seed, step) of the dropout RNG"},

@@ -473,8 +473,10 @@ def test_clip_models_bad_calls():
     bad(_C.clipt_encode, t, ids, np.full((2, 3), 2, u8))
     bad(_C.clipt_encode, t, ids, np.ones((2, 2), u8))
     bad(_C.clipt_encode, h, ids, None)
-    bad(_C.clipt_params, h)
-    bad(_C.model_buffers, t)
+    bad(_C.model_adamw, t, *_opt_args(t, _C.model_buffers(t)[0].size), 1e-3, 0.9, 0.999, 1e-8, 0.0, 1, 0.0)
+    params, grads, masks = _C.model_buffers(t)  # the text tower is forward-only
+    assert params.size > 0 and grads is None and masks is None
+    bad(_C.clipv_forward, t, np.zeros((1, 3, 8, 8), f32))  # a text handle is not a vision model
 
 
 # ---- Python entry points (models, optimizer, masks) -----------------------------------------

@@ -117,8 +117,8 @@ class CLIPTextTower:
         self._h = _C.clipt_new(t.num_hidden_layers, t.hidden_size, t.num_attention_heads, t.intermediate_size,
                                _ACT_CODES[t.hidden_act], float(t.layer_norm_eps), t.vocab_size,
                                t.max_position_embeddings, cfg.projection_dim, int(t.eos_token_id))
-        buf = _C.clipt_params(self._h)
-        table = _table(_C.clipt_tensors(self._h))
+        buf = _C.model_buffers(self._h)[0]  # forward-only: no gradients or masks
+        table = _table(_C.model_tensors(self._h))
         C = t.hidden_size
 
         def v(name: str, shape: tuple[int, ...]) -> np.ndarray:
