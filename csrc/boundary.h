@@ -20,6 +20,7 @@
 #include <numpy/arrayobject.h>
 
 #include "isp.h"
+#include "ops.h" /* isp_act */
 
 /* Flags for isp_arg_array */
 #define ISP_ARR_CONTIG 0x1 /* C-contiguous */

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "classifier.h"
+#include "clip.h" /* the patch embedding ViT shares with CLIP */
 
 #define NT isp_get_num_threads()
 
@@ -134,33 +135,10 @@ isp_status clf_config_check(const clf_config *c)
     }
     if ((int)c->head < CLF_HEAD_LINEAR || (int)c->head > CLF_HEAD_RELU)
         return isp_fail(ISP_ERR_VALUE, "config: unknown head kind %d", (int)c->head);
-    if (e->L < 1 || e->C < 1 || e->NH < 1 || e->F < 1)
-        return isp_fail(ISP_ERR_VALUE,
-                        "config: num_hidden_layers, hidden_size, num_attention_heads and "
-                        "intermediate_size must be >= 1 (got %d, %d, %d, %d)",
-                        e->L, e->C, e->NH, e->F);
-    if (e->C % e->NH != 0)
-        return isp_fail(ISP_ERR_VALUE,
-                        "config: hidden_size (%d) is not a multiple of num_attention_heads (%d)",
-                        e->C, e->NH);
-    if ((int)e->act < ACT_GELU || (int)e->act > ACT_QUICK_GELU)
-        return isp_fail(ISP_ERR_VALUE, "config: unknown activation %d", (int)e->act);
-    if (!(e->eps > 0.0f) || !isfinite(e->eps))
-        return isp_fail(ISP_ERR_VALUE, "config: layer_norm_eps must be > 0, got %g", e->eps);
-    float ps[3] = {e->p_hidden, e->p_attn, c->p_cls};
-    for (int i = 0; i < 3; i++)
-        if (!(ps[i] >= 0.0f && ps[i] < 1.0f))
-            return isp_fail(ISP_ERR_VALUE,
-                            "config: dropout probabilities must be in [0, 1), got %g", ps[i]);
-    /* the stack uses int row counts for sgemm */
-    if ((int64_t)e->C * 3 > (1 << 30) || (int64_t)e->F > (1 << 30))
-        return isp_fail(ISP_ERR_VALUE, "config: sizes too large");
-    /* the int64 parameter counts must not overflow: at most 2^40 encoder parameters */
-    const double L = e->L, C = e->C, F = e->F;
-    if (L * (4.0 * C * C + 2.0 * C * F + 9.0 * C + F) > 1099511627776.0)
-        return isp_fail(ISP_ERR_VALUE, "config: %d layers of hidden size %d and intermediate size "
-                        "%d is too many parameters", e->L, e->C, e->F);
-    return ISP_OK;
+    if (!(c->p_cls >= 0.0f && c->p_cls < 1.0f))
+        return isp_fail(ISP_ERR_VALUE, "config: dropout probabilities must be in [0, 1), got %g",
+                        c->p_cls);
+    return encoder_config_check(e, "config");
 }
 
 isp_status clf_init(clf_model *m, const clf_config *cfg)

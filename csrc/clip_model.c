@@ -89,39 +89,10 @@ static void clipv_point_params(clipv_params *p, float *base, const clipv_config 
     }
 }
 
-static isp_status encoder_config_check(const encoder_config *e, const char *tower)
-{
-    if (e->L < 1 || e->C < 1 || e->NH < 1 || e->F < 1)
-        return isp_fail(ISP_ERR_VALUE,
-                        "%s config: num_hidden_layers, hidden_size, num_attention_heads and "
-                        "intermediate_size must be >= 1 (got %d, %d, %d, %d)",
-                        tower, e->L, e->C, e->NH, e->F);
-    if (e->C % e->NH != 0)
-        return isp_fail(ISP_ERR_VALUE,
-                        "%s config: hidden_size (%d) is not a multiple of num_attention_heads (%d)",
-                        tower, e->C, e->NH);
-    if ((int)e->act < ACT_GELU || (int)e->act > ACT_QUICK_GELU)
-        return isp_fail(ISP_ERR_VALUE, "%s config: unknown activation %d", tower, (int)e->act);
-    if (!(e->eps > 0.0f) || !isfinite(e->eps))
-        return isp_fail(ISP_ERR_VALUE, "%s config: layer_norm_eps must be > 0, got %g", tower,
-                        (double)e->eps);
-    if (!(e->p_hidden >= 0.0f && e->p_hidden < 1.0f) || !(e->p_attn >= 0.0f && e->p_attn < 1.0f))
-        return isp_fail(ISP_ERR_VALUE, "%s config: dropout probabilities must be in [0, 1)",
-                        tower);
-    if ((int64_t)e->C * 3 > (1 << 30) || (int64_t)e->F > (1 << 30))
-        return isp_fail(ISP_ERR_VALUE, "%s config: sizes too large", tower);
-    /* the int64 parameter counts must not overflow: at most 2^40 encoder parameters */
-    const double L = e->L, C = e->C, F = e->F;
-    if (L * (4.0 * C * C + 2.0 * C * F + 9.0 * C + F) > 1099511627776.0)
-        return isp_fail(ISP_ERR_VALUE, "%s config: %d layers of hidden size %d and intermediate "
-                        "size %d is too many parameters", tower, e->L, e->C, e->F);
-    return ISP_OK;
-}
-
 isp_status clipv_init(clipv_model *m, const clipv_config *cfg)
 {
     memset(m, 0, sizeof *m);
-    isp_status st = encoder_config_check(&cfg->enc, "vision");
+    isp_status st = encoder_config_check(&cfg->enc, "vision config");
     if (st != ISP_OK)
         return st;
     if (cfg->PS < 1 || cfg->IH < cfg->PS || cfg->IH % cfg->PS != 0)
@@ -429,7 +400,7 @@ const model_family clipt_family = {
 isp_status clipt_init(clipt_model *m, const clipt_config *cfg)
 {
     memset(m, 0, sizeof *m);
-    isp_status st = encoder_config_check(&cfg->enc, "text");
+    isp_status st = encoder_config_check(&cfg->enc, "text config");
     if (st != ISP_OK)
         return st;
     if (cfg->V < 1 || cfg->TP < 1 || cfg->D < 1)

@@ -19,11 +19,12 @@
  * Block, post-LN (BERT):  a = LN1(x + drop(proj(attn(x))));   y = LN2(a + drop(fc2(act(fc1(a)))))
  * Block, pre-LN (CLIP):   a = x + drop(proj(attn(LN1(x))));   y = a + drop(fc2(act(fc1(LN2(a)))))
  */
-#include "isp.h" /* first, outside the guard: isp.h includes this header */
 #ifndef ISP_ENCODER_H
 #define ISP_ENCODER_H
 
 #include <stdint.h>
+
+#include "isp.h"
 
 #include "ops.h"
 
@@ -47,6 +48,9 @@ typedef struct {
 
 /* Names of the tensors in layout order ("qkvw", ...) and their sizes. */
 extern const char *const encoder_tensor_names[ENC_NUM_TENSORS];
+
+/* Check sizes, activation, eps and dropout rates; messages start with `what` ("config"). */
+isp_status encoder_config_check(const encoder_config *cfg, const char *what);
 
 /* Offset and size of tensor i in a flat layout whose tensor sizes are sizes[0..i] (in order). */
 void layout_span(const int64_t *sizes, int i, int64_t *offset, int64_t *size);

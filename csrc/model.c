@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "model.h"
+#include "ops.h"
 
 void zero_floats(float *x, int64_t n)
 {

@@ -6,6 +6,8 @@
 #define ISP_MODULE_MAIN
 #include "boundary.h"
 
+#include "blas.h"
+
 #include <string.h>
 
 #ifdef _OPENMP
@@ -22,7 +24,8 @@ static PyObject *py_set_num_threads(PyObject *self, PyObject *arg)
         PyErr_Format(PyExc_ValueError, "set_num_threads: expected 1 <= n <= 4096, got %ld", n);
         return NULL;
     }
-    isp_set_num_threads((int)n);
+    isp_set_num_threads((int)n); /* our OpenMP loops */
+    blas_set_num_threads((int)n); /* and OpenBLAS */
     Py_RETURN_NONE;
 }
 

@@ -11,6 +11,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "blas.h"
+#include "mix.h"
 #include "ops.h"
 
 #ifdef _OPENMP
@@ -119,13 +121,6 @@ float ops_erff(float x)
 
 /* ------------------------------------------------------------------------------------------ */
 /* dropout                                                                                     */
-
-static inline uint64_t mix64(uint64_t z)
-{
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
 
 uint64_t rng_key(uint64_t seed, uint64_t step, uint64_t site)
 {

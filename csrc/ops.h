@@ -9,11 +9,12 @@
  * comment says otherwise. Every kernel is deterministic and (except the sgemm blocks of gemm_par)
  * independent of the thread count: each output element is reduced in a fixed order by one thread.
  */
-#include "isp.h" /* first, outside the guard: isp.h includes this header */
 #ifndef ISP_OPS_H
 #define ISP_OPS_H
 
 #include <stdint.h>
+
+#include "isp.h"
 
 /* Activation functions of the feed-forward block (HF hidden_act names in brackets). */
 typedef enum {

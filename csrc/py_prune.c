@@ -10,6 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "maskbits.h"
+#include "prune.h"
+#include "soup.h"
+
 /* ceil(P / 8) without the overflow of (P + 7) / 8 near INT64_MAX */
 static int64_t packed_bytes(int64_t P)
 {

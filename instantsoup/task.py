@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from instantsoup.config import DataSettings, SettingsError
+from instantsoup.data.vision import is_vision_task
 from instantsoup.train import Split, TaskData
 
 log = logging.getLogger(__name__)
@@ -104,12 +105,6 @@ def load_task(data: DataSettings, model_dir: str, max_length: int, seed: int = 0
     return TaskData(name=name, train=train, validation=val, test=test, metric=metric, num_labels=num_labels,
                     main_metric=main, is_regression=regression, pad_id=0 if pad is None else int(pad),
                     tokenizer_dir=model_dir)
-
-
-def is_vision_task(name: str) -> bool:
-    from instantsoup.data.vision import VISION_DATASETS
-
-    return name.lower().replace("-", "_") in VISION_DATASETS
 
 
 def load_image_task(data: DataSettings, model_dir: str, seed: int = 0) -> TaskData:

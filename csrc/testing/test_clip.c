@@ -3,6 +3,8 @@
 
 #include <stdlib.h>
 
+#include "clip.h"
+
 #define ARR(var, obj, name, nd, shp, fl)                                                          \
     PyArrayObject *var = isp_arg_array(obj, name, NPY_FLOAT32, nd, shp, fl);                    \
     if (var == NULL)                                                                               \

@@ -8,6 +8,8 @@
 
 #include <string.h>
 
+#include "blas.h"
+
 /* row stride of a 2-D float32 array, in elements */
 static int64_t row_stride(PyArrayObject *a)
 {

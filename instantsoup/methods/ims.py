@@ -1,4 +1,4 @@
-"""Instant Model Soup (IMS): a dense-to-dense variant of ISP (DESIGN.md section 2).
+"""Instant Model Soup (IMS): a dense-to-dense variant of ISP.
 
     K times: start from the pre-trained weights, magnitude-prune them to ``sparsity``, train the
              sparse copy ``soup_steps`` steps on its own data subset and protocol; fill its pruned

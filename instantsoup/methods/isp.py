@@ -1,4 +1,4 @@
-"""Instant Soup Pruning (Jaiswal et al., ICML 2023), DESIGN.md section 2.
+"""Instant Soup Pruning (Jaiswal et al., ICML 2023); the algorithm as docs/experiments.md states it.
 
     for round i = 0, 1, ..., k-1 (levels s_1 < ... < s_k = S):
         train the main model t·(i+1) steps (continuing; no rewinding)
@@ -11,8 +11,8 @@
         apply mask to the main model
     prune to exactly S (a no-op when the last level is S); fine-tune for the rest of the budget
 
-Adjustment scores: ``adjust_scores="main"`` uses the main weights' magnitudes, as DESIGN.md
-describes. Note that with ``merge="union"`` and ``merge_main=True`` this reproduces m_0 exactly (the
+Adjustment scores: ``adjust_scores="main"`` uses the main weights' magnitudes (the literal
+reading of the paper, docs/experiments.md). Note that with ``merge="union"`` and ``merge_main=True`` this reproduces m_0 exactly (the
 union contains m_0 and m_0 is the top-k of the main magnitudes), i.e. the denoisers then change
 nothing. The default ``adjust_scores="soup"`` ranks the union by the mean |w| of the denoisers'
 weights (the "soup" of the weak models), which is where the denoisers' evidence enters.

@@ -6,7 +6,6 @@ The registry below has one line per family. Encoder classifier families (BERT, R
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -16,6 +15,7 @@ from instantsoup.models.base import EngineModel
 from instantsoup.models.bert import BertConfig, BertModel
 from instantsoup.models.clip import CLIPModel, load_clip
 from instantsoup.models.encoder import EncoderClassifier, EncoderConfig, encoder_families
+from instantsoup.models.files import read_checkpoint, read_config
 
 __all__ = ["load_model", "read_config", "supported_model_types", "EngineModel", "EncoderClassifier",
            "EncoderConfig", "BertModel", "BertConfig", "CLIPModel", "load_clip"]
@@ -27,25 +27,6 @@ _LOADERS["clip"] = load_clip
 def supported_model_types() -> list[str]:
     """The config.json ``model_type`` values load_model accepts."""
     return sorted(_LOADERS)
-
-
-def read_config(path: str | os.PathLike) -> dict[str, Any]:
-    """The parsed config.json of a Hugging Face checkpoint directory (ValueError if unusable)."""
-    path = os.fspath(path)
-    if not os.path.isdir(path):
-        raise ValueError(f"{path!r} is not a directory (expected a Hugging Face checkpoint directory "
-                         "with config.json and model.safetensors)")
-    cfg_path = os.path.join(path, "config.json")
-    if not os.path.isfile(cfg_path):
-        raise ValueError(f"{path!r} has no config.json")
-    try:
-        with open(cfg_path, encoding="utf-8") as f:
-            cfg = json.load(f)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{cfg_path}: cannot read the config ({e})") from e
-    if not isinstance(cfg, dict):
-        raise ValueError(f"{cfg_path}: expected a JSON object")
-    return cfg
 
 
 def load_model(path: str | os.PathLike, num_labels: int | None = None, seed: int = 0) -> EngineModel:

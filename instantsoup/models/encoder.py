@@ -23,6 +23,7 @@ import numpy as np
 
 from instantsoup._native import _C
 from instantsoup.models.base import EngineModel
+from instantsoup.models.files import read_checkpoint, read_config
 from instantsoup.models.views import load_views, set_mask_views
 
 log = logging.getLogger(__name__)
@@ -305,68 +306,6 @@ def _layout(cfg: EncoderConfig, tensors: list[tuple[str, int, int]]) -> dict[str
     for t, name in fam.head.items():
         out[name] = (span[t][0], shapes[t])
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# checkpoint reading
-
-
-def _read_safetensors(path: str) -> dict[str, np.ndarray]:
-    try:
-        from safetensors.numpy import load_file
-    except ImportError as e:  # pragma: no cover - a declared dependency
-        raise ImportError("reading model.safetensors needs the 'safetensors' package") from e
-    try:
-        return load_file(path)
-    except Exception as e:  # safetensors raises its own error types
-        raise ValueError(f"{path}: cannot read this safetensors file ({type(e).__name__}: {e}); "
-                         "it may be truncated, corrupted or hold a dtype NumPy lacks (bfloat16: "
-                         "convert it to float32 first)") from e
-
-
-def _read_torch_bin(path: str) -> dict[str, np.ndarray]:
-    try:
-        import torch
-    except ImportError as e:
-        raise ValueError(
-            f"{path}: a pytorch_model.bin checkpoint can only be read with torch installed. Convert "
-            "it once where torch is available: transformers.AutoModel.from_pretrained(dir)"
-            ".save_pretrained(dir, safe_serialization=True) writes model.safetensors") from e
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path}: cannot load it with torch.load(weights_only=True) "
-                         f"({type(e).__name__}: {e})") from e
-    if not isinstance(sd, Mapping):
-        raise ValueError(f"{path}: expected a state dict, got {type(sd).__name__}")
-    out = {}
-    for k, v in sd.items():
-        if not isinstance(v, torch.Tensor):
-            raise ValueError(f"{path}: entry {k!r} is not a tensor")
-        out[k] = v.detach().to(torch.float32).contiguous().numpy() if v.is_floating_point() else v.numpy()
-    return out
-
-
-def read_checkpoint(path: str) -> dict[str, np.ndarray]:
-    """The raw tensors of a checkpoint directory (single or sharded safetensors, or torch .bin)."""
-    st = os.path.join(path, "model.safetensors")
-    if os.path.isfile(st):
-        return _read_safetensors(st)
-    idx = os.path.join(path, "model.safetensors.index.json")
-    if os.path.isfile(idx):
-        try:
-            with open(idx, encoding="utf-8") as f:
-                files = sorted(set(json.load(f)["weight_map"].values()))
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{idx}: cannot read the shard index ({e})") from e
-        out: dict[str, np.ndarray] = {}
-        for name in files:
-            out.update(_read_safetensors(os.path.join(path, name)))
-        return out
-    binp = os.path.join(path, "pytorch_model.bin")
-    if os.path.isfile(binp):
-        return _read_torch_bin(binp)
-    raise ValueError(f"{path}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
 
 
 def _normalise_key(fam: Family, key: str) -> str | None:
@@ -662,8 +601,6 @@ class EncoderClassifier(EngineModel):
     def from_pretrained(cls, path: str | os.PathLike, num_labels: int | None = None,
                         seed: int = 0) -> "EncoderClassifier":
         """Load a Hugging Face checkpoint directory of any registered family (see instantsoup.load_model)."""
-        from instantsoup.models import read_config
-
         path = os.fspath(path)
         cfg = EncoderConfig.from_dict(read_config(path), num_labels=num_labels)
         raw = read_checkpoint(path)
