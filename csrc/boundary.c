@@ -4,6 +4,7 @@
  */
 #include "boundary.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 const char *isp_typename(int typenum)
@@ -191,4 +192,76 @@ int isp_parse_act(PyObject *o, isp_act *act)
     }
     *act = (isp_act)v;
     return 1;
+}
+
+/* ceil(P / 8) without the overflow of (P + 7) / 8 near INT64_MAX */
+int64_t isp_packed_bytes(int64_t P)
+{
+    return P / 8 + (P % 8 != 0);
+}
+
+void isp_arr_list_free(isp_arr_list *L)
+{
+    Py_XDECREF(L->tup);
+    free(L->ptr);
+    free(L->n);
+    memset(L, 0, sizeof *L);
+}
+
+/*
+ * Parse a sequence of C-contiguous arrays of dtype typenum. With sizes != NULL, array t must have
+ * sizes[t] elements (count must be nsizes); with len >= 0 every array must be 1-D of length len.
+ */
+int isp_arr_list_parse(PyObject *obj, const char *name, int typenum, const int64_t *sizes,
+                          int nsizes, int64_t len, isp_arr_list *L)
+{
+    memset(L, 0, sizeof *L);
+    if (!PyList_Check(obj) && !PyTuple_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s: expected a list of numpy arrays, got %s", name,
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    L->tup = PySequence_Tuple(obj);
+    if (L->tup == NULL)
+        return -1;
+    Py_ssize_t cnt = PyTuple_GET_SIZE(L->tup);
+    if (cnt > INT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "%s: too many arrays", name);
+        goto fail;
+    }
+    L->count = (int)cnt;
+    if (sizes != NULL && L->count != nsizes) {
+        PyErr_Format(PyExc_ValueError, "%s: expected %d arrays, got %d", name, nsizes, L->count);
+        goto fail;
+    }
+    L->ptr = calloc((size_t)(cnt > 0 ? cnt : 1), sizeof(void *));
+    L->n = calloc((size_t)(cnt > 0 ? cnt : 1), sizeof(int64_t));
+    if (L->ptr == NULL || L->n == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < cnt; i++) {
+        char item[96];
+        snprintf(item, sizeof item, "%s[%zd]", name, i);
+        PyArrayObject *a = isp_arg_array(PyTuple_GET_ITEM(L->tup, i), item, typenum,
+                                         len >= 0 ? 1 : -1, NULL, ISP_ARR_CONTIG);
+        if (a == NULL)
+            goto fail;
+        L->ptr[i] = PyArray_DATA(a);
+        L->n[i] = (int64_t)PyArray_SIZE(a);
+        if (sizes != NULL && L->n[i] != sizes[i]) {
+            PyErr_Format(PyExc_ValueError, "%s: expected %lld elements, got %lld", item,
+                         (long long)sizes[i], (long long)L->n[i]);
+            goto fail;
+        }
+        if (len >= 0 && L->n[i] != len) {
+            PyErr_Format(PyExc_ValueError, "%s: expected length %lld, got %lld", item,
+                         (long long)len, (long long)L->n[i]);
+            goto fail;
+        }
+    }
+    return 0;
+fail:
+    isp_arr_list_free(L);
+    return -1;
 }

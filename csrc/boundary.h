@@ -86,6 +86,25 @@ int isp_parse_adamw(const model_core *m, PyObject *mo, PyObject *vo, PyObject *s
                     long long step, double max_norm, isp_adamw_args *o);
 int isp_check_smoothing(float s);
 
+/* ceil(P / 8) without the overflow of (P + 7) / 8 near INT64_MAX: bytes of a packed mask */
+int64_t isp_packed_bytes(int64_t P);
+
+/* A validated list of arrays: a tuple holding the references and the data pointers. */
+typedef struct {
+    PyObject *tup;
+    void **ptr;
+    int64_t *n;
+    int count;
+} isp_arr_list;
+
+void isp_arr_list_free(isp_arr_list *L);
+/*
+ * Parse a sequence of C-contiguous arrays of dtype typenum. With sizes != NULL, array t must have
+ * sizes[t] elements (count must be nsizes); with len >= 0 every array must be 1-D of length len.
+ */
+int isp_arr_list_parse(PyObject *obj, const char *name, int typenum, const int64_t *sizes,
+                       int nsizes, int64_t len, isp_arr_list *L);
+
 /* An activation code (csrc/ops.h isp_act) from a Python int; 0 with ValueError if unknown. */
 int isp_parse_act(PyObject *o, isp_act *act);
 

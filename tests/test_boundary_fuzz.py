@@ -128,10 +128,10 @@ def test_mask_family_bad_arguments():
     bad(_C.mask_vote_keep, out, [m[0]] * 256, P, False, 1)
     bad(_C.mask_vote_keep, out, [np.full(P, 7, u8)], P, False, 1)
     bad(_C.mask_vote_keep, out, m, -3, False, 1)
-    bad(_C.mask_vote_hist, m, -3, False)
-    bad(_C.mask_vote_hist, [], P, False)
-    bad(_C.mask_vote_hist, [np.full(P, 9, u8)], P, False)
-    bad(_C.mask_vote_hist, m, P, True)
+    bad(_T.mask_vote_hist, m, -3, False)
+    bad(_T.mask_vote_hist, [], P, False)
+    bad(_T.mask_vote_hist, [np.full(P, 9, u8)], P, False)
+    bad(_T.mask_vote_hist, m, P, True)
     bad(_C.mask_vote_select, out, m, False, [10, 10], -1)
     bad(_C.mask_vote_select, out, m, False, [10, 10], P + 1)
     bad(_C.mask_vote_select, out, m, False, [10, 10], 5, "random")
@@ -626,7 +626,7 @@ def test_error_paths_keep_reference_counts():
     for _ in range(50):
         bad(_C.mask_select, out, [4, 6], 5, "abs", xs=[xs[0], None])
         bad(_C.mask_select, out, [4, 7], 5, "abs", xs=xs)
-        bad(_C.mask_vote_hist, masks, 10, False)
+        bad(_T.mask_vote_hist, masks, 10, False)
         bad(_C.mask_vote_select, out, masks, False, [4, 6], 3)
         bad(_C.mask_combine, out, masks, 10, False, "union")
         bad(_C.soup_average, np.zeros(4, f32), xs)
@@ -650,7 +650,7 @@ def test_empty_but_valid_calls_do_not_crash():
     _C.mask_combine(e8, [e8, e8], 0, False, "union")
     _C.mask_combine(e8, [e8], 0, True, "intersection")
     _C.mask_vote_keep(e8, [e8], 0, False, 1)
-    assert _C.mask_vote_hist([e8, e8], 0, False) == [0, 0, 0]
+    assert _T.mask_vote_hist([e8, e8], 0, False) == [0, 0, 0]
     assert _C.mask_overlap(e8, e8, 0, True) == (0, 0, 0)
     assert _C.mask_count(e8, 0, False) == 0
     _C.mask_pack(e8, e8)

@@ -1,6 +1,7 @@
 /*
  * test_module.c -- instantsoup._C_test: bindings of single kernels for the NumPy-oracle tests and
- * the sanitizer job (sgemm here; encoder ops in test_ops.c; CLIP kernels in test_clip.c). Never
+ * the sanitizer job (sgemm here; encoder ops in test_ops.c; CLIP kernels in test_clip.c; vote histograms
+ * in test_prune.c). Never
  * imported at run time.
  */
 #define ISP_MODULE_MAIN
@@ -81,10 +82,10 @@ static PyMethodDef test_core_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-extern PyMethodDef isp_test_ops_methods[], isp_test_clip_methods[];
+extern PyMethodDef isp_test_ops_methods[], isp_test_clip_methods[], isp_test_prune_methods[];
 
 static PyMethodDef *const test_tables[] = {test_core_methods, isp_test_ops_methods,
-                                           isp_test_clip_methods};
+                                           isp_test_clip_methods, isp_test_prune_methods};
 
 static struct PyModuleDef test_module = {
     PyModuleDef_HEAD_INIT, "instantsoup._C_test",
