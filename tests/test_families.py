@@ -247,3 +247,29 @@ def test_cli_prune_and_eval(tmp_path, family, capsys):
     assert main(["eval", str(out), *data]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["sparsity"] == pytest.approx(0.5, abs=1e-3) and 0 <= res["test_accuracy"] <= 1
+
+
+def test_every_model_meets_the_engine_model_contract(tmp_path):
+    from clip_helpers import tiny_clip
+
+    from instantsoup.models import EngineModel
+
+    models = []
+    for family in NAMES:
+        make_family(family, tmp_path / family)
+        models.append(instantsoup.load_model(tmp_path / family))
+    (tmp_path / "clip").mkdir()
+    tiny_clip(tmp_path / "clip", tokenizer=False)
+    models.append(instantsoup.load_model(tmp_path / "clip", num_labels=3))
+    for m in models:
+        assert isinstance(m, EngineModel)
+        other = m.clone()
+        assert type(other) is type(m) and other.rng_state() == m.rng_state()
+        sd = m.state_dict()
+        assert set(m.masks) == set(m.prunable_names) <= set(sd) and set(m.grads) == set(sd)
+        assert sum(math.prod(s) for _, s in m.param_offsets().values()) == m.num_parameters
+        assert set(m.cost_dims()) == {"L", "H", "I", "K"}
+    with pytest.raises(TypeError, match="engine model"):
+        instantsoup.AdamW(object())
+    with pytest.raises(TypeError, match="copy_from"):
+        models[0].copy_from(models[-1])

@@ -31,7 +31,6 @@ import numpy as np
 
 from instantsoup._native import _C
 from instantsoup.models.base import EngineModel
-from instantsoup.models.views import load_views, set_mask_views
 from instantsoup.data.vision import check_pixel_values
 from instantsoup.models.clip_config import (CLIPConfig, read_checkpoint, text_param_shapes, vision_param_shapes,
                                             vision_prunable_names, write_checkpoint)
@@ -200,7 +199,7 @@ class CLIPModel(EngineModel):
         self._views = _vision_views(params, self._table, config, nl)
         self._gviews = _vision_views(grads, self._table, config, nl)
         self.prunable_names = vision_prunable_names(config)
-        self._mviews = self._mask_views()
+        self._mviews = self._make_mask_views()
         self.logit_scale = float(config.logit_scale_init_value if logit_scale is None else logit_scale)
         self.text = text if text is not None else CLIPTextTower(config)
         self.tokenizer = None
@@ -216,7 +215,7 @@ class CLIPModel(EngineModel):
             self._views[HEAD_BIAS][...] = 0.0
 
     # -- layout -------------------------------------------------------------------------------------
-    def _mask_views(self) -> dict[str, np.ndarray]:
+    def _make_mask_views(self) -> dict[str, np.ndarray]:
         """Mask views: the mask buffer covers the encoder's prunable tensors, same layout."""
         v = self.config.vision
         L, C, F = v.num_hidden_layers, v.hidden_size, v.intermediate_size
@@ -257,73 +256,6 @@ class CLIPModel(EngineModel):
         """L, H, I, K of the trained tower (the vision encoder) for FLOPs accounting."""
         v = self.config.vision
         return {"L": v.num_hidden_layers, "H": v.hidden_size, "I": v.intermediate_size, "K": self.num_labels}
-
-    @property
-    def num_parameters(self) -> int:
-        return int(self._params.size)
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        """Trainable parameters (views of the C buffer) under HF names."""
-        return dict(self._views)
-
-    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> None:
-        """Copy tensors in by name. strict: every name must be present and none unknown.
-        Masked weights are zeroed again afterwards (the masks stay)."""
-        load_views(self._views, state, strict)
-        self._apply_masks()
-
-    def param_offsets(self) -> dict[str, tuple[int, tuple[int, ...]]]:
-        """name -> (offset in the flat buffer, shape)."""
-        base = self._params.__array_interface__["data"][0]
-        return {k: ((v.__array_interface__["data"][0] - base) // 4, tuple(v.shape)) for k, v in self._views.items()}
-
-    def flat_parameters(self) -> np.ndarray:
-        """The whole parameter buffer, (num_parameters,) float32 view."""
-        return self._params
-
-    @property
-    def grads(self) -> dict[str, np.ndarray]:
-        return dict(self._gviews)
-
-    @property
-    def masks(self) -> dict[str, np.ndarray]:
-        return dict(self._mviews)
-
-    def set_masks(self, masks: Mapping[str, Any]) -> None:
-        """Set masks (name -> 0/1 array, 1 = kept) of some or all prunable weights; zero the masked weights."""
-        set_mask_views(self._mviews, self._views, masks)
-        self._apply_masks()
-
-    def _apply_masks(self) -> None:
-        n = self._mask_buf.size  # the mask covers the start of the buffer (the prunable tensors)
-        self._params[:n] *= self._mask_buf
-        self._grads[:n] *= self._mask_buf
-
-    def train(self, mode: bool = True) -> "CLIPModel":
-        self._training = bool(mode)
-        _C.model_set_training(self._h, self._training)
-        return self
-
-    def eval(self) -> "CLIPModel":
-        return self.train(False)
-
-    @property
-    def training(self) -> bool:
-        return self._training
-
-    def seed(self, s: int) -> None:
-        """Seed the dropout RNG (attention dropout; 0 in released CLIP checkpoints)."""
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= int(s) < 2**64:
-            raise ValueError(f"seed: expected an integer in [0, 2**64), got {s!r}")
-        self._seed = int(s)
-        _C.model_rng(self._h, self._seed, 0)
-
-    def rng_state(self) -> tuple[int, int]:
-        """(seed, step) of the dropout RNG."""
-        return tuple(_C.model_rng_state(self._h))
-
-    def set_rng_state(self, state: tuple[int, int]) -> None:
-        _C.model_rng(self._h, int(state[0]), int(state[1]))
 
     @staticmethod
     def default_no_decay(name: str) -> bool:
@@ -453,9 +385,7 @@ class CLIPModel(EngineModel):
 
     def copy_from(self, other: "CLIPModel") -> None:
         """Copy parameters, masks and head from a model with the same config (no allocation)."""
-        if not isinstance(other, CLIPModel):
-            raise TypeError(f"copy_from: expected a CLIPModel, got {type(other).__name__}")
-        _C.model_copy(self._h, other._h)
+        super().copy_from(other)
         self._num_labels = other._num_labels
 
     # -- optimizer hooks (used by instantsoup.AdamW) ------------------------------------------------
@@ -482,12 +412,6 @@ class CLIPModel(EngineModel):
         bounds.append(self.num_parameters)
         decay.append(cur)
         return np.asarray(bounds, dtype=np.int64), np.asarray(decay, dtype=np.uint8)
-
-    def _adamw_step(self, exp_avg, exp_avg_sq, seg, decay, lr, beta1, beta2, eps, weight_decay, step,
-                    max_norm) -> float:
-        """One masked AdamW step on ``grads`` (instantsoup.AdamW's entry point) -> grad norm before clipping."""
-        return _C.model_adamw(self._h, exp_avg, exp_avg_sq, seg, decay, float(lr), float(beta1), float(beta2),
-                              float(eps), float(weight_decay), int(step), float(max_norm))
 
     def _train_step(self, exp_avg, exp_avg_sq, seg, decay, hp, batch, labels, label_smoothing=0.0) -> tuple[float, float]:
         """Fused forward + backward + clip + AdamW + re-mask (instantsoup.AdamW's entry point) -> (loss, norm)."""

@@ -24,7 +24,6 @@ import numpy as np
 from instantsoup._native import _C
 from instantsoup.models.base import EngineModel
 from instantsoup.models.files import read_checkpoint, read_config
-from instantsoup.models.views import load_views, set_mask_views
 
 log = logging.getLogger(__name__)
 
@@ -359,12 +358,12 @@ class EncoderClassifier(EngineModel):
         self._params, self._grads, self._mask_buf = _C.model_buffers(self._h)
         tensors = _C.model_tensors(self._h)
         self._layout = _layout(c, tensors)
-        self._state = {k: self._params[o:o + math.prod(s)].reshape(s) for k, (o, s) in self._layout.items()}
-        self._grad_views = {k: self._grads[o:o + math.prod(s)].reshape(s) for k, (o, s) in self._layout.items()}
+        self._views = {k: self._params[o:o + math.prod(s)].reshape(s) for k, (o, s) in self._layout.items()}
+        self._gviews = {k: self._grads[o:o + math.prod(s)].reshape(s) for k, (o, s) in self._layout.items()}
         n_mask = self._mask_buf.size
         self.prunable_names = [k for k, (o, s) in self._layout.items() if o < n_mask and len(s) == 2
                                and o + math.prod(s) <= n_mask]
-        self._mask_views = {k: self._mask_buf[o:o + math.prod(s)].reshape(s)
+        self._mviews = {k: self._mask_buf[o:o + math.prod(s)].reshape(s)
                             for k, (o, s) in self._layout.items() if k in self.prunable_names}
         ln = [span for name, *span in tensors if name in ("enc.ln1w", "enc.ln2w", "embln_w", "lnf_w")]
         self._ln_ranges = [(o, o + n) for o, n in ln if n > 0]
@@ -388,17 +387,9 @@ class EncoderClassifier(EngineModel):
         return self.config.problem_type
 
     @property
-    def num_parameters(self) -> int:
-        return int(self._params.size)
-
-    @property
     def num_tokens(self) -> int:
         """Tokens per image (ViT: patches + class token), for cost accounting; 0 for text."""
         return self.config.num_tokens
-
-    @property
-    def training(self) -> bool:
-        return self._training
 
     def cost_dims(self) -> dict:
         c = self.config
@@ -418,68 +409,6 @@ class EncoderClassifier(EngineModel):
                 f"params={self.num_parameters:,}, training={self._training})")
 
     # -- parameters ---------------------------------------------------------------------------
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        """name -> float32 view of the parameter buffer (writes go into the model)."""
-        return dict(self._state)
-
-    @property
-    def grads(self) -> dict[str, np.ndarray]:
-        """name -> float32 view of the gradient buffer (filled by forward_backward)."""
-        return dict(self._grad_views)
-
-    @property
-    def masks(self) -> dict[str, np.ndarray]:
-        """prunable name -> uint8 view of the mask buffer (1 = kept)."""
-        return dict(self._mask_views)
-
-    def param_offsets(self) -> dict[str, tuple[int, tuple[int, ...]]]:
-        """name -> (offset in the flat buffer, shape)."""
-        return dict(self._layout)
-
-    def flat_parameters(self) -> np.ndarray:
-        """The whole parameter buffer, (num_parameters,) float32 view."""
-        return self._params
-
-    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> None:
-        """Copy tensors in by name. strict: every name must be present and none unknown.
-
-        Masked weights are zeroed again afterwards (the masks stay).
-        """
-        load_views(self._state, state, strict)
-        self._apply_masks()
-
-    def _apply_masks(self) -> None:
-        n = self._mask_buf.size
-        self._params[:n] *= self._mask_buf
-        self._grads[:n] *= self._mask_buf
-
-    def set_masks(self, masks: Mapping[str, Any]) -> None:
-        """Set masks (name -> 0/1 array, 1 = kept) of some or all prunable weights; zero the masked weights."""
-        set_mask_views(self._mask_views, self._state, masks)
-        self._apply_masks()
-
-    # -- modes and randomness ---------------------------------------------------------------
-
-    def train(self, mode: bool = True) -> "EncoderClassifier":
-        """Dropout on (True) or off (False); returns self."""
-        self._training = bool(mode)
-        _C.model_set_training(self._h, self._training)
-        return self
-
-    def seed(self, s: int) -> None:
-        """Seed the dropout RNG (and restart its step counter)."""
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= int(s) < 2**64:
-            raise ValueError(f"seed: expected an integer in [0, 2**64), got {s!r}")
-        self._seed = int(s)
-        _C.model_rng(self._h, self._seed, 0)
-
-    def rng_state(self) -> tuple[int, int]:
-        """(seed, step) of the dropout RNG."""
-        return tuple(_C.model_rng_state(self._h))
-
-    def set_rng_state(self, state: tuple[int, int]) -> None:
-        _C.model_rng(self._h, int(state[0]), int(state[1]))
 
     # -- batches ------------------------------------------------------------------------------
 
@@ -569,9 +498,6 @@ class EncoderClassifier(EngineModel):
         loss, self.last_logits = _C.clf_forward_backward(self._h, x, tt, am, y, float(label_smoothing))
         return loss
 
-    def _adamw_step(self, exp_avg, exp_avg_sq, seg, decay, *hp) -> float:
-        return _C.model_adamw(self._h, exp_avg, exp_avg_sq, seg, decay, *hp)
-
     def _train_step(self, exp_avg, exp_avg_sq, seg, decay, hp, batch, labels, label_smoothing):
         x, tt, am = self._batch(batch)
         y = self._labels(labels, x.shape[0])
@@ -588,12 +514,6 @@ class EncoderClassifier(EngineModel):
         other.train(self._training)
         other.set_rng_state(self.rng_state())
         return other
-
-    def copy_from(self, other: "EncoderClassifier") -> None:
-        """Copy parameters and masks from a model with the same config (no allocation)."""
-        if not isinstance(other, EncoderClassifier):
-            raise TypeError(f"copy_from: expected an EncoderClassifier, got {type(other).__name__}")
-        _C.model_copy(self._h, other._h)
 
     # -- checkpoints --------------------------------------------------------------------------
 
@@ -624,7 +544,7 @@ class EncoderClassifier(EngineModel):
         if ignored:
             log.info("%s: ignoring %d buffers / pre-training head tensors (%s%s)", where, len(ignored),
                      ", ".join(ignored[:3]), " ..." if len(ignored) > 3 else "")
-        unknown = sorted(k for k in tensors if k not in self._state)
+        unknown = sorted(k for k in tensors if k not in self._views)
         if unknown:
             raise ValueError(f"{where}: unexpected tensors in the checkpoint (not part of a {fam.architecture}): "
                              f"{', '.join(unknown[:8])}" + (" ..." if len(unknown) > 8 else ""))
@@ -634,33 +554,33 @@ class EncoderClassifier(EngineModel):
         layers = [(fam.head[w], fam.head[b]) for w, b in (("poolw", "poolb"), ("clsw", "clsb")) if w in fam.head]
         head = {n for pair in layers for n in pair}
         out_w, out_b = layers[-1]
-        cls_shape_ok = all(k in tensors and tensors[k].shape == self._state[k].shape for k in (out_w, out_b))
+        cls_shape_ok = all(k in tensors and tensors[k].shape == self._views[k].shape for k in (out_w, out_b))
         if explicit_labels and not cls_shape_ok and out_w in tensors:
             log.warning("%s: the checkpoint's classifier has %s outputs; re-initialising it for num_labels=%d",
                         where, tensors[out_w].shape[:1], self.num_labels)
             tensors.pop(out_w, None)
             tensors.pop(out_b, None)
-        missing = [k for k in self._state if k not in tensors and k not in head]
+        missing = [k for k in self._views if k not in tensors and k not in head]
         if missing:
             raise ValueError(f"{where}: tensors missing from the checkpoint: {', '.join(missing[:8])}"
                              + (" ..." if len(missing) > 8 else ""))
         for k, a in tensors.items():
-            if a.shape != self._state[k].shape:
+            if a.shape != self._views[k].shape:
                 raise ValueError(f"{where}: tensor {k!r} has shape {tuple(a.shape)}, the config implies "
-                                 f"{self._state[k].shape}")
+                                 f"{self._views[k].shape}")
             if a.dtype.kind != "f":
                 raise ValueError(f"{where}: tensor {k!r} has dtype {a.dtype}, expected floating point")
-            np.copyto(self._state[k], a, casting="same_kind")
-            if not np.all(np.isfinite(self._state[k])):
+            np.copyto(self._views[k], a, casting="same_kind")
+            if not np.all(np.isfinite(self._views[k])):
                 raise ValueError(f"{where}: tensor {k!r} contains NaN or inf")
         for w, b in layers:
             if w not in tensors:
                 log.info("%s: %s not in the checkpoint; initialised normal(0, %g) with seed %d", where,
                          w[: -len(".weight")], std, seed)
-                self._state[w][...] = rng.normal(0.0, std, size=self._state[w].shape).astype(np.float32)
-                self._state[b][...] = 0.0
+                self._views[w][...] = rng.normal(0.0, std, size=self._views[w].shape).astype(np.float32)
+                self._views[b][...] = 0.0
             elif b not in tensors:
-                self._state[b][...] = 0.0
+                self._views[b][...] = 0.0
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write config.json + model.safetensors that transformers' AutoModelFor...Classification loads."""
@@ -668,7 +588,7 @@ class EncoderClassifier(EngineModel):
 
         directory = os.fspath(directory)
         os.makedirs(directory, exist_ok=True)
-        tensors = {k: np.ascontiguousarray(v) for k, v in self._state.items()}
+        tensors = {k: np.ascontiguousarray(v) for k, v in self._views.items()}
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".model.", suffix=".tmp")
         os.close(fd)
         try:
