@@ -91,7 +91,8 @@ kernel_lib = ("isp_kernels", dict(sources=kernels, include_dirs=include_dirs, ma
 
 
 def extension(name, sources):
-    return Extension(name, sources=sources, depends=sorted(glob.glob("csrc/*.h")), include_dirs=include_dirs,
+    # the kernel sources are dependencies too: a changed kernel relinks both extensions
+    return Extension(name, sources=sources, depends=sorted(glob.glob("csrc/*.h")) + kernels, include_dirs=include_dirs,
                      define_macros=macros, extra_compile_args=cflags + blas["cflags"],
                      extra_link_args=ldflags + blas["ldflags"])
 

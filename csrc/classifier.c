@@ -19,9 +19,21 @@
 #define SITE_ENC 2
 
 static const char *const extra_names[CLF_NUM_EXTRA] = {
-    "wte",    "wpe", "wtt",   "embln_w", "embln_b", "patchw", "patchb",
-    "cls",    "lnf_w", "lnf_b", "poolw", "poolb",   "clsw",   "clsb",
+    "wte",    "wpe",    "wtt", "embln_w", "embln_b", "embprojw", "embprojb", "patchw",
+    "patchb", "cls",    "lnf_w", "lnf_b", "poolw",  "poolb",    "clsw",     "clsb",
 };
+
+/* ELECTRA: embeddings of size E projected to C */
+static int projects(const clf_config *cfg)
+{
+    return cfg->emb == CLF_EMB_TOKENS && cfg->E > 0 && cfg->E != cfg->enc.C;
+}
+
+/* the embedding size */
+static int emb_size(const clf_config *cfg)
+{
+    return projects(cfg) ? cfg->E : cfg->enc.C;
+}
 
 static int num_patches(const clf_config *cfg)
 {
@@ -35,19 +47,21 @@ int clf_num_tokens(const clf_config *cfg, int T)
 
 static void extra_sizes(int64_t s[CLF_NUM_EXTRA], const clf_config *cfg)
 {
-    int64_t C = cfg->enc.C, text = cfg->emb == CLF_EMB_TOKENS, img = !text;
-    int64_t dense = cfg->head != CLF_HEAD_LINEAR, lnf = cfg->final_ln != 0;
-    s[0] = text * cfg->V * C;
-    s[1] = (text ? cfg->TP : num_patches(cfg) + 1) * C;
-    s[2] = text * cfg->TV * C;
-    s[3] = s[4] = text * C;
-    s[5] = img * C * 3 * cfg->PS * cfg->PS;
-    s[6] = s[7] = img * C;
-    s[8] = s[9] = lnf * C;
-    s[10] = dense * C * C;
-    s[11] = dense * C;
-    s[12] = (int64_t)cfg->NL * C;
-    s[13] = cfg->NL;
+    int64_t C = cfg->enc.C, E = emb_size(cfg), text = cfg->emb == CLF_EMB_TOKENS, img = !text;
+    int64_t dense = cfg->head != CLF_HEAD_LINEAR, lnf = cfg->final_ln != 0, proj = projects(cfg);
+    s[0] = text * cfg->V * E;
+    s[1] = text ? cfg->TP * E : (num_patches(cfg) + 1) * C;
+    s[2] = text * cfg->TV * E;
+    s[3] = s[4] = text * E;
+    s[5] = proj * C * E;
+    s[6] = proj * C;
+    s[7] = img * C * 3 * cfg->PS * cfg->PS;
+    s[8] = s[9] = img * C;
+    s[10] = s[11] = lnf * C;
+    s[12] = dense * C * C;
+    s[13] = dense * C;
+    s[14] = (int64_t)cfg->NL * C;
+    s[15] = cfg->NL;
 }
 
 static const char *tensor_name(int i)
@@ -91,9 +105,10 @@ static void point_params(clf_params *p, float *base, const clf_config *cfg)
     base += encoder_num_params(&cfg->enc);
     int64_t s[CLF_NUM_EXTRA];
     extra_sizes(s, cfg);
-    float **ptrs[CLF_NUM_EXTRA] = {&p->wte,    &p->wpe,    &p->wtt,   &p->embln_w, &p->embln_b,
-                                   &p->patchw, &p->patchb, &p->cls,   &p->lnf_w,   &p->lnf_b,
-                                   &p->poolw,  &p->poolb,  &p->clsw,  &p->clsb};
+    float **ptrs[CLF_NUM_EXTRA] = {&p->wte,    &p->wpe,      &p->wtt,      &p->embln_w,
+                                   &p->embln_b, &p->embprojw, &p->embprojb, &p->patchw,
+                                   &p->patchb, &p->cls,      &p->lnf_w,    &p->lnf_b,
+                                   &p->poolw,  &p->poolb,    &p->clsw,     &p->clsb};
     for (int i = 0; i < CLF_NUM_EXTRA; i++) {
         *ptrs[i] = s[i] > 0 ? base : NULL;
         base += s[i];
@@ -118,7 +133,9 @@ isp_status clf_config_check(const clf_config *c)
                             "config: position ids offset by pad_token_id %d need "
                             "max_position_embeddings (%d) > pad_token_id + 1",
                             c->pad_id, c->TP);
-        if ((int64_t)c->V * e->C > ((int64_t)1 << 40))
+        if (c->E < 0 || c->E > (1 << 24))
+            return isp_fail(ISP_ERR_VALUE, "config: embedding_size %d out of range", c->E);
+        if ((int64_t)c->V * emb_size(c) > ((int64_t)1 << 40))
             return isp_fail(ISP_ERR_VALUE, "config: sizes too large");
     } else if (c->emb == CLF_EMB_PATCHES) {
         if (c->NL < 1)
@@ -190,6 +207,8 @@ static int64_t family_acts_size(const clf_config *cfg, int B, int T)
         n += BC;
     if (!head_reads_stack(cfg))
         n += BC;
+    if (projects(cfg))
+        n += 3 * BT * cfg->E;
     return n;
 }
 
@@ -244,6 +263,9 @@ static isp_status ensure_acts(clf_model *m, int B, int T, int forward_only)
     TAKE(xin, float, BC, cfg->head_dropin);
     TAKE(pre, float, BC, cfg->head == CLF_HEAD_GELU || cfg->head == CLF_HEAD_RELU);
     TAKE(dsrc, float, BC, !head_reads_stack(cfg));
+    TAKE(pemb, float, BT * cfg->E, projects(cfg));
+    TAKE(pln, float, BT * cfg->E, projects(cfg));
+    TAKE(pd, float, BT * cfg->E, projects(cfg));
 #undef TAKE
     encoder_point_acts_mode(&a->enc, p, &cfg->enc, B, T, forward_only);
     return ISP_OK;
@@ -359,6 +381,17 @@ static void embed_forward(clf_model *m, const clf_batch *x, int T)
     } else {
         if (cfg->pad_positions)
             pad_positions(a->pos, x->ids, B, T, cfg->pad_id);
+        if (projects(cfg)) { /* LN and dropout in size E, then embeddings_project */
+            const int E = cfg->E;
+            embeddings_forward(a->pemb, x->ids, x->types, a->pos, m->p.wte, m->p.wpe, m->p.wtt, B,
+                               T, E);
+            layernorm_forward(a->pln, a->emb_mean, a->emb_rstd, a->pemb, m->p.embln_w,
+                              m->p.embln_b, BT, E, cfg->enc.eps);
+            if (p_hid > 0.0f)
+                dropout_forward(a->pln, a->pln, (int64_t)BT * E, p_hid, key_of(m, SITE_EMB));
+            linear_forward(a->x0, a->pln, m->p.embprojw, m->p.embprojb, BT, E, C, E);
+            return;
+        }
         embeddings_forward(a->emb, x->ids, x->types, a->pos, m->p.wte, m->p.wpe, m->p.wtt, B, T,
                            C);
         layernorm_forward(a->x0, a->emb_mean, a->emb_rstd, a->emb, m->p.embln_w, m->p.embln_b, BT,
@@ -477,8 +510,8 @@ static void backward(clf_model *m, const clf_batch *x, int T)
     /* encoder */
     encoder_rng rng = {m->core.training, m->core.seed, m->core.step, SITE_ENC};
     encoder_backward(a->dio, &m->g.enc, &m->p.enc, &a->enc, &cfg->enc, a->x0, amask, B, T, &rng);
-    /* embeddings */
-    if (p_hid > 0.0f)
+    /* embeddings (ELECTRA's projected ones drop out before the projection) */
+    if (p_hid > 0.0f && !projects(cfg))
         dropout_backward(a->dio, a->dio, (int64_t)BT * C, p_hid, key_of(m, SITE_EMB));
     if (cfg->emb == CLF_EMB_PATCHES) {
         const int NP = T - 1;
@@ -493,13 +526,24 @@ static void backward(clf_model *m, const clf_batch *x, int T)
                              3 * cfg->PS * cfg->PS, C);
         return;
     }
-    layernorm_backward(a->dio, m->g.embln_w, m->g.embln_b, a->dio, a->emb, m->p.embln_w,
-                       a->emb_mean, a->emb_rstd, BT, C);
-    embeddings_backward(m->g.wte, m->g.wpe, m->g.wtt, a->dio, x->ids, x->types, a->pos, B, T, C);
+    const int E = emb_size(cfg);
+    const float *emb = a->emb;
+    float *d = a->dio;
+    if (projects(cfg)) {
+        linear_backward(a->pd, m->g.embprojw, m->g.embprojb, a->dio, a->pln, m->p.embprojw, BT, E,
+                        C, E, 0);
+        if (p_hid > 0.0f)
+            dropout_backward(a->pd, a->pd, (int64_t)BT * E, p_hid, key_of(m, SITE_EMB));
+        emb = a->pemb;
+        d = a->pd;
+    }
+    layernorm_backward(d, m->g.embln_w, m->g.embln_b, d, emb, m->p.embln_w, a->emb_mean,
+                       a->emb_rstd, BT, E);
+    embeddings_backward(m->g.wte, m->g.wpe, m->g.wtt, d, x->ids, x->types, a->pos, B, T, E);
     if (cfg->pad_id >= 0) /* nn.Embedding(padding_idx=pad_token_id): that row is never trained */
-        memset(m->g.wte + (int64_t)cfg->pad_id * C, 0, sizeof(float) * (size_t)C);
+        memset(m->g.wte + (int64_t)cfg->pad_id * E, 0, sizeof(float) * (size_t)E);
     if (cfg->pad_positions) /* RoBERTa's position embedding has padding_idx too */
-        memset(m->g.wpe + (int64_t)cfg->pad_id * C, 0, sizeof(float) * (size_t)C);
+        memset(m->g.wpe + (int64_t)cfg->pad_id * E, 0, sizeof(float) * (size_t)E);
 }
 
 isp_status clf_forward(clf_model *m, float *logits, const clf_batch *x)

@@ -15,9 +15,10 @@
  *
  * Parameter buffer (float32, one allocation; gradients use the same layout; absent tensors have
  * size 0 and a NULL pointer):
- *   [ encoder (encoder.h; its 4 prunable tensors first) | wte (V,C) | wpe (TP,C) | wtt (TV,C) |
- *     embln_w (C) | embln_b (C) | patchw (C,K) | patchb (C) | cls (C) | lnf_w (C) | lnf_b (C) |
- *     poolw (C,C) | poolb (C) | clsw (NL,C) | clsb (NL) ]
+ *   [ encoder (encoder.h; its 4 prunable tensors first) | wte (V,E) | wpe (TP,E) | wtt (TV,E) |
+ *     embln_w (E) | embln_b (E) | embprojw (C,E) | embprojb (C) | patchw (C,K) | patchb (C) |
+ *     cls (C) | lnf_w (C) | lnf_b (C) | poolw (C,C) | poolb (C) | clsw (NL,C) | clsb (NL) ]
+ * (E = C and no embprojw/embprojb unless the config sets another embedding size.)
  * Text models have wte..embln_b; ViT has wpe (T,C), patchw, patchb, cls, lnf_w, lnf_b. The head
  * dense (poolw, poolb) exists unless head == CLF_HEAD_LINEAR.
  * Masks: one uint8 per prunable weight, over [0, P) of the buffer.
@@ -44,6 +45,8 @@ typedef struct {
     clf_emb emb;
     int V, TP, TV;     /* tokens: vocabulary, positions, token types (0: none) */
     int IH, PS;        /* patches: image size and patch size (3 channels) */
+    int E;             /* tokens: embedding size when it differs from C (ELECTRA's
+                          embeddings_project after LN + dropout); 0: C, no projection */
     int pad_id;        /* tokens: word embedding row that gets no gradient; -1: none */
     int pad_positions; /* RoBERTa: position ids pad_id + cumsum(id != pad_id), pads at pad_id */
     int final_ln;      /* a LayerNorm after the stack (ViT) */
@@ -54,11 +57,11 @@ typedef struct {
     encoder_config enc;
 } clf_config;
 
-#define CLF_NUM_EXTRA 14
+#define CLF_NUM_EXTRA 16
 typedef struct {
     encoder_params enc;
-    float *wte, *wpe, *wtt, *embln_w, *embln_b, *patchw, *patchb, *cls, *lnf_w, *lnf_b, *poolw,
-        *poolb, *clsw, *clsb;
+    float *wte, *wpe, *wtt, *embln_w, *embln_b, *embprojw, *embprojb, *patchw, *patchb, *cls,
+        *lnf_w, *lnf_b, *poolw, *poolb, *clsw, *clsb;
 } clf_params;
 
 typedef struct {
@@ -76,6 +79,7 @@ typedef struct {
     float *xin;                          /* (B,C) first token after the head's input dropout */
     float *pre;                          /* (B,C) head dense output before GELU / ReLU */
     float *dsrc;                         /* (B,C) gradient w.r.t. the head's input */
+    float *pemb, *pln, *pd;              /* (B,T,E) embeddings, after LN + dropout, gradient */
     encoder_acts enc;
 } clf_acts;
 

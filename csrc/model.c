@@ -34,7 +34,8 @@ isp_status model_init(model_core *m, const model_family *fam, const void *cfg, i
         return isp_fail(ISP_ERR_NOMEM, "out of memory allocating %lld parameters",
                         (long long)num_params);
     }
-    memset(m->masks, 1, (size_t)num_prunable);
+    if (m->masks != NULL)
+        memset(m->masks, 1, (size_t)m->num_prunable);
     return ISP_OK;
 }
 

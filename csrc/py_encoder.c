@@ -25,16 +25,16 @@ static PyObject *py_clf_new(PyObject *self, PyObject *args, PyObject *kw)
                             "C",      "NH",       "F",           "act",    "eps",
                             "p_hidden", "p_attn", "p_cls",       "pad_id", "prenorm",
                             "patches", "image_size", "patch_size", "pad_positions", "final_ln",
-                            "head",   "head_dropin", NULL};
+                            "head",   "head_dropin", "embedding_size", NULL};
     clf_config c;
     memset(&c, 0, sizeof c);
     PyObject *acto;
     int prenorm = 0, patches = 0, head = CLF_HEAD_TANH;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiiiiiiiOffffi|$ppiippip:clf_new", names, &c.V,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiiiiiiiOffffi|$ppiippipi:clf_new", names, &c.V,
                                      &c.TP, &c.TV, &c.NL, &c.enc.L, &c.enc.C, &c.enc.NH,
                                      &c.enc.F, &acto, &c.enc.eps, &c.enc.p_hidden, &c.enc.p_attn,
                                      &c.p_cls, &c.pad_id, &prenorm, &patches, &c.IH, &c.PS,
-                                     &c.pad_positions, &c.final_ln, &head, &c.head_dropin))
+                                     &c.pad_positions, &c.final_ln, &head, &c.head_dropin, &c.E))
         return NULL;
     if (!isp_parse_act(acto, &c.enc.act))
         return NULL;
@@ -274,7 +274,8 @@ static PyObject *py_clf_train_step(PyObject *self, PyObject *args)
 PyMethodDef isp_encoder_methods[] = {
     {"clf_new", (PyCFunction)(void (*)(void))py_clf_new, METH_VARARGS | METH_KEYWORDS,
      "clf_new(V, TP, TV, NL, L, C, NH, F, act, eps, p_hidden, p_attn, p_cls, pad_id, *, "
-     "prenorm, patches, image_size, patch_size, pad_positions, final_ln, head, head_dropin) -> "
+     "prenorm, patches, image_size, patch_size, pad_positions, final_ln, head, head_dropin, "
+     "embedding_size) -> "
      "model handle of an encoder classifier (csrc/classifier.h)"},
     {"clf_forward", py_clf_forward, METH_VARARGS,
      "clf_forward(handle, input_ids or pixel_values, token_type_ids, attention_mask) -> logits (B,NL)"},

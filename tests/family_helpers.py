@@ -22,7 +22,7 @@ FAMILIES = {
                    dict(vocab_size=VOCAB, dim=36, n_layers=2, n_heads=3, hidden_dim=50,
                         max_position_embeddings=MAXPOS, activation="gelu", pad_token_id=0)),
     "electra": ("ElectraConfig", "ElectraForSequenceClassification",
-                dict(vocab_size=VOCAB, embedding_size=32, hidden_size=32, num_hidden_layers=2,
+                dict(vocab_size=VOCAB, embedding_size=24, hidden_size=32, num_hidden_layers=2,
                      num_attention_heads=4, intermediate_size=48, max_position_embeddings=MAXPOS,
                      type_vocab_size=2, hidden_act="gelu")),
     "vit": ("ViTConfig", "ViTForImageClassification",

@@ -209,6 +209,20 @@ def test_model_new_bad_configs():
     bad(_C.clf_forward, h, np.full((2, 3, 8, 8), np.nan, f32), None, None)
     bad(_C.clf_forward, h, np.zeros((2, 3, 8, 8), f32), np.zeros((2, 5), np.int32), None)
     assert _C.clf_forward(h, np.zeros((2, 3, 8, 8), f32), None, None).shape == (2, 3)
+    # every family's path forward and backward (the sanitizer job runs this file): RoBERTa
+    # positions + head dropout, ELECTRA's projected embeddings, DistilBERT's ReLU head, ViT
+    y3 = np.array([0, 2], np.int32)
+    ids = np.array([[0, 5, 7, 1], [0, 9, 1, 1]], np.int32)
+    for kw in ({"pad_positions": True, "head_dropin": True}, {"embedding_size": 4, "head": 2, "head_dropin": True},
+               {"head": 3}, {"patches": True, "image_size": 8, "patch_size": 4, "prenorm": True, "final_ln": True,
+                             "head": 0}):
+        args = list(good)
+        args[13] = 1
+        h = _C.clf_new(*args, **kw)
+        _C.model_set_training(h, True)
+        x = np.ones((2, 3, 8, 8), f32) if kw.get("patches") else ids
+        loss, logits = _C.clf_forward_backward(h, x, None, None, y3, 0.1)
+        assert np.isfinite(loss) and np.isfinite(logits).all() and np.isfinite(_C.model_buffers(h)[1]).all()
     h = _C.clf_new(*good[:2], 0, *good[3:])  # no token types
     bad(_C.clf_forward, h, np.ones((2, 4), np.int32), np.zeros((2, 4), np.int32), None)
     assert _C.clf_forward(h, np.ones((2, 4), np.int32), None, None).shape == (2, 3)

@@ -68,6 +68,8 @@ class Family:
     check:        extra config refusals: dict -> None (raises ValueError).
     image:        True: the model takes pixel_values (B, 3, H, W); else input_ids.
     absent:       EncoderConfig fields the family's config.json does not have (not exported).
+    embedding_size: the config's embedding_size may differ from hidden_size (ELECTRA: the
+                  embeddings are projected to hidden_size by ``embeddings_project``).
     aliases:      (new, old) name fragments: checkpoints written by newer transformers that renamed
                   modules load under the published (older) names, which we write back.
     """
@@ -88,6 +90,7 @@ class Family:
     image: bool = False
     absent: tuple[str, ...] = ("image_size", "patch_size")
     aliases: tuple[tuple[str, str], ...] = ()
+    embedding_size: bool = False
 
 
 _REGISTRY: dict[str, Family] = {}
@@ -175,8 +178,11 @@ class EncoderConfig:
                 raise ValueError(f"config: {key}=True is not supported (encoder-only models)")
         if d.get("pruned_heads"):
             raise ValueError("config: pruned_heads is not supported (heads of unequal sizes)")
-        if d.get("embedding_size") not in (None, d.get("hidden_size", 768)):
-            raise ValueError("config: embedding_size != hidden_size is not supported")
+        es = d.get("embedding_size")
+        if fam.embedding_size and es is not None and (isinstance(es, bool) or not isinstance(es, int) or es < 1):
+            raise ValueError(f"config: embedding_size must be a positive integer, got {es!r}")
+        if not fam.embedding_size and es not in (None, d.get("hidden_size", 768)):
+            raise ValueError(f"config: embedding_size != hidden_size is not supported for {mt}")
         act = d.get("hidden_act", "gelu")
         if act not in ACTIVATIONS:
             raise ValueError(f"config: hidden_act={act!r} is not supported "
@@ -247,6 +253,12 @@ class EncoderConfig:
         return self.hidden_dropout_prob if self.classifier_dropout is None else float(self.classifier_dropout)
 
     @property
+    def embedding_size(self) -> int:
+        """Width of the token embeddings: embedding_size (ELECTRA) or hidden_size."""
+        return int(self.extra.get("embedding_size") or self.hidden_size) if self.family.embedding_size \
+            else self.hidden_size
+
+    @property
     def num_tokens(self) -> int:
         """Tokens per image of a ViT (patches + class token); 0 for text models."""
         return (self.image_size // self.patch_size) ** 2 + 1 if self.family.image else 0
@@ -280,14 +292,16 @@ def _layout(cfg: EncoderConfig, tensors: list[tuple[str, int, int]]) -> dict[str
     fam = cfg.family
     span = {name: (off, size) for name, off, size in tensors}
     C, F, L = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
-    NL, P = cfg.num_labels, cfg.patch_size
-    shapes = {"wte": (cfg.vocab_size, C), "wtt": (cfg.type_vocab_size, C), "embln_w": (C,), "embln_b": (C,),
-              "wpe": (1, cfg.num_tokens, C) if fam.image else (cfg.max_position_embeddings, C),
+    NL, P, E = cfg.num_labels, cfg.patch_size, cfg.embedding_size
+    shapes = {"wte": (cfg.vocab_size, E), "wtt": (cfg.type_vocab_size, E), "embln_w": (E,), "embln_b": (E,),
+              "embprojw": (C, E), "embprojb": (C,),
+              "wpe": (1, cfg.num_tokens, C) if fam.image else (cfg.max_position_embeddings, E),
               "patchw": (C, 3, P, P), "patchb": (C,), "cls": (1, 1, C), "lnf_w": (C,), "lnf_b": (C,),
               "poolw": (C, C), "poolb": (C,), "clsw": (NL, C), "clsb": (NL,)}
     out: dict[str, tuple[int, tuple[int, ...]]] = {}
     for t, name in fam.embeddings.items():
-        out[name] = (span[t][0], shapes[t])
+        if span[t][1] > 0:  # (ELECTRA's projection exists only when embedding_size != hidden_size)
+            out[name] = (span[t][0], shapes[t])
     # part -> (weight tensor, per-layer weight offset and shape, bias tensor, bias offset and shape)
     parts = {"q": ("enc.qkvw", 0, (C, C), "enc.qkvb", 0, C), "k": ("enc.qkvw", 1, (C, C), "enc.qkvb", 1, C),
              "v": ("enc.qkvw", 2, (C, C), "enc.qkvb", 2, C), "o": ("enc.attprojw", 0, (C, C), "enc.attprojb", 0, C),
@@ -349,6 +363,8 @@ class EncoderClassifier(EngineModel):
         opts = dict(fam.options)
         if fam.image:
             opts.update(image_size=int(c.image_size), patch_size=int(c.patch_size))
+        if fam.embedding_size:
+            opts.update(embedding_size=c.embedding_size)
         self._h = _C.clf_new(int(c.vocab_size), int(c.max_position_embeddings), int(c.type_vocab_size),
                                c.num_labels, c.num_hidden_layers, c.hidden_size, c.num_attention_heads,
                                c.intermediate_size, ACTIVATIONS[c.hidden_act], float(c.layer_norm_eps),
