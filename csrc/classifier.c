@@ -75,13 +75,12 @@ static const char *tensor_name(int i)
     return i < ENC_NUM_TENSORS ? enc_names[i] : extra_names[i - ENC_NUM_TENSORS];
 }
 
-static void tensor_span(const model_core *m, int i, int64_t *offset, int64_t *size)
+_Static_assert(ENC_NUM_TENSORS + CLF_NUM_EXTRA <= MODEL_MAX_TENSORS, "tensor table too long");
+
+static void tensor_sizes(const void *cfg, int64_t *s)
 {
-    const clf_config *cfg = m->cfg;
-    int64_t s[ENC_NUM_TENSORS + CLF_NUM_EXTRA];
-    encoder_tensor_sizes(s, &cfg->enc);
+    encoder_tensor_sizes(s, &((const clf_config *)cfg)->enc);
     extra_sizes(s + ENC_NUM_TENSORS, cfg);
-    layout_span(s, i, offset, size);
 }
 
 static void family_free(model_core *m)
@@ -93,7 +92,7 @@ const model_family clf_family = {
     .name = "encoder classifier",
     .num_tensors = ENC_NUM_TENSORS + CLF_NUM_EXTRA,
     .tensor_name = tensor_name,
-    .tensor_span = tensor_span,
+    .tensor_sizes = tensor_sizes,
     .config_size = sizeof(clf_config),
     .copy_extra = NULL,
     .free = family_free,

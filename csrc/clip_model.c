@@ -37,13 +37,14 @@ static const char *clipv_tensor_name(int i)
     return i < ENC_NUM_TENSORS ? encoder_tensor_names[i] : clipv_extra_names[i - ENC_NUM_TENSORS];
 }
 
-static void clipv_tensor_span(const model_core *m, int i, int64_t *offset, int64_t *size)
+_Static_assert(ENC_NUM_TENSORS + CLIPV_NUM_EXTRA <= MODEL_MAX_TENSORS &&
+                   ENC_NUM_TENSORS + CLIPT_NUM_EXTRA <= MODEL_MAX_TENSORS,
+               "tensor table too long");
+
+static void clipv_tensor_sizes(const void *cfg, int64_t *s)
 {
-    const clipv_config *cfg = m->cfg;
-    int64_t s[ENC_NUM_TENSORS + CLIPV_NUM_EXTRA];
-    encoder_tensor_sizes(s, &cfg->enc);
+    encoder_tensor_sizes(s, &((const clipv_config *)cfg)->enc);
     clipv_extra_sizes(s + ENC_NUM_TENSORS, cfg);
-    layout_span(s, i, offset, size);
 }
 
 /* model_copy: the frozen head goes with the parameters */
@@ -69,7 +70,7 @@ const model_family clipv_family = {
     .name = "CLIP vision",
     .num_tensors = ENC_NUM_TENSORS + CLIPV_NUM_EXTRA,
     .tensor_name = clipv_tensor_name,
-    .tensor_span = clipv_tensor_span,
+    .tensor_sizes = clipv_tensor_sizes,
     .config_size = sizeof(clipv_config),
     .copy_extra = clipv_copy_head,
     .free = clipv_family_free,
@@ -372,13 +373,10 @@ static const char *clipt_tensor_name(int i)
     return i < ENC_NUM_TENSORS ? encoder_tensor_names[i] : clipt_extra_names[i - ENC_NUM_TENSORS];
 }
 
-static void clipt_tensor_span(const model_core *m, int i, int64_t *offset, int64_t *size)
+static void clipt_tensor_sizes(const void *cfg, int64_t *s)
 {
-    const clipt_config *cfg = m->cfg;
-    int64_t s[ENC_NUM_TENSORS + CLIPT_NUM_EXTRA];
-    encoder_tensor_sizes(s, &cfg->enc);
+    encoder_tensor_sizes(s, &((const clipt_config *)cfg)->enc);
     clipt_extra_sizes(s + ENC_NUM_TENSORS, cfg);
-    layout_span(s, i, offset, size);
 }
 
 static void clipt_family_free(model_core *m)
@@ -390,7 +388,7 @@ const model_family clipt_family = {
     .name = "CLIP text",
     .num_tensors = ENC_NUM_TENSORS + CLIPT_NUM_EXTRA,
     .tensor_name = clipt_tensor_name,
-    .tensor_span = clipt_tensor_span,
+    .tensor_sizes = clipt_tensor_sizes,
     .config_size = sizeof(clipt_config),
     .forward_only = 1,
     .copy_extra = NULL,

@@ -27,15 +27,6 @@ const char *const encoder_tensor_names[ENC_NUM_TENSORS] = {
     "ln1w", "ln1b",     "fcb", "fcprojb", "ln2w", "ln2b",
 };
 
-void layout_span(const int64_t *sizes, int i, int64_t *offset, int64_t *size)
-{
-    int64_t off = 0;
-    for (int k = 0; k < i; k++)
-        off += sizes[k];
-    *offset = off;
-    *size = sizes[i];
-}
-
 isp_status encoder_config_check(const encoder_config *e, const char *tower)
 {
     if (e->L < 1 || e->C < 1 || e->NH < 1 || e->F < 1)

@@ -52,8 +52,6 @@ extern const char *const encoder_tensor_names[ENC_NUM_TENSORS];
 /* Check sizes, activation, eps and dropout rates; messages start with `what` ("config"). */
 isp_status encoder_config_check(const encoder_config *cfg, const char *what);
 
-/* Offset and size of tensor i in a flat layout whose tensor sizes are sizes[0..i] (in order). */
-void layout_span(const int64_t *sizes, int i, int64_t *offset, int64_t *size);
 void encoder_tensor_sizes(int64_t sizes[ENC_NUM_TENSORS], const encoder_config *cfg);
 int64_t encoder_num_params(const encoder_config *cfg);
 int64_t encoder_num_prunable(const encoder_config *cfg);

@@ -16,6 +16,16 @@ void zero_floats(float *x, int64_t n)
     }
 }
 
+void model_tensor_span(const model_core *m, int i, int64_t *offset, int64_t *size)
+{
+    int64_t s[MODEL_MAX_TENSORS], off = 0;
+    m->fam->tensor_sizes(m->cfg, s);
+    for (int k = 0; k < i; k++)
+        off += s[k];
+    *offset = off;
+    *size = s[i];
+}
+
 isp_status model_init(model_core *m, const model_family *fam, const void *cfg, int64_t num_params,
                       int64_t num_prunable)
 {

@@ -24,8 +24,8 @@ typedef struct model_family {
     const char *name;
     int num_tensors;
     const char *(*tensor_name)(int i);
-    /* offset and size (floats) of tensor i of this model */
-    void (*tensor_span)(const struct model_core *m, int i, int64_t *offset, int64_t *size);
+    /* sizes (floats) of the num_tensors tensors, in layout order, for the config cfg */
+    void (*tensor_sizes)(const void *cfg, int64_t *sizes);
     size_t config_size; /* bytes of the config at model_core.cfg (models copy only between equal ones) */
     int forward_only;   /* no gradients and no masks (CLIP's text tower) */
     /* copy the family's own state beyond params and masks (CLIP's frozen head); NULL: none */
@@ -45,6 +45,11 @@ typedef struct model_core {
     uint64_t seed, step; /* dropout RNG: step counts training-mode forward passes */
     int training;
 } model_core;
+
+#define MODEL_MAX_TENSORS 64
+
+/* Offset and size (floats) of tensor i of m (its family's tensor_sizes laid end to end). */
+void model_tensor_span(const model_core *m, int i, int64_t *offset, int64_t *size);
 
 /* Allocate zeroed params and grads and all-ones masks (params only for a forward-only family).
    On failure everything is freed. */

@@ -146,7 +146,7 @@ static PyObject *py_model_tensors(PyObject *self, PyObject *cap)
         return NULL;
     for (int i = 0; i < f->num_tensors; i++) {
         int64_t off, size;
-        f->tensor_span(h->m, i, &off, &size);
+        model_tensor_span(h->m, i, &off, &size);
         PyObject *t = Py_BuildValue("(sLL)", f->tensor_name(i), (long long)off, (long long)size);
         if (t == NULL) {
             Py_DECREF(out);

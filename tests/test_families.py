@@ -16,6 +16,7 @@ transformers = pytest.importorskip("transformers")
 import instantsoup  # noqa: E402
 from family_helpers import (FAMILIES, hf_logits_loss, is_layernorm, make_batch, make_family,  # noqa: E402
                             named_parameters, published_name)
+from test_engine_parity import torch_adamw_run  # noqa: E402
 
 NAMES = list(FAMILIES)
 
@@ -53,30 +54,6 @@ def test_forward_loss_grads(tmp_path, family, num_labels):
     assert all(model.state_dict()[k].ndim == 2 and k.endswith(".weight") for k in model.prunable_names)
 
 
-def torch_adamw_run(hf, batches, lrs, wd, max_norm, masks):
-    no = [p for n, p in hf.named_parameters() if n.endswith("bias") or is_layernorm(n)]
-    decay = [p for n, p in hf.named_parameters() if not (n.endswith("bias") or is_layernorm(n))]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": wd}, {"params": no, "weight_decay": 0.0}],
-                            lr=lrs[0], betas=(0.9, 0.98), eps=1e-6)
-    named = named_parameters(hf)
-    with torch.no_grad():
-        for k, m in masks.items():
-            named[k].mul_(torch.tensor(m, dtype=torch.float32))
-    for (batch, y), lr in zip(batches, lrs):
-        opt.zero_grad()
-        loss, _ = hf_logits_loss(hf, batch, y)
-        loss.backward()
-        for k, m in masks.items():
-            named[k].grad.mul_(torch.tensor(m, dtype=torch.float32))
-        torch.nn.utils.clip_grad_norm_(hf.parameters(), max_norm)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        opt.step()
-        with torch.no_grad():
-            for k, m in masks.items():
-                named[k].mul_(torch.tensor(m, dtype=torch.float32))
-
-
 @pytest.mark.parametrize("family", NAMES)
 def test_masked_adamw_steps(tmp_path, family):
     hf = make_family(family, tmp_path)
@@ -93,7 +70,8 @@ def test_masked_adamw_steps(tmp_path, family):
         else:
             model.forward_backward(batch, y)
             opt.step(lr=lr, max_grad_norm=0.5)
-    torch_adamw_run(hf, batches, lrs, 0.1, 0.5, masks)
+    torch_adamw_run(hf, batches, lrs, 0.1, 0.5, masks, loss_fn=hf_logits_loss, named=named_parameters(hf),
+                    no_decay=lambda n: n.endswith("bias") or is_layernorm(n))
     named = named_parameters(hf)
     for k, v in model.state_dict().items():
         t = named[k].detach().numpy()
