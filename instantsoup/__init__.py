@@ -73,9 +73,9 @@ __all__ += ["load_model", "supported_model_types", "AdamW"]
 # --- experiment layer: settings, trainer, methods, tickets (branch mainjob, issue 6) -----------
 from instantsoup.config import (DataSettings, PruneSettings, RunSettings, Settings,  # noqa: E402
                                 SettingsError, TrainSettings)
-from instantsoup.ticket import Ticket  # noqa: E402
+from instantsoup.ticket import Ticket, load_ticket  # noqa: E402
 from instantsoup.train import TaskData, Trainer  # noqa: E402
 from instantsoup import methods  # noqa: E402  (instant_soup, imp, one_shot, gmp, random_prune, dense, ...)
 
 __all__ += ["Settings", "TrainSettings", "PruneSettings", "DataSettings", "RunSettings", "SettingsError",
-            "Ticket", "TaskData", "Trainer", "methods"]
+            "Ticket", "load_ticket", "TaskData", "Trainer", "methods"]

@@ -4,14 +4,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import errno
 import logging
-import shutil
+import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from instantsoup.config import (DataSettings, PruneSettings, RunSettings, Settings, SettingsError,
-                                TrainSettings, add_arguments, check_model_dir, from_namespace)
+                                TrainSettings, add_arguments, check_model_dir, from_namespace, read_config_file,
+                                settings_dict)
 
 log = logging.getLogger("instantsoup")
 
@@ -40,10 +43,23 @@ def _default_model() -> str:
     return str(data.default_model_path())
 
 
+def max_threads() -> int:
+    """The most threads worth running: the cores this process may use (more only oversubscribe
+    them; 1000 threads ran 140x slower)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - platforms without affinity
+        return max(1, os.cpu_count() or 1)
+
+
 def _set_threads(n: int) -> None:
     if n > 0:
         import instantsoup
 
+        cap = max_threads()
+        if n > cap:
+            log.warning("--threads %d is more than the %d cores available; using %d", n, cap, cap)
+            n = cap
         instantsoup.set_num_threads(n)
 
 
@@ -81,7 +97,7 @@ def run_settings(settings: Settings, *, model_dir: str | None = None, fresh: boo
     import instantsoup
     from instantsoup import runs
     from instantsoup.methods import run_method
-    from instantsoup.task import data_identity, load_task
+    from instantsoup.task import load_task
 
     settings.validate()  # refuses bad settings before any work
     model_dir = model_dir or settings.run.model or _default_model()
@@ -89,14 +105,10 @@ def run_settings(settings: Settings, *, model_dir: str | None = None, fresh: boo
     _set_threads(settings.run.threads)
     task = load_task(settings.data, model_dir, fit_max_length(model_dir, settings.train.max_length),
                      settings.train.seed)
-    identity = settings.identity()
-    identity["model"] = runs.model_identity(model_dir)
-    identity["data"]["identity"] = data_identity(settings.data)
-    root = Path(settings.run.out) / runs.run_name(settings.prune.method, identity)
-    if fresh and root.exists():
-        shutil.rmtree(root)
+    root = Path(settings.run.out) / runs.run_name(settings.prune.method, runs.run_identity(settings, model_dir))
     model = load_for_task(model_dir, task, settings.train.seed)
-    settings = dataclasses.replace(settings, run=dataclasses.replace(settings.run, model=model_dir))
+    settings = dataclasses.replace(settings, run=dataclasses.replace(settings.run, model=model_dir,
+                                                                     resume=settings.run.resume and not fresh))
     log.info("run directory %s", root)
     kw = {"keep_round_masks": True} if keep_round_masks and settings.prune.method == "isp" else {}
     ticket = run_method(model, task, settings, run_dir=root, progress=settings.run.progress and not quiet, **kw)
@@ -105,8 +117,12 @@ def run_settings(settings: Settings, *, model_dir: str | None = None, fresh: boo
 
 def _cmd_prune(args: argparse.Namespace) -> int:
     from instantsoup import report
+    from instantsoup.runs import to_jsonable
 
     settings = _settings(args)
+    if args.print_config:
+        print(json.dumps(to_jsonable(settings_dict(settings)), indent=2, sort_keys=True))
+        return 0
     ticket, root = run_settings(settings, fresh=not settings.run.resume, keep_round_masks=args.keep_round_masks)
     rows = report.load_rows([root / "ticket"])
     print(report.format_table(rows))
@@ -114,33 +130,122 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def checkpoint_label_names(model_dir: str) -> list[str] | None:
+    """The class names of a sequence classifier checkpoint in id order (``id2label``; LABEL_i when its
+    config has only ``num_labels``); None for models without a classifier head (CLIP) or regression."""
+    from instantsoup.models import read_config
+
+    cfg = read_config(model_dir)
+    if cfg.get("model_type") == "clip" or _is_regression(cfg):
+        return None
+    id2label = cfg.get("id2label")
+    n = _head_size(cfg)
+    if isinstance(id2label, dict) and len(id2label) == n:
+        try:
+            return [str(id2label.get(str(i), id2label.get(i))) for i in range(n)]  # type: ignore[call-overload]
+        except TypeError:
+            pass
+    return [f"LABEL_{i}" for i in range(n)]
+
+
+def _head_size(cfg: dict) -> int:
+    """Outputs of a checkpoint's classifier as transformers reads its config (num_labels, else id2label)."""
+    id2label = cfg.get("id2label")
+    return int(cfg.get("num_labels") or (len(id2label) if isinstance(id2label, dict) and id2label else 2))
+
+
+def _is_regression(cfg: dict) -> bool:
+    return cfg.get("problem_type") == "regression" or _head_size(cfg) == 1
+
+
+def _score(model, task, split, batch_size: int) -> dict:
+    """Metrics of ``model`` on a split, with its size ``n`` and, for named classes, per-label counts and
+    accuracy (recall) keyed by the label's name."""
+    import numpy as np
+
+    from instantsoup.train import predict
+
+    preds = predict(model, split, batch_size, task.pad_id, task.is_regression)
+    out: dict = {k: float(v) for k, v in task.metric(preds, split.labels).items()}
+    out["n"] = len(split)
+    if task.label_names and not task.is_regression:
+        y = np.asarray(split.labels)
+        out["per_label"] = {name: {"n": int(np.sum(y == i)),
+                                   "accuracy": float(np.mean(preds[y == i] == i)) if np.any(y == i) else None}
+                            for i, name in enumerate(task.label_names)}
+    return out
+
+
+def _eval_task(args: argparse.Namespace, data: DataSettings, label_names: list[str] | None):
+    """The task ``eval`` scores: ``--file`` whole (as the test split), else the task's splits."""
+    from instantsoup import data as D
+    from instantsoup.task import encode, load_task, metric_for
+    from instantsoup.train import TaskData
+
+    max_length = fit_max_length(args.checkpoint, args.max_length)
+    if not args.file:
+        return load_task(data, args.checkpoint, max_length, args.seed, label_names=label_names)
+    from instantsoup.models import read_config
+
+    regression = _is_regression(read_config(args.checkpoint))
+    ds = D.load_table(args.file, data.text_column, data.label_column, data.text_pair_column or None,
+                      label_names=None if regression else label_names, regression=regression,
+                      num_labels=None if regression else data.num_labels or None)
+    if not regression and len(ds.label_names) < 2:
+        raise SettingsError(f"{args.file}: {len(ds.label_names)} class(es) {ds.label_names}; scoring it needs the "
+                            "checkpoint's labels (its config.json id2label) or --num-labels")
+    tok = D.Tokenizer.from_pretrained(args.checkpoint)
+    split = encode(tok, ds, max_length)
+    pad = getattr(tok, "pad_token_id", None)
+    return TaskData(name=ds.task, train=split, validation=None, test=split, metric=metric_for(ds),
+                    num_labels=ds.num_labels, main_metric=ds.primary_metric, is_regression=regression,
+                    pad_id=0 if pad is None else int(pad),
+                    tokenizer_dir=args.checkpoint, label_names=list(ds.label_names))
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     import numpy as np
 
+    import instantsoup
     from instantsoup import runs
-    from instantsoup.task import load_task
-    from instantsoup.train import Trainer
 
     check_model_dir(args.checkpoint)
     data = from_namespace(DataSettings, args)
-    data.validate()
+    if args.file:
+        if not os.path.isfile(args.file):
+            raise SettingsError(f"--file {args.file!r} is not a file")
+    else:
+        data.validate()
     _set_threads(args.threads)
-    task = load_task(data, args.checkpoint, fit_max_length(args.checkpoint, args.max_length), args.seed)
-    model = load_for_task(args.checkpoint, task)
+    names = None if args.reinit_head else checkpoint_label_names(args.checkpoint)
+    task = _eval_task(args, data, names)
+    if names is None or task.info.get("classnames"):
+        model = load_for_task(args.checkpoint, task)  # --reinit-head: a head of the task's size
+    else:
+        model = instantsoup.load_model(args.checkpoint)
+        if model.num_labels != task.num_labels:  # the labels were mapped through the checkpoint's names
+            raise SettingsError(f"the checkpoint's head has {model.num_labels} outputs but the task has "
+                                f"{task.num_labels} labels; --reinit-head evaluates a new random head")
     if args.mask:
         try:
             model.set_masks(runs.load_arrays(args.mask))
         except (ValueError, TypeError) as e:  # names/shapes of another model, values not 0/1
             raise SettingsError(f"--mask {args.mask}: {e}") from None
-    tr = Trainer(TrainSettings(batch_size=args.batch_size, max_length=args.max_length), task, progress=False)
     sd = model.state_dict()
     zeros = sum(int(np.count_nonzero(sd[n] == 0)) for n in model.prunable_names)
     out = {"sparsity": zeros / max(1, sum(sd[n].size for n in model.prunable_names))}  # exact zeros
     if args.mask:
         out["mask_sparsity"] = 1.0 - sum(int(np.count_nonzero(m)) for m in model.masks.values()) / max(
             1, sum(m.size for m in model.masks.values()))
-    for split in (["validation", "test"] if args.split == "both" else [args.split]):
-        out.update({f"{split}_{k}": v for k, v in tr.evaluate(model, split).items()})
+    if task.label_names:
+        out["label_names"] = list(task.label_names)
+    if args.file:
+        out.update({"file": args.file, **_score(model, task, task.test, args.batch_size)})
+    else:
+        for split in (["validation", "test"] if args.split == "both" else [args.split]):
+            data_split = getattr(task, split)
+            if data_split is not None and len(data_split):
+                out.update({f"{split}_{k}": v for k, v in _score(model, task, data_split, args.batch_size).items()})
     print(json.dumps(out, indent=2, sort_keys=True))
     return 0
 
@@ -149,10 +254,16 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from instantsoup import report
 
     tickets = report.find_tickets(args.paths)
-    if not tickets:
-        print(f"no finished runs under {', '.join(args.paths)}", file=sys.stderr)
-        return 1
-    rows = report.load_rows(tickets)
+    rows = []
+    for t in tickets:  # a damaged run is named and skipped; the others are reported
+        try:
+            rows += report.load_rows([t])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            print(f"instantsoup report: warning: skipping {t}: {describe(e)}", file=sys.stderr)
+    if not rows:
+        print(f"instantsoup report: error: no readable finished runs under {', '.join(args.paths)}",
+              file=sys.stderr)
+        return 2
     print(report.format_table(rows))
     if args.plots:
         for p in report.plot(rows, args.plots):
@@ -240,7 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--keep-round-masks", action="store_true",
                     help="ISP: also store every round's main/denoiser/merged masks in the run directory "
                     "(not part of the run's hash)")
-    pr.set_defaults(func=_cmd_prune)
+    pr.add_argument("--config", default="", metavar="FILE",
+                    help="read settings from a TOML or JSON file (sections train/prune/data/run, as "
+                    "--print-config prints them; a run's settings.json works too); flags given on the command "
+                    "line override it")
+    pr.add_argument("--print-config", action="store_true",
+                    help="print the resolved settings (defaults < --config < flags) as JSON and exit")
+    pr.set_defaults(func=_cmd_prune, parser=pr)
 
     ev = sub.add_parser("eval", help="evaluate a checkpoint (optionally with a mask file) on a task")
     ev.add_argument("checkpoint", help="Hugging Face checkpoint directory")
@@ -250,6 +367,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-length", type=int, default=128, help="maximum tokens per example")
     ev.add_argument("--seed", type=int, default=0, help="seed of the validation hold-out split")
     ev.add_argument("--threads", type=int, default=0, help="threads (0 = all available cores)")
+    ev.add_argument("--file", default="", help="score this whole table file (.csv/.tsv/.jsonl/.parquet); its "
+                    "labels are mapped through the checkpoint's label2id (without --file: the task's "
+                    "validation/test splits, as prune made them)")
+    ev.add_argument("--reinit-head", action="store_true",
+                    help="evaluate with a new, randomly initialised classifier head of the task's size instead of "
+                    "refusing a head that does not fit the task's labels")
     add_arguments(ev, DataSettings)
     ev.set_defaults(func=_cmd_eval)
 
@@ -282,11 +405,38 @@ def main(argv: list[str] | None = None) -> int:
     from instantsoup.data.default import MissingDemoPackage
     from instantsoup.data.errors import DataError
 
+    from safetensors import SafetensorError
+
+    expected = (SettingsError, DataError, MissingDemoPackage, ValueError, OSError, SafetensorError,
+                FloatingPointError, MemoryError)
     try:
+        if getattr(args, "config", ""):  # the file's values become defaults; flags on the line win
+            args.parser.set_defaults(**read_config_file(args.config))
+            args = parser.parse_args(argv)
         return args.func(args)
-    except (SettingsError, DataError, FileNotFoundError, MissingDemoPackage) as e:  # a message, no traceback
-        print(f"instantsoup {args.command}: error: {e}", file=sys.stderr)
+    except expected as e:  # one line (the traceback with -v), exit 2
+        if args.verbose:
+            traceback.print_exc()
+        print(f"instantsoup {args.command}: error: {describe(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"instantsoup {args.command}: interrupted (finished rounds are kept: rerun the same command "
+              "to resume)", file=sys.stderr)
+        return 130
+
+
+def describe(e: BaseException) -> str:
+    """One line for an expected failure (file names, the disk-full / read-only cases spelled out)."""
+    if isinstance(e, OSError) and e.errno is not None:
+        where = " ".join(str(f) for f in (e.filename, e.filename2) if f)
+        hint = {errno.ENOSPC: " (the disk is full: free space and rerun the command; finished rounds are kept)",
+                errno.EROFS: " (choose another --out)",
+                errno.EACCES: " (choose another --out, or fix the permissions)"}.get(e.errno, "")
+        return f"{where + ': ' if where else ''}{e.strerror or e}{hint}"
+    if isinstance(e, MemoryError):
+        return f"out of memory{f' ({e})' if str(e) else ''}"
+    text = str(e) or type(e).__name__
+    return " ".join(text.split()) if "\n" in text and len(text) < 2000 else text
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -32,8 +32,8 @@ class SettingsError(ValueError):
 
 
 def _f(default: Any, help: str, *, methods: tuple[str, ...] | None = None, hash: bool = True,
-       choices: tuple | None = None, flag: str | None = None) -> Any:
-    meta = {"help": help, "hash": hash}
+       choices: tuple | None = None, flag: str | None = None, aliases: tuple[str, ...] = ()) -> Any:
+    meta = {"help": help, "hash": hash, "aliases": aliases}
     if methods is not None:
         meta["methods"] = methods
     if choices is not None:
@@ -49,8 +49,8 @@ def _f(default: Any, help: str, *, methods: tuple[str, ...] | None = None, hash:
 class TrainSettings:
     """How the model is fine-tuned (shared by every method, denoisers included)."""
 
-    batch_size: int = _f(32, "examples per optimizer step")
-    lr: float = _f(2e-5, "peak learning rate of AdamW")
+    batch_size: int = _f(32, "examples per optimizer step", aliases=("--per-device-train-batch-size",))
+    lr: float = _f(2e-5, "peak learning rate of AdamW", aliases=("--learning-rate",))
     warmup_steps: int = _f(0, "linear warm-up steps (overrides --warmup-ratio when > 0)")
     warmup_ratio: float = _f(0.0, "linear warm-up as a fraction of the training budget")
     schedule: str = _f("linear", "learning-rate decay after warm-up (to 0 at the end of the budget)",
@@ -58,7 +58,8 @@ class TrainSettings:
     weight_decay: float = _f(0.0, "decoupled weight decay of AdamW (not on biases / LayerNorm)")
     max_grad_norm: float = _f(1.0, "global gradient-norm clipping; 0 disables it")
     label_smoothing: float = _f(0.0, "label smoothing of the cross-entropy loss")
-    epochs: float = _f(3.0, "training budget in epochs (fractions allowed); for IMP: per round")
+    epochs: float = _f(3.0, "training budget in epochs (fractions allowed); for IMP: per round",
+                       aliases=("--num-train-epochs",))
     max_steps: int = _f(0, "training budget in optimizer steps; overrides --epochs when > 0")
     eval_every: int = _f(0, "evaluate every N steps; 0 = once per epoch")
     seed: int = _f(0, "seed of data order, dropout, subsets, random masks and protocols")
@@ -234,12 +235,18 @@ class DataSettings:
     """Which task and data."""
 
     task: str = _f("default", "GLUE task name (sst2, mrpc, ...), 'default' (the embedded demo task), "
-                   "a table file (.csv/.tsv/.jsonl/.parquet), or an image task for CLIP (cifar10, cifar100, "
+                   "a table file (.csv/.tsv/.jsonl/.parquet), a dataset folder (datasets' save_to_disk or a "
+                   "Parquet export with train/validation/test files), or an image task for CLIP (cifar10, cifar100, "
                    "mnist, svhn, gtsrb, eurosat, image_folder, ...; with --data-dir)")
     data_dir: str = _f("", "directory holding the GLUE task's files")
     text_column: str = _f("sentence", "table: column with the text")
     text_pair_column: str = _f("", "table: column with the second text of a pair ('' = none)")
     label_column: str = _f("label", "table: column with the label")
+    train_file: str = _f("", "your own training table (.csv/.tsv/.jsonl/.parquet); same as --task FILE")
+    validation_file: str = _f("", "your own validation table ('' = held out of the training data)")
+    test_file: str = _f("", "your own test table ('' = held out of the training data)")
+    num_labels: int = _f(0, "number of classes when integer label ids do not all occur in the training data "
+                         "(0 = the distinct labels, which must then be 0..K-1)")
     val_fraction: float = _f(0.1, "fraction of the training set held out for validation when the task "
                              "has no labelled split apart from the one used as test")
     max_train_examples: int = _f(0, "use at most this many training examples (0 = all)")
@@ -252,6 +259,28 @@ class DataSettings:
             raise SettingsError("max_train_examples and max_eval_examples must be >= 0")
         if os.path.splitext(self.task)[1] and not os.path.exists(self.task):
             raise SettingsError(f"data file {self.task!r} does not exist")
+        for name in ("train_file", "validation_file", "test_file"):
+            f = getattr(self, name)
+            if f and not os.path.exists(f):
+                raise SettingsError(f"{name} {f!r} does not exist")
+        if self.num_labels:
+            from instantsoup.data.tables import check_num_labels
+
+            try:
+                check_num_labels(self.num_labels)
+            except ValueError as e:
+                raise SettingsError(str(e)) from None
+        from instantsoup.task import is_table_source
+
+        own = self.train_file or is_table_source(self.task)
+        if self.train_file and self.task not in ("default", self.train_file):
+            raise SettingsError(f"--train-file {self.train_file!r} and --task {self.task!r} both name the "
+                                "training data; give one")
+        if (self.validation_file or self.test_file) and not own:
+            raise SettingsError("--validation-file / --test-file need your own training data (--train-file, "
+                                "or a table file or dataset folder as --task)")
+        if own:
+            return
         if self.data_dir and not os.path.isdir(self.data_dir):
             raise SettingsError(f"data_dir {self.data_dir!r} is not a directory")
         from instantsoup.data.vision import is_vision_task
@@ -259,7 +288,7 @@ class DataSettings:
         if is_vision_task(self.task):
             if not self.data_dir:
                 raise SettingsError(f"image task {self.task!r} needs --data-dir (the folder with its files)")
-        elif self.task != "default" and not os.path.splitext(self.task)[1]:
+        elif self.task != "default":
             from instantsoup.data import GLUE_TASKS
             from instantsoup.data.glue import glue_task
 
@@ -267,7 +296,7 @@ class DataSettings:
                 glue_task(self.task)
             except (KeyError, ValueError):
                 raise SettingsError(f"unknown task {self.task!r}: a GLUE task ({', '.join(sorted(GLUE_TASKS))}), "
-                                    "'default', or a table file (.csv/.tsv/.jsonl/.parquet)")
+                                    "'default', a table file (.csv/.tsv/.jsonl/.parquet) or a dataset folder")
             if not self.data_dir:
                 raise SettingsError(f"GLUE task {self.task!r} needs --data-dir (the folder with its files)")
 
@@ -278,11 +307,13 @@ class RunSettings:
 
     model: str = _f("", "Hugging Face checkpoint directory (config.json + model.safetensors); "
                     "'' = the embedded default model")
-    out: str = _f("runs", "directory holding the run directories", hash=False)
+    out: str = _f("runs", "directory holding the run directories", hash=False, aliases=("--output-dir",))
     threads: int = _f(0, "threads for kernels and BLAS (0 = all available cores)", hash=False)
     resume: bool = _f(True, "continue an interrupted run from its last finished round (--no-resume: "
-                      "delete the run directory and start over)", hash=False)
+                      "DELETE the run directory, finished rounds and ticket included, and start over)", hash=False)
     progress: bool = _f(True, "show progress bars", hash=False)
+    wait: bool = _f(True, "when another process works in the same run directory, wait for it "
+                    "(--no-wait: refuse at once)", hash=False)
 
     def validate(self) -> None:
         if self.model:
@@ -403,21 +434,87 @@ def _type_of(f: dataclasses.Field, owner: type) -> type:
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str, ...] = ()) -> None:
-    """Add one ``--field-name`` option per field of the settings dataclass ``cls``."""
+    """Add one ``--field-name`` option per field of the settings dataclass ``cls`` (plus its aliases,
+    e.g. transformers' Trainer names such as ``--learning-rate``); choices are listed in ``--help``."""
     group = parser.add_argument_group(cls.__name__, (cls.__doc__ or "").strip().splitlines()[0])
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
         typ = _type_of(f, cls)
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        flags = [f.metadata.get("flag") or "--" + f.name.replace("_", "-"), *f.metadata.get("aliases", ())]
         help_ = f.metadata.get("help", "") + f" (default: {default!r})"
         if typ is bool:
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
+            group.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
                                help=help_)
         else:
-            group.add_argument(flag, dest=f.name, type=typ, default=default, metavar=typ.__name__.upper(),
-                               choices=f.metadata.get("choices"), help=help_)
+            choices = f.metadata.get("choices")
+            group.add_argument(*flags, dest=f.name, type=typ, default=default,
+                               metavar=None if choices else typ.__name__.upper(), choices=choices, help=help_)
+
+
+SECTIONS = {"train": TrainSettings, "prune": PruneSettings, "data": DataSettings, "run": RunSettings}
+
+
+def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Settings from a TOML or JSON file as ``{field: value}``.
+
+    The file holds sections ``[train]``, ``[prune]``, ``[data]``, ``[run]`` (as ``--print-config``
+    prints them), or a run's ``settings.json`` (its ``"settings"`` record), or top-level field
+    names. Unknown sections or fields and values of the wrong type are a SettingsError.
+    """
+    import json
+
+    p = os.fspath(path)
+    if not os.path.isfile(p):
+        raise SettingsError(f"config file {p!r} does not exist")
+    try:
+        if p.endswith(".toml"):
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                import tomli as tomllib  # type: ignore[no-redef]
+            with open(p, "rb") as fh:
+                raw = tomllib.load(fh)
+        elif p.endswith(".json"):
+            with open(p, encoding="utf-8") as fh:
+                raw = json.load(fh)
+        else:
+            raise SettingsError(f"config file {p!r}: expected a .toml or .json file")
+    except (ValueError, OSError) as e:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+        if isinstance(e, SettingsError):
+            raise
+        raise SettingsError(f"config file {p}: {e}") from None
+    if isinstance(raw, dict) and isinstance(raw.get("settings"), dict):
+        raw = raw["settings"]  # a run's settings.json
+    if not isinstance(raw, dict):
+        raise SettingsError(f"config file {p}: expected a table of settings")
+    owner = {f.name: cls for cls in SECTIONS.values() for f in dataclasses.fields(cls)}
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in SECTIONS and isinstance(value, dict):
+            known = {f.name for f in dataclasses.fields(SECTIONS[key])}
+            unknown = sorted(set(value) - known)
+            if unknown:
+                raise SettingsError(f"config file {p}: unknown {key} setting(s) {', '.join(unknown)}")
+            out.update(value)
+        elif key in owner:
+            out[key] = value
+        else:
+            raise SettingsError(f"config file {p}: unknown setting or section {key!r}")
+    for key, value in out.items():
+        cls = owner[key]
+        try:
+            check_types(cls(**{key: value}))
+        except SettingsError as e:
+            raise SettingsError(f"config file {p}: {e}") from None
+    return out
+
+
+def settings_dict(s: Settings) -> dict[str, dict[str, Any]]:
+    """``{"train": {...}, "prune": {...}, "data": {...}, "run": {...}}``: what ``--print-config`` shows
+    and ``--config`` reads back."""
+    return {name: dataclasses.asdict(getattr(s, name)) for name in SECTIONS}
 
 
 def from_namespace(cls: type, ns: argparse.Namespace) -> Any:

@@ -41,7 +41,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -461,9 +460,10 @@ class MaskSet(Mapping):
     def save(self, path: str | os.PathLike, **metadata: Any) -> None:
         """Write a safetensors file: one uint8 tensor per HF name (1 = kept) and metadata
         (method, target/achieved sparsity, base model, seeds, ... plus anything in ``metadata``;
-        non-string values are JSON-encoded). Written atomically (temp file + rename). The file
-        loads with ``safetensors.numpy.load_file`` alone."""
-        from safetensors.numpy import save_file
+        non-string values are JSON-encoded). Written atomically (temp file + rename) and
+        reproducibly (the same masks and metadata give the same bytes). The file loads with
+        ``safetensors.numpy.load_file`` alone."""
+        from instantsoup.runs import save_arrays
 
         meta: dict[str, Any] = dict(self.metadata)
         meta.update(metadata)
@@ -478,21 +478,10 @@ class MaskSet(Mapping):
             if isinstance(v, str):
                 str_meta[str(k)] = v
             else:
-                str_meta[str(k)] = json.dumps(v)
+                str_meta[str(k)] = json.dumps(v, sort_keys=True)
                 json_keys.append(str(k))
-        str_meta["instantsoup_json_keys"] = json.dumps(json_keys)
-        path = os.fspath(path)
-        d = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".masks-", suffix=".tmp", dir=d)
-        os.close(fd)
-        try:
-            save_file({n: np.ascontiguousarray(v) for n, v in self._views.items()}, tmp,
-                      metadata=str_meta)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        str_meta["instantsoup_json_keys"] = json.dumps(sorted(json_keys))
+        save_arrays(path, self._views, str_meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "MaskSet":

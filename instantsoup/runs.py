@@ -7,29 +7,37 @@ Layout of one run::
         history.jsonl          one JSON record per event (evaluations, rounds, stages)
         round_000/ ...         one folder per finished round/stage, each written atomically:
             state.json         global step, round, RNG seeds, data position, history, cost
-            masks.safetensors  the masks in force (HF names, uint8, 1 = kept)
-            weights.safetensors  model.state_dict()
-            optim.safetensors  opt.state_dict() arrays (+ optim.json for its scalars)
+            masks_packed.safetensors  the masks in force, bit-packed (PackedMaskSet layout)
+            weights.safetensors  model.state_dict()       } the resumable state: only the latest
+            optim.safetensors  opt.state_dict() arrays    } stage of a chain keeps it (earlier
+            optim.json         the optimizer's scalars    } rounds keep masks, state and metrics)
+            sha256.json        sha256 of every file above (verified on resume)
         ticket/                the result (masks.safetensors, metrics.json, ticket.json, checkpoint/)
+    <out>/.<method>-<hash12>.lock   the run's advisory lock (fcntl.flock; held while a process works)
 
 A stage whose folder exists is finished and is never recomputed; ``resume`` restarts after the last
-finished folder. All randomness is re-derived from (seed, round, step) at the start of every stage,
-so a resumed run repeats exactly what an uninterrupted run would have done.
+finished folder whose checksums verify. All randomness is re-derived from (seed, round, step) at the
+start of every stage, so a resumed run repeats exactly what an uninterrupted run would have done.
+The guarantees (what survives a kill, what the lock protects) are listed in docs/ARCHITECTURE.md.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+
+from instantsoup.config import SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +53,41 @@ def optim_file(d: Path) -> Path: return Path(d) / "optim.safetensors"  # noqa: E
 def optim_meta_file(d: Path) -> Path: return Path(d) / "optim.json"  # noqa: E704
 def state_file(d: Path) -> Path: return Path(d) / "state.json"  # noqa: E704
 def checkpoint_dir(d: Path) -> Path: return Path(d) / "checkpoint"  # noqa: E704
+def packed_masks_file(d: Path) -> Path: return Path(d) / "masks_packed.safetensors"  # noqa: E704
+def manifest_file(d: Path) -> Path: return Path(d) / "sha256.json"  # noqa: E704
+def lock_path(root: Path) -> Path: return Path(root).parent / f".{Path(root).name}.lock"  # noqa: E704
+
+EXPORT_MARKER = ".instantsoup-export"  # in every folder Ticket.export writes; only such folders are replaced
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "merges.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                   "added_tokens.json", "preprocessor_config.json")
+KILL_ENV = "INSTANTSOUP_KILL_AT"  # tests: SIGKILL this process at the named kill_point
+
+
+class RunDirError(SettingsError):
+    """A run directory or export folder that cannot be used as asked (locked, foreign, damaged)."""
+
+
+def kill_point(name: str) -> None:
+    """Test hook: die by SIGKILL here when the environment names this point (reliability tests)."""
+    if os.environ.get(KILL_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(path: str | os.PathLike, directory: bool = False) -> None:
+    """Give a file made by mkstemp/mkdtemp (mode 0600/0700) the mode a plain open() would give."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
 
 # ---- identities and names ---------------------------------------------------------------------
-def file_digest(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """sha256 of a file's bytes (hex)."""
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """sha256 of a file's bytes (hex), always read from disk."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while True:
@@ -60,22 +98,76 @@ def file_digest(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def dir_identity(path: str | os.PathLike, patterns: tuple[str, ...] = ("*",)) -> str:
-    """sha256 over the names and contents of the files in ``path`` matching ``patterns``."""
+_DIGESTS: dict[str, str] = {}
+
+
+def _digest_cache_file() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "instantsoup" / "digests.json"
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes (hex), cached by (real path, size, mtime, inode) in memory and in
+    ``$XDG_CACHE_HOME/instantsoup/digests.json`` so that large checkpoints are hashed once."""
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    key = f"{real}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
+    if key in _DIGESTS:
+        return _DIGESTS[key]
+    cache = _digest_cache_file()
+    if not _DIGESTS:
+        with contextlib.suppress(OSError, ValueError):
+            _DIGESTS.update({k: v for k, v in json.loads(cache.read_text()).items() if isinstance(v, str)})
+        if key in _DIGESTS:
+            return _DIGESTS[key]
+    digest = _DIGESTS[key] = sha256_file(real)
+    if st.st_size >= 1 << 20:  # worth remembering across processes; a read-only home is fine
+        with contextlib.suppress(OSError):
+            atomic_write_text(cache, json.dumps(_DIGESTS, sort_keys=True))
+    return digest
+
+
+def dir_identity(path: str | os.PathLike, patterns: tuple[str, ...] = ("**/*",)) -> str:
+    """sha256 over the relative names and contents of the files under ``path`` matching ``patterns``
+    (hidden files and folders excluded); of the file's contents when ``path`` is a file."""
     p = Path(path)
     if p.is_file():
         return file_digest(p)
     h = hashlib.sha256()
-    files = sorted({f for pat in patterns for f in p.glob(pat) if f.is_file()})
+    files = sorted({f for pat in patterns for f in p.glob(pat)
+                    if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts)})
     for f in files:
-        h.update(f.name.encode())
+        h.update(f.relative_to(p).as_posix().encode())
         h.update(file_digest(f).encode())
     return h.hexdigest()
 
 
 def model_identity(path: str | os.PathLike) -> str:
-    """Identity of a checkpoint directory: its config.json and weight files."""
-    return dir_identity(path, ("config.json", "*.safetensors", "*.bin"))
+    """Identity of a checkpoint directory: its config.json, weight files and tokenizer files."""
+    return dir_identity(path, ("config.json", "*.safetensors", "*.bin", *TOKENIZER_FILES))
+
+
+def run_identity(settings: Any, model_dir: str | os.PathLike | None = None) -> dict:
+    """The identity of a run, from contents only: the settings that change results, the digest of
+    the model's weights/config/tokenizer files and of the data files' bytes; never a path spelling
+    (``./toy.csv`` and ``toy.csv`` are the same run; a changed vocab.txt is another)."""
+    from instantsoup.task import data_identity
+
+    ident = settings.identity()
+    data = dict(ident["data"])
+    data.pop("data_dir", None)
+    from instantsoup.task import is_table_source
+
+    for key in ("task", "train_file", "validation_file", "test_file"):
+        path = data.get(key)
+        if path and is_table_source(path):  # a table file or dataset folder: its format and bytes, not its name
+            ext = os.path.splitext(path)[1]
+            data[key] = "table" + ext.lower() if ext else "folder"
+    data["identity"] = data_identity(settings.data).removeprefix(f"{settings.data.task}:")
+    ident["data"] = data
+    model_dir = model_dir or settings.run.model
+    ident["model"] = model_identity(model_dir) if model_dir else ""
+    return ident
 
 
 def settings_hash(identity: dict) -> str:
@@ -100,6 +192,7 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    follow_umask(tmp, directory=True)
     try:
         yield tmp
         _fsync_dir(tmp)
@@ -107,22 +200,87 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp)
         else:
             os.replace(tmp, final)
-            _fsync_dir(final.parent)
+            _fsync_folder(final.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
+def check_replaceable(final: str | os.PathLike) -> None:
+    """Refuse to replace ``final`` unless it is absent, an empty folder or an instantsoup export
+    (holds the :data:`EXPORT_MARKER` file): a folder instantsoup did not write is never deleted."""
+    final = Path(final)
+    if not final.exists() and not final.is_symlink():
+        return
+    if final.is_symlink() or not final.is_dir():
+        raise RunDirError(f"{final} exists and is not a folder instantsoup wrote; refusing to replace it "
+                          "(choose another folder)")
+    if any(final.iterdir()) and not (final / EXPORT_MARKER).is_file():
+        raise RunDirError(f"{final} is not empty and was not written by instantsoup (no {EXPORT_MARKER} "
+                          "file); refusing to replace it (choose another folder, or empty it yourself)")
+
+
+@contextlib.contextmanager
+def replacing_dir(final: str | os.PathLike) -> Iterator[Path]:
+    """Yield a fresh temporary folder next to ``final`` holding the export marker; on success it
+    replaces ``final`` (which :func:`check_replaceable` must accept). A failure leaves the old
+    ``final`` untouched; a kill leaves ``.tmp-*``/``.trash-*`` folders next to it, never a
+    half-written ``final``."""
+    final = Path(final)
+    check_replaceable(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    follow_umask(tmp, directory=True)
+    try:
+        (tmp / EXPORT_MARKER).write_text("written by instantsoup: a new export may replace this folder\n")
+        yield tmp
+        kill_point("export-written")
+        _fsync_dir(tmp)
+        check_replaceable(final)  # still ours (nothing foreign appeared meanwhile)
+        old = None
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".trash-{final.name}-", dir=final.parent))
+            os.replace(final, old / final.name)
+        os.replace(tmp, final)
+        _fsync_folder(final.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def remove_tree(root: str | os.PathLike) -> None:
+    """Delete a folder so that no kill can leave it half-deleted in place: rename it aside first
+    (atomic), then delete the renamed copy (a leftover ``.trash-*`` is removed by
+    :func:`clean_temporaries`)."""
+    root = Path(root)
+    if not root.exists():
+        return
+    trash = Path(tempfile.mkdtemp(prefix=f".trash-{root.name}-", dir=root.parent))
+    os.replace(root, trash / root.name)
+    _fsync_folder(root.parent)
+    kill_point("trash-renamed")
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write a text file atomically (temp file + os.replace)."""
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes | list[bytes]) -> None:
+    """Write a file atomically (temp file next to it + fsync + os.replace); mode from the umask."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            for chunk in [data] if isinstance(data, bytes) else data:
+                f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
+        follow_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -131,10 +289,21 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def _fsync_dir(d: Path) -> None:
-    for f in d.iterdir() if d.is_dir() else ():
-        if f.is_file():
+    """fsync every file under folder ``d`` and the folders themselves; files and folders written
+    through mkstemp-style temporaries (mode 0600) get the mode the umask gives."""
+    d = Path(d)
+    for sub in [p for p in d.rglob("*") if p.is_dir()] if d.is_dir() else []:
+        follow_umask(sub, directory=True)
+    for f in d.rglob("*") if d.is_dir() else ():
+        if f.is_file() and not f.is_symlink():
+            follow_umask(f)
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
+    _fsync_folder(d)
+
+
+def _fsync_folder(d: Path) -> None:
+    """fsync a folder's entry list (after a rename in it)."""
     with contextlib.suppress(OSError):
         fd = os.open(d, os.O_RDONLY)
         try:
@@ -143,12 +312,18 @@ def _fsync_dir(d: Path) -> None:
             os.close(fd)
 
 
-def clean_temporaries(root: str | os.PathLike) -> int:
-    """Remove leftovers of interrupted atomic writes under ``root``; return how many."""
+def clean_temporaries(root: str | os.PathLike, names: tuple[str, ...] = (".tmp-*", ".trash-*"),
+                      nested: bool = True) -> int:
+    """Remove leftovers of interrupted atomic writes in ``root`` (and, ``nested``, its subfolders);
+    return how many. Call it only while holding the run's lock (:class:`RunLock`)."""
     n = 0
-    for p in Path(root).glob(".tmp-*"):
-        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-        n += 1
+    root = Path(root)
+    subs = [c for c in root.iterdir() if c.is_dir() and not c.name.startswith(".")] if nested else []
+    for d in [root, *subs]:
+        for pat in names:
+            for p in d.glob(pat):
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+                n += 1
     return n
 
 
@@ -210,27 +385,64 @@ def unflatten_state(arrays: dict[str, np.ndarray], skeleton: Any) -> Any:
     return skeleton
 
 
-def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray], metadata: dict | None = None) -> None:
-    from safetensors.numpy import save_file
+_ST_DTYPES = {"uint8": "U8", "int8": "I8", "uint16": "U16", "int16": "I16", "uint32": "U32", "int32": "I32",
+              "uint64": "U64", "int64": "I64", "float16": "F16", "float32": "F32", "float64": "F64",
+              "bool": "BOOL"}
 
-    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(path),
-              metadata={k: str(v) for k, v in (metadata or {}).items()})
+
+def safetensors_bytes(arrays: dict[str, np.ndarray], metadata: dict | None = None) -> list[bytes]:
+    """The safetensors encoding of ``arrays`` (in their order) with string ``metadata``, byte-for-
+    byte the same for the same input: the JSON header has sorted keys (safetensors' own writer
+    emits the metadata map in hash order, so two runs of the same command differed)."""
+    header: dict[str, Any] = {}
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in sorted(metadata.items())}
+    bufs, off = [], 0
+    for name, a in arrays.items():
+        a = np.ascontiguousarray(a)
+        if a.dtype.name not in _ST_DTYPES:
+            raise TypeError(f"{name}: dtype {a.dtype} cannot be stored in safetensors")
+        a = a.astype(a.dtype.newbyteorder("<"), copy=False)
+        header[str(name)] = {"dtype": _ST_DTYPES[a.dtype.name], "shape": list(a.shape),
+                             "data_offsets": [off, off + a.nbytes]}
+        bufs.append(a.tobytes())
+        off += a.nbytes
+    blob = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    return [len(blob).to_bytes(8, "little"), blob, *bufs]
+
+
+def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray], metadata: dict | None = None) -> None:
+    """Write a safetensors file atomically and reproducibly (see :func:`safetensors_bytes`)."""
+    atomic_write_bytes(path, safetensors_bytes(arrays, metadata))
 
 
 def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a safetensors file; a damaged or foreign file is a ValueError naming it."""
+    from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
-    return load_file(str(path))
+    try:
+        return load_file(str(path))
+    except SafetensorError as e:
+        raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
 
 
 # ---- checkpoints ------------------------------------------------------------------------------
+STATE_FILES = ("weights.safetensors", "optim.safetensors", "optim.json")  # the resumable state
+
+
 def save_checkpoint(d: Path, model: Any, opt: Any | None, state: dict) -> None:
-    """Write model weights, masks, optimizer state and ``state`` (JSON) into folder ``d``."""
+    """Write model weights, bit-packed masks, optimizer state and ``state`` (JSON) into folder ``d``."""
+    from instantsoup.masks import MaskSet
+
     d = Path(d)
     save_arrays(weights_file(d), model.state_dict())
     masks = getattr(model, "masks", None) or {}
     if masks:
-        save_arrays(masks_file(d), {k: np.asarray(v, dtype=np.uint8) for k, v in masks.items()})
+        packed = MaskSet({k: np.asarray(v, dtype=np.uint8) for k, v in masks.items()}).pack()
+        save_arrays(packed_masks_file(d), {"bits": packed.bits},
+                    {"names": json.dumps(packed.names), "shapes": json.dumps([list(s) for s in packed.shapes.values()])})
     if opt is not None:
         arrays, skeleton = flatten_state(opt.state_dict())
         save_arrays(optim_file(d), arrays)
@@ -238,11 +450,25 @@ def save_checkpoint(d: Path, model: Any, opt: Any | None, state: dict) -> None:
     write_json(state_file(d), state)
 
 
+def load_packed_masks(path: str | os.PathLike) -> Any:
+    """The MaskSet stored by :func:`save_checkpoint` (bit-packed)."""
+    from safetensors import safe_open
+
+    from instantsoup.masks import PackedMaskSet
+
+    with safe_open(str(path), framework="numpy") as f:
+        meta = f.metadata() or {}
+        bits = f.get_tensor("bits")
+    return PackedMaskSet(json.loads(meta["names"]), [tuple(s) for s in json.loads(meta["shapes"])], bits).unpack()
+
+
 def load_checkpoint(d: Path, model: Any, opt: Any | None) -> dict:
     """Restore a folder written by :func:`save_checkpoint` into ``model``/``opt``; return its state."""
     d = Path(d)
     weights = load_arrays(weights_file(d))
-    if masks_file(d).exists():
+    if packed_masks_file(d).exists():
+        model.set_masks(load_packed_masks(packed_masks_file(d)))
+    elif masks_file(d).exists():  # run directories of instantsoup 0.1
         model.set_masks(load_arrays(masks_file(d)))
     model.load_state_dict(weights)
     if opt is not None and optim_file(d).exists():
@@ -250,20 +476,142 @@ def load_checkpoint(d: Path, model: Any, opt: Any | None) -> dict:
     return read_json(state_file(d))
 
 
+def write_manifest(d: Path) -> None:
+    """Record the sha256 of every file in folder ``d`` (``sha256.json``)."""
+    d = Path(d)
+    files = sorted(f.name for f in d.iterdir() if f.is_file() and f.name != manifest_file(d).name
+                   and not f.name.startswith("."))
+    write_json(manifest_file(d), {"sha256": {n: sha256_file(d / n) for n in files}})
+
+
+def verify(d: Path) -> str | None:
+    """None when every file listed in ``d``'s manifest has its recorded sha256, else what is wrong.
+    A folder without a manifest (instantsoup 0.1) is accepted as is."""
+    d = Path(d)
+    if not manifest_file(d).exists():
+        return None
+    try:
+        listed = read_json(manifest_file(d))["sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"{manifest_file(d).name} is unreadable ({e})"
+    for name, digest in sorted(listed.items()):
+        if not (d / name).is_file():
+            return f"{name} is missing"
+        if sha256_file(d / name) != digest:
+            return f"{name} does not match its recorded sha256 (truncated or altered)"
+    return None
+
+
+def has_state(d: Path) -> bool:
+    """Whether stage folder ``d`` still holds a resumable state (weights + optimizer)."""
+    d = Path(d)
+    if manifest_file(d).exists():
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            return weights_file(d).name in read_json(manifest_file(d))["sha256"]
+        return False
+    return weights_file(d).exists()
+
+
+def strip_state(d: Path) -> None:
+    """Drop the resumable state of an older stage (its masks, state.json and metrics stay): the
+    manifest is rewritten first, so a kill in between leaves only unlisted files."""
+    d = Path(d)
+    listed = read_json(manifest_file(d))["sha256"] if manifest_file(d).exists() else {}
+    write_json(manifest_file(d), {"sha256": {k: v for k, v in listed.items() if k not in STATE_FILES}})
+    for name in STATE_FILES:
+        (d / name).unlink(missing_ok=True)
+
+
+# ---- the lock ---------------------------------------------------------------------------------
+_HELD: dict[str, list] = {}  # lock path -> [fd, count]: one process re-enters its own lock
+
+
+class RunLock:
+    """An advisory lock (``fcntl.flock``) on ``<out>/.<run name>.lock``, next to the run directory
+    so that it survives the directory being renamed aside. A second process waits for it (saying
+    so) or, with ``wait=False``, refuses. Released by :meth:`release` or when the process ends."""
+
+    def __init__(self, root: str | os.PathLike, wait: bool = True):
+        self.path = os.path.realpath(lock_path(Path(root)))
+        self.released = False
+        if self.path in _HELD:
+            _HELD[self.path][1] += 1
+            return
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+                if not wait:
+                    raise RunDirError(f"run directory {root} is in use by another instantsoup process "
+                                      f"(pid {holder}); wait for it, or rerun without --no-wait to queue "
+                                      "behind it") from None
+                log.warning("run directory %s is in use by another instantsoup process (pid %s); "
+                            "waiting for it to finish", root, holder)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        _HELD[self.path] = [fd, 1]
+
+    def release(self) -> None:
+        if self.released:
+            return
+        self.released = True
+        held = _HELD.get(self.path)
+        if held is None:
+            return
+        held[1] -= 1
+        if held[1] == 0:
+            del _HELD[self.path]
+            fcntl.flock(held[0], fcntl.LOCK_UN)
+            os.close(held[0])
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.release()
+
+
 class RunDir:
     """One run's folder; ``None``-safe wrapper so methods also run without persistence.
 
-    ``RunDir(None)`` stores nothing: ``done()`` is always False and ``save`` is a no-op.
+    ``RunDir(None)`` stores nothing: ``done()`` is always False and ``save`` is a no-op. Otherwise
+    the run's lock is taken first (``wait=False``: refuse when another process holds it); then,
+    with ``fresh=True``, an existing run directory is renamed aside and deleted (a folder that is
+    not a run directory is refused); then leftovers of interrupted writes are removed.
     """
 
-    def __init__(self, root: str | os.PathLike | None):
+    def __init__(self, root: str | os.PathLike | None, *, wait: bool = True, fresh: bool = False):
         self.root = Path(root) if root is not None else None
-        if self.root is not None:
-            self.root.mkdir(parents=True, exist_ok=True)
-            clean_temporaries(self.root)
+        self.lock: RunLock | None = None
+        self.chain: list[str] = []
+        if self.root is None:
+            return
+        self.lock = RunLock(self.root, wait=wait)
+        clean_temporaries(self.root.parent, (f".trash-{self.root.name}-*",), nested=False)
+        if fresh and self.root.exists():
+            if not self.root.is_dir() or (any(self.root.iterdir()) and not settings_path(self.root).exists()):
+                self.close()
+                raise RunDirError(f"run_dir {os.fspath(self.root)!r} is not empty and is not a run directory "
+                                  "(no settings.json); refusing to delete it to start over")
+            remove_tree(self.root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        clean_temporaries(self.root)
+        tk = ticket_path(self.root)
+        if tk.is_dir() and not (tk / "ticket.json").exists() and settings_path(self.root).exists():
+            remove_tree(tk)  # a half-written export of instantsoup 0.1 (it wrote in place); redone
 
     def __bool__(self) -> bool:
         return self.root is not None
+
+    def close(self) -> None:
+        """Release the run's lock (the folder stays)."""
+        if self.lock is not None:
+            self.lock.release()
 
     def path(self, name: str) -> Path:
         assert self.root is not None
@@ -278,7 +626,9 @@ class RunDir:
 
     def save(self, name: str, model: Any, opt: Any | None, state: dict,
              extra: dict[str, Any] | None = None) -> None:
-        """Write stage ``name`` atomically; ``extra`` maps file names to MaskSets/array dicts/JSON."""
+        """Write stage ``name`` atomically with its checksums; ``extra`` maps file names to
+        MaskSets/array dicts/JSON. The stages of the chain (:meth:`resume_from`) before ``name``
+        then drop their resumable state: only the latest keeps weights and optimizer."""
         if self.root is None or self.done(name):
             return
         with atomic_dir(stage_path(self.root, name)) as tmp:
@@ -290,13 +640,23 @@ class RunDir:
                     save_arrays(tmp / fname, obj)
                 else:
                     write_json(tmp / fname, obj)
+            write_manifest(tmp)
+        kill_point("stage-saved")
         self.write_history(state.get("history", []))
+        if name in self.chain:
+            for older in self.chain[:self.chain.index(name)]:
+                if self.done(older) and has_state(self.path(older)):
+                    strip_state(self.path(older))
         log.info("saved %s", stage_path(self.root, name))
 
     def load(self, name: str, model: Any, opt: Any | None) -> dict:
         assert self.root is not None
         log.info("resuming from %s", stage_path(self.root, name))
-        return load_checkpoint(stage_path(self.root, name), model, opt)
+        try:
+            return load_checkpoint(stage_path(self.root, name), model, opt)
+        except (ValueError, KeyError, OSError) as e:
+            raise RunDirError(f"cannot resume from {stage_path(self.root, name)} ({e}); move that folder "
+                              "away to resume from the one before it") from e
 
     def last_done(self, names: list[str]) -> str | None:
         """The last of ``names`` (in order) whose folder exists, or None."""
@@ -306,6 +666,30 @@ class RunDir:
                 last = n
         return last
 
+    def resume_from(self, names: list[str]) -> str | None:
+        """The stage of the chain ``names`` to resume from: the last one that still holds a resumable
+        state and whose checksums verify, or None (start the chain over). Stages after it (damaged,
+        or without a state to resume from) are discarded, saying so, and recomputed."""
+        self.chain = list(names)
+        if self.root is None:
+            return None
+        done = [n for n in names if self.done(n)]
+        discard: list[str] = []
+        for n in reversed(done):
+            problem = verify(self.path(n))
+            if problem is None and has_state(self.path(n)):
+                break
+            if problem is not None:
+                log.warning("%s is damaged: %s; it is discarded and recomputed", self.path(n), problem)
+            discard.append(n)
+        else:
+            n = None
+        if discard:
+            log.warning("resuming %s from %s (discarding %s)", self.root,
+                        n or "the beginning", ", ".join(sorted(discard)))
+            for d in discard:
+                remove_tree(self.path(d))
+        return n
     def write_history(self, history: list[dict]) -> None:
         if self.root is None:
             return

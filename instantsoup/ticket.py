@@ -26,9 +26,7 @@ from instantsoup.train import Cost
 
 log = logging.getLogger(__name__)
 
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "merges.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
-                   "added_tokens.json", "preprocessor_config.json")
+TOKENIZER_FILES = runs.TOKENIZER_FILES
 
 
 @dataclass
@@ -39,7 +37,8 @@ class Ticket:
     ``weights``: the final state dict (float32, pruned entries exactly 0);
     ``metrics``: ``val_*`` (best/final on the validation split) and ``test_*``;
     ``history``: one record per event (evaluations, rounds with the denoisers' and merged masks'
-    statistics); ``cost``: :class:`~instantsoup.train.Cost`.
+    statistics); ``cost``: :class:`~instantsoup.train.Cost`; ``label_names``: the task's class names
+    (id i is ``label_names[i]``), written to the exported config.json as ``id2label``/``label2id``.
     """
 
     method: str
@@ -53,6 +52,7 @@ class Ticket:
     base_model: str = ""
     tokenizer_dir: str | None = None
     round_masks: dict[str, Any] = field(default_factory=dict)
+    label_names: list[str] = field(default_factory=list)
 
     @property
     def sparsity(self) -> float:
@@ -91,31 +91,31 @@ class Ticket:
     def export(self, out_dir: str | os.PathLike, model: Any | None = None) -> Path:
         """Write masks, metrics and (given ``model`` of the same architecture) the pruned checkpoint.
 
-        ``model``'s weights and masks are overwritten with the ticket's.
+        The export is written into a fresh temporary folder next to ``out_dir`` and renamed into
+        place: ``out_dir`` is either the old export or the complete new one, never a mix. An existing
+        ``out_dir`` is replaced only when it is empty or an earlier instantsoup export (it holds the
+        marker file ``.instantsoup-export``); any other folder is refused (``RunDirError``) and left
+        untouched. ``model``'s weights and masks are overwritten with the ticket's.
         """
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        self.save_masks(out / "masks.safetensors")
-        if model is not None and self.weights is not None:
-            model.set_masks(self.masks)
-            model.load_state_dict(self.weights)
-            ck = runs.checkpoint_dir(out)
-            if ck.exists():
-                shutil.rmtree(ck)
-            tmp = out / ".tmp-checkpoint"
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            model.save_pretrained(str(tmp))
-            if self.tokenizer_dir:
-                for name in TOKENIZER_FILES:
-                    src = Path(self.tokenizer_dir) / name
-                    if src.exists():
-                        shutil.copy2(src, tmp / name)
-            os.replace(tmp, ck)
-        runs.write_json(out / "metrics.json", {"method": self.method, "sparsity": self.sparsity,
-                                               "target_sparsity": self.target_sparsity, **self.metrics,
-                                               "cost": self.cost.to_dict()})
-        runs.write_json(out / "ticket.json", self.to_record())
+        with runs.replacing_dir(out) as tmp:
+            self.save_masks(tmp / "masks.safetensors")
+            if model is not None and self.weights is not None:
+                model.set_masks(self.masks)
+                model.load_state_dict(self.weights)
+                ck = runs.checkpoint_dir(tmp)
+                model.save_pretrained(str(ck))
+                name_labels(ck / "config.json", self.label_names)
+                if self.tokenizer_dir:  # read before the old export (maybe the source) is replaced
+                    for name in TOKENIZER_FILES:
+                        src = Path(self.tokenizer_dir) / name
+                        if src.is_file():
+                            shutil.copyfile(src, ck / name)
+            runs.write_json(tmp / "metrics.json", {"method": self.method, "sparsity": self.sparsity,
+                                                   "target_sparsity": self.target_sparsity, **self.metrics,
+                                                   "label_names": list(self.label_names),
+                                                   "cost": self.cost.to_dict()})
+            runs.write_json(tmp / "ticket.json", self.to_record())
         log.info("exported %s ticket to %s", self.method, out)
         return out
 
@@ -123,7 +123,8 @@ class Ticket:
         return {"method": self.method, "target_sparsity": self.target_sparsity, "sparsity": self.sparsity,
                 "metrics": self.metrics, "history": self.history, "cost": self.cost.to_dict(),
                 "settings": self.settings, "base_model": self.base_model,
-                "tokenizer_dir": self.tokenizer_dir, "layer_sparsity": layer_sparsity(self.masks)}
+                "tokenizer_dir": self.tokenizer_dir, "label_names": list(self.label_names),
+                "layer_sparsity": layer_sparsity(self.masks)}
 
     @classmethod
     def load(cls, ticket_dir: str | os.PathLike, with_weights: bool = True) -> "Ticket":
@@ -138,7 +139,50 @@ class Ticket:
         return cls(method=rec["method"], target_sparsity=rec["target_sparsity"], masks=masks,
                    weights=weights, metrics=rec.get("metrics", {}), history=rec.get("history", []),
                    cost=Cost.from_dict(rec.get("cost", {})), settings=rec.get("settings", {}),
-                   base_model=rec.get("base_model", ""), tokenizer_dir=rec.get("tokenizer_dir"))
+                   base_model=rec.get("base_model", ""), tokenizer_dir=rec.get("tokenizer_dir"),
+                   label_names=list(rec.get("label_names", [])))
+
+
+def load_ticket(path: str | os.PathLike, seed: int = 0) -> Any:
+    """The exported model of a ticket with its masks installed, ready for inference or further
+    training (``AdamW`` keeps masked weights at exactly 0).
+
+    ``path``: a ticket directory (masks.safetensors + checkpoint/), or a run directory holding one in
+    ``ticket/``. The checkpoint keeps its head and label names (``model.label_names``).
+    """
+    from instantsoup.models import load_model
+
+    d = Path(path)
+    if not (d / "masks.safetensors").is_file() and (runs.ticket_path(d) / "masks.safetensors").is_file():
+        d = runs.ticket_path(d)
+    masks, ck = d / "masks.safetensors", runs.checkpoint_dir(d)
+    for need in (masks, ck / "config.json"):
+        if not need.exists():
+            raise FileNotFoundError(f"{path}: not a ticket directory ({need} is missing; expected "
+                                    "masks.safetensors and checkpoint/ as written by Ticket.export)")
+    model = load_model(ck, seed=seed)
+    try:
+        model.set_masks(_load_masks(masks))
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{masks}: does not fit the checkpoint in {ck}: {e}") from None
+    return model
+
+
+def name_labels(config_path: Path, label_names: list[str]) -> None:
+    """Write ``id2label``/``label2id`` of ``label_names`` into a classifier's config.json (left as is
+    when there are no names or the head has another number of outputs, e.g. CLIP's)."""
+    if not label_names:
+        return
+    cfg = runs.read_json(config_path)
+    n = cfg.get("num_labels", len(cfg.get("id2label") or {}))
+    if n != len(label_names) or not str(cfg.get("architectures", [""])[0]).endswith("ForSequenceClassification"):
+        return
+    names = [str(x) for x in label_names]
+    if len(set(names)) != len(names):
+        raise ValueError(f"label names are not unique: {names}")
+    cfg["id2label"] = {str(i): name for i, name in enumerate(names)}
+    cfg["label2id"] = {name: i for i, name in enumerate(names)}
+    runs.write_json(config_path, cfg)
 
 
 def _load_masks(path: Path) -> Any:

@@ -91,7 +91,8 @@ class TaskData:
     """A tokenized task: train / validation (model selection) / test (reported only) splits.
 
     ``metric(preds, labels) -> dict`` with preds (N,) class ids (or floats for regression);
-    ``main_metric`` names the key used for model selection (higher is better).
+    ``main_metric`` names the key used for model selection (higher is better). Build one from your
+    own data with :meth:`from_tables` or :func:`instantsoup.task.load_task`.
     """
 
     name: str
@@ -106,6 +107,14 @@ class TaskData:
     tokenizer_dir: str | None = None
     identity: str = ""
     info: dict = field(default_factory=dict)  # e.g. classnames/templates of an image task (zero-shot head)
+    label_names: list[str] = field(default_factory=list)  # label_names[i] names class id i ([] = unnamed)
+
+    @classmethod
+    def from_tables(cls, train: Any, validation: Any = None, test: Any = None, **kw: Any) -> "TaskData":
+        """Your own splits (files, ``datasets`` objects, TextDatasets): see :func:`instantsoup.task.from_tables`."""
+        from instantsoup.task import from_tables
+
+        return from_tables(train, validation, test, **kw)
 
 
 def accuracy_metric(preds: np.ndarray, labels: np.ndarray) -> dict:
@@ -239,6 +248,7 @@ class Trainer:
         self.cost = cost if cost is not None else Cost()
         self.history: list[dict] = []
         self.eval_batch_size = max(64, settings.batch_size)
+        self.scalars: Callable[[dict], None] | None = None  # e.g. a TensorBoard writer (methods.common)
 
     # schedule
     def lr(self, step: int, total: int | None = None) -> float:
@@ -267,8 +277,9 @@ class Trainer:
         mgn = self.s.max_grad_norm if self.s.max_grad_norm > 0 else None
         losses = []
         density = _density(model)  # masks are fixed within one call
-        bar = _bar(stop - start, desc or stage, self.progress)
+        bar = _bar(stop - start, desc or stage, self.progress, leave=evaluate)  # stage bars stay, look-aheads go
         t0 = time.perf_counter()
+        log_from, log_t0, lr = 0, t0, 0.0  # the training record covers losses[log_from:]
         try:
             for step in range(start, stop):
                 idx = order.indices(step)
@@ -290,6 +301,9 @@ class Trainer:
                 if len(losses) % 10 == 0:
                     bar.set_postfix(loss=f"{np.mean(losses[-10:]):.4f}", lr=f"{lr:.2e}", refresh=False)
                 due = (step + 1) % self.eval_interval == 0 or step + 1 == self.total_steps
+                if evaluate and (due or step + 1 == stop):
+                    self._log_training(stage, step + 1, losses[log_from:], lr, B, log_t0)
+                    log_from, log_t0 = len(losses), time.perf_counter()
                 if evaluate and due:
                     st.seconds += time.perf_counter() - t0
                     self._evaluate_and_track(model, step + 1, stage, best)
@@ -300,11 +314,27 @@ class Trainer:
             bar.close()
         return float(np.mean(losses))
 
+    def _log_training(self, stage: str, step: int, losses: list[float], lr: float, batch: int, t0: float) -> None:
+        """A ``train`` record in the history: mean training loss of the steps since the last record,
+        the learning rate of the last step, and throughput (steps and examples per second; an
+        evaluation in between is not counted)."""
+        if not losses:
+            return
+        dt = max(time.perf_counter() - t0, 1e-9)
+        rec = {"event": "train", "stage": stage, "step": step, "epoch": step / self.steps_per_epoch,
+               "loss": float(np.mean(losses)), "lr": float(lr), "steps": len(losses),
+               "steps_per_second": len(losses) / dt, "examples_per_second": len(losses) * batch / dt}
+        self.history.append(rec)
+        if self.scalars is not None:
+            self.scalars(rec)
+
     def _evaluate_and_track(self, model: Any, step: int, stage: str, best: Best | None) -> dict:
         metrics = self.evaluate(model, "validation")
         rec = {"event": "eval", "stage": stage, "step": step, "epoch": step / self.steps_per_epoch,
                "sparsity": _sparsity(model), **{f"val_{k}": v for k, v in metrics.items()}}
         self.history.append(rec)
+        if self.scalars is not None:
+            self.scalars(rec)
         log.info("%s step %d: %s", stage, step, metrics)
         if best is not None:
             score = metrics[self.task.main_metric]
@@ -362,18 +392,54 @@ def _sparsity(model: Any) -> float:
     return 1.0 - _density(model)
 
 
+def tensorboard_scalars(log_dir: Any) -> Callable[[dict], None] | None:
+    """A ``Trainer.scalars`` hook writing the history's ``train`` and ``eval`` records as TensorBoard
+    scalars (``<stage>/train_loss``, ``<stage>/lr``, ``<stage>/examples_per_second``,
+    ``<stage>/val_<metric>``) into an event file in ``log_dir``; None when the ``tensorboard``
+    package is missing. Each record is appended and the file closed again (no writer thread)."""
+    try:
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.compat.proto.summary_pb2 import Summary
+        from tensorboard.summary.writer.record_writer import RecordWriter
+    except ImportError:
+        return None
+    import os
+    import socket
+    from pathlib import Path
+
+    Path(log_dir).mkdir(parents=True, exist_ok=True)
+    path = Path(log_dir) / f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.{id(log_dir)}"
+
+    def append(event: Any) -> None:
+        with open(path, "ab") as f:
+            RecordWriter(f).write(event.SerializeToString())
+
+    append(Event(wall_time=time.time(), file_version="brain.Event:2"))
+
+    def write(rec: dict) -> None:
+        stage = rec.get("stage", "train")
+        if rec["event"] == "train":
+            values = {"train_loss": rec["loss"], "lr": rec["lr"], "examples_per_second": rec["examples_per_second"]}
+        else:
+            values = {k: v for k, v in rec.items() if k.startswith("val_") and isinstance(v, (int, float))}
+        summary = Summary(value=[Summary.Value(tag=f"{stage}/{k}", simple_value=float(v)) for k, v in values.items()])
+        append(Event(wall_time=time.time(), step=int(rec["step"]), summary=summary))
+
+    return write
+
+
 class _NoBar:
     def update(self, n: int = 1) -> None: ...
     def set_postfix(self, **kw: Any) -> None: ...
     def close(self) -> None: ...
 
 
-def _bar(total: int, desc: str, enabled: bool) -> Any:
+def _bar(total: int, desc: str, enabled: bool, leave: bool = True) -> Any:
     if not enabled:
         return _NoBar()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, leave=False)
+    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, leave=leave)
 
 
 def copy_weights(model: Any) -> dict[str, np.ndarray]:

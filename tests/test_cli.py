@@ -109,7 +109,7 @@ def test_report_table_and_plots(make_model, tmp_path, capsys):
         assert p.exists() and p.stat().st_size > 1000
     rows = list(csv.DictReader(open(tmp_path / "t.csv")))
     assert sorted(r["method"] for r in rows) == ["dense", "isp", "omp", "random"]
-    assert main(["report", str(tmp_path / "nothing")]) == 1
+    assert main(["report", str(tmp_path / "nothing")]) == 2
 
 
 def write_table(path, n=120, seed=0):
@@ -137,7 +137,7 @@ def test_prune_eval_end_to_end_and_transformers_logits(tiny_bert_dir, tmp_path, 
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "isp" in out
-    (run,) = list((tmp_path / "runs").iterdir())
+    (run,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
     tdir = run / "ticket"
     ck = tdir / "checkpoint"
     assert (ck / "vocab.txt").exists()
@@ -155,7 +155,7 @@ def test_prune_eval_end_to_end_and_transformers_logits(tiny_bert_dir, tmp_path, 
     mtime = (tdir / "ticket.json").stat().st_mtime_ns
     assert main(argv) == 0
     assert (tdir / "ticket.json").stat().st_mtime_ns == mtime  # not even re-exported
-    assert len(list((tmp_path / "runs").iterdir())) == 1
+    assert len([p for p in (tmp_path / "runs").iterdir() if p.is_dir()]) == 1
     assert "isp" in capsys.readouterr().out
     # eval with the mask file
     assert main(["eval", str(ck), "--mask", str(tdir / "masks.safetensors"), "--task", str(table),
@@ -198,13 +198,13 @@ def test_cli_prune_killed_then_resume_gives_the_same_mask(tiny_bert_dir, tmp_pat
         time.sleep(0.005)
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
-    (run,) = list((tmp_path / "run").iterdir())
+    (run,) = [p for p in (tmp_path / "run").iterdir() if p.is_dir()]
     assert not (run / "ticket").exists()
     assert ref.wait(timeout=300) == 0, ref.communicate()[1]
     resumed = subprocess.run(argv(tmp_path / "run") + ["--resume"], env=env, capture_output=True, text=True,
                              timeout=300, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    (ref_run,) = list((tmp_path / "ref").iterdir())
+    (ref_run,) = [p for p in (tmp_path / "ref").iterdir() if p.is_dir()]
     assert ref_run.name == run.name  # same settings -> same run directory name
     a = runs.load_arrays(ref_run / "ticket" / "masks.safetensors")
     b = runs.load_arrays(run / "ticket" / "masks.safetensors")
@@ -247,7 +247,7 @@ def test_cli_prune_clip_on_an_image_folder(tmp_path, capsys):
             "--batch-size", "16", "--lr", "1e-3", "--out", str(tmp_path / "runs"), "--no-progress"]
     assert main(argv) == 0
     assert "isp" in capsys.readouterr().out
-    (run,) = list((tmp_path / "runs").iterdir())
+    (run,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
     ck_out = run / "ticket" / "checkpoint"
     masks = instantsoup.MaskSet.load(run / "ticket" / "masks.safetensors")
     assert abs(masks.sparsity - 0.5) < 1e-3 and all("vision_model" in k for k in masks)

@@ -31,5 +31,13 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", subprocess_env()["PYTHONPATH"])
     nb = nbformat.read(NB, as_version=4)
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    outs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    outputs = "".join(o.get("text", "") for o in outs)
     assert "isp" in outputs and "zeros in layer 0 query" in outputs
+    assert "labels kept from the data: {0: 'rotten', 1: 'fresh'}" in outputs
+    assert any("image/png" in o.get("data", {}) for o in outs)                     # the plots are shown
+    # progress bars are on: widgets with ipywidgets (the notebook extra), else tqdm's text bars
+    bars = [o for o in outs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
+            or "step/s]" in o.get("text", "") or "s/step]" in o.get("text", "")]
+    assert bars
+    assert "TqdmWarning" not in "".join(str(o) for o in outs)

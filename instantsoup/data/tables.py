@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from instantsoup.data import hf
 from instantsoup.data.errors import DataError
 from instantsoup.data.text import TextDataset
 
@@ -227,13 +228,33 @@ def _label_kind(v) -> Tuple[str, Any]:
     return "other", v
 
 
+# a column with more distinct labels than this is almost surely the wrong column (or ids that are
+# not class ids); pass num_labels to allow more. MAX_NUM_LABELS bounds an explicit num_labels: the
+# classifier head holds hidden_size x num_labels weights (+ optimizer state).
+MAX_INFERRED_LABELS = 1000
+MAX_NUM_LABELS = 100_000
+
+
+def check_num_labels(num_labels: Optional[int]) -> None:
+    """Refuse an explicit class count that is not in [2, MAX_NUM_LABELS] (ValueError)."""
+    if num_labels is None:
+        return
+    if isinstance(num_labels, bool) or not isinstance(num_labels, (int, np.integer)) \
+            or not 2 <= num_labels <= MAX_NUM_LABELS:
+        raise ValueError(f"num_labels must be an integer in [2, {MAX_NUM_LABELS}], got {num_labels!r}")
+
+
 def parse_labels(path, records: List[Record], column: str, *, label_names: Optional[Sequence[str]] = None,
-                 regression: bool = False) -> Tuple[np.ndarray, List[str]]:
+                 regression: bool = False, num_labels: Optional[int] = None) -> Tuple[np.ndarray, List[str]]:
     """Label ids (or float scores) of ``records[*][column]`` and the label names kept.
 
-    With ``label_names``: values are names (or integer ids in range). Without: integers are ids
-    (names "0".."K-1"); text labels are mapped to ids in sorted order. Mixed text/number columns,
-    unknown names, non-integer numbers without ``regression``, and missing values are DataErrors.
+    With ``label_names``: values are names (or integer ids in range). Without: text labels are
+    mapped to ids in sorted order; integer labels are class ids and must be exactly 0..K-1, K the
+    number of distinct ids (a gap such as {0, 1, 5}, 1-based ids or a stray huge id is an error at
+    the first offending line), unless ``num_labels`` says how many classes there are (ids in
+    [0, num_labels), names "0".."num_labels-1"). More than :data:`MAX_INFERRED_LABELS` distinct
+    labels need an explicit ``num_labels``. Mixed text/number columns, unknown names, non-integer
+    numbers without ``regression``, and missing values are DataErrors.
     """
     if regression:
         out = np.empty(len(records), dtype=np.float32)
@@ -244,6 +265,9 @@ def parse_labels(path, records: List[Record], column: str, *, label_names: Optio
                                       f"task, found {rec[2][column]!r:.40}")
             out[i] = val
         return out, []
+    check_num_labels(num_labels)
+    if label_names is None and num_labels is not None:
+        label_names = [str(i) for i in range(num_labels)]
     if label_names is not None:
         names = [str(n) for n in label_names]
         lookup = {n: i for i, n in enumerate(names)}
@@ -260,7 +284,8 @@ def parse_labels(path, records: List[Record], column: str, *, label_names: Optio
                 continue
             if kind == "missing":
                 raise _err(path, rec, f"missing label in column {column!r}")
-            raise _err(path, rec, f"unknown label {raw!r:.40} in column {column!r}; known labels: {names}")
+            known = names if len(names) <= 20 else names[:20] + ["..."]
+            raise _err(path, rec, f"unknown label {raw!r:.40} in column {column!r}; known labels: {known}")
         return ids, names
     parsed = []
     first: Optional[Tuple[str, Record]] = None
@@ -282,43 +307,71 @@ def parse_labels(path, records: List[Record], column: str, *, label_names: Optio
             raise _err(path, rec, f"label {rec[2][column]!r:.40} in column {column!r} is not an integer "
                                   "class id; pass regression=True for a regression task")
         parsed.append(val)
+    distinct = sorted(set(parsed))
+    if len(distinct) > MAX_INFERRED_LABELS:
+        raise DataError(path, None, f"label column {column!r} has {len(distinct)} distinct labels, more than "
+                                    f"{MAX_INFERRED_LABELS}; is it the right column? Pass num_labels "
+                                    f"(--num-labels) to allow up to {MAX_NUM_LABELS} classes")
     if first[0] == "text":
-        names = sorted(set(parsed))
-        lookup = {n: i for i, n in enumerate(names)}
-        return np.array([lookup[v] for v in parsed], dtype=np.int64), names
+        lookup = {n: i for i, n in enumerate(distinct)}
+        return np.array([lookup[v] for v in parsed], dtype=np.int64), distinct
     ids = np.array(parsed, dtype=np.int64)
-    if ids.min() < 0:
-        rec = records[int(np.argmin(ids))]
-        raise _err(path, rec, f"negative class id {ids.min()} in column {column!r}; pass label_names=[...]")
-    return ids, [str(i) for i in range(int(ids.max()) + 1)]
+    k = len(distinct)
+    bad = np.flatnonzero((ids < 0) | (ids >= k))
+    if bad.size:
+        rec = records[int(bad[0])]
+        shown = distinct if k <= 10 else distinct[:5] + ["..."] + distinct[-3:]
+        hint = (" (1-based ids? class ids start at 0)" if distinct[0] == 1 and distinct[-1] == k else "")
+        raise _err(path, rec, f"label {ids[bad[0]]} in column {column!r} is not a class id: the column has {k} "
+                              f"distinct integer labels {shown}, so ids must be 0..{k - 1} with no gaps{hint}; "
+                              "pass num_labels (--num-labels N) if some classes do not occur in this file, "
+                              "or use text labels")
+    return ids, [str(i) for i in range(k)]
 
 
 def load_table(path: "str | os.PathLike[str]", text_column: Union[str, int], label_column: Union[str, int, None],
                text_pair_column: Union[str, int, None] = None, *, label_names: Optional[Sequence[str]] = None,
                regression: bool = False, format: Optional[str] = None, delimiter: Optional[str] = None,
                quoting: Optional[int] = None, header: bool = True, column_names: Optional[Sequence[str]] = None,
-               metric_names: Optional[Sequence[str]] = None, task: Optional[str] = None) -> TextDataset:
+               metric_names: Optional[Sequence[str]] = None, task: Optional[str] = None,
+               num_labels: Optional[int] = None) -> TextDataset:
     """Load a text-classification (or regression) table.
 
-    path:             .csv / .tsv / .jsonl (.json, .ndjson) / .parquet (or ``format=``)
+    path:             .csv / .tsv / .jsonl (.json, .ndjson) / .parquet (or ``format=``), or a
+                      Hugging Face ``datasets.Dataset`` (its ClassLabel names are kept)
     text_column:      column with the text (a header name, or an index for header-less CSV/TSV)
     text_pair_column: optional second text column -> examples are (a, b) pairs
     label_column:     column with labels (names or integer ids); None -> unlabeled (labels=None)
     label_names:      fixes the id of each name (pass ``train.label_names`` when loading the other
-                      splits so ids agree); without it, text labels get ids in sorted order and
-                      integer labels are used as ids
+                      splits so ids agree); without it: the names of a ClassLabel column (a
+                      Dataset, or Parquet written by ``datasets``), else text labels get ids in
+                      sorted order and integer labels are class ids 0..K-1
+    num_labels:       the number of classes when integer ids do not all occur in this file (ids
+                      must be in [0, num_labels)); without it integer ids must be exactly 0..K-1
     regression:       float labels, metrics Pearson + Spearman
     quoting:          csv quoting for CSV/TSV (default: RFC-4180 quotes for CSV, none for TSV)
     header:           CSV/TSV has a header row (else columns are ``column_names`` or "0", "1", ...)
     """
-    fmt = format or infer_format(path)
     if not header and column_names is None:
         # integer column selectors address header-less files
         text_column, label_column, text_pair_column = (None if c is None else str(c)
                                                        for c in (text_column, label_column, text_pair_column))
     needed = [str(c) for c in (text_column, text_pair_column, label_column) if c is not None]
-    records = iter_records(path, fmt, needed=needed, delimiter=delimiter, quoting=quoting,
-                           header=header, column_names=column_names)
+    lc = None if label_column is None else str(label_column)
+    if hf.is_dataset(path):
+        records = hf.dataset_records(path, needed, lc)
+        names_found = hf.class_label_names(path, lc)
+        source, path = hf.describe(path), hf.describe(path)
+        default_name = "dataset"
+    else:
+        fmt = format or infer_format(path)
+        records = iter_records(path, fmt, needed=needed, delimiter=delimiter, quoting=quoting,
+                               header=header, column_names=column_names)
+        names_found = hf.parquet_label_names(path, lc) if fmt == "parquet" else None
+        source = os.fspath(path)
+        default_name = Path(source).stem
+    if label_names is None and num_labels is None and not regression:
+        label_names = names_found
     tc, pc = str(text_column), (None if text_pair_column is None else str(text_pair_column))
     if pc is None:
         texts: list = [_text(path, r, tc) for r in records]
@@ -326,11 +379,10 @@ def load_table(path: "str | os.PathLike[str]", text_column: Union[str, int], lab
         texts = [(_text(path, r, tc), _text(path, r, pc)) for r in records]
     labels, names = (None, list(label_names or []))
     if label_column is not None:
-        labels, names = parse_labels(path, records, str(label_column), label_names=label_names,
-                                     regression=regression)
+        labels, names = parse_labels(path, records, lc, label_names=label_names,
+                                     regression=regression, num_labels=num_labels)
     if metric_names is None:
         metric_names = ("pearson", "spearmanr") if regression else ("accuracy",)
-    ds = TextDataset(texts, labels, names, task or Path(path).stem, regression, tuple(metric_names),
-                     os.fspath(path))
+    ds = TextDataset(texts, labels, names, task or default_name, regression, tuple(metric_names), source)
     log.info("loaded %s: %d examples, labels %s", path, len(ds), names if not regression else "regression")
     return ds

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -24,7 +22,7 @@ from instantsoup import runs
 from instantsoup.config import Settings, SettingsError, check_budget
 from instantsoup.masks import MaskSet
 from instantsoup.ticket import Ticket
-from instantsoup.train import Best, Cost, StepOrder, TaskData, Trainer
+from instantsoup.train import Best, Cost, StepOrder, TaskData, Trainer, tensorboard_scalars
 
 log = logging.getLogger(__name__)
 
@@ -179,9 +177,7 @@ class Context:
 
     def resume_point(self, names: list[str]) -> tuple[int, dict | None]:
         """Index after the last finished of ``names`` and its state (0, None when starting fresh)."""
-        if not self.run or not self.settings.run.resume:
-            return 0, None
-        last = self.run.last_done(names)
+        last = self.run.resume_from(names) if self.run else None
         if last is None:
             return 0, None
         return names.index(last) + 1, self.restore(last)
@@ -213,12 +209,14 @@ class Context:
                         settings=runs.to_jsonable(dataclasses.asdict(self.settings)),
                         base_model=self.settings.run.model or getattr(self.model, "source_path", None) or "",
                         tokenizer_dir=self.task.tokenizer_dir or getattr(self.model, "source_path", None),
-                        round_masks=self.round_masks)
+                        round_masks=self.round_masks, label_names=list(getattr(self.task, "label_names", None) or []))
         self.history.append({"event": "done", **{k: v for k, v in metrics.items()}, "sparsity": ticket.sparsity})
-        if self.run:
+        if self.run:  # history first: ticket.json marks the run finished
             ticket.history = list(self.history)
-            ticket.export(runs.ticket_path(self.run.root), self.model)
             self.run.write_history(self.history)
+            runs.kill_point("history-written")
+            ticket.export(runs.ticket_path(self.run.root), self.model)
+            self.run.close()
         return ticket
 
 
@@ -244,16 +242,11 @@ def setup(model: Any, task: TaskData, settings: Settings, run_dir: Any = None, *
     plan = check_budget(settings, trainer.steps_per_epoch)
     trainer.total_steps = plan["total_steps"]
     trainer.warmup = plan["warmup"]
-    if run_dir is not None and not settings.run.resume and os.path.isdir(run_dir):
-        # resume=False: start over, but never delete a folder that is not a run directory
-        if any(os.scandir(run_dir)) and not runs.settings_path(run_dir).exists():
-            raise SettingsError(f"run_dir {os.fspath(run_dir)!r} is not empty and is not a run directory "
-                                "(no settings.json); refusing to delete it for resume=False")
-        shutil.rmtree(run_dir)
-    run = run_dir if isinstance(run_dir, runs.RunDir) else runs.RunDir(run_dir)
+    run = run_dir if isinstance(run_dir, runs.RunDir) else runs.RunDir(
+        run_dir, wait=settings.run.wait, fresh=not settings.run.resume)
     if run:
-        ident = {"settings": runs.to_jsonable(dataclasses.asdict(settings)), "plan": plan,
-                 "identity": runs.to_jsonable(settings.identity())}
+        identity = runs.to_jsonable(runs.run_identity(settings, getattr(model, "source_path", None)))
+        ident = {"settings": runs.to_jsonable(dataclasses.asdict(settings)), "plan": plan, "identity": identity}
         if not runs.settings_path(run.root).exists():
             runs.write_json(runs.settings_path(run.root), ident)
         else:  # resuming (or rerunning): only the run these settings describe
@@ -262,9 +255,13 @@ def setup(model: Any, task: TaskData, settings: Settings, run_dir: Any = None, *
                 if key in old and old[key] != runs.to_jsonable(ident[key]):
                     diff = sorted(k for k in set(old[key]) | set(ident[key])
                                   if old[key].get(k) != runs.to_jsonable(ident[key]).get(k))
+                    run.close()
                     raise SettingsError(f"run directory {run.root} holds a run with other settings "
-                                        f"({key}: {', '.join(diff)} differ); use another run_dir, or "
-                                        "resume=False to start over there")
+                                        f"({key}: {', '.join(diff)} differ); use another run directory "
+                                        "(or --out). resume=False (--no-resume) would DELETE that run's "
+                                        "finished rounds and ticket")
+    if run:
+        trainer.scalars = tensorboard_scalars(run.root / "tensorboard")  # when tensorboard is installed
     ctx = Context(settings, model, None, task, trainer, run, plan, keep_round_masks)
     ctx.opt = ctx.new_optimizer(model)
     log.info("%s: plan %s", settings.prune.method, {k: v for k, v in plan.items() if k != "levels"})
@@ -314,6 +311,8 @@ def finished_ticket(ctx: Context) -> Ticket | None:
     if not ctx.run or not ctx.run.finished():
         return None
     t = Ticket.load(runs.ticket_path(ctx.run.root))
+    if runs.read_history(ctx.run.root) != runs.to_jsonable(t.history):  # a kill in between (0.1)
+        ctx.run.write_history(t.history)
     ctx.model.set_masks(t.masks)
     if t.weights is not None:
         # the exported checkpoint may hold more than the model trains (CLIP: the text tower, with
@@ -328,4 +327,5 @@ def finished_ticket(ctx: Context) -> Ticket | None:
         ctx.model.load_state_dict(weights)
         t.weights = {k: np.array(v, copy=True) for k, v in ctx.model.state_dict().items()}
     log.info("run %s is finished; loaded its ticket (no training)", ctx.run.root)
+    ctx.run.close()
     return t

@@ -24,6 +24,7 @@ import numpy as np
 from instantsoup._native import _C
 from instantsoup.models.base import EngineModel
 from instantsoup.models.files import read_checkpoint, read_config
+from instantsoup.models.inference import InferenceMixin
 
 log = logging.getLogger(__name__)
 
@@ -342,12 +343,14 @@ def _normalise_key(fam: Family, key: str) -> str | None:
 # the model
 
 
-class EncoderClassifier(EngineModel):
+class EncoderClassifier(InferenceMixin, EngineModel):
     """A sequence (or image) classifier of one encoder family on the C engine, with the maths of
     its ``...ForSequenceClassification`` (``ViTForImageClassification``) class in transformers.
 
     Parameters live in one float32 C buffer; ``state_dict()``, ``grads`` and ``masks`` are NumPy
     views of it under the Hugging Face names. Not thread-safe: use ``clone()`` per thread.
+    ``model(**batch)`` returns ``.logits`` (and ``.loss`` given ``labels``) as transformers does;
+    ``model.predict(texts, tokenizer)`` classifies raw texts (see :mod:`instantsoup.models.inference`).
     """
 
     def __init__(self, config: EncoderConfig):
@@ -504,8 +507,6 @@ class EncoderClassifier(EngineModel):
         token_type_ids; or pixel_values (B,3,H,W) for an image model."""
         x, tt, am = self._batch(batch)
         return _C.clf_forward(self._h, x, tt, am)
-
-    __call__ = forward
 
     def forward_backward(self, batch: Mapping[str, Any], labels: Any, label_smoothing: float = 0.0) -> float:
         """Mean loss (cross-entropy, or MSE when num_labels == 1); overwrites ``grads``."""
