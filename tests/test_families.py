@@ -219,7 +219,7 @@ def test_cli_prune_and_eval(tmp_path, family, capsys):
             "--batch-size", "16", "--lr", "1e-3", "--out", str(tmp_path / "runs"), "--no-progress", "--threads", "1"]
     assert main(argv) == 0
     capsys.readouterr()
-    (run,) = list((tmp_path / "runs").iterdir())
+    (run,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
     out = run / "ticket" / "checkpoint"
     assert instantsoup.load_model(out).kind == family
     assert main(["eval", str(out), *data]) == 0
