@@ -1,4 +1,9 @@
-"""Build instantsoup._C from csrc/*.c against OpenBLAS.
+"""Build instantsoup._C (and the test-only instantsoup._C_test) from csrc/ against OpenBLAS.
+
+The kernels (csrc/*.c without Python objects) are one static library linked into both extensions;
+the runtime extension adds the boundary (module.c, boundary.c, py_*.c), the test extension the
+bindings of single kernels for the NumPy-oracle tests (csrc/testing/*.c). Symbols are hidden
+(-fvisibility=hidden): each extension exports only its PyInit function.
 
 Build switches (environment variables):
   INSTANTSOUP_BLAS=scipy-openblas  (default) OpenBLAS from the scipy-openblas32 wheel, prefixed symbols
@@ -16,6 +21,7 @@ import sysconfig
 
 import numpy as np
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 
 def _flag(name):
@@ -76,14 +82,31 @@ macros = blas["macros"] + [
     ("ISP_CFLAGS", '"' + " ".join(cflags).replace('"', "") + '"'),
 ]
 
-ext = Extension(
-    "instantsoup._C",
-    sources=sorted(glob.glob("csrc/*.c")),
-    depends=sorted(glob.glob("csrc/*.h") + glob.glob("csrc/*.inc")),
-    include_dirs=["csrc", np.get_include()] + blas["include_dirs"],
-    define_macros=macros,
-    extra_compile_args=cflags + blas["cflags"],
-    extra_link_args=ldflags + blas["ldflags"],
-)
+BOUNDARY = ("csrc/module.c", "csrc/boundary.c")
+kernels = sorted(f for f in glob.glob("csrc/*.c") if f not in BOUNDARY and not os.path.basename(f).startswith("py_"))
+include_dirs = ["csrc", np.get_include()] + blas["include_dirs"]
+cflags += ["-fvisibility=hidden"]
+kernel_lib = ("isp_kernels", dict(sources=kernels, include_dirs=include_dirs, macros=macros,
+                                  cflags=cflags + blas["cflags"]))
 
-setup(ext_modules=[ext])
+
+def extension(name, sources):
+    # the kernel sources are dependencies too: a changed kernel relinks both extensions
+    return Extension(name, sources=sources, depends=sorted(glob.glob("csrc/*.h") + glob.glob("csrc/*.inc")) + kernels, include_dirs=include_dirs,
+                     define_macros=macros, extra_compile_args=cflags + blas["cflags"],
+                     extra_link_args=ldflags + blas["ldflags"])
+
+
+runtime = extension("instantsoup._C", list(BOUNDARY) + sorted(glob.glob("csrc/py_*.c")))
+testing = extension("instantsoup._C_test", ["csrc/boundary.c"] + sorted(glob.glob("csrc/testing/*.c")))
+
+class BuildExt(build_ext):
+    """build_ext that builds the kernel library first (`setup.py build_ext --inplace` alone too);
+    build_ext links every extension against the libraries of build_clib."""
+
+    def run(self):
+        self.run_command("build_clib")
+        super().run()
+
+
+setup(libraries=[kernel_lib], ext_modules=[runtime, testing], cmdclass={"build_ext": BuildExt})

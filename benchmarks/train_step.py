@@ -2,7 +2,7 @@
 
 Same config, batch, sequence length and thread count on both sides; random weights and tokens
 (no download). Prints ms/step for both, the ratio, our GFLOP/s, and the sgemm GFLOP/s that
-OpenBLAS reaches on the same GEMM shapes (through instantsoup._C.sgemm).
+OpenBLAS reaches on the same GEMM shapes (through _T.sgemm).
 
     python benchmarks/train_step.py --sizes tiny,minilm --steps 5 --threads 2
 """
@@ -59,7 +59,7 @@ def gemm_shapes(s):
 
 def sgemm_gflops(s, reps=3) -> float:
     """OpenBLAS (its own threads) on the step's linear-layer GEMM shapes; best of reps per shape."""
-    from instantsoup import _C
+    from instantsoup import _C_test as _T
 
     total_flops, total_t = 0.0, 0.0
     rng = np.random.default_rng(0)
@@ -67,11 +67,11 @@ def sgemm_gflops(s, reps=3) -> float:
         a = rng.standard_normal((K, M) if ta else (M, K), dtype=np.float32)
         b = rng.standard_normal((Nn, K) if tb else (K, Nn), dtype=np.float32)
         c = np.zeros((M, Nn), np.float32)
-        _C.sgemm(a, b, c, trans_a=bool(ta), trans_b=bool(tb))
+        _T.sgemm(a, b, c, trans_a=bool(ta), trans_b=bool(tb))
         dt = math.inf
         for _ in range(reps):
             t0 = time.perf_counter()
-            _C.sgemm(a, b, c, trans_a=bool(ta), trans_b=bool(tb))
+            _T.sgemm(a, b, c, trans_a=bool(ta), trans_b=bool(tb))
             dt = min(dt, time.perf_counter() - t0)
         total_flops += 2.0 * M * Nn * K * count
         total_t += dt * count

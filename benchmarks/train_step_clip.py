@@ -60,7 +60,7 @@ def bench_ours(ours, px, labels, steps, sparsity):
     times = []
     for s in range(1, steps + 2):  # the first step allocates; not timed
         t0 = time.perf_counter()
-        ours._c_train_step(m1, m2, seg, dec, 1e-5, 0.9, 0.999, 1e-8, 0.1, s, 1.0, {"pixel_values": px}, labels)
+        ours._train_step(m1, m2, seg, dec, (1e-5, 0.9, 0.999, 1e-8, 0.1, s, 1.0), {"pixel_values": px}, labels, 0.0)
         times.append(time.perf_counter() - t0)
     return times[1:]
 

@@ -20,6 +20,7 @@
 #include <numpy/arrayobject.h>
 
 #include "isp.h"
+#include "ops.h" /* isp_act */
 
 /* Flags for isp_arg_array */
 #define ISP_ARR_CONTIG 0x1 /* C-contiguous */
@@ -55,6 +56,57 @@ PyObject *isp_view_1d(PyObject *owner, void *data, int64_t n, int typenum);
  */
 PyObject *isp_buffer_views(PyObject *owner, float *params, float *grads, uint8_t *masks,
                            int64_t num_params, int64_t num_prunable);
+
+/* ---- the one model handle (py_model.c): a capsule over any family's model (model.h) ---- */
+#include "model.h"
+
+typedef struct {
+    model_core *m; /* the family's model struct (model_core first), malloc'd */
+    int busy;      /* a call with the GIL released is using the buffers */
+} isp_model_handle;
+
+/* A new capsule owning m (freed with m->fam->free and free); on failure m is freed too. */
+PyObject *isp_model_capsule(model_core *m);
+/* The handle of a capsule; fam != NULL: it must be a model of that family; use: refuse a busy
+   model (RuntimeError). NULL with an exception set otherwise. */
+isp_model_handle *isp_model_get(PyObject *cap, const model_family *fam, int use);
+
+typedef struct {
+    float *m, *v;
+    const int64_t *seg;
+    const uint8_t *decay;
+    int S;
+    adamw_hparams hp;
+} isp_adamw_args;
+
+/* AdamW's arguments for a model: moments (num_params) float32, segments/decay flags, checked
+   hyperparameters. */
+int isp_parse_adamw(const model_core *m, PyObject *mo, PyObject *vo, PyObject *sego,
+                    PyObject *deco, double lr, double b1, double b2, double eps, double wd,
+                    long long step, double max_norm, isp_adamw_args *o);
+int isp_check_smoothing(float s);
+
+/* ceil(P / 8) without the overflow of (P + 7) / 8 near INT64_MAX: bytes of a packed mask */
+int64_t isp_packed_bytes(int64_t P);
+
+/* A validated list of arrays: a tuple holding the references and the data pointers. */
+typedef struct {
+    PyObject *tup;
+    void **ptr;
+    int64_t *n;
+    int count;
+} isp_arr_list;
+
+void isp_arr_list_free(isp_arr_list *L);
+/*
+ * Parse a sequence of C-contiguous arrays of dtype typenum. With sizes != NULL, array t must have
+ * sizes[t] elements (count must be nsizes); with len >= 0 every array must be 1-D of length len.
+ */
+int isp_arr_list_parse(PyObject *obj, const char *name, int typenum, const int64_t *sizes,
+                       int nsizes, int64_t len, isp_arr_list *L);
+
+/* An activation code (csrc/ops.h isp_act) from a Python int; 0 with ValueError if unknown. */
+int isp_parse_act(PyObject *o, isp_act *act);
 
 /* dtype name for messages */
 const char *isp_typename(int typenum);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "clip.h"
+#include "ops.h"
 
 void patch_im2col(float *cols, const float *pix, int B, int IH, int IW, int PS)
 {

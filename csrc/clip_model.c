@@ -3,24 +3,14 @@
  * (forward) around the encoder stack. Layouts: clip_model.h.
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "clip_model.h"
 
 #define NT isp_get_num_threads()
-#define SITE_ENC 2 /* dropout sites of encoder layer l: 2 + 3l + k (as in bert.c) */
-
-/* x[0..n) = 0 in fixed chunks over our threads (the gradient buffer of ViT-B is 88 M floats) */
-static void zero_floats(float *x, int64_t n)
-{
-    const int64_t chunk = 1 << 16, nchunks = (n + chunk - 1) / chunk;
-#pragma omp parallel for num_threads(NT) schedule(static) if (nchunks > 4)
-    for (int64_t k = 0; k < nchunks; k++) {
-        int64_t a = k * chunk, b = a + chunk < n ? a + chunk : n;
-        memset(x + a, 0, sizeof(float) * (size_t)(b - a));
-    }
-}
+#define SITE_ENC 2 /* dropout sites of encoder layer l: 2 + 3l + k (as in classifier.c) */
 
 /* ================================ vision ================================ */
 
@@ -40,25 +30,51 @@ static void clipv_extra_sizes(int64_t s[CLIPV_NUM_EXTRA], const clipv_config *cf
     s[9] = cfg->NL;
 }
 
-int clipv_num_tensors(void)
+static const char *clipv_tensor_name(int i)
 {
-    return ENC_NUM_TENSORS + CLIPV_NUM_EXTRA;
-}
-
-const char *clipv_tensor_name(int i)
-{
-    if (i < 0 || i >= clipv_num_tensors())
+    if (i < 0 || i >= ENC_NUM_TENSORS + CLIPV_NUM_EXTRA)
         return NULL;
     return i < ENC_NUM_TENSORS ? encoder_tensor_names[i] : clipv_extra_names[i - ENC_NUM_TENSORS];
 }
 
-void clipv_tensor_span(const clipv_config *cfg, int i, int64_t *offset, int64_t *size)
+_Static_assert(ENC_NUM_TENSORS + CLIPV_NUM_EXTRA <= MODEL_MAX_TENSORS &&
+                   ENC_NUM_TENSORS + CLIPT_NUM_EXTRA <= MODEL_MAX_TENSORS,
+               "tensor table too long");
+
+static void clipv_tensor_sizes(const void *cfg, int64_t *s)
 {
-    int64_t s[ENC_NUM_TENSORS + CLIPV_NUM_EXTRA];
-    encoder_tensor_sizes(s, &cfg->enc);
+    encoder_tensor_sizes(s, &((const clipv_config *)cfg)->enc);
     clipv_extra_sizes(s + ENC_NUM_TENSORS, cfg);
-    layout_span(s, i, offset, size);
 }
+
+/* model_copy: the frozen head goes with the parameters */
+static isp_status clipv_copy_head(model_core *dst, const model_core *src)
+{
+    clipv_model *d = (clipv_model *)dst;
+    const clipv_model *s = (const clipv_model *)src;
+    if (s->fNL > 0 && d->fNL != s->fNL)
+        return clipv_set_frozen_head(d, s->fhead_w, s->fhead_b, s->fNL);
+    if (s->fNL > 0) {
+        memcpy(d->fhead_w, s->fhead_w, sizeof(float) * (size_t)s->fNL * s->cfg.D);
+        memcpy(d->fhead_b, s->fhead_b, sizeof(float) * (size_t)s->fNL);
+    }
+    return ISP_OK;
+}
+
+static void clipv_family_free(model_core *m)
+{
+    clipv_free((clipv_model *)m);
+}
+
+const model_family clipv_family = {
+    .name = "CLIP vision",
+    .num_tensors = ENC_NUM_TENSORS + CLIPV_NUM_EXTRA,
+    .tensor_name = clipv_tensor_name,
+    .tensor_sizes = clipv_tensor_sizes,
+    .config_size = sizeof(clipv_config),
+    .copy_extra = clipv_copy_head,
+    .free = clipv_family_free,
+};
 
 static void clipv_point_params(clipv_params *p, float *base, const clipv_config *cfg)
 {
@@ -74,39 +90,10 @@ static void clipv_point_params(clipv_params *p, float *base, const clipv_config 
     }
 }
 
-static isp_status encoder_config_check(const encoder_config *e, const char *tower)
-{
-    if (e->L < 1 || e->C < 1 || e->NH < 1 || e->F < 1)
-        return isp_fail(ISP_ERR_VALUE,
-                        "%s config: num_hidden_layers, hidden_size, num_attention_heads and "
-                        "intermediate_size must be >= 1 (got %d, %d, %d, %d)",
-                        tower, e->L, e->C, e->NH, e->F);
-    if (e->C % e->NH != 0)
-        return isp_fail(ISP_ERR_VALUE,
-                        "%s config: hidden_size (%d) is not a multiple of num_attention_heads (%d)",
-                        tower, e->C, e->NH);
-    if ((int)e->act < ACT_GELU || (int)e->act > ACT_QUICK_GELU)
-        return isp_fail(ISP_ERR_VALUE, "%s config: unknown activation %d", tower, (int)e->act);
-    if (!(e->eps > 0.0f) || !isfinite(e->eps))
-        return isp_fail(ISP_ERR_VALUE, "%s config: layer_norm_eps must be > 0, got %g", tower,
-                        (double)e->eps);
-    if (!(e->p_hidden >= 0.0f && e->p_hidden < 1.0f) || !(e->p_attn >= 0.0f && e->p_attn < 1.0f))
-        return isp_fail(ISP_ERR_VALUE, "%s config: dropout probabilities must be in [0, 1)",
-                        tower);
-    if ((int64_t)e->C * 3 > (1 << 30) || (int64_t)e->F > (1 << 30))
-        return isp_fail(ISP_ERR_VALUE, "%s config: sizes too large", tower);
-    /* the int64 parameter counts must not overflow: at most 2^40 encoder parameters */
-    const double L = e->L, C = e->C, F = e->F;
-    if (L * (4.0 * C * C + 2.0 * C * F + 9.0 * C + F) > 1099511627776.0)
-        return isp_fail(ISP_ERR_VALUE, "%s config: %d layers of hidden size %d and intermediate "
-                        "size %d is too many parameters", tower, e->L, e->C, e->F);
-    return ISP_OK;
-}
-
 isp_status clipv_init(clipv_model *m, const clipv_config *cfg)
 {
     memset(m, 0, sizeof *m);
-    isp_status st = encoder_config_check(&cfg->enc, "vision");
+    isp_status st = encoder_config_check(&cfg->enc, "vision config");
     if (st != ISP_OK)
         return st;
     if (cfg->PS < 1 || cfg->IH < cfg->PS || cfg->IH % cfg->PS != 0)
@@ -126,29 +113,19 @@ isp_status clipv_init(clipv_model *m, const clipv_config *cfg)
     clipv_extra_sizes(s, cfg);
     for (int i = 0; i < CLIPV_NUM_EXTRA; i++)
         n += s[i];
-    m->num_params = n;
-    m->num_prunable = encoder_num_prunable(&cfg->enc);
-    m->params = calloc((size_t)n, sizeof(float));
-    m->grads = calloc((size_t)n, sizeof(float));
-    m->masks = malloc((size_t)m->num_prunable);
-    if (m->params == NULL || m->grads == NULL || m->masks == NULL) {
-        clipv_free(m);
-        return isp_fail(ISP_ERR_NOMEM, "out of memory allocating %lld parameters", (long long)n);
-    }
-    memset(m->masks, 1, (size_t)m->num_prunable);
-    clipv_point_params(&m->p, m->params, &m->cfg);
-    clipv_point_params(&m->g, m->grads, &m->cfg);
+    st = model_init(&m->core, &clipv_family, &m->cfg, n, encoder_num_prunable(&cfg->enc));
+    if (st != ISP_OK)
+        return st;
+    clipv_point_params(&m->p, m->core.params, &m->cfg);
+    clipv_point_params(&m->g, m->core.grads, &m->cfg);
     return ISP_OK;
 }
 
 void clipv_free(clipv_model *m)
 {
-    free(m->params);
-    free(m->grads);
-    free(m->masks);
+    model_free(&m->core);
     free(m->fhead_w);
     free(m->fhead_b);
-    free(m->acts_mem);
     memset(m, 0, sizeof *m);
 }
 
@@ -207,18 +184,12 @@ static isp_status clipv_ensure_acts(clipv_model *m, int B)
     int64_t head = (int64_t)B * NP * K + 3 * BT * C + 2 * BT + 4 * (int64_t)B * C + 2 * B +
                    3 * (int64_t)B * D + B + 3 * (int64_t)B * NL + 64;
     int64_t need = encoder_acts_size(&cfg->enc, B, T, NT) + head;
-    if (need > m->acts_cap) {
-        free(m->acts_mem);
-        m->acts_cap = 0;
-        m->acts_mem = malloc((size_t)need * sizeof(float));
-        if (m->acts_mem == NULL)
-            return isp_fail(ISP_ERR_NOMEM,
-                            "out of memory allocating activations for a batch of %d images "
-                            "(%.1f MB); use smaller batches",
-                            B, (double)need * 4.0 / 1e6);
-        m->acts_cap = need;
-    }
-    float *p = m->acts_mem;
+    char batch[64];
+    snprintf(batch, sizeof batch, "a batch of %d images", B);
+    isp_status st = model_reserve_acts(&m->core, need, batch);
+    if (st != ISP_OK)
+        return st;
+    float *p = m->core.acts_mem;
     clipv_acts *a = &m->a;
     a->cols = p, p += (int64_t)B * NP * K;
     a->emb = p, p += BT * C;
@@ -277,7 +248,7 @@ static void clipv_features(clipv_model *m, const float *pix, int B)
                         cfg->IH, cfg->PS, C);
     layernorm_forward(a->x0, a->pre_mean, a->pre_rstd, a->emb, m->p.preln_w, m->p.preln_b, BT, C,
                       cfg->enc.eps);
-    encoder_rng rng = {m->training, m->seed, m->step, SITE_ENC};
+    encoder_rng rng = {m->core.training, m->core.seed, m->core.step, SITE_ENC};
     encoder_forward(&a->enc, &m->p.enc, &cfg->enc, a->x0, NULL, B, T, &rng);
     const float *h = encoder_output(&a->enc, &cfg->enc, B, T);
     for (int b = 0; b < B; b++)
@@ -300,8 +271,7 @@ isp_status clipv_encode(clipv_model *m, float *feat, const float *pix, int B)
         return st;
     clipv_features(m, pix, B);
     memcpy(feat, m->a.feat, sizeof(float) * (size_t)B * m->cfg.D);
-    if (m->training)
-        m->step++;
+    model_advance(&m->core);
     return ISP_OK;
 }
 
@@ -319,8 +289,7 @@ isp_status clipv_forward(clipv_model *m, float *logits, const float *pix, int B)
         return st;
     if (logits != NULL)
         memcpy(logits, m->a.logits, sizeof(float) * (size_t)B * clipv_num_labels(m));
-    if (m->training)
-        m->step++;
+    model_advance(&m->core);
     return ISP_OK;
 }
 
@@ -339,7 +308,7 @@ static void clipv_backward(clipv_model *m, int B)
     memset(a->dio, 0, sizeof(float) * (size_t)(BT * C));
     for (int b = 0; b < B; b++)
         memcpy(a->dio + (int64_t)b * T * C, a->dclsh + (int64_t)b * C, sizeof(float) * (size_t)C);
-    encoder_rng rng = {m->training, m->seed, m->step, SITE_ENC};
+    encoder_rng rng = {m->core.training, m->core.seed, m->core.step, SITE_ENC};
     encoder_backward(a->dio, &m->g.enc, &m->p.enc, &a->enc, &cfg->enc, a->x0, NULL, B, T, &rng);
     layernorm_backward(a->dio, m->g.preln_w, m->g.preln_b, a->dio, a->emb, m->p.preln_w,
                        a->pre_mean, a->pre_rstd, BT, C);
@@ -366,11 +335,9 @@ isp_status clipv_forward_backward(clipv_model *m, float *loss, float *logits, co
     crossentropy_backward(a->dlogits, a->probs, labels, B, NL, smoothing);
     if (logits != NULL)
         memcpy(logits, a->logits, sizeof(float) * (size_t)B * NL);
-    zero_floats(m->grads, m->num_params);
+    model_zero_grads(&m->core);
     clipv_backward(m, B);
-    mask_apply(m->grads, m->masks, m->num_prunable);
-    if (m->training)
-        m->step++;
+    model_finish_backward(&m->core);
     return ISP_OK;
 }
 
@@ -382,8 +349,7 @@ isp_status clipv_train_step(clipv_model *m, float *loss, float *grad_norm, float
     isp_status st = clipv_forward_backward(m, loss, NULL, pix, labels, B, smoothing);
     if (st != ISP_OK)
         return st;
-    return adamw_update(m->params, mom1, mom2, m->grads, m->num_params, seg, decay, S, m->masks, 0,
-                        m->num_prunable, 1, hp, grad_norm);
+    return model_adamw(&m->core, mom1, mom2, seg, decay, S, hp, 1, grad_norm);
 }
 
 /* ================================ text ================================ */
@@ -400,30 +366,39 @@ static void clipt_extra_sizes(int64_t s[CLIPT_NUM_EXTRA], const clipt_config *cf
     s[4] = (int64_t)cfg->D * C;
 }
 
-int clipt_num_tensors(void)
+static const char *clipt_tensor_name(int i)
 {
-    return ENC_NUM_TENSORS + CLIPT_NUM_EXTRA;
-}
-
-const char *clipt_tensor_name(int i)
-{
-    if (i < 0 || i >= clipt_num_tensors())
+    if (i < 0 || i >= ENC_NUM_TENSORS + CLIPT_NUM_EXTRA)
         return NULL;
     return i < ENC_NUM_TENSORS ? encoder_tensor_names[i] : clipt_extra_names[i - ENC_NUM_TENSORS];
 }
 
-void clipt_tensor_span(const clipt_config *cfg, int i, int64_t *offset, int64_t *size)
+static void clipt_tensor_sizes(const void *cfg, int64_t *s)
 {
-    int64_t s[ENC_NUM_TENSORS + CLIPT_NUM_EXTRA];
-    encoder_tensor_sizes(s, &cfg->enc);
+    encoder_tensor_sizes(s, &((const clipt_config *)cfg)->enc);
     clipt_extra_sizes(s + ENC_NUM_TENSORS, cfg);
-    layout_span(s, i, offset, size);
 }
+
+static void clipt_family_free(model_core *m)
+{
+    clipt_free((clipt_model *)m);
+}
+
+const model_family clipt_family = {
+    .name = "CLIP text",
+    .num_tensors = ENC_NUM_TENSORS + CLIPT_NUM_EXTRA,
+    .tensor_name = clipt_tensor_name,
+    .tensor_sizes = clipt_tensor_sizes,
+    .config_size = sizeof(clipt_config),
+    .forward_only = 1,
+    .copy_extra = NULL,
+    .free = clipt_family_free,
+};
 
 isp_status clipt_init(clipt_model *m, const clipt_config *cfg)
 {
     memset(m, 0, sizeof *m);
-    isp_status st = encoder_config_check(&cfg->enc, "text");
+    isp_status st = encoder_config_check(&cfg->enc, "text config");
     if (st != ISP_OK)
         return st;
     if (cfg->V < 1 || cfg->TP < 1 || cfg->D < 1)
@@ -436,12 +411,11 @@ isp_status clipt_init(clipt_model *m, const clipt_config *cfg)
     clipt_extra_sizes(s, cfg);
     for (int i = 0; i < CLIPT_NUM_EXTRA; i++)
         n += s[i];
-    m->num_params = n;
-    m->params = calloc((size_t)n, sizeof(float));
-    if (m->params == NULL)
-        return isp_fail(ISP_ERR_NOMEM, "out of memory allocating %lld parameters", (long long)n);
-    encoder_point_params(&m->p.enc, m->params, &m->cfg.enc);
-    float *base = m->params + encoder_num_params(&cfg->enc);
+    st = model_init(&m->core, &clipt_family, &m->cfg, n, 0);
+    if (st != ISP_OK)
+        return st;
+    encoder_point_params(&m->p.enc, m->core.params, &m->cfg.enc);
+    float *base = m->core.params + encoder_num_params(&cfg->enc);
     float **ptrs[CLIPT_NUM_EXTRA] = {&m->p.wte, &m->p.wpe, &m->p.lnf_w, &m->p.lnf_b, &m->p.projw};
     for (int i = 0; i < CLIPT_NUM_EXTRA; i++) {
         *ptrs[i] = base;
@@ -452,8 +426,7 @@ isp_status clipt_init(clipt_model *m, const clipt_config *cfg)
 
 void clipt_free(clipt_model *m)
 {
-    free(m->params);
-    free(m->acts_mem);
+    model_free(&m->core);
     memset(m, 0, sizeof *m);
 }
 
@@ -504,17 +477,13 @@ isp_status clipt_encode(clipt_model *m, float *feat, const int32_t *ids, const u
     }
     int64_t need = encoder_acts_size(&cfg->enc, B, T, NT) + 2 * BT * C + C + 4 * (int64_t)B * C +
                    2 * B + (BT + 3) / 4 + 64;
-    if (need > m->acts_cap) {
-        free(m->acts_mem);
-        m->acts_cap = 0;
-        m->acts_mem = malloc((size_t)need * sizeof(float));
-        if (m->acts_mem == NULL) {
-            free(pos);
-            return isp_fail(ISP_ERR_NOMEM, "out of memory for a text batch of %d x %d", B, T);
-        }
-        m->acts_cap = need;
+    char batch[64];
+    snprintf(batch, sizeof batch, "a text batch of %d x %d tokens", B, T);
+    if (model_reserve_acts(&m->core, need, batch) != ISP_OK) {
+        free(pos);
+        return ISP_ERR_NOMEM;
     }
-    float *p = m->acts_mem;
+    float *p = m->core.acts_mem;
     float *x0 = p;
     p += BT * C;
     float *zero = p; /* the (absent) token-type row */
@@ -532,7 +501,7 @@ isp_status clipt_encode(clipt_model *m, float *feat, const int32_t *ids, const u
         memcpy(am, amask, (size_t)BT);
         amask_c = am;
     }
-    embeddings_forward(x0, ids, NULL, m->p.wte, m->p.wpe, zero, B, T, C);
+    embeddings_forward(x0, ids, NULL, NULL, m->p.wte, m->p.wpe, zero, B, T, C);
     encoder_rng rng = {0, 0, 0, SITE_ENC};
     encoder_forward(&acts, &m->p.enc, &cfg->enc, x0, amask_c, B, T, &rng);
     const float *h = encoder_output(&acts, &cfg->enc, B, T);

@@ -25,7 +25,7 @@
 
 #include "clip.h"
 #include "encoder.h"
-#include "optim.h"
+#include "model.h"
 
 typedef struct {
     encoder_config enc; /* prenorm = 1, causal = 0 */
@@ -52,23 +52,16 @@ typedef struct {
 } clipv_acts;
 
 typedef struct {
+    model_core core; /* first: parameters, gradients, masks, activations, RNG (model.h) */
     clipv_config cfg;
-    int64_t num_params, num_prunable;
-    float *params, *grads;
-    uint8_t *masks;
     clipv_params p, g;
     float *fhead_w, *fhead_b; /* frozen head (fNL,D), (fNL); NULL until set */
     int fNL;
-    float *acts_mem;
-    int64_t acts_cap;
     clipv_acts a;
-    uint64_t seed, step;
-    int training;
 } clipv_model;
 
-int clipv_num_tensors(void);
-const char *clipv_tensor_name(int i);
-void clipv_tensor_span(const clipv_config *cfg, int i, int64_t *offset, int64_t *size);
+/* Its tensor table ("qkvw", ..., "patchw", ...) and copies (the frozen head too). */
+extern const model_family clipv_family;
 
 isp_status clipv_init(clipv_model *m, const clipv_config *cfg);
 void clipv_free(clipv_model *m);
@@ -109,17 +102,14 @@ typedef struct {
 } clipt_params;
 
 typedef struct {
+    model_core core; /* first; forward-only: parameters and activations (model.h) */
     clipt_config cfg;
-    int64_t num_params;
-    float *params;
     clipt_params p;
-    float *acts_mem;
-    int64_t acts_cap;
 } clipt_model;
 
-int clipt_num_tensors(void);
-const char *clipt_tensor_name(int i);
-void clipt_tensor_span(const clipt_config *cfg, int i, int64_t *offset, int64_t *size);
+/* Its tensor table ("qkvw", ..., "wte", ...). */
+extern const model_family clipt_family;
+
 isp_status clipt_init(clipt_model *m, const clipt_config *cfg);
 void clipt_free(clipt_model *m);
 /* feat (B,D) text features (get_text_features). ids (B,T) in [0,V); amask (B,T) or NULL. */

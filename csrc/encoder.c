@@ -15,6 +15,7 @@
  * act(fch) is recomputed in the backward pass instead of being saved per layer.
  * Forward-only passes may use a shared layout (one slot for all layers, see encoder_acts).
  */
+#include <math.h>
 #include <string.h>
 
 #include "encoder.h"
@@ -26,13 +27,33 @@ const char *const encoder_tensor_names[ENC_NUM_TENSORS] = {
     "ln1w", "ln1b",     "fcb", "fcprojb", "ln2w", "ln2b",
 };
 
-void layout_span(const int64_t *sizes, int i, int64_t *offset, int64_t *size)
+isp_status encoder_config_check(const encoder_config *e, const char *tower)
 {
-    int64_t off = 0;
-    for (int k = 0; k < i; k++)
-        off += sizes[k];
-    *offset = off;
-    *size = sizes[i];
+    if (e->L < 1 || e->C < 1 || e->NH < 1 || e->F < 1)
+        return isp_fail(ISP_ERR_VALUE,
+                        "%s: num_hidden_layers, hidden_size, num_attention_heads and "
+                        "intermediate_size must be >= 1 (got %d, %d, %d, %d)",
+                        tower, e->L, e->C, e->NH, e->F);
+    if (e->C % e->NH != 0)
+        return isp_fail(ISP_ERR_VALUE,
+                        "%s: hidden_size (%d) is not a multiple of num_attention_heads (%d)",
+                        tower, e->C, e->NH);
+    if ((int)e->act < ACT_GELU || (int)e->act > ACT_QUICK_GELU)
+        return isp_fail(ISP_ERR_VALUE, "%s: unknown activation %d", tower, (int)e->act);
+    if (!(e->eps > 0.0f) || !isfinite(e->eps))
+        return isp_fail(ISP_ERR_VALUE, "%s: layer_norm_eps must be > 0, got %g", tower,
+                        (double)e->eps);
+    if (!(e->p_hidden >= 0.0f && e->p_hidden < 1.0f) || !(e->p_attn >= 0.0f && e->p_attn < 1.0f))
+        return isp_fail(ISP_ERR_VALUE, "%s: dropout probabilities must be in [0, 1)",
+                        tower);
+    if ((int64_t)e->C * 3 > (1 << 30) || (int64_t)e->F > (1 << 30))
+        return isp_fail(ISP_ERR_VALUE, "%s: sizes too large", tower);
+    /* the int64 parameter counts must not overflow: at most 2^40 encoder parameters */
+    const double L = e->L, C = e->C, F = e->F;
+    if (L * (4.0 * C * C + 2.0 * C * F + 9.0 * C + F) > 1099511627776.0)
+        return isp_fail(ISP_ERR_VALUE, "%s: %d layers of hidden size %d and intermediate "
+                        "size %d is too many parameters", tower, e->L, e->C, e->F);
+    return ISP_OK;
 }
 
 void encoder_tensor_sizes(int64_t s[ENC_NUM_TENSORS], const encoder_config *cfg)

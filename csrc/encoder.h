@@ -1,6 +1,6 @@
 /*
  * encoder.h -- a stack of transformer encoder blocks (BERT post-LN or CLIP/ViT pre-LN), its
- * parameter layout, forward and backward. Embeddings and task heads live elsewhere (bert.c), so
+ * parameter layout, forward and backward. Embeddings and task heads live elsewhere (classifier.c), so
  * another model (CLIP's vision tower) can put its own patch embedding and pooling around it.
  *
  * Dimension legend: B batch, T tokens, C channels, NH heads, HS = C/NH, F feed-forward, L layers.
@@ -19,11 +19,12 @@
  * Block, post-LN (BERT):  a = LN1(x + drop(proj(attn(x))));   y = LN2(a + drop(fc2(act(fc1(a)))))
  * Block, pre-LN (CLIP):   a = x + drop(proj(attn(LN1(x))));   y = a + drop(fc2(act(fc1(LN2(a)))))
  */
-#include "isp.h" /* first, outside the guard: isp.h includes this header */
 #ifndef ISP_ENCODER_H
 #define ISP_ENCODER_H
 
 #include <stdint.h>
+
+#include "isp.h"
 
 #include "ops.h"
 
@@ -48,8 +49,9 @@ typedef struct {
 /* Names of the tensors in layout order ("qkvw", ...) and their sizes. */
 extern const char *const encoder_tensor_names[ENC_NUM_TENSORS];
 
-/* Offset and size of tensor i in a flat layout whose tensor sizes are sizes[0..i] (in order). */
-void layout_span(const int64_t *sizes, int i, int64_t *offset, int64_t *size);
+/* Check sizes, activation, eps and dropout rates; messages start with `what` ("config"). */
+isp_status encoder_config_check(const encoder_config *cfg, const char *what);
+
 void encoder_tensor_sizes(int64_t sizes[ENC_NUM_TENSORS], const encoder_config *cfg);
 int64_t encoder_num_params(const encoder_config *cfg);
 int64_t encoder_num_prunable(const encoder_config *cfg);

@@ -1,6 +1,7 @@
 /*
- * isp.h -- the one public C header of instantsoup: status codes, error reporting, threads,
- * and the headers of every kernel family. No Python objects below module.c / py_*.c.
+ * isp.h -- what every C unit of instantsoup shares: status codes, error reporting, threads.
+ * Each unit includes the headers of the units it uses (one-way: see docs/ARCHITECTURE.md).
+ * No Python objects outside module.c, boundary.c and py_*.c.
  *
  * Dimension legend used in every kernel file:
  *   B batch, T tokens (sequence length), C channels (hidden size), NH heads, HS head size (C/NH),
@@ -29,14 +30,8 @@ isp_status isp_fail(isp_status status, const char *fmt, ...)
 const char *isp_last_error(void);
 void isp_clear_error(void);
 
-/* Threads: one setting for our OpenMP loops and for OpenBLAS. */
+/* Threads of our OpenMP loops (the boundary sets OpenBLAS to the same count). */
 void isp_set_num_threads(int n);
 int isp_get_num_threads(void);
-
-#include "blas.h"
-#include "soup.h" /* prune.h + soup.h: selection, masks, merges, soups */
-#include "ops.h"     /* engine kernels */
-#include "encoder.h" /* engine encoder stack; bert.h and optim.h are included by their users */
-#include "clip.h" /* CLIP: patch embedding, cosine head */
 
 #endif /* ISP_H */

@@ -11,6 +11,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "blas.h"
+#include "mix.h"
 #include "ops.h"
 
 #ifdef _OPENMP
@@ -119,13 +121,6 @@ float ops_erff(float x)
 
 /* ------------------------------------------------------------------------------------------ */
 /* dropout                                                                                     */
-
-static inline uint64_t mix64(uint64_t z)
-{
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
 
 uint64_t rng_key(uint64_t seed, uint64_t step, uint64_t site)
 {
@@ -676,37 +671,46 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
 /* ------------------------------------------------------------------------------------------ */
 /* embeddings                                                                                  */
 
-void embeddings_forward(float *out, const int32_t *ids, const int32_t *types, const float *wte,
-                        const float *wpe, const float *wtt, int B, int T, int C)
+void embeddings_forward(float *out, const int32_t *ids, const int32_t *types, const int32_t *pos,
+                        const float *wte, const float *wpe, const float *wtt, int B, int T, int C)
 {
 #pragma omp parallel for num_threads(NT) schedule(static) if (BIG((int64_t)B * T * C))
     for (int64_t bt = 0; bt < (int64_t)B * T; bt++) {
-        int t = (int)(bt % T);
+        int t = pos != NULL ? pos[bt] : (int)(bt % T);
         const float *w = wte + (int64_t)ids[bt] * C, *p = wpe + (int64_t)t * C;
-        const float *y = wtt + (int64_t)(types != NULL ? types[bt] : 0) * C;
         float *o = out + bt * C;
+        if (wtt == NULL) {
+            for (int c = 0; c < C; c++)
+                o[c] = w[c] + p[c];
+            continue;
+        }
+        const float *y = wtt + (int64_t)(types != NULL ? types[bt] : 0) * C;
         for (int c = 0; c < C; c++)
             o[c] = (w[c] + y[c]) + p[c];
     }
 }
 
 void embeddings_backward(float *dwte, float *dwpe, float *dwtt, const float *dout,
-                         const int32_t *ids, const int32_t *types, int B, int T, int C)
+                         const int32_t *ids, const int32_t *types, const int32_t *pos, int B,
+                         int T, int C)
 {
     int nchunks = (C + 31) / 32;
 #pragma omp parallel for num_threads(NT) schedule(static) if (BIG((int64_t)B * T * C))
     for (int k = 0; k < nchunks; k++) {
         int c0 = k * 32, c1 = c0 + 32 < C ? c0 + 32 : C;
         for (int64_t bt = 0; bt < (int64_t)B * T; bt++) {
-            int t = (int)(bt % T);
+            int t = pos != NULL ? pos[bt] : (int)(bt % T);
             const float *d = dout + bt * C;
             float *w = dwte + (int64_t)ids[bt] * C, *p = dwpe + (int64_t)t * C;
-            float *y = dwtt + (int64_t)(types != NULL ? types[bt] : 0) * C;
             for (int c = c0; c < c1; c++) {
                 w[c] += d[c];
                 p[c] += d[c];
-                y[c] += d[c];
             }
+            if (dwtt == NULL)
+                continue;
+            float *y = dwtt + (int64_t)(types != NULL ? types[bt] : 0) * C;
+            for (int c = c0; c < c1; c++)
+                y[c] += d[c];
         }
     }
 }

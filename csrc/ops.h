@@ -9,11 +9,12 @@
  * comment says otherwise. Every kernel is deterministic and (except the sgemm blocks of gemm_par)
  * independent of the thread count: each output element is reduced in a fixed order by one thread.
  */
-#include "isp.h" /* first, outside the guard: isp.h includes this header */
 #ifndef ISP_OPS_H
 #define ISP_OPS_H
 
 #include <stdint.h>
+
+#include "isp.h"
 
 /* Activation functions of the feed-forward block (HF hidden_act names in brackets). */
 typedef enum {
@@ -101,12 +102,16 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
 
 /* ---- embeddings: word + position + token type ---- */
 
-/* out (B,T,C) = wte[ids] + wpe[t] + wtt[types]; ids, types (B,T) (types may be NULL = 0). */
-void embeddings_forward(float *out, const int32_t *ids, const int32_t *types, const float *wte,
-                        const float *wpe, const float *wtt, int B, int T, int C);
-/* dwte (V,C), dwpe (maxT,C), dwtt (TV,C) accumulate dout (B,T,C). */
+/*
+ * out (B,T,C) = wte[ids] + wpe[pos] + wtt[types]; ids, types, pos (B,T). types NULL: type 0;
+ * pos NULL: position t; wtt NULL: no token types.
+ */
+void embeddings_forward(float *out, const int32_t *ids, const int32_t *types, const int32_t *pos,
+                        const float *wte, const float *wpe, const float *wtt, int B, int T, int C);
+/* dwte (V,C), dwpe (TP,C), dwtt (TV,C; NULL: none) accumulate dout (B,T,C). */
 void embeddings_backward(float *dwte, float *dwpe, float *dwtt, const float *dout,
-                         const int32_t *ids, const int32_t *types, int B, int T, int C);
+                         const int32_t *ids, const int32_t *types, const int32_t *pos, int B,
+                         int T, int C);
 
 /* ---- losses (mean over the batch) ---- */
 

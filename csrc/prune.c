@@ -35,10 +35,12 @@
 #endif
 
 #include "isp.h"
+#include "maskbits.h"
+#include "mix.h"
+#include "prune.h"
 
 #define SEL_BLOCK 16384
 #define SEL_BINS 65536
-#define SEL_PAR_MIN (1 << 14) /* counting loops below this size run on one thread */
 
 typedef struct {
     int32_t t;    /* tensor */
@@ -93,16 +95,6 @@ static inline uint32_t f2u(float f)
     uint32_t u;
     memcpy(&u, &f, sizeof u);
     return u;
-}
-
-static inline uint64_t mix64(uint64_t z)
-{
-    z ^= z >> 30;
-    z *= 0xbf58476d1ce4e5b9ULL;
-    z ^= z >> 27;
-    z *= 0x94d049bb133111ebULL;
-    z ^= z >> 31;
-    return z;
 }
 
 /* The random key of global position pos under seed: the pos-th output of a splitmix64 stream. */
@@ -525,31 +517,4 @@ done:
     free(ties);
     free(tcount);
     return st;
-}
-
-isp_status mask_count(int64_t *kept, const uint8_t *m, int64_t P, int packed)
-{
-    if (P < 0)
-        return isp_fail(ISP_ERR_VALUE, "mask_count: negative size");
-    const int nt = P >= SEL_PAR_MIN ? isp_get_num_threads() : 1;
-    int64_t total = 0, bad = 0;
-    if (packed) {
-        const int64_t nbytes = (P + 7) / 8;
-        const uint8_t last = (uint8_t)((P & 7) ? ((1u << (P & 7)) - 1u) : 0xffu);
-#pragma omp parallel for num_threads(nt) reduction(+ : total) schedule(static)
-        for (int64_t j = 0; j < nbytes; j++) {
-            uint8_t v = j == nbytes - 1 ? (uint8_t)(m[j] & last) : m[j];
-            total += __builtin_popcount(v);
-        }
-    } else {
-#pragma omp parallel for num_threads(nt) reduction(+ : total, bad) schedule(static)
-        for (int64_t j = 0; j < P; j++) {
-            total += m[j];
-            bad += m[j] > 1u;
-        }
-        if (bad)
-            return isp_fail(ISP_ERR_VALUE, "mask has %lld values other than 0/1", (long long)bad);
-    }
-    *kept = total;
-    return ISP_OK;
 }

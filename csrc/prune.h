@@ -51,7 +51,4 @@ typedef struct {
  */
 isp_status mask_select(uint8_t *out, const sel_source *src, const int64_t *n, int T, int64_t n_keep);
 
-/* Count of weights kept by mask m (P,) (or packed), with a 0/1 check for unpacked masks. */
-isp_status mask_count(int64_t *kept, const uint8_t *m, int64_t P, int packed);
-
 #endif /* ISP_PRUNE_H */

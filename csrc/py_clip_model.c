@@ -1,7 +1,8 @@
 /*
- * py_clip_model.c -- bindings of the CLIP models (clip_model.c): a capsule per vision model
- * (parameter, gradient, mask, frozen-head and activation buffers) and per text model, their
- * forward / backward / fused train step. Validation with the GIL held; kernels without it.
+ * py_clip_model.c -- bindings of the CLIP models (clip_model.c) on the one model handle
+ * (py_model.c): constructors of the vision model (with its frozen head) and the forward-only text
+ * model, their forward / backward / fused train step. Validation with the GIL held; kernels
+ * without it.
  */
 #include "boundary.h"
 
@@ -11,71 +12,24 @@
 
 #include "clip_model.h"
 
-#define VCAP "instantsoup.clip_vision_model"
-#define TCAP "instantsoup.clip_text_model"
 
-typedef struct {
-    clipv_model m;
-    int busy;
-} clipv_handle;
-
-typedef struct {
-    clipt_model m;
-    int busy;
-} clipt_handle;
-
-static void clipv_destroy(PyObject *cap)
+/* the vision model of a handle (NULL with an exception set) */
+static clipv_model *vmodel(PyObject *cap)
 {
-    clipv_handle *h = PyCapsule_GetPointer(cap, VCAP);
-    if (h != NULL) {
-        clipv_free(&h->m);
-        free(h);
-    }
+    isp_model_handle *h = isp_model_get(cap, &clipv_family, 1);
+    return h == NULL ? NULL : (clipv_model *)h->m;
 }
 
-static void clipt_destroy(PyObject *cap)
-{
-    clipt_handle *h = PyCapsule_GetPointer(cap, TCAP);
-    if (h != NULL) {
-        clipt_free(&h->m);
-        free(h);
-    }
-}
-
-static clipv_handle *vhandle(PyObject *cap)
-{
-    clipv_handle *h = PyCapsule_GetPointer(cap, VCAP);
-    if (h == NULL)
-        return NULL;
-    if (h->busy) {
-        PyErr_SetString(PyExc_RuntimeError, "this model is in use by another thread (a model is "
-                                            "not thread-safe; use model.clone() per thread)");
-        return NULL;
-    }
-    return h;
-}
-
-static clipt_handle *thandle(PyObject *cap)
-{
-    clipt_handle *h = PyCapsule_GetPointer(cap, TCAP);
-    if (h == NULL)
-        return NULL;
-    if (h->busy) {
-        PyErr_SetString(PyExc_RuntimeError, "this text model is in use by another thread");
-        return NULL;
-    }
-    return h;
-}
-
-static int act_code(int v, isp_act *act)
-{
-    if (v < ACT_GELU || v > ACT_QUICK_GELU) {
-        PyErr_Format(PyExc_ValueError, "unknown activation code %d", v);
-        return 0;
-    }
-    *act = (isp_act)v;
-    return 1;
-}
+/* run a kernel on a handle with the GIL released, marking it busy */
+#define WITHOUT_GIL(cap, stmt)                                                                     \
+    do {                                                                                           \
+        isp_model_handle *h_ = isp_model_get(cap, NULL, 0);                                        \
+        h_->busy = 1;                                                                              \
+        Py_BEGIN_ALLOW_THREADS;                                                                    \
+        stmt;                                                                                      \
+        Py_END_ALLOW_THREADS;                                                                      \
+        h_->busy = 0;                                                                              \
+    } while (0)
 
 /* ---------------------------------------------------------------- vision model */
 
@@ -84,102 +38,25 @@ static PyObject *py_clipv_new(PyObject *self, PyObject *args)
     (void)self;
     clipv_config c;
     memset(&c, 0, sizeof c);
-    int act;
-    if (!PyArg_ParseTuple(args, "iiiiiffiiii:clipv_new", &c.enc.L, &c.enc.C, &c.enc.NH, &c.enc.F,
+    PyObject *act;
+    if (!PyArg_ParseTuple(args, "iiiiOffiiii:clipv_new", &c.enc.L, &c.enc.C, &c.enc.NH, &c.enc.F,
                           &act, &c.enc.eps, &c.enc.p_attn, &c.IH, &c.PS, &c.D, &c.NL))
         return NULL;
-    if (!act_code(act, &c.enc.act))
+    if (!isp_parse_act(act, &c.enc.act))
         return NULL;
     c.enc.p_hidden = 0.0f; /* CLIP has no hidden dropout */
-    clipv_handle *h = calloc(1, sizeof *h);
-    if (h == NULL)
+    clipv_model *m = calloc(1, sizeof *m);
+    if (m == NULL)
         return PyErr_NoMemory();
     isp_status st;
     Py_BEGIN_ALLOW_THREADS;
-    st = clipv_init(&h->m, &c);
+    st = clipv_init(m, &c);
     Py_END_ALLOW_THREADS;
     if (st != ISP_OK) {
-        free(h);
+        free(m);
         return isp_raise(st);
     }
-    PyObject *cap = PyCapsule_New(h, VCAP, clipv_destroy);
-    if (cap == NULL) {
-        clipv_free(&h->m);
-        free(h);
-    }
-    return cap;
-}
-
-static PyObject *py_clipv_tensors(PyObject *self, PyObject *cap)
-{
-    (void)self;
-    clipv_handle *h = PyCapsule_GetPointer(cap, VCAP);
-    if (h == NULL)
-        return NULL;
-    int n = clipv_num_tensors();
-    PyObject *out = PyList_New(n);
-    if (out == NULL)
-        return NULL;
-    for (int i = 0; i < n; i++) {
-        int64_t off, size;
-        clipv_tensor_span(&h->m.cfg, i, &off, &size);
-        PyObject *t = Py_BuildValue("(sLL)", clipv_tensor_name(i), (long long)off, (long long)size);
-        if (t == NULL) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyList_SET_ITEM(out, i, t);
-    }
-    return out;
-}
-
-static PyObject *py_clipv_buffers(PyObject *self, PyObject *cap)
-{
-    (void)self;
-    clipv_handle *h = PyCapsule_GetPointer(cap, VCAP);
-    if (h == NULL)
-        return NULL;
-    return isp_buffer_views(cap, h->m.params, h->m.grads, h->m.masks, h->m.num_params,
-                            h->m.num_prunable);
-}
-
-static PyObject *py_clipv_set_training(PyObject *self, PyObject *args)
-{
-    (void)self;
-    PyObject *cap;
-    int mode;
-    if (!PyArg_ParseTuple(args, "Op:clipv_set_training", &cap, &mode))
-        return NULL;
-    clipv_handle *h = vhandle(cap);
-    if (h == NULL)
-        return NULL;
-    h->m.training = mode;
-    Py_RETURN_NONE;
-}
-
-static PyObject *py_clipv_rng(PyObject *self, PyObject *args)
-{
-    (void)self;
-    PyObject *cap;
-    unsigned long long seed, step;
-    if (!PyArg_ParseTuple(args, "OO&O&:clipv_rng", &cap, isp_conv_u64, &seed, isp_conv_u64,
-                          &step))
-        return NULL;
-    clipv_handle *h = vhandle(cap);
-    if (h == NULL)
-        return NULL;
-    h->m.seed = seed;
-    h->m.step = step;
-    Py_RETURN_NONE;
-}
-
-static PyObject *py_clipv_rng_state(PyObject *self, PyObject *cap)
-{
-    (void)self;
-    clipv_handle *h = PyCapsule_GetPointer(cap, VCAP);
-    if (h == NULL)
-        return NULL;
-    return Py_BuildValue("(KK)", (unsigned long long)h->m.seed, (unsigned long long)h->m.step);
+    return isp_model_capsule(&m->core);
 }
 
 static PyObject *py_clipv_set_head(PyObject *self, PyObject *args)
@@ -188,10 +65,10 @@ static PyObject *py_clipv_set_head(PyObject *self, PyObject *args)
     PyObject *cap, *wo, *bo;
     if (!PyArg_ParseTuple(args, "OOO:clipv_set_head", &cap, &wo, &bo))
         return NULL;
-    clipv_handle *h = vhandle(cap);
-    if (h == NULL)
+    clipv_model *m = vmodel(cap);
+    if (m == NULL)
         return NULL;
-    npy_intp ws[2] = {ISP_ANY, h->m.cfg.D};
+    npy_intp ws[2] = {ISP_ANY, m->cfg.D};
     PyArrayObject *w = isp_arg_array(wo, "head weight", NPY_FLOAT32, 2, ws, ISP_ARR_CONTIG);
     if (w == NULL)
         return NULL;
@@ -209,7 +86,7 @@ static PyObject *py_clipv_set_head(PyObject *self, PyObject *args)
             return NULL;
         bp = PyArray_DATA(b);
     }
-    isp_status st = clipv_set_frozen_head(&h->m, PyArray_DATA(w), bp, (int)NL);
+    isp_status st = clipv_set_frozen_head(m, PyArray_DATA(w), bp, (int)NL);
     if (st != ISP_OK)
         return isp_raise(st);
     Py_RETURN_NONE;
@@ -218,65 +95,31 @@ static PyObject *py_clipv_set_head(PyObject *self, PyObject *args)
 static PyObject *py_clipv_head(PyObject *self, PyObject *cap)
 {
     (void)self;
-    clipv_handle *h = PyCapsule_GetPointer(cap, VCAP);
-    if (h == NULL)
+    isp_model_handle *hd = isp_model_get(cap, &clipv_family, 0);
+    if (hd == NULL)
         return NULL;
-    int NL = clipv_num_labels(&h->m);
+    clipv_model *m = (clipv_model *)hd->m;
+    int NL = clipv_num_labels(m);
     if (NL < 1)
         Py_RETURN_NONE;
-    const float *w = h->m.cfg.NL > 0 ? h->m.p.headw : h->m.fhead_w;
-    const float *b = h->m.cfg.NL > 0 ? h->m.p.headb : h->m.fhead_b;
-    npy_intp ws[2] = {NL, h->m.cfg.D}, bs[1] = {NL};
+    const float *w = m->cfg.NL > 0 ? m->p.headw : m->fhead_w;
+    const float *b = m->cfg.NL > 0 ? m->p.headb : m->fhead_b;
+    npy_intp ws[2] = {NL, m->cfg.D}, bs[1] = {NL};
     PyObject *wa = PyArray_SimpleNew(2, ws, NPY_FLOAT32), *ba = PyArray_SimpleNew(1, bs, NPY_FLOAT32);
     if (wa == NULL || ba == NULL) {
         Py_XDECREF(wa);
         Py_XDECREF(ba);
         return NULL;
     }
-    memcpy(PyArray_DATA((PyArrayObject *)wa), w, sizeof(float) * (size_t)NL * h->m.cfg.D);
+    memcpy(PyArray_DATA((PyArrayObject *)wa), w, sizeof(float) * (size_t)NL * m->cfg.D);
     memcpy(PyArray_DATA((PyArrayObject *)ba), b, sizeof(float) * (size_t)NL);
     return Py_BuildValue("(NN)", wa, ba);
 }
 
-static PyObject *py_clipv_copy(PyObject *self, PyObject *args)
-{
-    (void)self;
-    PyObject *dcap, *scap;
-    if (!PyArg_ParseTuple(args, "OO:clipv_copy", &dcap, &scap))
-        return NULL;
-    clipv_handle *d = vhandle(dcap);
-    if (d == NULL)
-        return NULL;
-    clipv_handle *s = vhandle(scap);
-    if (s == NULL)
-        return NULL;
-    if (d == s)
-        Py_RETURN_NONE;
-    if (memcmp(&d->m.cfg, &s->m.cfg, sizeof d->m.cfg) != 0) {
-        PyErr_SetString(PyExc_ValueError, "copy_from: the two models have different configs");
-        return NULL;
-    }
-    if (s->m.fNL > 0 && (d->m.fNL != s->m.fNL)) {
-        isp_status st = clipv_set_frozen_head(&d->m, s->m.fhead_w, s->m.fhead_b, s->m.fNL);
-        if (st != ISP_OK)
-            return isp_raise(st);
-    } else if (s->m.fNL > 0) {
-        memcpy(d->m.fhead_w, s->m.fhead_w, sizeof(float) * (size_t)s->m.fNL * s->m.cfg.D);
-        memcpy(d->m.fhead_b, s->m.fhead_b, sizeof(float) * (size_t)s->m.fNL);
-    }
-    d->busy = s->busy = 1;
-    Py_BEGIN_ALLOW_THREADS;
-    memcpy(d->m.params, s->m.params, sizeof(float) * (size_t)s->m.num_params);
-    memcpy(d->m.masks, s->m.masks, (size_t)s->m.num_prunable);
-    Py_END_ALLOW_THREADS;
-    d->busy = s->busy = 0;
-    Py_RETURN_NONE;
-}
-
 /* pixel values (B,3,IH,IH) float32 C-contiguous, finite */
-static const float *parse_pixels(clipv_handle *h, PyObject *po, int *B)
+static const float *parse_pixels(clipv_model *m, PyObject *po, int *B)
 {
-    int IH = h->m.cfg.IH;
+    int IH = m->cfg.IH;
     PyArrayObject *px = isp_arg_array(po, "pixel_values", NPY_FLOAT32, 4, NULL, ISP_ARR_CONTIG);
     if (px == NULL)
         return NULL;
@@ -295,7 +138,7 @@ static const float *parse_pixels(clipv_handle *h, PyObject *po, int *B)
     }
     *B = (int)PyArray_DIM(px, 0);
     const float *p = PyArray_DATA(px);
-    isp_status st = clipv_check_pixels(&h->m, p, *B);
+    isp_status st = clipv_check_pixels(m, p, *B);
     if (st != ISP_OK) {
         isp_raise(st);
         return NULL;
@@ -305,7 +148,7 @@ static const float *parse_pixels(clipv_handle *h, PyObject *po, int *B)
 
 /* a checked malloc'd copy of the labels (B,) (caller frees): another thread cannot change them
    after the range check while the GIL is released */
-static int32_t *parse_labels(clipv_handle *h, PyObject *lo, int B)
+static int32_t *parse_labels(clipv_model *m, PyObject *lo, int B)
 {
     npy_intp ls[1] = {B};
     PyArrayObject *l = isp_arg_array(lo, "labels", NPY_INT32, 1, ls, ISP_ARR_CONTIG);
@@ -317,7 +160,7 @@ static int32_t *parse_labels(clipv_handle *h, PyObject *lo, int B)
         return NULL;
     }
     memcpy(y, PyArray_DATA(l), sizeof(int32_t) * (size_t)B);
-    isp_status st = clipv_check_labels(&h->m, y, B);
+    isp_status st = clipv_check_labels(m, y, B);
     if (st != ISP_OK) {
         free(y);
         isp_raise(st);
@@ -332,24 +175,20 @@ static PyObject *py_clipv_encode(PyObject *self, PyObject *args)
     PyObject *cap, *po;
     if (!PyArg_ParseTuple(args, "OO:clipv_encode", &cap, &po))
         return NULL;
-    clipv_handle *h = vhandle(cap);
-    if (h == NULL)
+    clipv_model *m = vmodel(cap);
+    if (m == NULL)
         return NULL;
     int B;
-    const float *pix = parse_pixels(h, po, &B);
+    const float *pix = parse_pixels(m, po, &B);
     if (pix == NULL)
         return NULL;
-    npy_intp dims[2] = {B, h->m.cfg.D};
+    npy_intp dims[2] = {B, m->cfg.D};
     PyObject *out = PyArray_SimpleNew(2, dims, NPY_FLOAT32);
     if (out == NULL)
         return NULL;
     float *fp = PyArray_DATA((PyArrayObject *)out);
     isp_status st;
-    h->busy = 1;
-    Py_BEGIN_ALLOW_THREADS;
-    st = clipv_encode(&h->m, fp, pix, B);
-    Py_END_ALLOW_THREADS;
-    h->busy = 0;
+    WITHOUT_GIL(cap, st = clipv_encode(m, fp, pix, B));
     if (st != ISP_OK) {
         Py_DECREF(out);
         return isp_raise(st);
@@ -357,9 +196,9 @@ static PyObject *py_clipv_encode(PyObject *self, PyObject *args)
     return out;
 }
 
-static int check_head(clipv_handle *h)
+static int check_head(clipv_model *m)
 {
-    if (clipv_num_labels(&h->m) < 1) {
+    if (clipv_num_labels(m) < 1) {
         PyErr_SetString(PyExc_ValueError,
                         "the model has no classification head yet: call "
                         "model.zero_shot_head(classnames, templates) or load it with num_labels");
@@ -374,39 +213,25 @@ static PyObject *py_clipv_forward(PyObject *self, PyObject *args)
     PyObject *cap, *po;
     if (!PyArg_ParseTuple(args, "OO:clipv_forward", &cap, &po))
         return NULL;
-    clipv_handle *h = vhandle(cap);
-    if (h == NULL || !check_head(h))
+    clipv_model *m = vmodel(cap);
+    if (m == NULL || !check_head(m))
         return NULL;
     int B;
-    const float *pix = parse_pixels(h, po, &B);
+    const float *pix = parse_pixels(m, po, &B);
     if (pix == NULL)
         return NULL;
-    npy_intp dims[2] = {B, clipv_num_labels(&h->m)};
+    npy_intp dims[2] = {B, clipv_num_labels(m)};
     PyObject *out = PyArray_SimpleNew(2, dims, NPY_FLOAT32);
     if (out == NULL)
         return NULL;
     float *lp = PyArray_DATA((PyArrayObject *)out);
     isp_status st;
-    h->busy = 1;
-    Py_BEGIN_ALLOW_THREADS;
-    st = clipv_forward(&h->m, lp, pix, B);
-    Py_END_ALLOW_THREADS;
-    h->busy = 0;
+    WITHOUT_GIL(cap, st = clipv_forward(m, lp, pix, B));
     if (st != ISP_OK) {
         Py_DECREF(out);
         return isp_raise(st);
     }
     return out;
-}
-
-static int check_smoothing(float s)
-{
-    if (!(s >= 0.0f && s <= 1.0f)) {
-        PyErr_Format(PyExc_ValueError, "label_smoothing: expected a value in [0, 1], got %g",
-                     (double)s);
-        return 0;
-    }
-    return 1;
 }
 
 static PyObject *py_clipv_forward_backward(PyObject *self, PyObject *args)
@@ -416,17 +241,17 @@ static PyObject *py_clipv_forward_backward(PyObject *self, PyObject *args)
     float smoothing;
     if (!PyArg_ParseTuple(args, "OOOf:clipv_forward_backward", &cap, &po, &lo, &smoothing))
         return NULL;
-    clipv_handle *h = vhandle(cap);
-    if (h == NULL || !check_head(h) || !check_smoothing(smoothing))
+    clipv_model *m = vmodel(cap);
+    if (m == NULL || !check_head(m) || !isp_check_smoothing(smoothing))
         return NULL;
     int B;
-    const float *pix = parse_pixels(h, po, &B);
+    const float *pix = parse_pixels(m, po, &B);
     if (pix == NULL)
         return NULL;
-    int32_t *y = parse_labels(h, lo, B);
+    int32_t *y = parse_labels(m, lo, B);
     if (y == NULL)
         return NULL;
-    npy_intp dims[2] = {B, clipv_num_labels(&h->m)};
+    npy_intp dims[2] = {B, clipv_num_labels(m)};
     PyObject *out = PyArray_SimpleNew(2, dims, NPY_FLOAT32);
     if (out == NULL) {
         free(y);
@@ -435,110 +260,13 @@ static PyObject *py_clipv_forward_backward(PyObject *self, PyObject *args)
     float *lp = PyArray_DATA((PyArrayObject *)out);
     float loss = 0.0f;
     isp_status st;
-    h->busy = 1;
-    Py_BEGIN_ALLOW_THREADS;
-    st = clipv_forward_backward(&h->m, &loss, lp, pix, y, B, smoothing);
-    Py_END_ALLOW_THREADS;
-    h->busy = 0;
+    WITHOUT_GIL(cap, st = clipv_forward_backward(m, &loss, lp, pix, y, B, smoothing));
     free(y);
     if (st != ISP_OK) {
         Py_DECREF(out);
         return isp_raise(st);
     }
     return Py_BuildValue("(dN)", (double)loss, out);
-}
-
-typedef struct {
-    float *m, *v;
-    const int64_t *seg;
-    const uint8_t *decay;
-    int S;
-    adamw_hparams hp;
-} clip_opt;
-
-static int parse_adamw(int64_t num_params, PyObject *mo, PyObject *vo, PyObject *sego,
-                       PyObject *deco, double lr, double b1, double b2, double eps, double wd,
-                       long long step, double max_norm, clip_opt *o)
-{
-    npy_intp n[1] = {(npy_intp)num_params};
-    PyArrayObject *m = isp_arg_array(mo, "exp_avg", NPY_FLOAT32, 1, n, ISP_ARR_CONTIG | ISP_ARR_WRITE);
-    if (m == NULL)
-        return 0;
-    PyArrayObject *v = isp_arg_array(vo, "exp_avg_sq", NPY_FLOAT32, 1, n, ISP_ARR_CONTIG | ISP_ARR_WRITE);
-    if (v == NULL)
-        return 0;
-    if (isp_overlaps(m, v)) {
-        PyErr_SetString(PyExc_ValueError, "exp_avg and exp_avg_sq must not share memory");
-        return 0;
-    }
-    PyArrayObject *dec = isp_arg_array(deco, "decay", NPY_UINT8, 1, NULL, ISP_ARR_CONTIG);
-    if (dec == NULL)
-        return 0;
-    npy_intp sn[1] = {PyArray_DIM(dec, 0) + 1};
-    PyArrayObject *seg = isp_arg_array(sego, "segments", NPY_INT64, 1, sn, ISP_ARR_CONTIG);
-    if (seg == NULL)
-        return 0;
-    const int64_t *s = PyArray_DATA(seg);
-    int S = (int)PyArray_DIM(dec, 0);
-    if (S < 1 || s[0] != 0 || s[S] != num_params) {
-        PyErr_SetString(PyExc_ValueError, "segments must run from 0 to the number of parameters");
-        return 0;
-    }
-    for (int i = 0; i < S; i++)
-        if (s[i + 1] < s[i]) {
-            PyErr_SetString(PyExc_ValueError, "segments must be non-decreasing");
-            return 0;
-        }
-    if (!(lr >= 0.0 && isfinite(lr)) || !(b1 >= 0.0 && b1 < 1.0) || !(b2 >= 0.0 && b2 < 1.0) ||
-        !(eps >= 0.0 && isfinite(eps)) || !(wd >= 0.0 && isfinite(wd)) || step < 1 ||
-        max_norm != max_norm) {
-        PyErr_Format(PyExc_ValueError,
-                     "AdamW: invalid hyperparameters lr=%g betas=(%g, %g) eps=%g weight_decay=%g "
-                     "step=%lld max_grad_norm=%g",
-                     lr, b1, b2, eps, wd, step, max_norm);
-        return 0;
-    }
-    o->m = PyArray_DATA(m);
-    o->v = PyArray_DATA(v);
-    o->seg = s;
-    o->decay = PyArray_DATA(dec);
-    o->S = S;
-    o->hp.lr = (float)lr;
-    o->hp.beta1 = (float)b1;
-    o->hp.beta2 = (float)b2;
-    o->hp.eps = (float)eps;
-    o->hp.weight_decay = (float)wd;
-    o->hp.step = step;
-    o->hp.max_norm = (float)max_norm;
-    return 1;
-}
-
-static PyObject *py_clipv_adamw(PyObject *self, PyObject *args)
-{
-    (void)self;
-    PyObject *cap, *mo, *vo, *sego, *deco;
-    double lr, b1, b2, eps, wd, max_norm;
-    long long step;
-    if (!PyArg_ParseTuple(args, "OOOOOdddddLd:clipv_adamw", &cap, &mo, &vo, &sego, &deco, &lr,
-                          &b1, &b2, &eps, &wd, &step, &max_norm))
-        return NULL;
-    clipv_handle *h = vhandle(cap);
-    if (h == NULL)
-        return NULL;
-    clip_opt o;
-    if (!parse_adamw(h->m.num_params, mo, vo, sego, deco, lr, b1, b2, eps, wd, step, max_norm, &o))
-        return NULL;
-    float norm = 0.0f;
-    isp_status st;
-    h->busy = 1;
-    Py_BEGIN_ALLOW_THREADS;
-    st = adamw_update(h->m.params, o.m, o.v, h->m.grads, h->m.num_params, o.seg, o.decay, o.S,
-                      h->m.masks, 0, h->m.num_prunable, 0, &o.hp, &norm);
-    Py_END_ALLOW_THREADS;
-    h->busy = 0;
-    if (st != ISP_OK)
-        return isp_raise(st);
-    return PyFloat_FromDouble(norm);
 }
 
 static PyObject *py_clipv_train_step(PyObject *self, PyObject *args)
@@ -551,27 +279,23 @@ static PyObject *py_clipv_train_step(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOOOOdddddLdOOf:clipv_train_step", &cap, &mo, &vo, &sego, &deco,
                           &lr, &b1, &b2, &eps, &wd, &step, &max_norm, &po, &lo, &smoothing))
         return NULL;
-    clipv_handle *h = vhandle(cap);
-    if (h == NULL || !check_head(h) || !check_smoothing(smoothing))
+    clipv_model *m = vmodel(cap);
+    if (m == NULL || !check_head(m) || !isp_check_smoothing(smoothing))
         return NULL;
-    clip_opt o;
-    if (!parse_adamw(h->m.num_params, mo, vo, sego, deco, lr, b1, b2, eps, wd, step, max_norm, &o))
+    isp_adamw_args o;
+    if (!isp_parse_adamw(&m->core, mo, vo, sego, deco, lr, b1, b2, eps, wd, step, max_norm, &o))
         return NULL;
     int B;
-    const float *pix = parse_pixels(h, po, &B);
+    const float *pix = parse_pixels(m, po, &B);
     if (pix == NULL)
         return NULL;
-    int32_t *y = parse_labels(h, lo, B);
+    int32_t *y = parse_labels(m, lo, B);
     if (y == NULL)
         return NULL;
     float loss = 0.0f, norm = 0.0f;
     isp_status st;
-    h->busy = 1;
-    Py_BEGIN_ALLOW_THREADS;
-    st = clipv_train_step(&h->m, &loss, &norm, o.m, o.v, o.seg, o.decay, o.S, &o.hp, pix, y, B,
-                          smoothing);
-    Py_END_ALLOW_THREADS;
-    h->busy = 0;
+    WITHOUT_GIL(cap, st = clipv_train_step(m, &loss, &norm, o.m, o.v, o.seg, o.decay, o.S, &o.hp, pix, y, B,
+                          smoothing));
     free(y);
     if (st != ISP_OK)
         return isp_raise(st);
@@ -585,61 +309,24 @@ static PyObject *py_clipt_new(PyObject *self, PyObject *args)
     (void)self;
     clipt_config c;
     memset(&c, 0, sizeof c);
-    int act;
-    if (!PyArg_ParseTuple(args, "iiiiifiiii:clipt_new", &c.enc.L, &c.enc.C, &c.enc.NH, &c.enc.F,
+    PyObject *act;
+    if (!PyArg_ParseTuple(args, "iiiiOfiiii:clipt_new", &c.enc.L, &c.enc.C, &c.enc.NH, &c.enc.F,
                           &act, &c.enc.eps, &c.V, &c.TP, &c.D, &c.eos_id))
         return NULL;
-    if (!act_code(act, &c.enc.act))
+    if (!isp_parse_act(act, &c.enc.act))
         return NULL;
-    clipt_handle *h = calloc(1, sizeof *h);
-    if (h == NULL)
+    clipt_model *m = calloc(1, sizeof *m);
+    if (m == NULL)
         return PyErr_NoMemory();
     isp_status st;
     Py_BEGIN_ALLOW_THREADS;
-    st = clipt_init(&h->m, &c);
+    st = clipt_init(m, &c);
     Py_END_ALLOW_THREADS;
     if (st != ISP_OK) {
-        free(h);
+        free(m);
         return isp_raise(st);
     }
-    PyObject *cap = PyCapsule_New(h, TCAP, clipt_destroy);
-    if (cap == NULL) {
-        clipt_free(&h->m);
-        free(h);
-    }
-    return cap;
-}
-
-static PyObject *py_clipt_tensors(PyObject *self, PyObject *cap)
-{
-    (void)self;
-    clipt_handle *h = PyCapsule_GetPointer(cap, TCAP);
-    if (h == NULL)
-        return NULL;
-    int n = clipt_num_tensors();
-    PyObject *out = PyList_New(n);
-    if (out == NULL)
-        return NULL;
-    for (int i = 0; i < n; i++) {
-        int64_t off, size;
-        clipt_tensor_span(&h->m.cfg, i, &off, &size);
-        PyObject *t = Py_BuildValue("(sLL)", clipt_tensor_name(i), (long long)off, (long long)size);
-        if (t == NULL) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyList_SET_ITEM(out, i, t);
-    }
-    return out;
-}
-
-static PyObject *py_clipt_params(PyObject *self, PyObject *cap)
-{
-    (void)self;
-    clipt_handle *h = PyCapsule_GetPointer(cap, TCAP);
-    if (h == NULL)
-        return NULL;
-    return isp_view_1d(cap, h->m.params, h->m.num_params, NPY_FLOAT32);
+    return isp_model_capsule(&m->core);
 }
 
 static PyObject *py_clipt_encode(PyObject *self, PyObject *args)
@@ -648,9 +335,10 @@ static PyObject *py_clipt_encode(PyObject *self, PyObject *args)
     PyObject *cap, *ido, *amo;
     if (!PyArg_ParseTuple(args, "OOO:clipt_encode", &cap, &ido, &amo))
         return NULL;
-    clipt_handle *h = thandle(cap);
-    if (h == NULL)
+    isp_model_handle *hd = isp_model_get(cap, &clipt_family, 1);
+    if (hd == NULL)
         return NULL;
+    clipt_model *m = (clipt_model *)hd->m;
     PyArrayObject *ids = isp_arg_array(ido, "input_ids", NPY_INT32, 2, NULL, ISP_ARR_CONTIG);
     if (ids == NULL)
         return NULL;
@@ -680,7 +368,7 @@ static PyObject *py_clipt_encode(PyObject *self, PyObject *args)
     if (ip == NULL)
         return PyErr_NoMemory();
     memcpy(ip, PyArray_DATA(ids), sizeof(int32_t) * BT);
-    npy_intp dims[2] = {B, h->m.cfg.D};
+    npy_intp dims[2] = {B, m->cfg.D};
     PyObject *out = PyArray_SimpleNew(2, dims, NPY_FLOAT32);
     if (out == NULL) {
         free(ip);
@@ -688,11 +376,7 @@ static PyObject *py_clipt_encode(PyObject *self, PyObject *args)
     }
     float *fp = PyArray_DATA((PyArrayObject *)out);
     isp_status st;
-    h->busy = 1;
-    Py_BEGIN_ALLOW_THREADS;
-    st = clipt_encode(&h->m, fp, ip, am, B, T);
-    Py_END_ALLOW_THREADS;
-    h->busy = 0;
+    WITHOUT_GIL(cap, st = clipt_encode(m, fp, ip, am, B, T));
     free(ip);
     if (st != ISP_OK) {
         Py_DECREF(out);
@@ -704,24 +388,15 @@ static PyObject *py_clipt_encode(PyObject *self, PyObject *args)
 PyMethodDef isp_clip_model_methods[] = {
     {"clipv_new", py_clipv_new, METH_VARARGS,
      "clipv_new(L, C, NH, F, act, eps, p_attn, image_size, patch_size, D, NL) -> handle"},
-    {"clipv_tensors", py_clipv_tensors, METH_O, "[(name, offset, size)] of the parameter layout"},
-    {"clipv_buffers", py_clipv_buffers, METH_O, "(params, grads, masks) views"},
-    {"clipv_set_training", py_clipv_set_training, METH_VARARGS, "dropout on/off"},
-    {"clipv_rng", py_clipv_rng, METH_VARARGS, "clipv_rng(handle, seed, step)"},
-    {"clipv_rng_state", py_clipv_rng_state, METH_O, "(seed, step) of the dropout RNG"},
     {"clipv_set_head", py_clipv_set_head, METH_VARARGS, "set the frozen head (NL,D), bias|None"},
     {"clipv_head", py_clipv_head, METH_O, "(weight, bias) copies of the active head, or None"},
-    {"clipv_copy", py_clipv_copy, METH_VARARGS, "clipv_copy(dst, src): params, masks, head"},
     {"clipv_encode", py_clipv_encode, METH_VARARGS, "image features (B,D)"},
     {"clipv_forward", py_clipv_forward, METH_VARARGS, "logits (B,NL)"},
     {"clipv_forward_backward", py_clipv_forward_backward, METH_VARARGS,
      "(loss, logits); fills grads"},
-    {"clipv_adamw", py_clipv_adamw, METH_VARARGS, "masked AdamW step -> grad norm"},
     {"clipv_train_step", py_clipv_train_step, METH_VARARGS, "fused step -> (loss, grad norm)"},
     {"clipt_new", py_clipt_new, METH_VARARGS,
      "clipt_new(L, C, NH, F, act, eps, V, TP, D, eos_id) -> handle"},
-    {"clipt_tensors", py_clipt_tensors, METH_O, "[(name, offset, size)] of the text layout"},
-    {"clipt_params", py_clipt_params, METH_O, "a view of the text parameters"},
     {"clipt_encode", py_clipt_encode, METH_VARARGS, "text features (B,D)"},
     {NULL, NULL, 0, NULL},
 };

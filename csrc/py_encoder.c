@@ -1,7 +1,7 @@
 /*
- * py_encoder.c -- bindings of the training engine: the BERT model handle (a capsule owning the
- * parameter, gradient, mask and activation buffers), its forward / backward / fused train step,
- * AdamW, and thin bindings of single kernels for the NumPy-oracle tests.
+ * py_encoder.c -- bindings of the encoder classifier (classifier.h; every text family and ViT):
+ * its constructor and forward / backward / fused train step on the one model handle
+ * (py_model.c).
  *
  * Every function validates its arguments with the GIL held, then releases it around the kernels.
  */
@@ -11,197 +11,57 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bert.h"
+#include "classifier.h"
 #include "encoder.h"
 #include "ops.h"
 #include "optim.h"
 
-#define CAPSULE_NAME "instantsoup.bert_model"
-
-typedef struct {
-    bert_model m;
-    int busy; /* a call with the GIL released is using the buffers */
-} bert_handle;
-
-static void handle_destroy(PyObject *cap)
-{
-    bert_handle *h = PyCapsule_GetPointer(cap, CAPSULE_NAME);
-    if (h != NULL) {
-        bert_free(&h->m);
-        free(h);
-    }
-}
-
-static bert_handle *get_handle(PyObject *cap)
-{
-    bert_handle *h = PyCapsule_GetPointer(cap, CAPSULE_NAME);
-    if (h == NULL)
-        return NULL;
-    if (h->busy) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "this model is in use by another thread (a model is not thread-safe; "
-                        "use model.clone() per thread)");
-        return NULL;
-    }
-    return h;
-}
-
-static int parse_act(PyObject *o, isp_act *act)
-{
-    long v = PyLong_AsLong(o);
-    if (v == -1 && PyErr_Occurred())
-        return 0;
-    if (v < ACT_GELU || v > ACT_QUICK_GELU) {
-        PyErr_Format(PyExc_ValueError, "unknown activation code %ld", v);
-        return 0;
-    }
-    *act = (isp_act)v;
-    return 1;
-}
-
 /* ------------------------------------------------------------------------------------------ */
 
-static PyObject *py_bert_new(PyObject *self, PyObject *args)
+static PyObject *py_clf_new(PyObject *self, PyObject *args, PyObject *kw)
 {
     (void)self;
-    bert_config c;
+    static char *names[] = {"V",      "TP",       "TV",          "NL",     "L",
+                            "C",      "NH",       "F",           "act",    "eps",
+                            "p_hidden", "p_attn", "p_cls",       "pad_id", "prenorm",
+                            "patches", "image_size", "patch_size", "pad_positions", "final_ln",
+                            "head",   "head_dropin", "embedding_size", NULL};
+    clf_config c;
     memset(&c, 0, sizeof c);
     PyObject *acto;
-    if (!PyArg_ParseTuple(args, "iiiiiiiiOffffi:bert_new", &c.V, &c.TP, &c.TV, &c.NL, &c.enc.L,
-                          &c.enc.C, &c.enc.NH, &c.enc.F, &acto, &c.enc.eps, &c.enc.p_hidden,
-                          &c.enc.p_attn, &c.p_cls, &c.pad_id))
+    int prenorm = 0, patches = 0, head = CLF_HEAD_TANH;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiiiiiiiOffffi|$ppiippipi:clf_new", names, &c.V,
+                                     &c.TP, &c.TV, &c.NL, &c.enc.L, &c.enc.C, &c.enc.NH,
+                                     &c.enc.F, &acto, &c.enc.eps, &c.enc.p_hidden, &c.enc.p_attn,
+                                     &c.p_cls, &c.pad_id, &prenorm, &patches, &c.IH, &c.PS,
+                                     &c.pad_positions, &c.final_ln, &head, &c.head_dropin, &c.E))
         return NULL;
-    if (!parse_act(acto, &c.enc.act))
+    if (!isp_parse_act(acto, &c.enc.act))
         return NULL;
-    c.enc.prenorm = 0;
+    c.enc.prenorm = prenorm;
     c.enc.causal = 0;
-    bert_handle *h = calloc(1, sizeof *h);
-    if (h == NULL)
+    c.emb = patches ? CLF_EMB_PATCHES : CLF_EMB_TOKENS;
+    c.head = (clf_head)head;
+    clf_model *m = calloc(1, sizeof *m);
+    if (m == NULL)
         return PyErr_NoMemory();
     isp_status st;
     Py_BEGIN_ALLOW_THREADS;
-    st = bert_init(&h->m, &c);
+    st = clf_init(m, &c);
     Py_END_ALLOW_THREADS;
     if (st != ISP_OK) {
-        free(h);
+        free(m);
         return isp_raise(st);
     }
-    PyObject *cap = PyCapsule_New(h, CAPSULE_NAME, handle_destroy);
-    if (cap == NULL) {
-        bert_free(&h->m);
-        free(h);
-    }
-    return cap;
-}
-
-static PyObject *py_bert_tensors(PyObject *self, PyObject *cap)
-{
-    (void)self;
-    bert_handle *h = PyCapsule_GetPointer(cap, CAPSULE_NAME);
-    if (h == NULL)
-        return NULL;
-    int n = bert_num_tensors();
-    PyObject *out = PyList_New(n);
-    if (out == NULL)
-        return NULL;
-    for (int i = 0; i < n; i++) {
-        int64_t off, size;
-        bert_tensor_span(&h->m.cfg, i, &off, &size);
-        PyObject *t = Py_BuildValue("(sLL)", bert_tensor_name(i), (long long)off, (long long)size);
-        if (t == NULL) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyList_SET_ITEM(out, i, t);
-    }
-    return out;
-}
-
-/* a 1-D array over memory owned by the capsule (keeps the capsule alive) */
-static PyObject *py_bert_buffers(PyObject *self, PyObject *cap)
-{
-    (void)self;
-    bert_handle *h = PyCapsule_GetPointer(cap, CAPSULE_NAME);
-    if (h == NULL)
-        return NULL;
-    return isp_buffer_views(cap, h->m.params, h->m.grads, h->m.masks, h->m.num_params,
-                            h->m.num_prunable);
-}
-
-static PyObject *py_bert_set_training(PyObject *self, PyObject *args)
-{
-    (void)self;
-    PyObject *cap;
-    int mode;
-    if (!PyArg_ParseTuple(args, "Op:bert_set_training", &cap, &mode))
-        return NULL;
-    bert_handle *h = get_handle(cap);
-    if (h == NULL)
-        return NULL;
-    h->m.training = mode;
-    Py_RETURN_NONE;
-}
-
-static PyObject *py_bert_rng(PyObject *self, PyObject *args)
-{
-    (void)self;
-    PyObject *cap;
-    unsigned long long seed, step;
-    if (!PyArg_ParseTuple(args, "OO&O&:bert_rng", &cap, isp_conv_u64, &seed, isp_conv_u64,
-                          &step))
-        return NULL;
-    bert_handle *h = get_handle(cap);
-    if (h == NULL)
-        return NULL;
-    h->m.seed = seed;
-    h->m.step = step;
-    Py_RETURN_NONE;
-}
-
-static PyObject *py_bert_rng_state(PyObject *self, PyObject *cap)
-{
-    (void)self;
-    bert_handle *h = PyCapsule_GetPointer(cap, CAPSULE_NAME);
-    if (h == NULL)
-        return NULL;
-    return Py_BuildValue("(KK)", (unsigned long long)h->m.seed, (unsigned long long)h->m.step);
-}
-
-static PyObject *py_bert_copy(PyObject *self, PyObject *args)
-{
-    (void)self;
-    PyObject *dcap, *scap;
-    if (!PyArg_ParseTuple(args, "OO:bert_copy", &dcap, &scap))
-        return NULL;
-    bert_handle *d = get_handle(dcap);
-    if (d == NULL)
-        return NULL;
-    bert_handle *s = get_handle(scap);
-    if (s == NULL)
-        return NULL;
-    if (d == s)
-        Py_RETURN_NONE;
-    if (memcmp(&d->m.cfg, &s->m.cfg, sizeof d->m.cfg) != 0) {
-        PyErr_SetString(PyExc_ValueError, "copy_from: the two models have different configs");
-        return NULL;
-    }
-    d->busy = s->busy = 1;
-    Py_BEGIN_ALLOW_THREADS;
-    memcpy(d->m.params, s->m.params, sizeof(float) * (size_t)s->m.num_params);
-    memcpy(d->m.masks, s->m.masks, (size_t)s->m.num_prunable);
-    Py_END_ALLOW_THREADS;
-    d->busy = s->busy = 0;
-    Py_RETURN_NONE;
+    return isp_model_capsule(&m->core);
 }
 
 /* ---- batches ---- */
 
 typedef struct {
-    const int32_t *ids, *types;
-    const uint8_t *amask;
+    clf_batch x;
     const void *labels;
-    int B, T;
-    void *own; /* copies of ids, types and labels: another thread cannot change them after the
+    void *own; /* copies of inputs, types and labels: another thread cannot change them after the
                   range checks while the GIL is released */
 } batch_args;
 
@@ -211,45 +71,55 @@ static void batch_free(batch_args *b)
     b->own = NULL;
 }
 
-static int parse_batch(bert_handle *h, PyObject *ido, PyObject *tto, PyObject *amo, PyObject *labo,
+/* xo: input_ids (B,T) int32, or pixel_values (B,3,IH,IH) float32 for an image model */
+static int parse_batch(clf_model *m, PyObject *xo, PyObject *tto, PyObject *amo, PyObject *labo,
                        batch_args *b)
 {
-    PyArrayObject *ids = isp_arg_array(ido, "input_ids", NPY_INT32, 2, NULL, ISP_ARR_CONTIG);
-    if (ids == NULL)
+    const clf_config *cfg = &m->cfg;
+    const int img = cfg->emb == CLF_EMB_PATCHES;
+    npy_intp pshape[4] = {ISP_ANY, 3, cfg->IH, cfg->IH};
+    PyArrayObject *x = img ? isp_arg_array(xo, "pixel_values", NPY_FLOAT32, 4, pshape, ISP_ARR_CONTIG)
+                           : isp_arg_array(xo, "input_ids", NPY_INT32, 2, NULL, ISP_ARR_CONTIG);
+    if (x == NULL)
         return 0;
-    b->B = (int)PyArray_DIM(ids, 0);
-    b->T = (int)PyArray_DIM(ids, 1);
-    if (PyArray_DIM(ids, 0) > (1 << 30) || PyArray_DIM(ids, 1) > (1 << 30)) {
-        PyErr_SetString(PyExc_ValueError, "input_ids: too large");
+    memset(b, 0, sizeof *b);
+    if (PyArray_DIM(x, 0) > (1 << 30) || (!img && PyArray_DIM(x, 1) > (1 << 30))) {
+        PyErr_SetString(PyExc_ValueError, img ? "pixel_values: too large" : "input_ids: too large");
         return 0;
     }
-    npy_intp shp[2] = {PyArray_DIM(ids, 0), PyArray_DIM(ids, 1)};
-    b->ids = NULL;
-    b->types = NULL;
-    b->amask = NULL;
-    b->labels = NULL;
-    b->own = NULL;
+    b->x.B = (int)PyArray_DIM(x, 0);
+    b->x.T = img ? clf_num_tokens(cfg, 0) : (int)PyArray_DIM(x, 1);
+    npy_intp shp[2] = {PyArray_DIM(x, 0), img ? 0 : PyArray_DIM(x, 1)};
+    if (img && (tto != Py_None || amo != Py_None)) {
+        PyErr_SetString(PyExc_ValueError, "an image model takes no token_type_ids or attention_mask");
+        return 0;
+    }
     PyArrayObject *t = NULL;
     if (tto != Py_None) {
         t = isp_arg_array(tto, "token_type_ids", NPY_INT32, 2, shp, ISP_ARR_CONTIG);
         if (t == NULL)
             return 0;
     }
-    /* one buffer: ids (B*T), types (B*T), labels (B), then the attention mask (B*T bytes) */
+    /* one buffer: inputs (B*T ids or the pixels), types (B*T), labels (B), then the attention
+       mask (B*T bytes) */
     const size_t BT = (size_t)shp[0] * (size_t)shp[1], nB = (size_t)shp[0];
-    char *own = malloc(sizeof(int32_t) * (2 * BT + nB) + BT + 1);
+    const size_t nx = img ? (size_t)PyArray_SIZE(x) : BT;
+    char *own = malloc(sizeof(int32_t) * (nx + BT + nB) + BT + 1);
     if (own == NULL) {
         PyErr_NoMemory();
         return 0;
     }
     b->own = own;
-    int32_t *idc = (int32_t *)own, *ttc = idc + BT, *labc = ttc + BT;
+    int32_t *ttc = (int32_t *)own + nx, *labc = ttc + BT;
     uint8_t *amc = (uint8_t *)(labc + nB);
-    memcpy(idc, PyArray_DATA(ids), sizeof(int32_t) * BT);
-    b->ids = idc;
+    memcpy(own, PyArray_DATA(x), 4 * nx); /* int32 ids or float32 pixels: 4 bytes */
+    if (img)
+        b->x.pix = (const float *)own;
+    else
+        b->x.ids = (const int32_t *)own;
     if (t != NULL) {
         memcpy(ttc, PyArray_DATA(t), sizeof(int32_t) * BT);
-        b->types = ttc;
+        b->x.types = ttc;
     }
     if (amo != Py_None) {
         PyArrayObject *a = isp_arg_array(amo, "attention_mask", NPY_UINT8, 2, shp, ISP_ARR_CONTIG);
@@ -264,22 +134,22 @@ static int parse_batch(bert_handle *h, PyObject *ido, PyObject *tto, PyObject *a
                              (long long)(i % (size_t)shp[1]));
                 goto fail;
             }
-        b->amask = amc;
+        b->x.amask = amc;
     }
-    isp_status st = bert_check_inputs(&h->m, b->ids, b->types, b->B, b->T);
+    isp_status st = clf_check_inputs(m, &b->x);
     if (st != ISP_OK) {
         isp_raise(st);
         goto fail;
     }
     if (labo != NULL) {
         npy_intp ls[1] = {shp[0]};
-        int want = h->m.cfg.NL == 1 ? NPY_FLOAT32 : NPY_INT32;
+        int want = cfg->NL == 1 ? NPY_FLOAT32 : NPY_INT32;
         PyArrayObject *l = isp_arg_array(labo, "labels", want, 1, ls, ISP_ARR_CONTIG);
         if (l == NULL)
             goto fail;
         memcpy(labc, PyArray_DATA(l), sizeof(int32_t) * nB); /* int32 and float32: 4 bytes */
         b->labels = labc;
-        st = bert_check_labels(&h->m, b->labels, b->B);
+        st = clf_check_labels(m, b->labels, b->x.B);
         if (st != ISP_OK) {
             isp_raise(st);
             goto fail;
@@ -291,19 +161,20 @@ fail:
     return 0;
 }
 
-static PyObject *py_bert_forward(PyObject *self, PyObject *args)
+static PyObject *py_clf_forward(PyObject *self, PyObject *args)
 {
     (void)self;
     PyObject *cap, *ido, *tto, *amo;
-    if (!PyArg_ParseTuple(args, "OOOO:bert_forward", &cap, &ido, &tto, &amo))
+    if (!PyArg_ParseTuple(args, "OOOO:clf_forward", &cap, &ido, &tto, &amo))
         return NULL;
-    bert_handle *h = get_handle(cap);
+    isp_model_handle *h = isp_model_get(cap, &clf_family, 1);
     if (h == NULL)
         return NULL;
+    clf_model *m = (clf_model *)h->m;
     batch_args b;
-    if (!parse_batch(h, ido, tto, amo, NULL, &b))
+    if (!parse_batch(m, ido, tto, amo, NULL, &b))
         return NULL;
-    npy_intp dims[2] = {b.B, h->m.cfg.NL};
+    npy_intp dims[2] = {b.x.B, m->cfg.NL};
     PyObject *out = PyArray_SimpleNew(2, dims, NPY_FLOAT32);
     if (out == NULL) {
         batch_free(&b);
@@ -313,7 +184,7 @@ static PyObject *py_bert_forward(PyObject *self, PyObject *args)
     isp_status st;
     h->busy = 1;
     Py_BEGIN_ALLOW_THREADS;
-    st = bert_forward(&h->m, lp, b.ids, b.types, b.amask, b.B, b.T);
+    st = clf_forward(m, lp, &b.x);
     Py_END_ALLOW_THREADS;
     h->busy = 0;
     batch_free(&b);
@@ -324,26 +195,24 @@ static PyObject *py_bert_forward(PyObject *self, PyObject *args)
     return out;
 }
 
-static PyObject *py_bert_forward_backward(PyObject *self, PyObject *args)
+static PyObject *py_clf_forward_backward(PyObject *self, PyObject *args)
 {
     (void)self;
     PyObject *cap, *ido, *tto, *amo, *labo;
     float smoothing;
-    if (!PyArg_ParseTuple(args, "OOOOOf:bert_forward_backward", &cap, &ido, &tto, &amo, &labo,
+    if (!PyArg_ParseTuple(args, "OOOOOf:clf_forward_backward", &cap, &ido, &tto, &amo, &labo,
                           &smoothing))
         return NULL;
-    bert_handle *h = get_handle(cap);
+    isp_model_handle *h = isp_model_get(cap, &clf_family, 1);
     if (h == NULL)
         return NULL;
-    if (!(smoothing >= 0.0f && smoothing <= 1.0f)) {
-        PyErr_Format(PyExc_ValueError, "label_smoothing: expected a value in [0, 1], got %g",
-                     (double)smoothing);
+    clf_model *m = (clf_model *)h->m;
+    if (!isp_check_smoothing(smoothing))
         return NULL;
-    }
     batch_args b;
-    if (!parse_batch(h, ido, tto, amo, labo, &b))
+    if (!parse_batch(m, ido, tto, amo, labo, &b))
         return NULL;
-    npy_intp dims[2] = {b.B, h->m.cfg.NL};
+    npy_intp dims[2] = {b.x.B, m->cfg.NL};
     PyObject *out = PyArray_SimpleNew(2, dims, NPY_FLOAT32);
     if (out == NULL) {
         batch_free(&b);
@@ -354,8 +223,7 @@ static PyObject *py_bert_forward_backward(PyObject *self, PyObject *args)
     isp_status st;
     h->busy = 1;
     Py_BEGIN_ALLOW_THREADS;
-    st = bert_forward_backward(&h->m, &loss, lp, b.ids, b.types, b.amask, b.labels, b.B, b.T,
-                               smoothing);
+    st = clf_forward_backward(m, &loss, lp, &b.x, b.labels, smoothing);
     Py_END_ALLOW_THREADS;
     h->busy = 0;
     batch_free(&b);
@@ -366,134 +234,35 @@ static PyObject *py_bert_forward_backward(PyObject *self, PyObject *args)
     return Py_BuildValue("(dN)", (double)loss, out);
 }
 
-/* ---- AdamW ---- */
-
-typedef struct {
-    float *m, *v;
-    const int64_t *seg;
-    const uint8_t *decay;
-    int S;
-    adamw_hparams hp;
-} opt_args;
-
-static int parse_opt(bert_handle *h, PyObject *mo, PyObject *vo, PyObject *sego, PyObject *deco,
-                     double lr, double b1, double b2, double eps, double wd, long long step,
-                     double max_norm, opt_args *o)
-{
-    npy_intp n[1] = {(npy_intp)h->m.num_params};
-    PyArrayObject *m =
-        isp_arg_array(mo, "exp_avg", NPY_FLOAT32, 1, n, ISP_ARR_CONTIG | ISP_ARR_WRITE);
-    if (m == NULL)
-        return 0;
-    PyArrayObject *v =
-        isp_arg_array(vo, "exp_avg_sq", NPY_FLOAT32, 1, n, ISP_ARR_CONTIG | ISP_ARR_WRITE);
-    if (v == NULL)
-        return 0;
-    PyArrayObject *dec = isp_arg_array(deco, "decay", NPY_UINT8, 1, NULL, ISP_ARR_CONTIG);
-    if (dec == NULL)
-        return 0;
-    npy_intp sn[1] = {PyArray_DIM(dec, 0) + 1};
-    PyArrayObject *seg = isp_arg_array(sego, "segments", NPY_INT64, 1, sn, ISP_ARR_CONTIG);
-    if (seg == NULL)
-        return 0;
-    const int64_t *s = PyArray_DATA(seg);
-    int S = (int)PyArray_DIM(dec, 0);
-    if (S < 1 || s[0] != 0 || s[S] != h->m.num_params) {
-        PyErr_SetString(PyExc_ValueError, "segments must run from 0 to the number of parameters");
-        return 0;
-    }
-    for (int i = 0; i < S; i++)
-        if (s[i + 1] < s[i]) {
-            PyErr_SetString(PyExc_ValueError, "segments must be non-decreasing");
-            return 0;
-        }
-    if (!(lr >= 0.0 && isfinite(lr)) || !(b1 >= 0.0 && b1 < 1.0) || !(b2 >= 0.0 && b2 < 1.0) ||
-        !(eps >= 0.0 && isfinite(eps)) || !(wd >= 0.0 && isfinite(wd)) || step < 1 ||
-        max_norm != max_norm) {
-        PyErr_Format(PyExc_ValueError,
-                     "AdamW: invalid hyperparameters lr=%g betas=(%g, %g) eps=%g "
-                     "weight_decay=%g step=%lld max_grad_norm=%g",
-                     lr, b1, b2, eps, wd, step, max_norm);
-        return 0;
-    }
-    o->m = PyArray_DATA(m);
-    o->v = PyArray_DATA(v);
-    if (isp_overlaps(m, v)) {
-        PyErr_SetString(PyExc_ValueError, "exp_avg and exp_avg_sq must not share memory");
-        return 0;
-    }
-    o->seg = s;
-    o->decay = PyArray_DATA(dec);
-    o->S = S;
-    o->hp.lr = (float)lr;
-    o->hp.beta1 = (float)b1;
-    o->hp.beta2 = (float)b2;
-    o->hp.eps = (float)eps;
-    o->hp.weight_decay = (float)wd;
-    o->hp.step = step;
-    o->hp.max_norm = (float)max_norm;
-    return 1;
-}
-
-static PyObject *py_bert_adamw(PyObject *self, PyObject *args)
-{
-    (void)self;
-    PyObject *cap, *mo, *vo, *sego, *deco;
-    double lr, b1, b2, eps, wd, max_norm;
-    long long step;
-    if (!PyArg_ParseTuple(args, "OOOOOdddddLd:bert_adamw", &cap, &mo, &vo, &sego, &deco, &lr, &b1,
-                          &b2, &eps, &wd, &step, &max_norm))
-        return NULL;
-    bert_handle *h = get_handle(cap);
-    if (h == NULL)
-        return NULL;
-    opt_args o;
-    if (!parse_opt(h, mo, vo, sego, deco, lr, b1, b2, eps, wd, step, max_norm, &o))
-        return NULL;
-    float norm = 0.0f;
-    isp_status st;
-    h->busy = 1;
-    Py_BEGIN_ALLOW_THREADS;
-    st = adamw_update(h->m.params, o.m, o.v, h->m.grads, h->m.num_params, o.seg, o.decay, o.S,
-                      h->m.masks, 0, h->m.num_prunable, 0, &o.hp, &norm);
-    Py_END_ALLOW_THREADS;
-    h->busy = 0;
-    if (st != ISP_OK)
-        return isp_raise(st);
-    return PyFloat_FromDouble(norm);
-}
-
-static PyObject *py_bert_train_step(PyObject *self, PyObject *args)
+static PyObject *py_clf_train_step(PyObject *self, PyObject *args)
 {
     (void)self;
     PyObject *cap, *mo, *vo, *sego, *deco, *ido, *tto, *amo, *labo;
     double lr, b1, b2, eps, wd, max_norm;
     long long step;
     float smoothing;
-    if (!PyArg_ParseTuple(args, "OOOOOdddddLdOOOOf:bert_train_step", &cap, &mo, &vo, &sego, &deco,
+    if (!PyArg_ParseTuple(args, "OOOOOdddddLdOOOOf:clf_train_step", &cap, &mo, &vo, &sego, &deco,
                           &lr, &b1, &b2, &eps, &wd, &step, &max_norm, &ido, &tto, &amo, &labo,
                           &smoothing))
         return NULL;
-    bert_handle *h = get_handle(cap);
+    isp_model_handle *h = isp_model_get(cap, &clf_family, 1);
     if (h == NULL)
         return NULL;
-    opt_args o;
-    if (!parse_opt(h, mo, vo, sego, deco, lr, b1, b2, eps, wd, step, max_norm, &o))
+    clf_model *m = (clf_model *)h->m;
+    isp_adamw_args o;
+    if (!isp_parse_adamw(h->m, mo, vo, sego, deco, lr, b1, b2, eps, wd, step, max_norm, &o))
         return NULL;
-    if (!(smoothing >= 0.0f && smoothing <= 1.0f)) {
-        PyErr_Format(PyExc_ValueError, "label_smoothing: expected a value in [0, 1], got %g",
-                     (double)smoothing);
+    if (!isp_check_smoothing(smoothing))
         return NULL;
-    }
     batch_args b;
-    if (!parse_batch(h, ido, tto, amo, labo, &b))
+    if (!parse_batch(m, ido, tto, amo, labo, &b))
         return NULL;
     float loss = 0.0f, norm = 0.0f;
     isp_status st;
     h->busy = 1;
     Py_BEGIN_ALLOW_THREADS;
-    st = bert_train_step(&h->m, &loss, &norm, o.m, o.v, o.seg, o.decay, o.S, &o.hp, b.ids, b.types,
-                         b.amask, b.labels, b.B, b.T, smoothing);
+    st = clf_train_step(m, &loss, &norm, o.m, o.v, o.seg, o.decay, o.S, &o.hp, &b.x, b.labels,
+                        smoothing);
     Py_END_ALLOW_THREADS;
     h->busy = 0;
     batch_free(&b);
@@ -502,445 +271,16 @@ static PyObject *py_bert_train_step(PyObject *self, PyObject *args)
     return Py_BuildValue("(dd)", (double)loss, (double)norm);
 }
 
-/* ------------------------------------------------------------------------------------------ */
-/* single kernels, for the NumPy-oracle tests (tests/test_engine_kernels.py)                  */
-
-static PyObject *new_f32(int nd, const npy_intp *dims)
-{
-    return PyArray_ZEROS(nd, (npy_intp *)dims, NPY_FLOAT32, 0);
-}
-
-static PyObject *py_op_layernorm(PyObject *self, PyObject *args)
-{
-    (void)self;
-    PyObject *xo, *wo, *bo;
-    float eps;
-    if (!PyArg_ParseTuple(args, "OOOf", &xo, &wo, &bo, &eps))
-        return NULL;
-    PyArrayObject *x = isp_arg_array(xo, "inp", NPY_FLOAT32, 2, NULL, ISP_ARR_CONTIG);
-    if (!x)
-        return NULL;
-    npy_intp N = PyArray_DIM(x, 0), C = PyArray_DIM(x, 1), cs[1] = {C}, ns[1] = {N};
-    PyArrayObject *w = isp_arg_array(wo, "weight", NPY_FLOAT32, 1, cs, ISP_ARR_CONTIG);
-    PyArrayObject *b = w ? isp_arg_array(bo, "bias", NPY_FLOAT32, 1, cs, ISP_ARR_CONTIG) : NULL;
-    if (!b)
-        return NULL;
-    PyObject *out = new_f32(2, PyArray_DIMS(x)), *mean = new_f32(1, ns), *rstd = new_f32(1, ns);
-    if (!out || !mean || !rstd)
-        goto fail;
-    layernorm_forward(PyArray_DATA((PyArrayObject *)out), PyArray_DATA((PyArrayObject *)mean),
-                      PyArray_DATA((PyArrayObject *)rstd), PyArray_DATA(x), PyArray_DATA(w),
-                      PyArray_DATA(b), N, (int)C, eps);
-    return Py_BuildValue("(NNN)", out, mean, rstd);
-fail:
-    Py_XDECREF(out);
-    Py_XDECREF(mean);
-    Py_XDECREF(rstd);
-    return NULL;
-}
-
-static PyObject *py_op_layernorm_backward(PyObject *self, PyObject *args)
-{
-    (void)self;
-    PyObject *dso, *xo, *wo, *mo, *ro;
-    if (!PyArg_ParseTuple(args, "OOOOO", &dso, &xo, &wo, &mo, &ro))
-        return NULL;
-    PyArrayObject *x = isp_arg_array(xo, "inp", NPY_FLOAT32, 2, NULL, ISP_ARR_CONTIG);
-    if (!x)
-        return NULL;
-    npy_intp N = PyArray_DIM(x, 0), C = PyArray_DIM(x, 1), cs[1] = {C}, ns[1] = {N};
-    PyArrayObject *d = isp_arg_array(dso, "dout", NPY_FLOAT32, 2, PyArray_DIMS(x), ISP_ARR_CONTIG);
-    PyArrayObject *w = d ? isp_arg_array(wo, "weight", NPY_FLOAT32, 1, cs, ISP_ARR_CONTIG) : NULL;
-    PyArrayObject *m = w ? isp_arg_array(mo, "mean", NPY_FLOAT32, 1, ns, ISP_ARR_CONTIG) : NULL;
-    PyArrayObject *r = m ? isp_arg_array(ro, "rstd", NPY_FLOAT32, 1, ns, ISP_ARR_CONTIG) : NULL;
-    if (!r)
-        return NULL;
-    PyObject *dx = new_f32(2, PyArray_DIMS(x)), *dw = new_f32(1, cs), *db = new_f32(1, cs);
-    if (!dx || !dw || !db) {
-        Py_XDECREF(dx);
-        Py_XDECREF(dw);
-        Py_XDECREF(db);
-        return NULL;
-    }
-    layernorm_backward(PyArray_DATA((PyArrayObject *)dx), PyArray_DATA((PyArrayObject *)dw),
-                       PyArray_DATA((PyArrayObject *)db), PyArray_DATA(d), PyArray_DATA(x),
-                       PyArray_DATA(w), PyArray_DATA(m), PyArray_DATA(r), N, (int)C);
-    return Py_BuildValue("(NNN)", dx, dw, db);
-}
-
-static PyObject *py_op_act(PyObject *self, PyObject *args)
-{
-    (void)self;
-    PyObject *xo, *acto;
-    if (!PyArg_ParseTuple(args, "OO", &xo, &acto))
-        return NULL;
-    isp_act act;
-    if (!parse_act(acto, &act))
-        return NULL;
-    PyArrayObject *x = isp_arg_array(xo, "x", NPY_FLOAT32, 1, NULL, ISP_ARR_CONTIG);
-    if (!x)
-        return NULL;
-    PyObject *y = new_f32(1, PyArray_DIMS(x)), *d = new_f32(1, PyArray_DIMS(x)),
-             *y2 = new_f32(1, PyArray_DIMS(x)), *d2 = new_f32(1, PyArray_DIMS(x));
-    if (!y || !d || !y2 || !d2) {
-        Py_XDECREF(y);
-        Py_XDECREF(d);
-        Py_XDECREF(y2);
-        Py_XDECREF(d2);
-        return NULL;
-    }
-    int64_t n = PyArray_DIM(x, 0);
-    float *d2p = PyArray_DATA((PyArrayObject *)d2);
-    for (int64_t i = 0; i < n; i++)
-        d2p[i] = 1.0f;
-    act_forward(PyArray_DATA((PyArrayObject *)y), PyArray_DATA(x), n, act);
-    act_forward_deriv(PyArray_DATA((PyArrayObject *)y2), PyArray_DATA((PyArrayObject *)d),
-                      PyArray_DATA(x), n, act);
-    act_backward(d2p, PyArray_DATA(x), d2p, n, act);
-    /* (act(x), act'(x) from act_forward_deriv, act(x) from act_forward_deriv, act_backward(1)) */
-    return Py_BuildValue("(NNNN)", y, d, y2, d2);
-}
-
-static PyObject *py_op_math(PyObject *self, PyObject *args)
-{
-    (void)self;
-    PyObject *xo;
-    if (!PyArg_ParseTuple(args, "O", &xo))
-        return NULL;
-    PyArrayObject *x = isp_arg_array(xo, "x", NPY_FLOAT32, 1, NULL, ISP_ARR_CONTIG);
-    if (!x)
-        return NULL;
-    PyObject *e = new_f32(1, PyArray_DIMS(x)), *r = new_f32(1, PyArray_DIMS(x));
-    if (!e || !r) {
-        Py_XDECREF(e);
-        Py_XDECREF(r);
-        return NULL;
-    }
-    const float *xp = PyArray_DATA(x);
-    float *ep = PyArray_DATA((PyArrayObject *)e), *rp = PyArray_DATA((PyArrayObject *)r);
-    for (npy_intp i = 0; i < PyArray_DIM(x, 0); i++) {
-        ep[i] = ops_expf(xp[i]);
-        rp[i] = ops_erff(xp[i]);
-    }
-    return Py_BuildValue("(NN)", e, r);
-}
-
-static int parse_amask(PyObject *amo, int B, int T, const uint8_t **am)
-{
-    *am = NULL;
-    if (amo == Py_None)
-        return 1;
-    npy_intp s[2] = {B, T};
-    PyArrayObject *a = isp_arg_array(amo, "attention_mask", NPY_UINT8, 2, s, ISP_ARR_CONTIG);
-    if (!a)
-        return 0;
-    const uint8_t *m = PyArray_DATA(a);
-    for (npy_intp i = 0; i < (npy_intp)B * T; i++)
-        if (m[i] > 1) {
-            PyErr_Format(PyExc_ValueError, "attention_mask: expected 0/1 values, got %d", (int)m[i]);
-            return 0;
-        }
-    *am = m;
-    return 1;
-}
-
-static PyObject *py_op_attention(PyObject *self, PyObject *args)
-{
-    (void)self;
-    PyObject *qo, *amo;
-    int NH, causal;
-    float p;
-    unsigned long long key;
-    if (!PyArg_ParseTuple(args, "OOipfK", &qo, &amo, &NH, &causal, &p, &key))
-        return NULL;
-    PyArrayObject *q = isp_arg_array(qo, "qkv", NPY_FLOAT32, 3, NULL, ISP_ARR_CONTIG);
-    if (!q)
-        return NULL;
-    int B = (int)PyArray_DIM(q, 0), T = (int)PyArray_DIM(q, 1), C = (int)PyArray_DIM(q, 2) / 3;
-    if (NH < 1 || C % NH != 0 || PyArray_DIM(q, 2) % 3 != 0 || !(p >= 0.0f && p < 1.0f)) {
-        PyErr_SetString(PyExc_ValueError, "op_attention: bad sizes");
-        return NULL;
-    }
-    const uint8_t *am;
-    if (!parse_amask(amo, B, T, &am))
-        return NULL;
-    npy_intp od[3] = {B, T, C}, ad[4] = {B, NH, T, T};
-    PyObject *out = new_f32(3, od), *att = new_f32(4, ad);
-    float *scratch =
-        malloc(sizeof(float) * (size_t)attention_scratch_size(T, C, NH, isp_get_num_threads()));
-    if (!out || !att || !scratch) {
-        Py_XDECREF(out);
-        Py_XDECREF(att);
-        free(scratch);
-        return PyErr_NoMemory();
-    }
-    attention_forward(PyArray_DATA((PyArrayObject *)out), PyArray_DATA((PyArrayObject *)att),
-                      PyArray_DATA(q), am, B, T, C, NH, causal, p, key, scratch);
-    free(scratch);
-    return Py_BuildValue("(NN)", out, att);
-}
-
-static PyObject *py_op_attention_backward(PyObject *self, PyObject *args)
-{
-    (void)self;
-    PyObject *dso, *qo, *ato, *amo;
-    int NH, causal;
-    float p;
-    unsigned long long key;
-    if (!PyArg_ParseTuple(args, "OOOOipfK", &dso, &qo, &ato, &amo, &NH, &causal, &p, &key))
-        return NULL;
-    PyArrayObject *q = isp_arg_array(qo, "qkv", NPY_FLOAT32, 3, NULL, ISP_ARR_CONTIG);
-    if (!q)
-        return NULL;
-    int B = (int)PyArray_DIM(q, 0), T = (int)PyArray_DIM(q, 1), C = (int)PyArray_DIM(q, 2) / 3;
-    if (NH < 1 || C % NH != 0 || PyArray_DIM(q, 2) % 3 != 0 || !(p >= 0.0f && p < 1.0f)) {
-        PyErr_SetString(PyExc_ValueError, "op_attention_backward: bad sizes");
-        return NULL;
-    }
-    npy_intp od[3] = {B, T, C}, ad[4] = {B, NH, T, T};
-    PyArrayObject *d = isp_arg_array(dso, "dout", NPY_FLOAT32, 3, od, ISP_ARR_CONTIG);
-    PyArrayObject *a = d ? isp_arg_array(ato, "att", NPY_FLOAT32, 4, ad, ISP_ARR_CONTIG) : NULL;
-    if (!a)
-        return NULL;
-    const uint8_t *am;
-    if (!parse_amask(amo, B, T, &am))
-        return NULL;
-    PyObject *dq = new_f32(3, PyArray_DIMS(q));
-    float *scratch =
-        malloc(sizeof(float) * (size_t)attention_scratch_size(T, C, NH, isp_get_num_threads()));
-    if (!dq || !scratch) {
-        Py_XDECREF(dq);
-        free(scratch);
-        return PyErr_NoMemory();
-    }
-    attention_backward(PyArray_DATA((PyArrayObject *)dq), PyArray_DATA(d), PyArray_DATA(q),
-                       PyArray_DATA(a), am, B, T, C, NH, causal, p, key, scratch);
-    free(scratch);
-    return dq;
-}
-
-static PyObject *py_op_dropout(PyObject *self, PyObject *args)
-{
-    (void)self;
-    PyObject *xo;
-    float p;
-    unsigned long long seed, step, site;
-    if (!PyArg_ParseTuple(args, "OfKKK", &xo, &p, &seed, &step, &site))
-        return NULL;
-    PyArrayObject *x = isp_arg_array(xo, "x", NPY_FLOAT32, 1, NULL, ISP_ARR_CONTIG);
-    if (!x)
-        return NULL;
-    if (!(p >= 0.0f && p < 1.0f)) {
-        PyErr_SetString(PyExc_ValueError, "p must be in [0, 1)");
-        return NULL;
-    }
-    PyObject *y = new_f32(1, PyArray_DIMS(x));
-    if (!y)
-        return NULL;
-    dropout_forward(PyArray_DATA((PyArrayObject *)y), PyArray_DATA(x), PyArray_DIM(x, 0), p,
-                    rng_key(seed, step, site));
-    return y;
-}
-
-static PyObject *py_op_crossentropy(PyObject *self, PyObject *args)
-{
-    (void)self;
-    PyObject *lo, *yo;
-    float eps;
-    if (!PyArg_ParseTuple(args, "OOf", &lo, &yo, &eps))
-        return NULL;
-    PyArrayObject *l = isp_arg_array(lo, "logits", NPY_FLOAT32, 2, NULL, ISP_ARR_CONTIG);
-    if (!l)
-        return NULL;
-    npy_intp bs[1] = {PyArray_DIM(l, 0)};
-    PyArrayObject *y = isp_arg_array(yo, "labels", NPY_INT32, 1, bs, ISP_ARR_CONTIG);
-    if (!y)
-        return NULL;
-    int B = (int)PyArray_DIM(l, 0), NL = (int)PyArray_DIM(l, 1);
-    const int32_t *yp = PyArray_DATA(y);
-    for (int b = 0; b < B; b++)
-        if (yp[b] < 0 || yp[b] >= NL) {
-            PyErr_SetString(PyExc_ValueError, "labels out of range");
-            return NULL;
-        }
-    PyObject *pr = new_f32(2, PyArray_DIMS(l)), *dl = new_f32(2, PyArray_DIMS(l));
-    if (!pr || !dl) {
-        Py_XDECREF(pr);
-        Py_XDECREF(dl);
-        return NULL;
-    }
-    float loss =
-        crossentropy_forward(PyArray_DATA((PyArrayObject *)pr), PyArray_DATA(l), yp, B, NL, eps);
-    crossentropy_backward(PyArray_DATA((PyArrayObject *)dl), PyArray_DATA((PyArrayObject *)pr), yp,
-                          B, NL, eps);
-    return Py_BuildValue("(dNN)", (double)loss, pr, dl);
-}
-
-static PyObject *py_op_adamw(PyObject *self, PyObject *args)
-{
-    (void)self;
-    PyObject *po, *go, *mo, *vo, *sego, *deco, *masko;
-    long long mask_off, step;
-    double lr, b1, b2, eps, wd, max_norm;
-    if (!PyArg_ParseTuple(args, "OOOOOOOLdddddLd", &po, &go, &mo, &vo, &sego, &deco, &masko,
-                          &mask_off, &lr, &b1, &b2, &eps, &wd, &step, &max_norm))
-        return NULL;
-    PyArrayObject *p =
-        isp_arg_array(po, "params", NPY_FLOAT32, 1, NULL, ISP_ARR_CONTIG | ISP_ARR_WRITE);
-    if (!p)
-        return NULL;
-    npy_intp n[1] = {PyArray_DIM(p, 0)};
-    PyArrayObject *g =
-        isp_arg_array(go, "grads", NPY_FLOAT32, 1, n, ISP_ARR_CONTIG | ISP_ARR_WRITE);
-    PyArrayObject *m =
-        g ? isp_arg_array(mo, "m", NPY_FLOAT32, 1, n, ISP_ARR_CONTIG | ISP_ARR_WRITE) : NULL;
-    PyArrayObject *v =
-        m ? isp_arg_array(vo, "v", NPY_FLOAT32, 1, n, ISP_ARR_CONTIG | ISP_ARR_WRITE) : NULL;
-    PyArrayObject *dec =
-        v ? isp_arg_array(deco, "decay", NPY_UINT8, 1, NULL, ISP_ARR_CONTIG) : NULL;
-    if (!dec)
-        return NULL;
-    npy_intp sn[1] = {PyArray_DIM(dec, 0) + 1};
-    PyArrayObject *seg = isp_arg_array(sego, "segments", NPY_INT64, 1, sn, ISP_ARR_CONTIG);
-    if (!seg)
-        return NULL;
-    const int64_t *s = PyArray_DATA(seg);
-    int S = (int)PyArray_DIM(dec, 0);
-    if (S < 1 || s[0] != 0 || s[S] != n[0]) {
-        PyErr_SetString(PyExc_ValueError, "segments must run from 0 to N");
-        return NULL;
-    }
-    const uint8_t *mask = NULL;
-    int64_t P = 0;
-    if (masko != Py_None) {
-        PyArrayObject *k = isp_arg_array(masko, "mask", NPY_UINT8, 1, NULL, ISP_ARR_CONTIG);
-        if (!k)
-            return NULL;
-        P = PyArray_DIM(k, 0);
-        if (mask_off < 0 || mask_off > n[0] - P) {
-            PyErr_SetString(PyExc_ValueError, "mask range outside the parameters");
-            return NULL;
-        }
-        mask = PyArray_DATA(k);
-    }
-    adamw_hparams hp = {(float)lr, (float)b1, (float)b2,      (float)eps,
-                        (float)wd, step,      (float)max_norm};
-    if (step < 1) {
-        PyErr_SetString(PyExc_ValueError, "step must be >= 1");
-        return NULL;
-    }
-    float norm = 0.0f;
-    isp_status st = adamw_update(PyArray_DATA(p), PyArray_DATA(m), PyArray_DATA(v), PyArray_DATA(g),
-                                 n[0], s, PyArray_DATA(dec), S, mask, mask_off, P, 0, &hp, &norm);
-    if (st != ISP_OK)
-        return isp_raise(st);
-    return PyFloat_FromDouble(norm);
-}
-
-/* the encoder stack alone (post- or pre-LN), forward and backward; allocates per call */
-static PyObject *py_op_encoder(PyObject *self, PyObject *args)
-{
-    (void)self;
-    PyObject *po, *xo, *amo, *dso, *acto;
-    encoder_config c;
-    memset(&c, 0, sizeof c);
-    int training;
-    unsigned long long seed, step;
-    if (!PyArg_ParseTuple(args, "OOOOiiOppfffpKK", &po, &xo, &amo, &dso, &c.L, &c.NH, &acto,
-                          &c.prenorm, &c.causal, &c.eps, &c.p_hidden, &c.p_attn, &training, &seed,
-                          &step))
-        return NULL;
-    if (!parse_act(acto, &c.act))
-        return NULL;
-    PyArrayObject *x = isp_arg_array(xo, "x", NPY_FLOAT32, 3, NULL, ISP_ARR_CONTIG);
-    if (!x)
-        return NULL;
-    int B = (int)PyArray_DIM(x, 0), T = (int)PyArray_DIM(x, 1);
-    c.C = (int)PyArray_DIM(x, 2);
-    PyArrayObject *p = isp_arg_array(po, "params", NPY_FLOAT32, 1, NULL, ISP_ARR_CONTIG);
-    if (!p)
-        return NULL;
-    if (c.L < 1 || c.NH < 1 || c.C % c.NH != 0) {
-        PyErr_SetString(PyExc_ValueError, "op_encoder: bad sizes");
-        return NULL;
-    }
-    if (!(c.p_hidden >= 0.0f && c.p_hidden < 1.0f) || !(c.p_attn >= 0.0f && c.p_attn < 1.0f) ||
-        !(c.eps > 0.0f && isfinite(c.eps))) {
-        PyErr_Format(PyExc_ValueError,
-                     "op_encoder: dropout probabilities must be in [0, 1) and eps > 0, got "
-                     "p_hidden=%g p_attn=%g eps=%g",
-                     (double)c.p_hidden, (double)c.p_attn, (double)c.eps);
-        return NULL;
-    }
-    /* F from the parameter count: n = L (4C^2 + 2CF + 9C + F) */
-    int64_t n = PyArray_DIM(p, 0), C = c.C, per = n / c.L;
-    int64_t num = per - 4 * C * C - 9 * C, den = 2 * C + 1;
-    if (n % c.L != 0 || num <= 0 || num % den != 0) {
-        PyErr_SetString(PyExc_ValueError, "op_encoder: parameter count does not match a config");
-        return NULL;
-    }
-    c.F = (int)(num / den);
-    PyArrayObject *d = isp_arg_array(dso, "dout", NPY_FLOAT32, 3, PyArray_DIMS(x), ISP_ARR_CONTIG);
-    if (!d)
-        return NULL;
-    const uint8_t *am;
-    if (!parse_amask(amo, B, T, &am))
-        return NULL;
-    int64_t asz = encoder_acts_size(&c, B, T, isp_get_num_threads());
-    float *acts = malloc(sizeof(float) * (size_t)asz);
-    PyObject *y = new_f32(3, PyArray_DIMS(x)), *dx = new_f32(3, PyArray_DIMS(x));
-    npy_intp gn[1] = {(npy_intp)n};
-    PyObject *g = new_f32(1, gn);
-    if (!acts || !y || !dx || !g) {
-        free(acts);
-        Py_XDECREF(y);
-        Py_XDECREF(dx);
-        Py_XDECREF(g);
-        return PyErr_NoMemory();
-    }
-    encoder_params ep, gp;
-    encoder_acts ea;
-    encoder_point_params(&ep, PyArray_DATA(p), &c);
-    encoder_point_params(&gp, PyArray_DATA((PyArrayObject *)g), &c);
-    encoder_point_acts(&ea, acts, &c, B, T);
-    encoder_rng rng = {training, seed, step, 0};
-    Py_BEGIN_ALLOW_THREADS;
-    encoder_forward(&ea, &ep, &c, PyArray_DATA(x), am, B, T, &rng);
-    memcpy(PyArray_DATA((PyArrayObject *)y), encoder_output(&ea, &c, B, T),
-           sizeof(float) * (size_t)B * T * c.C);
-    float *dio = PyArray_DATA((PyArrayObject *)dx);
-    memcpy(dio, PyArray_DATA(d), sizeof(float) * (size_t)B * T * c.C);
-    encoder_backward(dio, &gp, &ep, &ea, &c, PyArray_DATA(x), am, B, T, &rng);
-    Py_END_ALLOW_THREADS;
-    free(acts);
-    return Py_BuildValue("(NNN)", y, dx, g);
-}
-
 PyMethodDef isp_encoder_methods[] = {
-    {"bert_new", py_bert_new, METH_VARARGS,
-     "bert_new(V, TP, TV, NL, L, C, NH, F, act, eps, p_hidden, p_attn, p_cls, pad_id) -> handle"},
-    {"bert_tensors", py_bert_tensors, METH_O, "[(name, offset, size)] of the parameter layout"},
-    {"bert_buffers", py_bert_buffers, METH_O,
-     "(params, grads, masks) views of the model's buffers"},
-    {"bert_set_training", py_bert_set_training, METH_VARARGS, "dropout on/off"},
-    {"bert_rng", py_bert_rng, METH_VARARGS, "bert_rng(handle, seed, step): set the dropout RNG"},
-    {"bert_rng_state", py_bert_rng_state, METH_O, "(seed, step) of the dropout RNG"},
-    {"bert_copy", py_bert_copy, METH_VARARGS, "bert_copy(dst, src): params and masks"},
-    {"bert_forward", py_bert_forward, METH_VARARGS, "logits (B,NL)"},
-    {"bert_forward_backward", py_bert_forward_backward, METH_VARARGS,
-     "(loss, logits); fills grads"},
-    {"bert_adamw", py_bert_adamw, METH_VARARGS,
-     "masked AdamW step on the model's grads -> grad norm"},
-    {"bert_train_step", py_bert_train_step, METH_VARARGS, "fused step -> (loss, grad norm)"},
-    {"op_layernorm", py_op_layernorm, METH_VARARGS, "test binding"},
-    {"op_layernorm_backward", py_op_layernorm_backward, METH_VARARGS, "test binding"},
-    {"op_act", py_op_act, METH_VARARGS, "test binding"},
-    {"op_math", py_op_math, METH_VARARGS, "test binding: (exp, erf)"},
-    {"op_attention", py_op_attention, METH_VARARGS, "test binding"},
-    {"op_attention_backward", py_op_attention_backward, METH_VARARGS, "test binding"},
-    {"op_dropout", py_op_dropout, METH_VARARGS, "test binding"},
-    {"op_crossentropy", py_op_crossentropy, METH_VARARGS, "test binding"},
-    {"op_adamw", py_op_adamw, METH_VARARGS, "test binding"},
-    {"op_encoder", py_op_encoder, METH_VARARGS, "test binding: encoder stack fwd+bwd"},
+    {"clf_new", (PyCFunction)(void (*)(void))py_clf_new, METH_VARARGS | METH_KEYWORDS,
+     "clf_new(V, TP, TV, NL, L, C, NH, F, act, eps, p_hidden, p_attn, p_cls, pad_id, *, "
+     "prenorm, patches, image_size, patch_size, pad_positions, final_ln, head, head_dropin, "
+     "embedding_size) -> "
+     "model handle of an encoder classifier (csrc/classifier.h)"},
+    {"clf_forward", py_clf_forward, METH_VARARGS,
+     "clf_forward(handle, input_ids or pixel_values, token_type_ids, attention_mask) -> logits (B,NL)"},
+    {"clf_forward_backward", py_clf_forward_backward, METH_VARARGS,
+     "clf_forward_backward(handle, inputs, types, amask, labels, smoothing) -> (loss, logits); fills grads"},
+    {"clf_train_step", py_clf_train_step, METH_VARARGS, "fused step -> (loss, grad norm)"},
     {NULL, NULL, 0, NULL},
 };

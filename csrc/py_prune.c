@@ -10,85 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ceil(P / 8) without the overflow of (P + 7) / 8 near INT64_MAX */
-static int64_t packed_bytes(int64_t P)
-{
-    return P / 8 + (P % 8 != 0);
-}
-
-/* A validated list of arrays: a tuple holding the references and the data pointers. */
-typedef struct {
-    PyObject *tup;
-    void **ptr;
-    int64_t *n;
-    int count;
-} arr_list;
-
-static void arr_list_free(arr_list *L)
-{
-    Py_XDECREF(L->tup);
-    free(L->ptr);
-    free(L->n);
-    memset(L, 0, sizeof *L);
-}
-
-/*
- * Parse a sequence of C-contiguous arrays of dtype typenum. With sizes != NULL, array t must have
- * sizes[t] elements (count must be nsizes); with len >= 0 every array must be 1-D of length len.
- */
-static int arr_list_parse(PyObject *obj, const char *name, int typenum, const int64_t *sizes,
-                          int nsizes, int64_t len, arr_list *L)
-{
-    memset(L, 0, sizeof *L);
-    if (!PyList_Check(obj) && !PyTuple_Check(obj)) {
-        PyErr_Format(PyExc_TypeError, "%s: expected a list of numpy arrays, got %s", name,
-                     Py_TYPE(obj)->tp_name);
-        return -1;
-    }
-    L->tup = PySequence_Tuple(obj);
-    if (L->tup == NULL)
-        return -1;
-    Py_ssize_t cnt = PyTuple_GET_SIZE(L->tup);
-    if (cnt > INT32_MAX) {
-        PyErr_Format(PyExc_ValueError, "%s: too many arrays", name);
-        goto fail;
-    }
-    L->count = (int)cnt;
-    if (sizes != NULL && L->count != nsizes) {
-        PyErr_Format(PyExc_ValueError, "%s: expected %d arrays, got %d", name, nsizes, L->count);
-        goto fail;
-    }
-    L->ptr = calloc((size_t)(cnt > 0 ? cnt : 1), sizeof(void *));
-    L->n = calloc((size_t)(cnt > 0 ? cnt : 1), sizeof(int64_t));
-    if (L->ptr == NULL || L->n == NULL) {
-        PyErr_NoMemory();
-        goto fail;
-    }
-    for (Py_ssize_t i = 0; i < cnt; i++) {
-        char item[96];
-        snprintf(item, sizeof item, "%s[%zd]", name, i);
-        PyArrayObject *a = isp_arg_array(PyTuple_GET_ITEM(L->tup, i), item, typenum,
-                                         len >= 0 ? 1 : -1, NULL, ISP_ARR_CONTIG);
-        if (a == NULL)
-            goto fail;
-        L->ptr[i] = PyArray_DATA(a);
-        L->n[i] = (int64_t)PyArray_SIZE(a);
-        if (sizes != NULL && L->n[i] != sizes[i]) {
-            PyErr_Format(PyExc_ValueError, "%s: expected %lld elements, got %lld", item,
-                         (long long)sizes[i], (long long)L->n[i]);
-            goto fail;
-        }
-        if (len >= 0 && L->n[i] != len) {
-            PyErr_Format(PyExc_ValueError, "%s: expected length %lld, got %lld", item,
-                         (long long)len, (long long)L->n[i]);
-            goto fail;
-        }
-    }
-    return 0;
-fail:
-    arr_list_free(L);
-    return -1;
-}
+#include "maskbits.h"
+#include "prune.h"
+#include "soup.h"
 
 /* A sequence of non-negative ints -> malloc'd int64 array; returns count or -1. */
 static int parse_sizes(PyObject *obj, int64_t **out, int64_t *total)
@@ -162,7 +86,7 @@ static PyArrayObject *mask_arg(PyObject *obj, const char *name, int64_t len, int
                          ISP_ARR_CONTIG | (write ? ISP_ARR_WRITE : 0));
 }
 
-static int out_overlaps_list(PyArrayObject *out, arr_list *L, int allow_first_equal)
+static int out_overlaps_list(PyArrayObject *out, isp_arr_list *L, int allow_first_equal)
 {
     for (int k = 0; k < L->count; k++) {
         PyArrayObject *a = (PyArrayObject *)PyTuple_GET_ITEM(L->tup, k);
@@ -202,7 +126,7 @@ static PyObject *py_mask_select(PyObject *self, PyObject *args, PyObject *kwds)
     if (parse_kind(kinds, &kind) < 0)
         return NULL;
     int64_t *n = NULL, P = 0;
-    arr_list xs = {0};
+    isp_arr_list xs = {0};
     PyObject *ret = NULL;
     int T = parse_sizes(sizeso, &n, &P);
     if (T < 0)
@@ -226,7 +150,7 @@ static PyObject *py_mask_select(PyObject *self, PyObject *args, PyObject *kwds)
             PyErr_SetString(PyExc_ValueError, "xs: kind 'abs' and 'score' need the tensors");
             goto error;
         }
-        if (arr_list_parse(xso, "xs", NPY_FLOAT32, n, T, -1, &xs) < 0)
+        if (isp_arr_list_parse(xso, "xs", NPY_FLOAT32, n, T, -1, &xs) < 0)
             goto error;
     }
     sel_source src = {.kind = kind, .x = (const float *const *)xs.ptr, .cur = cur, .seed = seed,
@@ -242,7 +166,7 @@ static PyObject *py_mask_select(PyObject *self, PyObject *args, PyObject *kwds)
     }
     ret = Py_NewRef(Py_None);
 error:
-    arr_list_free(&xs);
+    isp_arr_list_free(&xs);
     free(n);
     return ret;
 }
@@ -272,7 +196,7 @@ static PyObject *py_mask_vote_select(PyObject *self, PyObject *args, PyObject *k
         return NULL;
     }
     int64_t *n = NULL, P = 0;
-    arr_list xs = {0}, ms = {0};
+    isp_arr_list xs = {0}, ms = {0};
     PyObject *ret = NULL;
     int T = parse_sizes(sizeso, &n, &P);
     if (T < 0)
@@ -280,7 +204,7 @@ static PyObject *py_mask_vote_select(PyObject *self, PyObject *args, PyObject *k
     PyArrayObject *out = mask_arg(outo, "out", P, 1);
     if (out == NULL)
         goto error;
-    if (arr_list_parse(masko, "masks", NPY_UINT8, NULL, 0, packed ? packed_bytes(P) : P, &ms) < 0)
+    if (isp_arr_list_parse(masko, "masks", NPY_UINT8, NULL, 0, packed ? isp_packed_bytes(P) : P, &ms) < 0)
         goto error;
     if (ms.count < 1 || ms.count > 255) {
         PyErr_Format(PyExc_ValueError, "masks: expected 1 to 255 masks, got %d", ms.count);
@@ -293,7 +217,7 @@ static PyObject *py_mask_vote_select(PyObject *self, PyObject *args, PyObject *k
             PyErr_SetString(PyExc_ValueError, "xs: tie 'abs' and 'score' need the tensors");
             goto error;
         }
-        if (arr_list_parse(xso, "xs", NPY_FLOAT32, n, T, -1, &xs) < 0)
+        if (isp_arr_list_parse(xso, "xs", NPY_FLOAT32, n, T, -1, &xs) < 0)
             goto error;
     }
     uint8_t *op = PyArray_DATA(out);
@@ -308,8 +232,8 @@ static PyObject *py_mask_vote_select(PyObject *self, PyObject *args, PyObject *k
     }
     ret = Py_NewRef(Py_None);
 error:
-    arr_list_free(&xs);
-    arr_list_free(&ms);
+    isp_arr_list_free(&xs);
+    isp_arr_list_free(&ms);
     free(n);
     return ret;
 }
@@ -343,12 +267,12 @@ static PyObject *py_mask_combine(PyObject *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "P: expected >= 0");
         return NULL;
     }
-    int64_t len = packed ? packed_bytes(P) : P;
+    int64_t len = packed ? isp_packed_bytes(P) : P;
     PyArrayObject *out = mask_arg(outo, "out", len, 1);
     if (out == NULL)
         return NULL;
-    arr_list ms;
-    if (arr_list_parse(masko, "masks", NPY_UINT8, NULL, 0, len, &ms) < 0)
+    isp_arr_list ms;
+    if (isp_arr_list_parse(masko, "masks", NPY_UINT8, NULL, 0, len, &ms) < 0)
         return NULL;
     PyObject *ret = NULL;
     if (ms.count < 1) {
@@ -368,7 +292,7 @@ static PyObject *py_mask_combine(PyObject *self, PyObject *args, PyObject *kwds)
     }
     ret = Py_NewRef(Py_None);
 error:
-    arr_list_free(&ms);
+    isp_arr_list_free(&ms);
     return ret;
 }
 
@@ -397,8 +321,8 @@ static PyObject *py_mask_vote_keep(PyObject *self, PyObject *args, PyObject *kwd
     PyArrayObject *out = mask_arg(outo, "out", P, 1);
     if (out == NULL)
         return NULL;
-    arr_list ms;
-    if (arr_list_parse(masko, "masks", NPY_UINT8, NULL, 0, packed ? packed_bytes(P) : P, &ms) < 0)
+    isp_arr_list ms;
+    if (isp_arr_list_parse(masko, "masks", NPY_UINT8, NULL, 0, packed ? isp_packed_bytes(P) : P, &ms) < 0)
         return NULL;
     PyObject *ret = NULL;
     if (ms.count < 1 || ms.count > 255) {
@@ -419,63 +343,7 @@ static PyObject *py_mask_vote_keep(PyObject *self, PyObject *args, PyObject *kwd
     }
     ret = Py_NewRef(Py_None);
 error:
-    arr_list_free(&ms);
-    return ret;
-}
-
-PyDoc_STRVAR(mask_vote_hist_doc, "mask_vote_hist(masks, P, packed)\n--\n\n"
-                                 "List (K+1,) of how many weights exactly v masks keep.");
-
-static PyObject *py_mask_vote_hist(PyObject *self, PyObject *args, PyObject *kwds)
-{
-    (void)self;
-    static char *kwlist[] = {"masks", "P", "packed", NULL};
-    PyObject *masko;
-    long long P;
-    int packed;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OLp:mask_vote_hist", kwlist, &masko, &P,
-                                     &packed))
-        return NULL;
-    if (P < 0) {
-        PyErr_SetString(PyExc_ValueError, "P: expected >= 0");
-        return NULL;
-    }
-    arr_list ms;
-    if (arr_list_parse(masko, "masks", NPY_UINT8, NULL, 0, packed ? packed_bytes(P) : P, &ms) < 0)
-        return NULL;
-    PyObject *ret = NULL;
-    int64_t *hist = NULL;
-    if (ms.count < 1 || ms.count > 255) {
-        PyErr_Format(PyExc_ValueError, "masks: expected 1 to 255 masks, got %d", ms.count);
-        goto error;
-    }
-    hist = calloc((size_t)ms.count + 1, sizeof(int64_t));
-    if (hist == NULL) {
-        PyErr_NoMemory();
-        goto error;
-    }
-    isp_status st;
-    Py_BEGIN_ALLOW_THREADS;
-    st = mask_vote_hist(hist, (const uint8_t *const *)ms.ptr, ms.count, (int64_t)P, packed);
-    Py_END_ALLOW_THREADS;
-    if (st != ISP_OK) {
-        isp_raise(st);
-        goto error;
-    }
-    ret = PyList_New(ms.count + 1);
-    if (ret == NULL)
-        goto error;
-    for (int v = 0; v <= ms.count; v++) {
-        PyObject *x = PyLong_FromLongLong(hist[v]);
-        if (x == NULL) {
-            Py_CLEAR(ret);
-            goto error;
-        }
-        PyList_SET_ITEM(ret, v, x);
-    }
-error:
-    free(hist);
-    arr_list_free(&ms);
+    isp_arr_list_free(&ms);
     return ret;
 }
 
@@ -489,7 +357,7 @@ static PyObject *py_mask_pack(PyObject *self, PyObject *args)
     if (m == NULL)
         return NULL;
     int64_t P = (int64_t)PyArray_SIZE(m);
-    PyArrayObject *b = mask_arg(bo, "bits", packed_bytes(P), 1);
+    PyArrayObject *b = mask_arg(bo, "bits", isp_packed_bytes(P), 1);
     if (b == NULL)
         return NULL;
     if (isp_overlaps(b, m)) {
@@ -517,7 +385,7 @@ static PyObject *py_mask_unpack(PyObject *self, PyObject *args)
     if (m == NULL)
         return NULL;
     int64_t P = (int64_t)PyArray_SIZE(m);
-    PyArrayObject *b = mask_arg(bo, "bits", packed_bytes(P), 0);
+    PyArrayObject *b = mask_arg(bo, "bits", isp_packed_bytes(P), 0);
     if (b == NULL)
         return NULL;
     if (isp_overlaps(b, m)) {
@@ -549,7 +417,7 @@ static PyObject *py_mask_overlap(PyObject *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "P: expected >= 0");
         return NULL;
     }
-    int64_t len = packed ? packed_bytes(P) : P;
+    int64_t len = packed ? isp_packed_bytes(P) : P;
     PyArrayObject *a = mask_arg(ao, "a", len, 0);
     if (a == NULL)
         return NULL;
@@ -580,7 +448,7 @@ static PyObject *py_mask_count(PyObject *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "P: expected >= 0");
         return NULL;
     }
-    PyArrayObject *m = mask_arg(mo, "m", packed ? packed_bytes(P) : P, 0);
+    PyArrayObject *m = mask_arg(mo, "m", packed ? isp_packed_bytes(P) : P, 0);
     if (m == NULL)
         return NULL;
     const uint8_t *mp = PyArray_DATA(m);
@@ -611,8 +479,8 @@ static PyObject *py_soup_average(PyObject *self, PyObject *args, PyObject *kwds)
     if (out == NULL)
         return NULL;
     int64_t n = (int64_t)PyArray_SIZE(out);
-    arr_list xs;
-    if (arr_list_parse(xso, "xs", NPY_FLOAT32, NULL, 0, -1, &xs) < 0)
+    isp_arr_list xs;
+    if (isp_arr_list_parse(xso, "xs", NPY_FLOAT32, NULL, 0, -1, &xs) < 0)
         return NULL;
     PyObject *ret = NULL;
     double *w = NULL;
@@ -662,7 +530,7 @@ static PyObject *py_soup_average(PyObject *self, PyObject *args, PyObject *kwds)
     ret = Py_NewRef(Py_None);
 error:
     free(w);
-    arr_list_free(&xs);
+    isp_arr_list_free(&xs);
     return ret;
 }
 
@@ -673,7 +541,6 @@ PyMethodDef isp_prune_methods[] = {
     {"mask_vote_select", KW(py_mask_vote_select), mask_vote_select_doc},
     {"mask_combine", KW(py_mask_combine), mask_combine_doc},
     {"mask_vote_keep", KW(py_mask_vote_keep), mask_vote_keep_doc},
-    {"mask_vote_hist", KW(py_mask_vote_hist), mask_vote_hist_doc},
     {"mask_pack", py_mask_pack, METH_VARARGS,
      "mask_pack(bits, mask): bits (ceil(P/8),) <- mask (P,) 0/1 (numpy.packbits little order)."},
     {"mask_unpack", py_mask_unpack, METH_VARARGS,

@@ -9,14 +9,10 @@
 #include <stdint.h>
 
 #include "isp.h"
+#include "maskbits.h"
 #include "prune.h"
 
 typedef enum { MERGE_UNION = 0, MERGE_INTERSECTION = 1 } merge_rule;
-
-/* bits (ceil(P/8),) <- m (P,) 0/1 bytes; tail bits of the last byte are zero. */
-isp_status mask_pack(uint8_t *bits, const uint8_t *m, int64_t P);
-/* m (P,) <- bits (ceil(P/8),) */
-isp_status mask_unpack(uint8_t *m, const uint8_t *bits, int64_t P);
 
 /*
  * out = OR (union) or AND (intersection) of the K masks in, all (P,) bytes or all packed
@@ -24,12 +20,6 @@ isp_status mask_unpack(uint8_t *m, const uint8_t *bits, int64_t P);
  */
 isp_status mask_combine(uint8_t *out, const uint8_t *const *in, int K, int64_t P, int packed,
                         merge_rule rule);
-
-/*
- * v (len,) = how many of the K masks (K <= 255) keep weights p0 .. p0+len-1. Returns nonzero if an
- * unpacked mask holds a byte other than 0/1.
- */
-int mask_votes(uint8_t *v, const uint8_t *const *in, int K, int packed, int64_t p0, int64_t len);
 
 /* out (P,) = 1 where at least min_votes of the K masks keep the weight (majority: K/2 + 1). */
 isp_status mask_vote_keep(uint8_t *out, const uint8_t *const *in, int K, int64_t P, int packed,
@@ -46,10 +36,6 @@ isp_status mask_vote_hist(int64_t *hist, const uint8_t *const *in, int K, int64_
 isp_status mask_vote_select(uint8_t *out, const uint8_t *const *in, int K, int packed,
                             sel_kind tie_kind, const float *const *x, const int64_t *n, int T,
                             int64_t n_keep);
-
-/* na, nb = kept counts of a and b; nab = kept by both. a, b are (P,) or packed (tail ignored). */
-isp_status mask_overlap(int64_t *na, int64_t *nb, int64_t *nab, const uint8_t *a, const uint8_t *b,
-                        int64_t P, int packed);
 
 /*
  * out (n,) = sum_k w[k] * in[k] (n,), accumulated in double in the order k = 0..K-1 and rounded

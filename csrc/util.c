@@ -1,4 +1,5 @@
-/* util.c -- error messages and the thread-count setting shared by all kernels. */
+/* util.c -- error messages and the thread-count setting shared by all kernels (isp.h); the
+   bottom unit: it depends on no other. */
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -38,7 +39,6 @@ void isp_set_num_threads(int n)
 #ifdef _OPENMP
     omp_set_num_threads(n);
 #endif
-    blas_set_num_threads(n);
 }
 
 int isp_get_num_threads(void)

@@ -41,8 +41,10 @@ def get_num_threads() -> int:
 
 
 def build_info() -> dict:
-    """Facts about this build: BLAS library and version, OpenBLAS core type, threads, compiler."""
+    """Facts about this build: BLAS library and version, OpenBLAS core type, threads, compiler,
+    and the checkpoint ``model_type``s load_model supports."""
     info = dict(_C.build_info())
+    info["model_types"] = ", ".join(supported_model_types())
     cfg = info.get("blas_config", "")
     info["blas_version"] = cfg.split()[1] if cfg.startswith("OpenBLAS ") and len(cfg.split()) > 1 else cfg
     info["instantsoup_version"] = __version__
@@ -96,10 +98,10 @@ __all__ += ["MaskSet", "PackedMaskSet", "magnitude_masks", "random_masks", "merg
             "average_weights", "masked_count", "to_torch_amount", "from_torch_amount"]
 
 # ---- engine (issue 3): models and optimizer ---------------------------------------------------
-from instantsoup.models import load_model  # noqa: E402
+from instantsoup.models import load_model, supported_model_types  # noqa: E402
 from instantsoup.optim import AdamW  # noqa: E402
 
-__all__ += ["load_model", "AdamW"]
+__all__ += ["load_model", "supported_model_types", "AdamW"]
 
 # --- experiment layer: settings, trainer, methods, tickets (branch mainjob, issue 6) -----------
 from instantsoup.config import (DataSettings, PruneSettings, RunSettings, Settings,  # noqa: E402

@@ -130,7 +130,7 @@ _PRUNED = (ISP, IMP, OMP, GMP, RND)
 
 @dataclass
 class PruneSettings:
-    """Which method, which target, and every method's knobs (DESIGN.md section 2)."""
+    """Which method, which target, and every method's knobs (the methods: docs/experiments.md)."""
 
     method: str = _f("isp", "pruning method", choices=METHODS)
     sparsity: float = _f(0.5, "target fraction of prunable weights set to zero, in [0, 1)",
@@ -381,7 +381,7 @@ class DataSettings:
             return
         if self.data_dir and not os.path.isdir(self.data_dir):
             raise SettingsError(f"data_dir {self.data_dir!r} is not a directory")
-        from instantsoup.task import is_vision_task
+        from instantsoup.data.vision import is_vision_task
 
         if is_vision_task(self.task):
             if not self.data_dir:

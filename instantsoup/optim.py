@@ -11,8 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from instantsoup._native import _C
-from instantsoup.models.bert import default_no_decay
+from instantsoup.models.base import EngineModel
 
 __all__ = ["AdamW"]
 
@@ -43,7 +42,7 @@ class AdamW:
 
     def __init__(self, model, lr: float = 2e-5, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.01, no_decay: Iterable[str] | Callable[[str], bool] | None = None):
-        if not hasattr(model, "_h") or not hasattr(model, "param_offsets"):
+        if not isinstance(model, EngineModel):
             raise TypeError(f"AdamW: expected an instantsoup engine model, got {type(model).__name__}")
         self.model = model
         self.lr = _check_float("lr", lr)
@@ -53,7 +52,7 @@ class AdamW:
         self.eps = _check_float("eps", eps)
         self.weight_decay = _check_float("weight_decay", weight_decay)
         if no_decay is None:
-            rule = getattr(model, "default_no_decay", default_no_decay)  # CLIP: layer_norm names
+            rule = model.default_no_decay
         elif callable(no_decay):
             rule = no_decay
         else:
@@ -95,12 +94,8 @@ class AdamW:
 
     def step(self, lr: float | None = None, max_grad_norm: float | None = None) -> float:
         """Apply model.grads: clip (if max_grad_norm), AdamW, re-mask. Returns the norm before clipping."""
-        if hasattr(self.model, "_c_adamw"):  # models with their own C step (CLIP)
-            norm = self.model._c_adamw(self.exp_avg, self.exp_avg_sq, self._seg, self._decay,
-                                       *self._hp(lr, max_grad_norm))
-        else:
-            norm = _C.bert_adamw(self.model._h, self.exp_avg, self.exp_avg_sq, self._seg, self._decay,
-                                 *self._hp(lr, max_grad_norm))
+        norm = self.model._adamw_step(self.exp_avg, self.exp_avg_sq, self._seg, self._decay,
+                                      *self._hp(lr, max_grad_norm))
         self.step_count += 1
         self.last_grad_norm = norm
         return norm
@@ -111,18 +106,8 @@ class AdamW:
 
         The gradient norm before clipping is left in ``last_grad_norm``.
         """
-        m = self.model
-        if hasattr(m, "_c_train_step"):  # models with their own C step (CLIP)
-            loss, norm = m._c_train_step(self.exp_avg, self.exp_avg_sq, self._seg, self._decay,
-                                         *self._hp(lr, max_grad_norm), batch, labels,
-                                         float(label_smoothing))
-            self.step_count += 1
-            self.last_grad_norm = norm
-            return loss
-        ids, tt, am = m._batch(batch)
-        y = m._labels(labels, ids.shape[0])
-        loss, norm = _C.bert_train_step(m._h, self.exp_avg, self.exp_avg_sq, self._seg, self._decay,
-                                        *self._hp(lr, max_grad_norm), ids, tt, am, y, float(label_smoothing))
+        loss, norm = self.model._train_step(self.exp_avg, self.exp_avg_sq, self._seg, self._decay,
+                                            self._hp(lr, max_grad_norm), batch, labels, float(label_smoothing))
         self.step_count += 1
         self.last_grad_norm = norm
         return loss

@@ -1,6 +1,6 @@
 """Run directories: named from a hash of the settings, written atomically, resumable.
 
-Layout of one run (DESIGN.md section 5)::
+Layout of one run::
 
     <out>/<method>-<hash12>/
         settings.json          the settings + model and data identity (the hash input)

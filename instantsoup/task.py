@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from instantsoup.config import DataSettings, SettingsError
+from instantsoup.data.vision import is_vision_task
 from instantsoup.train import Split, TaskData
 
 log = logging.getLogger(__name__)
@@ -274,12 +275,6 @@ def check_label_names(name: str, dataset: Any, label_names: list | None) -> None
     if not generic and list(map(str, label_names)) != own:
         log.warning("the checkpoint's labels %s are not task %r's labels %s; scoring by id (%s)", list(label_names),
                     name, own, ", ".join(f"{a} = {b}" for a, b in zip(label_names, own)))
-
-
-def is_vision_task(name: str) -> bool:
-    from instantsoup.data.vision import VISION_DATASETS
-
-    return name.lower().replace("-", "_") in VISION_DATASETS
 
 
 def load_image_task(data: DataSettings, model_dir: str, seed: int = 0) -> TaskData:

@@ -1,6 +1,6 @@
 """The result of a pruning method: masks, final weights, metrics, per-round history and cost.
 
-``Ticket.export(dir, model)`` writes the files a user keeps (DESIGN.md section 5):
+``Ticket.export(dir, model)`` writes the files a user keeps:
 
     dir/masks.safetensors     HF parameter names -> uint8 (1 = kept), metadata: method, target and
                               achieved sparsity, base model, seeds, instantsoup version

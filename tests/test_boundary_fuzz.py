@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from instantsoup._native import _C
+from instantsoup import _C_test as _T  # test-only bindings of single kernels
 
 pytestmark = pytest.mark.kernel
 
@@ -47,21 +48,21 @@ def junk(shape, dtype=f32):
 def test_sgemm_bad_arguments():
     a, b, c = np.ones((3, 4), f32), np.ones((4, 5), f32), np.zeros((3, 5), f32)
     for j in junk((3, 4)):
-        bad(_C.sgemm, j, b, c)
+        bad(_T.sgemm, j, b, c)
     for j in junk((4, 5)):
-        bad(_C.sgemm, a, j, c)
+        bad(_T.sgemm, a, j, c)
     for j in junk((3, 5)):
-        bad(_C.sgemm, a, b, j)
-    bad(_C.sgemm, a, b, c[::-1])
-    bad(_C.sgemm, a, b, c, True)
+        bad(_T.sgemm, a, b, j)
+    bad(_T.sgemm, a, b, c[::-1])
+    bad(_T.sgemm, a, b, c, True)
     ro = c.copy()
     ro.flags.writeable = False
-    bad(_C.sgemm, a, b, ro)
-    bad(_C.sgemm, a, b, c[:, :4])
+    bad(_T.sgemm, a, b, ro)
+    bad(_T.sgemm, a, b, c[:, :4])
     x = np.ones((4, 4), f32)
-    bad(_C.sgemm, x, x[:, :], x)  # aliasing
-    _C.sgemm(np.zeros((0, 4), f32), b, np.zeros((0, 5), f32))  # empty is fine
-    _C.sgemm(np.zeros((3, 0), f32), np.zeros((0, 5), f32), c)
+    bad(_T.sgemm, x, x[:, :], x)  # aliasing
+    _T.sgemm(np.zeros((0, 4), f32), b, np.zeros((0, 5), f32))  # empty is fine
+    _T.sgemm(np.zeros((3, 0), f32), np.zeros((0, 5), f32), c)
     assert (c == 0).all()
     bad(_C.set_num_threads, 0)
     bad(_C.set_num_threads, -1)
@@ -127,10 +128,10 @@ def test_mask_family_bad_arguments():
     bad(_C.mask_vote_keep, out, [m[0]] * 256, P, False, 1)
     bad(_C.mask_vote_keep, out, [np.full(P, 7, u8)], P, False, 1)
     bad(_C.mask_vote_keep, out, m, -3, False, 1)
-    bad(_C.mask_vote_hist, m, -3, False)
-    bad(_C.mask_vote_hist, [], P, False)
-    bad(_C.mask_vote_hist, [np.full(P, 9, u8)], P, False)
-    bad(_C.mask_vote_hist, m, P, True)
+    bad(_T.mask_vote_hist, m, -3, False)
+    bad(_T.mask_vote_hist, [], P, False)
+    bad(_T.mask_vote_hist, [np.full(P, 9, u8)], P, False)
+    bad(_T.mask_vote_hist, m, P, True)
     bad(_C.mask_vote_select, out, m, False, [10, 10], -1)
     bad(_C.mask_vote_select, out, m, False, [10, 10], P + 1)
     bad(_C.mask_vote_select, out, m, False, [10, 10], 5, "random")
@@ -180,19 +181,51 @@ def test_soup_average_bad_arguments():
 # ---- encoder family -------------------------------------------------------------------------
 
 def _bert(NL=3):
-    return _C.bert_new(50, 8, 2, NL, 1, 8, 2, 16, 0, 1e-12, 0.1, 0.1, 0.1, 0)
+    return _C.clf_new(50, 8, 2, NL, 1, 8, 2, 16, 0, 1e-12, 0.1, 0.1, 0.1, 0)
 
 
-def test_bert_new_bad_configs():
+def test_model_new_bad_configs():
     good = [50, 8, 2, 3, 1, 8, 2, 16, 0, 1e-12, 0.1, 0.1, 0.1, 0]
-    for i, vals in enumerate([(0, -1, 2**31), (0, -5), (0, -1), (0, -2), (0, -1), (0, -8, 7), (0, 3, -2),
+    # type_vocab_size 0 is valid (DistilBERT has no token types)
+    for i, vals in enumerate([(0, -1, 2**31), (0, -5), (-1, -3), (0, -2), (0, -1), (0, -8, 7), (0, 3, -2),
                               (0, -1), (-1, 99, None, "gelu"), (0.0, -1.0, math.nan, math.inf),
                               (1.0, -0.1, math.nan), (1.0, 2.0), (1.0, math.nan), (-2, 50, 2**40)]):
         for v in vals:
             args = list(good)
             args[i] = v
-            bad(_C.bert_new, *args)
-    bad(_C.bert_new, 2**30, 2**30, 2, 3, 2**20, 2**15, 2, 2**20, 0, 1e-12, 0.1, 0.1, 0.1, 0)
+            bad(_C.clf_new, *args)
+    bad(_C.clf_new, 2**30, 2**30, 2, 3, 2**20, 2**15, 2, 2**20, 0, 1e-12, 0.1, 0.1, 0.1, 0)
+    # family options: unknown head, image sizes, position offsets that do not fit
+    for kw in ({"head": 4}, {"head": -1}, {"patches": True, "image_size": 10, "patch_size": 4},
+               {"patches": True, "image_size": 0, "patch_size": 0}, {"patches": True, "image_size": 2**20, "patch_size": 1},
+               {"pad_positions": True, "pad_id": 7}, {"pad_positions": True, "pad_id": -1}, {"nope": 1}):
+        args = list(good)
+        if "pad_id" in kw:
+            args[13] = kw.pop("pad_id")
+        bad(_C.clf_new, *args, **kw)
+    h = _C.clf_new(*good, patches=True, image_size=8, patch_size=4)
+    bad(_C.clf_forward, h, np.zeros((2, 3, 8, 8), np.float64), None, None)
+    bad(_C.clf_forward, h, np.zeros((2, 3, 4, 4), f32), None, None)
+    bad(_C.clf_forward, h, np.full((2, 3, 8, 8), np.nan, f32), None, None)
+    bad(_C.clf_forward, h, np.zeros((2, 3, 8, 8), f32), np.zeros((2, 5), np.int32), None)
+    assert _C.clf_forward(h, np.zeros((2, 3, 8, 8), f32), None, None).shape == (2, 3)
+    # every family's path forward and backward (the sanitizer job runs this file): RoBERTa
+    # positions + head dropout, ELECTRA's projected embeddings, DistilBERT's ReLU head, ViT
+    y3 = np.array([0, 2], np.int32)
+    ids = np.array([[0, 5, 7, 1], [0, 9, 1, 1]], np.int32)
+    for kw in ({"pad_positions": True, "head_dropin": True}, {"embedding_size": 4, "head": 2, "head_dropin": True},
+               {"head": 3}, {"patches": True, "image_size": 8, "patch_size": 4, "prenorm": True, "final_ln": True,
+                             "head": 0}):
+        args = list(good)
+        args[13] = 1
+        h = _C.clf_new(*args, **kw)
+        _C.model_set_training(h, True)
+        x = np.ones((2, 3, 8, 8), f32) if kw.get("patches") else ids
+        loss, logits = _C.clf_forward_backward(h, x, None, None, y3, 0.1)
+        assert np.isfinite(loss) and np.isfinite(logits).all() and np.isfinite(_C.model_buffers(h)[1]).all()
+    h = _C.clf_new(*good[:2], 0, *good[3:])  # no token types
+    bad(_C.clf_forward, h, np.ones((2, 4), np.int32), np.zeros((2, 4), np.int32), None)
+    assert _C.clf_forward(h, np.ones((2, 4), np.int32), None, None).shape == (2, 3)
 
 
 def _opt_args(h, n):
@@ -201,43 +234,43 @@ def _opt_args(h, n):
 
 def test_bert_bad_calls():
     h = _bert()
-    params, grads, masks = _C.bert_buffers(h)
+    params, grads, masks = _C.model_buffers(h)
     n = params.size
     ids = np.ones((2, 4), i32)
     tt = np.zeros((2, 4), i32)
     am = np.ones((2, 4), u8)
     y = np.array([0, 2], i32)
-    _C.bert_forward(h, ids, tt, am)
-    _C.bert_forward_backward(h, ids, None, None, y, 0.0)
+    _C.clf_forward(h, ids, tt, am)
+    _C.clf_forward_backward(h, ids, None, None, y, 0.0)
     for j in junk((2, 4), i32):
-        bad(_C.bert_forward, h, j, tt, am)
+        bad(_C.clf_forward, h, j, tt, am)
     for j in list(junk((2, 4), i32))[1:]:
-        bad(_C.bert_forward, h, ids, j, am)
+        bad(_C.clf_forward, h, ids, j, am)
     for j in list(junk((2, 4), u8))[1:]:
-        bad(_C.bert_forward, h, ids, tt, j)
+        bad(_C.clf_forward, h, ids, tt, j)
     for arr in (np.zeros((0, 4), i32), np.zeros((2, 0), i32), zeros_huge(0, 2**40, dtype=i32),
                 zeros_huge(2**40, 0, dtype=i32), np.zeros((1, 9), i32), np.full((2, 4), 50, i32),
                 np.full((2, 4), -1, i32), np.full((2, 4), 2**31 - 1, i32)):
-        bad(_C.bert_forward, h, arr, None, None)
-    bad(_C.bert_forward, h, ids, np.full((2, 4), 2, i32), None)
-    bad(_C.bert_forward, h, ids, np.full((2, 4), -1, i32), None)
-    bad(_C.bert_forward, h, ids, None, np.full((2, 4), 2, u8))
-    bad(_C.bert_forward, None, ids, None, None)
-    bad(_C.bert_forward, "capsule", ids, None, None)
-    bad(_C.bert_forward, _C.clipt_new if False else object(), ids, None, None)
+        bad(_C.clf_forward, h, arr, None, None)
+    bad(_C.clf_forward, h, ids, np.full((2, 4), 2, i32), None)
+    bad(_C.clf_forward, h, ids, np.full((2, 4), -1, i32), None)
+    bad(_C.clf_forward, h, ids, None, np.full((2, 4), 2, u8))
+    bad(_C.clf_forward, None, ids, None, None)
+    bad(_C.clf_forward, "capsule", ids, None, None)
+    bad(_C.clf_forward, _C.clipt_new if False else object(), ids, None, None)
     for yb in (np.array([0, 3], i32), np.array([-1, 0], i32), np.array([0], i32), y.astype(np.int64),
                y.astype(f32), None, [0, 1], np.array([0, 1, 2], i32)[::2].copy()[:1]):
-        bad(_C.bert_forward_backward, h, ids, None, None, yb, 0.0)
+        bad(_C.clf_forward_backward, h, ids, None, None, yb, 0.0)
     for s in (-0.1, 1.5, math.nan, math.inf):
-        bad(_C.bert_forward_backward, h, ids, None, None, y, s)
+        bad(_C.clf_forward_backward, h, ids, None, None, y, s)
     hr = _bert(NL=1)
-    bad(_C.bert_forward_backward, hr, ids, None, None, np.array([0, np.nan], f32), 0.0)
-    bad(_C.bert_forward_backward, hr, ids, None, None, np.array([0, np.inf], f32), 0.0)
-    bad(_C.bert_forward_backward, hr, ids, None, None, y, 0.0)
+    bad(_C.clf_forward_backward, hr, ids, None, None, np.array([0, np.nan], f32), 0.0)
+    bad(_C.clf_forward_backward, hr, ids, None, None, np.array([0, np.inf], f32), 0.0)
+    bad(_C.clf_forward_backward, hr, ids, None, None, y, 0.0)
     # AdamW / train step
     m, v, seg, dec = _opt_args(h, n)
     hp = [1e-3, 0.9, 0.999, 1e-8, 0.01, 1, 1.0]
-    _C.bert_adamw(h, m, v, seg, dec, *hp)
+    _C.model_adamw(h, m, v, seg, dec, *hp)
     variants = [
         (m[:-1], v, seg, dec), (m, v[:-1], seg, dec), (m, m, seg, dec), (m, v, seg[:1], dec),
         (m, v, np.array([0, n + 1], i64), dec), (m, v, np.array([1, n], i64), dec),
@@ -247,81 +280,81 @@ def test_bert_bad_calls():
         (None, v, seg, dec), (m, v, seg, None),
     ]
     for var in variants:
-        bad(_C.bert_adamw, h, *var, *hp)
-        bad(_C.bert_train_step, h, *var, *hp, ids, None, None, y, 0.0)
+        bad(_C.model_adamw, h, *var, *hp)
+        bad(_C.clf_train_step, h, *var, *hp, ids, None, None, y, 0.0)
     for i, vals in enumerate([(-1, math.nan), (1.0, -0.1, math.nan), (1.0, math.nan), (-1, math.nan), (-1, math.nan),
                               (0, -1), (math.nan,)]):
         for val in vals:
             h2 = list(hp)
             h2[i] = val
-            bad(_C.bert_adamw, h, m, v, seg, dec, *h2)
-            bad(_C.bert_train_step, h, m, v, seg, dec, *h2, ids, None, None, y, 0.0)
-    bad(_C.bert_train_step, h, m, v, seg, dec, *hp, np.full((2, 4), 99, i32), None, None, y, 0.0)
-    bad(_C.bert_train_step, h, m, v, seg, dec, *hp, ids, None, None, np.array([7, 0], i32), 0.0)
-    bad(_C.bert_train_step, h, m, v, seg, dec, *hp, ids, None, None, y, 2.0)
+            bad(_C.model_adamw, h, m, v, seg, dec, *h2)
+            bad(_C.clf_train_step, h, m, v, seg, dec, *h2, ids, None, None, y, 0.0)
+    bad(_C.clf_train_step, h, m, v, seg, dec, *hp, np.full((2, 4), 99, i32), None, None, y, 0.0)
+    bad(_C.clf_train_step, h, m, v, seg, dec, *hp, ids, None, None, np.array([7, 0], i32), 0.0)
+    bad(_C.clf_train_step, h, m, v, seg, dec, *hp, ids, None, None, y, 2.0)
     # copy between different configs / wrong capsules
-    bad(_C.bert_copy, h, hr)
-    bad(_C.bert_copy, h, None)
+    bad(_C.model_copy, h, hr)
+    bad(_C.model_copy, h, None)
     for seed in (-1, 2**64, 1.5, None):
-        bad(_C.bert_rng, h, seed, 0)
-        bad(_C.bert_rng, h, 0, seed)
-        bad(_C.clipv_rng, _clipv(), seed, 0)
-    _C.bert_rng(h, 2**64 - 1, 3)
-    assert _C.bert_rng_state(h) == (2**64 - 1, 3)
-    bad(_C.bert_tensors, None)
-    bad(_C.bert_buffers, 3)
+        bad(_C.model_rng, h, seed, 0)
+        bad(_C.model_rng, h, 0, seed)
+        bad(_C.model_rng, _clipv(), seed, 0)
+    _C.model_rng(h, 2**64 - 1, 3)
+    assert _C.model_rng_state(h) == (2**64 - 1, 3)
+    bad(_C.model_tensors, None)
+    bad(_C.model_buffers, 3)
 
 
 def test_op_bindings_bad_arguments():
     x = np.ones((3, 4), f32)
     w = np.ones(4, f32)
     for j in list(junk((3, 4)))[:-1]:
-        bad(_C.op_layernorm, j, w, w, 1e-5)
-    bad(_C.op_layernorm, x, w[:3], w, 1e-5)
-    bad(_C.op_layernorm, x, w, None, 1e-5)
-    bad(_C.op_layernorm_backward, x[:2], x, w, np.ones(3, f32), np.ones(3, f32))
-    bad(_C.op_layernorm_backward, x, x, w, np.ones(2, f32), np.ones(3, f32))
-    bad(_C.op_act, np.ones(3, f32), 99)
-    bad(_C.op_act, np.ones(3, f32), -1)
-    bad(_C.op_act, np.ones((3, 1), f32), 0)
-    bad(_C.op_math, np.ones(3))
+        bad(_T.op_layernorm, j, w, w, 1e-5)
+    bad(_T.op_layernorm, x, w[:3], w, 1e-5)
+    bad(_T.op_layernorm, x, w, None, 1e-5)
+    bad(_T.op_layernorm_backward, x[:2], x, w, np.ones(3, f32), np.ones(3, f32))
+    bad(_T.op_layernorm_backward, x, x, w, np.ones(2, f32), np.ones(3, f32))
+    bad(_T.op_act, np.ones(3, f32), 99)
+    bad(_T.op_act, np.ones(3, f32), -1)
+    bad(_T.op_act, np.ones((3, 1), f32), 0)
+    bad(_T.op_math, np.ones(3))
     q = np.ones((2, 3, 12), f32)
-    bad(_C.op_attention, q, None, 0, False, 0.0, 0)
-    bad(_C.op_attention, q, None, 3, False, 0.0, 0)
-    bad(_C.op_attention, q[:, :, :11].copy(), None, 1, False, 0.0, 0)
-    bad(_C.op_attention, q, None, 2, False, 1.0, 0)
-    bad(_C.op_attention, q, None, 2, False, math.nan, 0)
-    bad(_C.op_attention, q, np.ones((2, 2), u8), 2, False, 0.0, 0)
+    bad(_T.op_attention, q, None, 0, False, 0.0, 0)
+    bad(_T.op_attention, q, None, 3, False, 0.0, 0)
+    bad(_T.op_attention, q[:, :, :11].copy(), None, 1, False, 0.0, 0)
+    bad(_T.op_attention, q, None, 2, False, 1.0, 0)
+    bad(_T.op_attention, q, None, 2, False, math.nan, 0)
+    bad(_T.op_attention, q, np.ones((2, 2), u8), 2, False, 0.0, 0)
     for q0 in (zeros_huge(0, 2**40, 12), zeros_huge(2**40, 0, 12)):  # empty: no error, no crash
         try:
-            _C.op_attention(q0, None, 2, False, 0.0, 0)
+            _T.op_attention(q0, None, 2, False, 0.0, 0)
         except ERR:
             pass
-    out, att = _C.op_attention(q, None, 2, False, 0.0, 0)
-    bad(_C.op_attention_backward, out[:1], q, att, None, 2, False, 0.0, 0)
-    bad(_C.op_attention_backward, out, q, att[:, :1], None, 2, False, 0.0, 0)
-    bad(_C.op_dropout, np.ones(3, f32), 1.0, 0, 0, 0)
-    bad(_C.op_dropout, np.ones(3, f32), -0.5, 0, 0, 0)
+    out, att = _T.op_attention(q, None, 2, False, 0.0, 0)
+    bad(_T.op_attention_backward, out[:1], q, att, None, 2, False, 0.0, 0)
+    bad(_T.op_attention_backward, out, q, att[:, :1], None, 2, False, 0.0, 0)
+    bad(_T.op_dropout, np.ones(3, f32), 1.0, 0, 0, 0)
+    bad(_T.op_dropout, np.ones(3, f32), -0.5, 0, 0, 0)
     logits = np.ones((2, 3), f32)
-    bad(_C.op_crossentropy, logits, np.array([0, 3], i32), 0.0)
-    bad(_C.op_crossentropy, logits, np.array([0, -1], i32), 0.0)
-    bad(_C.op_crossentropy, logits, np.array([0], i32), 0.0)
+    bad(_T.op_crossentropy, logits, np.array([0, 3], i32), 0.0)
+    bad(_T.op_crossentropy, logits, np.array([0, -1], i32), 0.0)
+    bad(_T.op_crossentropy, logits, np.array([0], i32), 0.0)
     n = 10
     p, g, m, v = (np.zeros(n, f32) for _ in range(4))
     seg, dec = np.array([0, n], i64), np.ones(1, u8)
     hp = [1e-3, 0.9, 0.999, 1e-8, 0.01, 1, 1.0]
-    _C.op_adamw(p, g, m, v, seg, dec, None, 0, *hp)
-    bad(_C.op_adamw, p, g, m, v, np.array([0, 1000, n], i64), np.ones(2, u8), None, 0, *hp)
-    bad(_C.op_adamw, p, g, m, v, np.array([0, -4, n], i64), np.ones(2, u8), None, 0, *hp)
-    bad(_C.op_adamw, p, g, m, v, seg, dec, np.ones(4, u8), 2**63 - 2, *hp)
-    bad(_C.op_adamw, p, g, m, v, seg, dec, np.ones(4, u8), 8, *hp)
-    bad(_C.op_adamw, p, g, m, v, seg, dec, np.ones(4, u8), -1, *hp)
-    bad(_C.op_adamw, p, g, m, v, seg, dec, None, 0, *hp[:5], 0, 1.0)
-    bad(_C.op_adamw, p, g[:-1], m, v, seg, dec, None, 0, *hp)
+    _T.op_adamw(p, g, m, v, seg, dec, None, 0, *hp)
+    bad(_T.op_adamw, p, g, m, v, np.array([0, 1000, n], i64), np.ones(2, u8), None, 0, *hp)
+    bad(_T.op_adamw, p, g, m, v, np.array([0, -4, n], i64), np.ones(2, u8), None, 0, *hp)
+    bad(_T.op_adamw, p, g, m, v, seg, dec, np.ones(4, u8), 2**63 - 2, *hp)
+    bad(_T.op_adamw, p, g, m, v, seg, dec, np.ones(4, u8), 8, *hp)
+    bad(_T.op_adamw, p, g, m, v, seg, dec, np.ones(4, u8), -1, *hp)
+    bad(_T.op_adamw, p, g, m, v, seg, dec, None, 0, *hp[:5], 0, 1.0)
+    bad(_T.op_adamw, p, g[:-1], m, v, seg, dec, None, 0, *hp)
     xe = np.ones((1, 2, 8), f32)
-    bad(_C.op_encoder, np.ones(10, f32), xe, None, xe, 1, 2, 0, False, False, 1e-5, 0.0, 0.0, False, 0, 0)
-    bad(_C.op_encoder, np.ones(10, f32), xe, None, xe, 0, 2, 0, False, False, 1e-5, 0.0, 0.0, False, 0, 0)
-    bad(_C.op_encoder, np.ones(10, f32), zeros_huge(0, 1, 2**31), None, zeros_huge(0, 1, 2**31), 1, 1, 0,
+    bad(_T.op_encoder, np.ones(10, f32), xe, None, xe, 1, 2, 0, False, False, 1e-5, 0.0, 0.0, False, 0, 0)
+    bad(_T.op_encoder, np.ones(10, f32), xe, None, xe, 0, 2, 0, False, False, 1e-5, 0.0, 0.0, False, 0, 0)
+    bad(_T.op_encoder, np.ones(10, f32), zeros_huge(0, 1, 2**31), None, zeros_huge(0, 1, 2**31), 1, 1, 0,
         False, False, 1e-5, 0.0, 0.0, False, 0, 0)
 
 
@@ -336,45 +369,45 @@ def test_clip_kernels_bad_arguments():
     pos = np.ones((NP + 1, C), f32)
     out = np.zeros((B, NP + 1, C), f32)
     cols = np.zeros((B * NP, K), f32)
-    _C.patch_embed_forward(out, cols, pix, w, cls, pos, P)
+    _T.patch_embed_forward(out, cols, pix, w, cls, pos, P)
     for Pv in (0, -4, 3, 16, 2**31 - 1):
-        bad(_C.patch_embed_forward, out, cols, pix, w, cls, pos, Pv)
+        bad(_T.patch_embed_forward, out, cols, pix, w, cls, pos, Pv)
     for j in junk((B, 3, H, H)):
-        bad(_C.patch_embed_forward, out, cols, j, w, cls, pos, P)
-    bad(_C.patch_embed_forward, out, cols, np.zeros((0, 3, H, H), f32), w, cls, pos, P)
-    bad(_C.patch_embed_forward, out, cols, zeros_huge(0, 3, 2**29, 2**29), w, cls, pos, P)
-    bad(_C.patch_embed_forward, out, cols, zeros_huge(1, 3, 0, 2**29), w, cls, pos, P)
-    bad(_C.patch_embed_forward, out, cols, np.ones((B, 2, H, H), f32), w, cls, pos, P)
-    bad(_C.patch_embed_forward, out, out, pix, w, cls, pos, P)
-    bad(_C.patch_embed_forward, out, cols, pix, w, cls[:-1], pos, P)
-    bad(_C.patch_embed_forward, out, cols, pix, w, cls, pos[:-1], P)
+        bad(_T.patch_embed_forward, out, cols, j, w, cls, pos, P)
+    bad(_T.patch_embed_forward, out, cols, np.zeros((0, 3, H, H), f32), w, cls, pos, P)
+    bad(_T.patch_embed_forward, out, cols, zeros_huge(0, 3, 2**29, 2**29), w, cls, pos, P)
+    bad(_T.patch_embed_forward, out, cols, zeros_huge(1, 3, 0, 2**29), w, cls, pos, P)
+    bad(_T.patch_embed_forward, out, cols, np.ones((B, 2, H, H), f32), w, cls, pos, P)
+    bad(_T.patch_embed_forward, out, out, pix, w, cls, pos, P)
+    bad(_T.patch_embed_forward, out, cols, pix, w, cls[:-1], pos, P)
+    bad(_T.patch_embed_forward, out, cols, pix, w, cls, pos[:-1], P)
     dw, dcls, dpos = np.zeros_like(w), np.zeros_like(cls), np.zeros_like(pos)
-    _C.patch_embed_backward(dw, dcls, dpos, out, cols)
-    bad(_C.patch_embed_backward, dw, dcls, dpos, out[:, :1].copy(), cols[:2])
-    bad(_C.patch_embed_backward, dw, dcls, dpos, out, cols[:-1])
-    bad(_C.patch_embed_backward, dw[:-1], dcls, dpos, out, cols)
-    bad(_C.patch_embed_backward, dw, dcls, dpos, np.zeros((0, NP + 1, C), f32), cols)
-    bad(_C.patch_embed_backward, dw, dcls, dpos, zeros_huge(0, 2**40, C), cols)
+    _T.patch_embed_backward(dw, dcls, dpos, out, cols)
+    bad(_T.patch_embed_backward, dw, dcls, dpos, out[:, :1].copy(), cols[:2])
+    bad(_T.patch_embed_backward, dw, dcls, dpos, out, cols[:-1])
+    bad(_T.patch_embed_backward, dw[:-1], dcls, dpos, out, cols)
+    bad(_T.patch_embed_backward, dw, dcls, dpos, np.zeros((0, NP + 1, C), f32), cols)
+    bad(_T.patch_embed_backward, dw, dcls, dpos, zeros_huge(0, 2**40, C), cols)
     f = np.ones((3, 5), f32)
     hw = np.ones((4, 5), f32)
     logits, fn, inv = np.zeros((3, 4), f32), np.zeros((3, 5), f32), np.zeros(3, f32)
-    _C.cosine_head_forward(logits, fn, inv, f, hw)
-    bad(_C.cosine_head_forward, logits, fn, inv, f, hw, np.ones(3, f32))
-    bad(_C.cosine_head_forward, logits, fn, inv, f[:, :4].copy(), hw)
-    bad(_C.cosine_head_forward, logits, fn, inv[:2], f, hw)
-    bad(_C.cosine_head_forward, logits, fn, inv, np.zeros((0, 5), f32), hw)
-    bad(_C.cosine_head_forward, logits, fn, inv, f, np.zeros((0, 5), f32))
-    bad(_C.cosine_head_forward, logits, fn, inv, np.full((3, 5), np.nan, f32), hw)
-    bad(_C.cosine_head_backward, fn, None, None, logits[:, :3].copy(), fn, inv, hw)
-    bad(_C.cosine_head_backward, fn, np.zeros((4, 4), f32), None, logits, fn, inv, hw)
-    bad(_C.cosine_head_backward, fn, None, np.zeros(3, f32), logits, fn, inv, hw)
-    bad(_C.cosine_head_backward, fn, None, None, logits, fn, inv[:2], hw)
+    _T.cosine_head_forward(logits, fn, inv, f, hw)
+    bad(_T.cosine_head_forward, logits, fn, inv, f, hw, np.ones(3, f32))
+    bad(_T.cosine_head_forward, logits, fn, inv, f[:, :4].copy(), hw)
+    bad(_T.cosine_head_forward, logits, fn, inv[:2], f, hw)
+    bad(_T.cosine_head_forward, logits, fn, inv, np.zeros((0, 5), f32), hw)
+    bad(_T.cosine_head_forward, logits, fn, inv, f, np.zeros((0, 5), f32))
+    bad(_T.cosine_head_forward, logits, fn, inv, np.full((3, 5), np.nan, f32), hw)
+    bad(_T.cosine_head_backward, fn, None, None, logits[:, :3].copy(), fn, inv, hw)
+    bad(_T.cosine_head_backward, fn, np.zeros((4, 4), f32), None, logits, fn, inv, hw)
+    bad(_T.cosine_head_backward, fn, None, np.zeros(3, f32), logits, fn, inv, hw)
+    bad(_T.cosine_head_backward, fn, None, None, logits, fn, inv[:2], hw)
 
 
 def test_huge_configs_are_refused():
     # parameter counts that overflow int64 must be a clear error, not a wrapped allocation
     for L, C, F in ((2**31 - 1, 2**28, 2**30), (2**24, 2**20, 2**20), (2**31 - 1, 2**15, 2**15)):
-        bad(_C.bert_new, 50, 8, 2, 3, L, C, 1, F, 0, 1e-12, 0.1, 0.1, 0.1, 0)
+        bad(_C.clf_new, 50, 8, 2, 3, L, C, 1, F, 0, 1e-12, 0.1, 0.1, 0.1, 0)
         bad(_C.clipv_new, L, C, 1, F, 0, 1e-5, 0.0, 8, 4, 4, 0)
         bad(_C.clipt_new, L, C, 1, F, 0, 1e-5, 50, 8, 4, 1)
 
@@ -394,7 +427,7 @@ def test_clip_models_bad_calls():
             args[i] = v
             bad(_C.clipv_new, *args)
     h = _clipv()
-    p = _C.clipv_buffers(h)[0]
+    p = _C.model_buffers(h)[0]
     p[:] = np.random.default_rng(0).normal(0, 0.1, p.size)
     px = np.zeros((2, 3, 8, 8), f32)
     y = np.array([0, 2], i32)
@@ -421,20 +454,20 @@ def test_clip_models_bad_calls():
     bad(_C.clipv_set_head, h, np.ones((3, 6), f32), None)  # trainable head
     _C.clipv_set_head(h0, np.ones((2, 6), f32), None)
     bad(_C.clipv_forward_backward, h0, px, np.array([0, 2], i32), 0.0)
-    bad(_C.clipv_copy, h, h0)
-    bad(_C.clipv_copy, h, _bert())
-    bad(_C.bert_forward, h, np.ones((1, 2), i32), None, None)  # a capsule of the wrong kind
-    n = _C.clipv_buffers(h)[0].size
+    bad(_C.model_copy, h, h0)
+    bad(_C.model_copy, h, _bert())
+    bad(_C.clf_forward, h, np.ones((1, 2), i32), None, None)  # a capsule of the wrong kind
+    n = _C.model_buffers(h)[0].size
     m, v, seg, dec = _opt_args(h, n)
     hp = [1e-3, 0.9, 0.999, 1e-8, 0.01, 1, 1.0]
-    _C.clipv_adamw(h, m, v, seg, dec, *hp)
+    _C.model_adamw(h, m, v, seg, dec, *hp)
     for var in ((m[:-1], v, seg, dec), (m, m, seg, dec), (m, v, np.array([0, n + 3, n], i64), np.ones(2, u8)),
                 (m, v, np.array([1, n], i64), dec), (m, v, seg, None)):
-        bad(_C.clipv_adamw, h, *var, *hp)
+        bad(_C.model_adamw, h, *var, *hp)
         bad(_C.clipv_train_step, h, *var, *hp, px, y, 0.0)
-    bad(_C.clipv_adamw, h, m, v, seg, dec, math.nan, *hp[1:])
-    bad(_C.clipv_adamw, h, m, v, seg, dec, math.inf, *hp[1:])
-    bad(_C.clipv_adamw, h, m, v, seg, dec, *hp[:4], math.inf, *hp[5:])
+    bad(_C.model_adamw, h, m, v, seg, dec, math.nan, *hp[1:])
+    bad(_C.model_adamw, h, m, v, seg, dec, math.inf, *hp[1:])
+    bad(_C.model_adamw, h, m, v, seg, dec, *hp[:4], math.inf, *hp[5:])
     bad(_C.clipv_train_step, h, m, v, seg, dec, *hp, px, np.array([5, 0], i32), 0.0)
     # text tower
     good = [1, 8, 2, 16, 0, 1e-5, 50, 6, 4, 1]
@@ -454,8 +487,10 @@ def test_clip_models_bad_calls():
     bad(_C.clipt_encode, t, ids, np.full((2, 3), 2, u8))
     bad(_C.clipt_encode, t, ids, np.ones((2, 2), u8))
     bad(_C.clipt_encode, h, ids, None)
-    bad(_C.clipt_params, h)
-    bad(_C.clipv_buffers, t)
+    bad(_C.model_adamw, t, *_opt_args(t, _C.model_buffers(t)[0].size), 1e-3, 0.9, 0.999, 1e-8, 0.0, 1, 0.0)
+    params, grads, masks = _C.model_buffers(t)  # the text tower is forward-only
+    assert params.size > 0 and grads is None and masks is None
+    bad(_C.clipv_forward, t, np.zeros((1, 3, 8, 8), f32))  # a text handle is not a vision model
 
 
 # ---- Python entry points (models, optimizer, masks) -----------------------------------------
@@ -605,15 +640,15 @@ def test_error_paths_keep_reference_counts():
     for _ in range(50):
         bad(_C.mask_select, out, [4, 6], 5, "abs", xs=[xs[0], None])
         bad(_C.mask_select, out, [4, 7], 5, "abs", xs=xs)
-        bad(_C.mask_vote_hist, masks, 10, False)
+        bad(_T.mask_vote_hist, masks, 10, False)
         bad(_C.mask_vote_select, out, masks, False, [4, 6], 3)
         bad(_C.mask_combine, out, masks, 10, False, "union")
         bad(_C.soup_average, np.zeros(4, f32), xs)
-        bad(_C.bert_forward, h, ids, None, None)
-        bad(_C.bert_forward_backward, h, np.ones((2, 4), i32), None, None, y[:1], 0.0)
-        _C.bert_forward_backward(h, np.ones((2, 4), i32), None, None, y, 0.0)
-        _C.bert_buffers(h)
-        _C.bert_tensors(h)
+        bad(_C.clf_forward, h, ids, None, None)
+        bad(_C.clf_forward_backward, h, np.ones((2, 4), i32), None, None, y[:1], 0.0)
+        _C.clf_forward_backward(h, np.ones((2, 4), i32), None, None, y, 0.0)
+        _C.model_buffers(h)
+        _C.model_tensors(h)
     gc.collect()  # pytest.raises keeps tracebacks (frames -> arguments) in reference cycles
     assert [sys.getrefcount(o) for o in objs] == before
 
@@ -629,29 +664,29 @@ def test_empty_but_valid_calls_do_not_crash():
     _C.mask_combine(e8, [e8, e8], 0, False, "union")
     _C.mask_combine(e8, [e8], 0, True, "intersection")
     _C.mask_vote_keep(e8, [e8], 0, False, 1)
-    assert _C.mask_vote_hist([e8, e8], 0, False) == [0, 0, 0]
+    assert _T.mask_vote_hist([e8, e8], 0, False) == [0, 0, 0]
     assert _C.mask_overlap(e8, e8, 0, True) == (0, 0, 0)
     assert _C.mask_count(e8, 0, False) == 0
     _C.mask_pack(e8, e8)
     _C.mask_unpack(e8, e8)
     _C.soup_average(ef, [ef, ef], np.array([0.5, 0.5]))
-    bad(_C.sgemm, zeros_huge(2**31, 0), np.zeros((0, 0), f32), zeros_huge(2**31, 0))
-    _C.sgemm(np.zeros((0, 0), f32), np.zeros((0, 0), f32), np.zeros((0, 0), f32))
+    bad(_T.sgemm, zeros_huge(2**31, 0), np.zeros((0, 0), f32), zeros_huge(2**31, 0))
+    _T.sgemm(np.zeros((0, 0), f32), np.zeros((0, 0), f32), np.zeros((0, 0), f32))
 
 
 def test_op_encoder_odd_arguments():
     xe = np.ones((2, 3, 8), f32)
     p = np.random.default_rng(0).normal(0, 0.1, 600).astype(f32)  # L=1, C=8, F=16
-    _C.op_encoder(p, xe, None, xe, 1, 2, 0, False, False, 1e-5, 0.1, 0.1, True, 0, 0)
+    _T.op_encoder(p, xe, None, xe, 1, 2, 0, False, False, 1e-5, 0.1, 0.1, True, 0, 0)
     for ph, pa in ((1.0, 0.0), (0.0, 1.0), (-0.5, 0.0), (0.0, math.nan), (2.0, 2.0)):
-        bad(_C.op_encoder, p, xe, None, xe, 1, 2, 0, False, False, 1e-5, ph, pa, True, 0, 0)
+        bad(_T.op_encoder, p, xe, None, xe, 1, 2, 0, False, False, 1e-5, ph, pa, True, 0, 0)
     for eps in (0.0, -1.0, math.nan, math.inf):
-        bad(_C.op_encoder, p, xe, None, xe, 1, 2, 0, False, False, eps, 0.0, 0.0, False, 0, 0)
-    bad(_C.op_encoder, p, xe, np.full((2, 3), 7, u8), xe, 1, 2, 0, False, False, 1e-5, 0.0, 0.0, False, 0, 0)
-    bad(_C.op_encoder, p, xe, None, xe, 1, 16, 0, False, False, 1e-5, 0.0, 0.0, False, 0, 0)
-    bad(_C.op_encoder, p, xe, None, xe[:1], 1, 2, 0, False, False, 1e-5, 0.0, 0.0, False, 0, 0)
-    bad(_C.op_encoder, p, xe, None, xe, 2, 2, 0, False, False, 1e-5, 0.0, 0.0, False, 0, 0)
-    bad(_C.op_encoder, p, xe, None, xe, 1, 2, 7, False, False, 1e-5, 0.0, 0.0, False, 0, 0)
+        bad(_T.op_encoder, p, xe, None, xe, 1, 2, 0, False, False, eps, 0.0, 0.0, False, 0, 0)
+    bad(_T.op_encoder, p, xe, np.full((2, 3), 7, u8), xe, 1, 2, 0, False, False, 1e-5, 0.0, 0.0, False, 0, 0)
+    bad(_T.op_encoder, p, xe, None, xe, 1, 16, 0, False, False, 1e-5, 0.0, 0.0, False, 0, 0)
+    bad(_T.op_encoder, p, xe, None, xe[:1], 1, 2, 0, False, False, 1e-5, 0.0, 0.0, False, 0, 0)
+    bad(_T.op_encoder, p, xe, None, xe, 2, 2, 0, False, False, 1e-5, 0.0, 0.0, False, 0, 0)
+    bad(_T.op_encoder, p, xe, None, xe, 1, 2, 7, False, False, 1e-5, 0.0, 0.0, False, 0, 0)
 
 
 def test_mask_file_errors(tmp_path):

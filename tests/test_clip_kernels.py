@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from instantsoup import _C
+from instantsoup import _C_test as _T  # test-only bindings of single kernels
 
 pytestmark = pytest.mark.kernel
 
@@ -32,14 +32,14 @@ def test_patch_embed_forward_backward(rng, B, H, W, P, C):
     pos = rng.standard_normal((NP + 1, C), dtype=np.float32)
     out = np.full((B, NP + 1, C), np.nan, np.float32)
     cols = np.full((B * NP, K), np.nan, np.float32)
-    _C.patch_embed_forward(out, cols, pix, w, cls, pos, P)
+    _T.patch_embed_forward(out, cols, pix, w, cls, pos, P)
     np.testing.assert_allclose(out, ref_patch_embed(pix, w, cls, pos, P), rtol=1e-5, atol=1e-5)
     # backward: d/dparams of sum(out * g)
     g = rng.standard_normal(out.shape, dtype=np.float32)
     dw = np.ones_like(w)  # accumulates
     dcls = np.ones_like(cls)
     dpos = np.ones_like(pos)
-    _C.patch_embed_backward(dw, dcls, dpos, g, cols)
+    _T.patch_embed_backward(dw, dcls, dpos, g, cols)
     gw = np.einsum("bnc,bnk->ck", g[:, 1:].astype(np.float64), cols.reshape(B, NP, K).astype(np.float64))
     np.testing.assert_allclose(dw, 1 + gw, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(dcls, 1 + g[:, 0].sum(0), rtol=1e-5, atol=1e-5)
@@ -49,7 +49,7 @@ def test_patch_embed_forward_backward(rng, B, H, W, P, C):
     w2 = w.copy()
     w2[C // 2, K - 1] += eps
     out2 = np.empty_like(out)
-    _C.patch_embed_forward(out2, cols, pix, w2, cls, pos, P)
+    _T.patch_embed_forward(out2, cols, pix, w2, cls, pos, P)
     fd = ((out2.astype(np.float64) - out) * g).sum() / eps
     assert fd == pytest.approx(gw[C // 2, K - 1], rel=1e-2, abs=1e-2)
 
@@ -60,17 +60,17 @@ def test_patch_embed_errors(rng):
     cls, pos = np.zeros(4, np.float32), np.zeros((5, 4), np.float32)
     out, cols = np.zeros((2, 5, 4), np.float32), np.zeros((8, 48), np.float32)
     with pytest.raises(ValueError, match="multiple of the patch size 3"):
-        _C.patch_embed_forward(out, cols, pix, np.zeros((4, 27), np.float32), cls, pos, 3)
+        _T.patch_embed_forward(out, cols, pix, np.zeros((4, 27), np.float32), cls, pos, 3)
     with pytest.raises(TypeError, match="pixel_values: expected dtype float32, got uint8"):
-        _C.patch_embed_forward(out, cols, pix.astype(np.uint8), w, cls, pos, 4)
+        _T.patch_embed_forward(out, cols, pix.astype(np.uint8), w, cls, pos, 4)
     with pytest.raises(ValueError, match="3 channels"):
-        _C.patch_embed_forward(out, cols, np.zeros((2, 1, 8, 8), np.float32), w, cls, pos, 4)
+        _T.patch_embed_forward(out, cols, np.zeros((2, 1, 8, 8), np.float32), w, cls, pos, 4)
     with pytest.raises(ValueError, match=r"position_embedding: expected shape \(5, 4\), got \(4, 4\)"):
-        _C.patch_embed_forward(out, cols, pix, w, cls, pos[:4], 4)
+        _T.patch_embed_forward(out, cols, pix, w, cls, pos[:4], 4)
     with pytest.raises(ValueError, match="weight"):
-        _C.patch_embed_forward(out, cols, pix, w[:, :40].copy(), cls, pos, 4)
+        _T.patch_embed_forward(out, cols, pix, w[:, :40].copy(), cls, pos, 4)
     with pytest.raises(ValueError, match="cols"):
-        _C.patch_embed_backward(w.copy(), cls.copy(), pos.copy(), out, cols[:7])
+        _T.patch_embed_backward(w.copy(), cls.copy(), pos.copy(), out, cols[:7])
 
 
 def ref_cosine(f, w, b):
@@ -86,14 +86,14 @@ def test_cosine_head(rng, with_bias):
     w = rng.standard_normal((NL, D), dtype=np.float32)
     b = rng.standard_normal(NL, dtype=np.float32) if with_bias else None
     logits, fn, inv = np.empty((B, NL), np.float32), np.empty((B, D), np.float32), np.empty(B, np.float32)
-    _C.cosine_head_forward(logits, fn, inv, f, w, b)
+    _T.cosine_head_forward(logits, fn, inv, f, w, b)
     np.testing.assert_allclose(logits, ref_cosine(f, w, b), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(inv, 1 / np.linalg.norm(f, axis=1), rtol=1e-6)
     g = rng.standard_normal((B, NL), dtype=np.float32)
     df = np.full((B, D), np.nan, np.float32)
     dw = np.zeros_like(w) + 0.5
     db = np.zeros(NL, np.float32) if with_bias else None
-    _C.cosine_head_backward(df, dw, db, g, fn, inv, w)
+    _T.cosine_head_backward(df, dw, db, g, fn, inv, w)
     # analytic oracle in float64
     f64 = f.astype(np.float64)
     n = np.linalg.norm(f64, axis=1, keepdims=True)
@@ -113,7 +113,7 @@ def test_cosine_head(rng, with_bias):
         fd = ((ref_cosine(fp, w, b) - ref_cosine(fm, w, b)) * g).sum() / (2 * eps)
         assert df[i, j] == pytest.approx(fd, rel=1e-3, abs=1e-5)
     # frozen head: no weight gradients
-    _C.cosine_head_backward(df, None, None, g, fn, inv, w)
+    _T.cosine_head_backward(df, None, None, g, fn, inv, w)
     np.testing.assert_allclose(df, want, rtol=1e-5, atol=1e-6)
 
 
@@ -121,5 +121,5 @@ def test_cosine_head_zero_feature():
     f = np.zeros((2, 4), np.float32)
     f[0, 0] = 1
     with pytest.raises(ValueError, match="feature 1 has a zero"):
-        _C.cosine_head_forward(np.empty((2, 3), np.float32), np.empty((2, 4), np.float32),
+        _T.cosine_head_forward(np.empty((2, 3), np.float32), np.empty((2, 4), np.float32),
                                np.empty(2, np.float32), f, np.ones((3, 4), np.float32))

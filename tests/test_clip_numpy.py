@@ -1,4 +1,4 @@
-"""The C CLIP model against the NumPy reference (instantsoup.models.clip_reference), without torch:
+"""The C CLIP model against the NumPy reference (tests/clip_reference.py), without torch:
 features of both towers, logits, a finite-difference gradient check, an optimizer step. Marked
 ``kernel`` so the sanitizer job runs clip_model.c too."""
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 
 from instantsoup.models.clip import CLIPModel
 from instantsoup.models.clip_config import CLIPConfig, clip_param_shapes
-from instantsoup.models import clip_reference as R
+import clip_reference as R
 
 pytestmark = pytest.mark.kernel
 

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from instantsoup import _C
+from instantsoup import _C_test as _T  # test-only bindings of single kernels
 
 pytestmark = pytest.mark.kernel
 
@@ -13,13 +13,13 @@ erf = np.vectorize(math.erf, otypes=[np.float64])
 
 def test_exp_erf_accuracy():
     x = np.linspace(-80, 80, 20001).astype(np.float32)
-    e, _ = _C.op_math(x)
+    e, _ = _T.op_math(x)
     ref = np.exp(x.astype(np.float64))
     assert np.max(np.abs(e - ref) / ref) < 5e-7
     x = np.linspace(-6, 6, 20001).astype(np.float32)
-    _, r = _C.op_math(x)
+    _, r = _T.op_math(x)
     assert np.max(np.abs(r - erf(x.astype(np.float64)))) < 5e-7
-    e, r = _C.op_math(np.array([np.nan, -np.inf, -1000.0, 1000.0], np.float32))
+    e, r = _T.op_math(np.array([np.nan, -np.inf, -1000.0, 1000.0], np.float32))
     assert np.isnan(e[0]) and np.isnan(r[0])
     assert 0 <= e[2] < 1e-37
 
@@ -29,7 +29,7 @@ def test_layernorm(rng):
     x = rng.normal(1.0, 2.0, (N, C)).astype(np.float32)
     w = rng.normal(1.0, 0.2, C).astype(np.float32)
     b = rng.normal(0.0, 0.2, C).astype(np.float32)
-    out, mean, rstd = _C.op_layernorm(x, w, b, 1e-5)
+    out, mean, rstd = _T.op_layernorm(x, w, b, 1e-5)
     xd = x.astype(np.float64)
     m = xd.mean(1, keepdims=True)
     v = xd.var(1, keepdims=True)
@@ -37,7 +37,7 @@ def test_layernorm(rng):
     np.testing.assert_allclose(out, xh * w + b, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(mean, m[:, 0], rtol=1e-6, atol=1e-6)
     dout = rng.normal(size=(N, C)).astype(np.float32)
-    dx, dw, db = _C.op_layernorm_backward(dout, x, w, mean, rstd)
+    dx, dw, db = _T.op_layernorm_backward(dout, x, w, mean, rstd)
     dxh = dout * w
     ref = (dxh - dxh.mean(1, keepdims=True) - xh * (dxh * xh).mean(1, keepdims=True)) / np.sqrt(v + 1e-5)
     np.testing.assert_allclose(dx, ref, rtol=1e-4, atol=1e-5)
@@ -60,7 +60,7 @@ def act_ref(x, act):
 def test_activations(act):
     x = np.linspace(-9, 9, 40001).astype(np.float32)
     x = x[np.abs(x) > 1e-3]  # relu's kink
-    y, d, y2, d2 = _C.op_act(x, act)
+    y, d, y2, d2 = _T.op_act(x, act)
     ref = act_ref(x, act)
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=3e-7)
     np.testing.assert_array_equal(y, y2)
@@ -97,14 +97,14 @@ def test_attention(rng, causal):
     am = np.ones((B, T), np.uint8)
     am[1, 5:] = 0
     am[2, 2:] = 0
-    out, att = _C.op_attention(qkv, am, NH, causal, 0.0, 0)
+    out, att = _T.op_attention(qkv, am, NH, causal, 0.0, 0)
     ref, p, (q, k, v) = attention_ref(qkv, am, NH, causal)
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(att, p, rtol=1e-5, atol=1e-7)
     assert np.all(att[~np.broadcast_to(am[:, None, None, :].astype(bool), att.shape)] == 0)
     # backward against the analytic gradient
     dout = rng.normal(size=(B, T, C)).astype(np.float32)
-    dq = _C.op_attention_backward(dout, qkv, att, am, NH, causal, 0.0, 0)
+    dq = _T.op_attention_backward(dout, qkv, att, am, NH, causal, 0.0, 0)
     HS = C // NH
     do = dout.reshape(B, T, NH, HS).transpose(0, 2, 1, 3).astype(np.float64)
     dv = p.transpose(0, 1, 3, 2) @ do
@@ -118,7 +118,7 @@ def test_attention(rng, causal):
 
 def test_attention_all_masked_row_is_uniform(rng):
     qkv = rng.normal(size=(1, 4, 12)).astype(np.float32)
-    out, att = _C.op_attention(qkv, np.zeros((1, 4), np.uint8), 2, False, 0.0, 0)
+    out, att = _T.op_attention(qkv, np.zeros((1, 4), np.uint8), 2, False, 0.0, 0)
     np.testing.assert_allclose(att, 0.25)
     assert np.all(np.isfinite(out))
 
@@ -131,11 +131,11 @@ def test_attention_dropout_gradient(rng):
     key = 12345
 
     def f(x):
-        o, _ = _C.op_attention(x.astype(np.float32), None, NH, False, 0.3, key)
+        o, _ = _T.op_attention(x.astype(np.float32), None, NH, False, 0.3, key)
         return float((o.astype(np.float64) * dout).sum())
 
-    _, att = _C.op_attention(qkv.astype(np.float32), None, NH, False, 0.3, key)
-    g = _C.op_attention_backward(dout, qkv.astype(np.float32), att, None, NH, False, 0.3, key)
+    _, att = _T.op_attention(qkv.astype(np.float32), None, NH, False, 0.3, key)
+    g = _T.op_attention_backward(dout, qkv.astype(np.float32), att, None, NH, False, 0.3, key)
     d = rng.normal(size=qkv.shape)
     eps = 1e-2
     fd = (f(qkv + eps * d) - f(qkv - eps * d)) / (2 * eps)
@@ -145,15 +145,15 @@ def test_attention_dropout_gradient(rng):
 
 def test_dropout_rng():
     x = np.ones(200_000, np.float32)
-    y = _C.op_dropout(x, 0.25, 1, 0, 3)
+    y = _T.op_dropout(x, 0.25, 1, 0, 3)
     kept = y != 0
     assert abs(kept.mean() - 0.75) < 0.005
     np.testing.assert_allclose(y[kept], 1 / 0.75)
-    np.testing.assert_array_equal(y, _C.op_dropout(x, 0.25, 1, 0, 3))
+    np.testing.assert_array_equal(y, _T.op_dropout(x, 0.25, 1, 0, 3))
     for other in [(2, 0, 3), (1, 1, 3), (1, 0, 4)]:  # seed, step, site each change the mask
-        z = _C.op_dropout(x, 0.25, *other)
+        z = _T.op_dropout(x, 0.25, *other)
         assert 0.5 < ((z != 0) == kept).mean() < 0.7  # independent masks agree ~62.5%
-    np.testing.assert_array_equal(_C.op_dropout(x, 0.0, 1, 0, 3), x)
+    np.testing.assert_array_equal(_T.op_dropout(x, 0.0, 1, 0, 3), x)
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
@@ -161,7 +161,7 @@ def test_crossentropy(rng, smoothing):
     B, NL = 6, 4
     logits = rng.normal(0, 3, (B, NL)).astype(np.float32)
     y = rng.integers(0, NL, B).astype(np.int32)
-    loss, probs, dl = _C.op_crossentropy(logits, y, smoothing)
+    loss, probs, dl = _T.op_crossentropy(logits, y, smoothing)
     ld = logits.astype(np.float64)
     logp = ld - ld.max(1, keepdims=True)
     logp -= np.log(np.exp(logp).sum(1, keepdims=True))
@@ -199,7 +199,7 @@ def test_adamw_masked(rng):
     rp, rm, rv = p.copy(), m.copy(), v.copy()
     for step in range(1, 6):
         gg = (g * (1 + 0.1 * step)).astype(np.float32)
-        norm = _C.op_adamw(p, gg.copy(), m, v, seg, dec, mask[100:500].copy(), 100, 1e-2, 0.9, 0.99, 1e-8, 0.1,
+        norm = _T.op_adamw(p, gg.copy(), m, v, seg, dec, mask[100:500].copy(), 100, 1e-2, 0.9, 0.99, 1e-8, 0.1,
                            step, 5.0)
         full = mask.astype(np.float64)
         rp, rm, rv, rnorm = adamw_ref(rp, gg, rm, rv, decay, full, 1e-2, 0.9, 0.99, 1e-8, 0.1, step, 5.0)
@@ -218,7 +218,7 @@ def test_adamw_nonfinite_gradient_leaves_state(rng):
     v = np.zeros(10, np.float32)
     before = p.copy()
     with pytest.raises(ValueError, match="nan"):
-        _C.op_adamw(p, g, m, v, np.array([0, 10], np.int64), np.array([1], np.uint8), None, 0, 1e-3, 0.9,
+        _T.op_adamw(p, g, m, v, np.array([0, 10], np.int64), np.array([1], np.uint8), None, 0, 1e-3, 0.9,
                     0.999, 1e-8, 0.0, 1, 0.0)
     np.testing.assert_array_equal(p, before)
 
@@ -234,13 +234,13 @@ def test_encoder_stack_gradient_finite_differences(rng, prenorm, causal, act):
     am = np.ones((B, T), np.uint8)
     am[1, 3:] = 0
     args = (L, NH, act, prenorm, causal, 1e-5, 0.2, 0.2, True, 7, 3)
-    y, dx, g = _C.op_encoder(params, x, am, dout, *args)
-    y2, dx2, g2 = _C.op_encoder(params, x, am, dout, *args)
+    y, dx, g = _T.op_encoder(params, x, am, dout, *args)
+    y2, dx2, g2 = _T.op_encoder(params, x, am, dout, *args)
     np.testing.assert_array_equal(y, y2)  # same seed and step: same dropout masks
     np.testing.assert_array_equal(g, g2)
 
     def f(p, xx):
-        out, _, _ = _C.op_encoder(p.astype(np.float32), xx.astype(np.float32), am, dout, *args)
+        out, _, _ = _T.op_encoder(p.astype(np.float32), xx.astype(np.float32), am, dout, *args)
         return float((out.astype(np.float64) * dout).sum())
 
     eps = 1e-2

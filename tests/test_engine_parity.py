@@ -112,19 +112,22 @@ def test_label_smoothing(tmp_path):
     assert_grads_close(model, hf)
 
 
-def torch_adamw_run(hf, batches, lrs, wd, max_norm, masks=None):
-    decay = [p for n, p in hf.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
-    no_decay = [p for n, p in hf.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=lrs[0], betas=(0.9, 0.98), eps=1e-6)
-    named = dict(hf.named_parameters())
+def torch_adamw_run(hf, batches, lrs, wd, max_norm, masks=None, loss_fn=None, named=None, no_decay=None):
+    """torch.optim.AdamW with masks on a transformers model. loss_fn(hf, batch, y) -> (loss, logits)
+    (default hf_loss); named: name -> parameter (default hf.named_parameters()); no_decay(name)."""
+    loss_fn = loss_fn or hf_loss
+    named = dict(hf.named_parameters()) if named is None else named
+    no_decay = no_decay or (lambda n: n.endswith("bias") or "LayerNorm" in n)
+    groups = [{"params": [p for n, p in named.items() if not no_decay(n)], "weight_decay": wd},
+              {"params": [p for n, p in named.items() if no_decay(n)], "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(groups, lr=lrs[0], betas=(0.9, 0.98), eps=1e-6)
     if masks:
         with torch.no_grad():
             for k, m in masks.items():
                 named[k].mul_(torch.tensor(m, dtype=torch.float32))
     for (batch, y), lr in zip(batches, lrs):
         opt.zero_grad()
-        loss, _ = hf_loss(hf, batch, y)
+        loss, _ = loss_fn(hf, batch, y)
         loss.backward()
         if masks:
             for k, m in masks.items():
@@ -192,7 +195,9 @@ def test_prenorm_causal_encoder_against_torch():
     dout = rng.normal(size=(B, T, C)).astype(np.float32)
     am = np.ones((B, T), np.uint8)
     am[1, 4:] = 0
-    y, dx, g = instantsoup._C.op_encoder(params, x, am, dout, L, NH, 3, True, True, 1e-5, 0.0, 0.0, False, 0, 0)
+    from instantsoup import _C_test as _T
+
+    y, dx, g = _T.op_encoder(params, x, am, dout, L, NH, 3, True, True, 1e-5, 0.0, 0.0, False, 0, 0)
     # torch reference
     P = torch.tensor(params, requires_grad=True)
     offs = np.cumsum([0] + [s * L for s in sizes])

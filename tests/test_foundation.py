@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import instantsoup
-from instantsoup import _C
+from instantsoup import _C_test as _T  # test-only bindings of single kernels
 
 pytestmark = pytest.mark.kernel
 
@@ -65,7 +65,7 @@ def test_sgemm_matches_numpy(rng, m, n, k, ta, tb, alpha, beta):
     b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
     c = rng.standard_normal((m, n)).astype(np.float32)
     want = _ref(a, b, c, ta, tb, alpha, beta)
-    _C.sgemm(a, b, c, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta)
+    _T.sgemm(a, b, c, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta)
     np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-5 * max(1, k))
 
 
@@ -81,7 +81,7 @@ def test_sgemm_strided_leading_dims(rng, ta, tb):
     c = cbig[1:, 3:3 + n]
     before = cbig.copy()
     want = _ref(a, b, c, ta, tb, 1.5, 0.5)
-    _C.sgemm(a, b, c, trans_a=ta, trans_b=tb, alpha=1.5, beta=0.5)
+    _T.sgemm(a, b, c, trans_a=ta, trans_b=tb, alpha=1.5, beta=0.5)
     np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-4)
     # nothing outside the view was touched
     mask = np.ones_like(cbig, dtype=bool)
@@ -93,7 +93,7 @@ def test_sgemm_beta_zero_ignores_nan_in_c(rng):
     a = rng.standard_normal((4, 3)).astype(np.float32)
     b = rng.standard_normal((3, 5)).astype(np.float32)
     c = np.full((4, 5), np.nan, np.float32)
-    _C.sgemm(a, b, c)
+    _T.sgemm(a, b, c)
     np.testing.assert_allclose(c, a @ b, rtol=1e-5, atol=1e-6)
 
 
@@ -102,23 +102,23 @@ def test_sgemm_bad_arguments(rng):
     b = rng.standard_normal((3, 5)).astype(np.float32)
     c = np.zeros((4, 5), np.float32)
     with pytest.raises(TypeError, match=r"a: expected dtype float32, got float64"):
-        _C.sgemm(a.astype(np.float64), b, c)
+        _T.sgemm(a.astype(np.float64), b, c)
     with pytest.raises(TypeError, match="numpy.ndarray"):
-        _C.sgemm(a.tolist(), b, c)
+        _T.sgemm(a.tolist(), b, c)
     with pytest.raises(ValueError, match=r"inner dimensions differ"):
-        _C.sgemm(a, b.T.copy(), c)
+        _T.sgemm(a, b.T.copy(), c)
     with pytest.raises(ValueError, match=r"c: expected shape \(4, 5\), got \(5, 4\)"):
-        _C.sgemm(a, b, np.zeros((5, 4), np.float32))
+        _T.sgemm(a, b, np.zeros((5, 4), np.float32))
     with pytest.raises(ValueError, match="unit element stride"):
-        _C.sgemm(np.asfortranarray(rng.standard_normal((4, 3)).astype(np.float32)[:, ::2]), b[:2], c)
+        _T.sgemm(np.asfortranarray(rng.standard_normal((4, 3)).astype(np.float32)[:, ::2]), b[:2], c)
     with pytest.raises(ValueError, match="unit element stride"):
-        _C.sgemm(a, b, np.zeros((4, 10), np.float32)[:, ::2])
+        _T.sgemm(a, b, np.zeros((4, 10), np.float32)[:, ::2])
     with pytest.raises(ValueError, match="2-D"):
-        _C.sgemm(a[0], b, c)
+        _T.sgemm(a[0], b, c)
     ro = c.copy()
     ro.flags.writeable = False
     with pytest.raises(ValueError, match="writeable"):
-        _C.sgemm(a, b, ro)
+        _T.sgemm(a, b, ro)
     big = np.zeros((4, 4), np.float32)
     with pytest.raises(ValueError, match="share memory"):
-        _C.sgemm(big, big[:, :4], big)
+        _T.sgemm(big, big[:, :4], big)

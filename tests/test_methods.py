@@ -235,7 +235,7 @@ def test_python_api_ticket_names_its_base_model_and_copies_the_tokenizer(make_mo
         assert f.metadata()["base_model"] == str(tiny_bert_dir)
     from instantsoup import MaskSet
 
-    meta = MaskSet.load(tdir / "masks.safetensors").metadata  # DESIGN.md section 5's fields
+    meta = MaskSet.load(tdir / "masks.safetensors").metadata  # the ticket's metadata fields
     assert meta["method"] == "omp" and meta["target_sparsity"] == 0.6 and meta["seeds"] == [1]
     assert meta["achieved_sparsity"] == pytest.approx(0.6, abs=1e-3) and meta["instantsoup_version"]
     assert (tdir / "checkpoint" / "vocab.txt").read_text() == (tiny_bert_dir / "vocab.txt").read_text()

@@ -14,14 +14,14 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from instantsoup.data.text import Encoded
+from instantsoup.data.encoded import Encoded
 
 __all__ = ["Batches"]
 
 Batch = Dict[str, np.ndarray]
 
 
-def _subset_size(n: "int | float", total: int) -> int:
+def subset_size(n: "int | float", total: int) -> int:
     if isinstance(n, bool) or not isinstance(n, (int, float, np.integer, np.floating)):
         raise TypeError(f"subset size must be an int count or a float fraction, got {type(n).__name__}")
     if isinstance(n, (float, np.floating)):
@@ -250,7 +250,7 @@ class Batches:
         The subset's own shuffling uses ``seed`` too (override any constructor option by keyword,
         e.g. ``batch_size=``). Denoisers draw their data subsets this way.
         """
-        k = _subset_size(n, len(self._indices))
+        k = subset_size(n, len(self._indices))
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5B5B]))
         chosen = np.sort(self._indices[rng.permutation(len(self._indices))[:k]])
         opts = dict(batch_size=self.batch_size, seed=int(seed), shuffle=self.shuffle, bucket=self.bucket,

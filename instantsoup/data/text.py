@@ -15,9 +15,12 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
+
+from instantsoup.data.batching import Batches, subset_size
+from instantsoup.data.encoded import Encoded
 
 __all__ = ["Tokenizer", "Encoded", "TextDataset", "TextInput"]
 
@@ -29,22 +32,6 @@ _SPECIAL_DEFAULTS = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[
                      "cls_token": "[CLS]", "mask_token": "[MASK]"}
 # tokenizer_config.json sometimes carries this sentinel for "no limit"
 _HUGE = int(1e29)
-
-
-class Encoded(NamedTuple):
-    """Token ids of a list of examples (unpadded). ``ids, types = tokenizer.encode(texts)`` works.
-
-    input_ids:      list of N id lists, each ``[CLS] a... [SEP] (b... [SEP])``
-    token_type_ids: list of N lists of the same lengths (0 for the first segment, 1 for the second)
-    """
-
-    input_ids: List[List[int]]
-    token_type_ids: List[List[int]]
-
-    @property
-    def lengths(self) -> np.ndarray:
-        """(N,) int64 number of tokens of each example (special tokens included)."""
-        return np.fromiter((len(x) for x in self.input_ids), dtype=np.int64, count=len(self.input_ids))
 
 
 def _read_json(path: Path) -> dict:
@@ -342,8 +329,7 @@ class TextDataset:
 
     def sample(self, n: "int | float", seed: int) -> "TextDataset":
         """A seeded random subset of n examples (or a fraction 0 < n <= 1), in random order."""
-        from instantsoup.data.batching import _subset_size
-        k = _subset_size(n, len(self))
+        k = subset_size(n, len(self))
         idx = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5A3D])).permutation(len(self))[:k]
         return self.select(idx)
 
@@ -384,7 +370,6 @@ class TextDataset:
     def batches(self, tokenizer: Tokenizer, batch_size: int, *, max_length: Optional[int] = 128,
                 seed: int = 0, shuffle: bool = True, bucket: bool = True, **kwargs):
         """Tokenize and wrap in :class:`instantsoup.data.Batches` (labels included when present)."""
-        from instantsoup.data.batching import Batches
         return Batches(self.encode(tokenizer, max_length), self.labels, batch_size, seed=seed,
                        shuffle=shuffle, bucket=bucket, pad_id=tokenizer.pad_token_id, **kwargs)
 

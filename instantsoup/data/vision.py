@@ -44,6 +44,7 @@ from instantsoup.data.vision_prompts import CLASSNAMES, TEMPLATES, templates_for
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "is_vision_task",
     "CLIP_MEAN",
     "CLIP_STD",
     "ImageProcessor",
@@ -390,6 +391,11 @@ def open_image(path: str | os.PathLike):
         raise
     except Exception as e:  # PIL raises UnidentifiedImageError, OSError (truncated), SyntaxError...
         raise ImageDecodeError(f"cannot decode image file {path}: {e}", path) from e
+
+
+def is_vision_task(name: str) -> bool:
+    """Is ``name`` an image task (a dataset of VISION_DATASETS, e.g. "cifar10" or "image_folder")?"""
+    return name.lower().replace("-", "_") in VISION_DATASETS
 
 
 def check_pixel_values(pixel_values: Any, image_size: int | tuple[int, int] | None = None,

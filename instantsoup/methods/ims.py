@@ -1,4 +1,4 @@
-"""Instant Model Soup (IMS): a dense-to-dense variant of ISP (DESIGN.md section 2).
+"""Instant Model Soup (IMS): a dense-to-dense variant of ISP.
 
     for k = 1..K: start from the pre-trained weights, magnitude-prune them to the ingredient's sparsity
              s_k (``soup_sparsities``: spread S/K, 2S/K, ..., S by default), train the sparse copy

@@ -1,44 +1,35 @@
-"""Model loading: ``load_model(path)`` dispatches on ``model_type`` in the checkpoint's config.json."""
+"""Model loading: ``load_model(path)`` dispatches on ``model_type`` in the checkpoint's config.json.
+
+The registry below has one line per family. Encoder classifier families (BERT, RoBERTa, ...) are
+:class:`~instantsoup.models.encoder.Family` specs in their own modules, all loaded by
+``EncoderClassifier.from_pretrained``; CLIP has its own model class.
+"""
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
+# the encoder families: importing a family module registers it (instantsoup.models.encoder.register)
+from instantsoup.models import bert, distilbert, electra, roberta, vit  # noqa: F401
+from instantsoup.models.base import EngineModel
 from instantsoup.models.bert import BertConfig, BertModel
+from instantsoup.models.clip import CLIPModel, load_clip
+from instantsoup.models.encoder import EncoderClassifier, EncoderConfig, encoder_families
+from instantsoup.models.files import read_checkpoint, read_config
 
-__all__ = ["load_model", "BertModel", "BertConfig"]
+__all__ = ["load_model", "read_config", "supported_model_types", "EngineModel", "EncoderClassifier",
+           "EncoderConfig", "BertModel", "BertConfig", "CLIPModel", "load_clip"]
 
-_LOADERS = {"bert": BertModel.from_pretrained}
-
-# --- vision (issue 7): CLIP ---
-from instantsoup.models.clip import CLIPModel, load_clip  # noqa: E402
-
+_LOADERS = {mt: EncoderClassifier.from_pretrained for mt in encoder_families()}
 _LOADERS["clip"] = load_clip
-__all__ += ["CLIPModel", "load_clip"]
 
 
-
-def read_config(path: str | os.PathLike) -> dict[str, Any]:
-    """The parsed config.json of a Hugging Face checkpoint directory (ValueError if unusable)."""
-    path = os.fspath(path)
-    if not os.path.isdir(path):
-        raise ValueError(f"{path!r} is not a directory (expected a Hugging Face checkpoint directory "
-                         "with config.json and model.safetensors)")
-    cfg_path = os.path.join(path, "config.json")
-    if not os.path.isfile(cfg_path):
-        raise ValueError(f"{path!r} has no config.json")
-    try:
-        with open(cfg_path, encoding="utf-8") as f:
-            cfg = json.load(f)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{cfg_path}: cannot read the config ({e})") from e
-    if not isinstance(cfg, dict):
-        raise ValueError(f"{cfg_path}: expected a JSON object")
-    return cfg
+def supported_model_types() -> list[str]:
+    """The config.json ``model_type`` values load_model accepts."""
+    return sorted(_LOADERS)
 
 
-def load_model(path: str | os.PathLike, num_labels: int | None = None, seed: int = 0):
+def load_model(path: str | os.PathLike, num_labels: int | None = None, seed: int = 0) -> EngineModel:
     """Load a Hugging Face checkpoint directory into an instantsoup engine model.
 
     Args:
@@ -50,11 +41,12 @@ def load_model(path: str | os.PathLike, num_labels: int | None = None, seed: int
             transformers does: normal(0, initializer_range) weights, zero biases.
 
     Returns:
-        a model object (``model.kind`` says which: "bert").
+        an :class:`EngineModel` (``model.kind`` is its ``model_type``: one of
+        :func:`supported_model_types`).
     """
     cfg = read_config(path)
     mt = cfg.get("model_type")
     if mt not in _LOADERS:
         raise ValueError(f"{os.fspath(path)}: model_type {mt!r} is not supported "
-                         f"(supported: {', '.join(sorted(_LOADERS))})")
+                         f"(supported: {', '.join(supported_model_types())})")
     return _LOADERS[mt](path, num_labels=num_labels, seed=seed)

@@ -30,7 +30,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from instantsoup._native import _C
-from instantsoup.models.views import load_views, set_mask_views
+from instantsoup.models.base import EngineModel
 from instantsoup.data.vision import check_pixel_values
 from instantsoup.models.clip_config import (CLIPConfig, read_checkpoint, text_param_shapes, vision_param_shapes,
                                             vision_prunable_names, write_checkpoint)
@@ -116,8 +116,8 @@ class CLIPTextTower:
         self._h = _C.clipt_new(t.num_hidden_layers, t.hidden_size, t.num_attention_heads, t.intermediate_size,
                                _ACT_CODES[t.hidden_act], float(t.layer_norm_eps), t.vocab_size,
                                t.max_position_embeddings, cfg.projection_dim, int(t.eos_token_id))
-        buf = self._params = _C.clipt_params(self._h)
-        table = _table(_C.clipt_tensors(self._h))
+        buf = self._params = _C.model_buffers(self._h)[0]  # forward-only: no gradients or masks
+        table = _table(_C.model_tensors(self._h))
         C = t.hidden_size
 
         def v(name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -136,7 +136,7 @@ class CLIPTextTower:
         return dict(self._views)
 
     def __reduce__(self):
-        """Pickling: the config and the parameter buffer as it is (see CLIPModel.__reduce__)."""
+        """Pickling: the config and the parameter buffer as it is (see EngineModel.__reduce__)."""
         return (_unpickle_text, (self.config, self._params))
 
     def load(self, sd: Mapping[str, np.ndarray]) -> None:
@@ -172,7 +172,7 @@ class CLIPTextTower:
         return _C.clipt_encode(self._h, np.ascontiguousarray(ids, dtype=np.int32), am)
 
 
-class CLIPModel:
+class CLIPModel(EngineModel):
     """A CLIP checkpoint set up to fine-tune and prune its vision tower (see module docstring).
 
     Parameters live in one C buffer; :meth:`state_dict`, :attr:`grads` and :attr:`masks` are views
@@ -197,13 +197,13 @@ class CLIPModel:
                                v.image_size, v.patch_size, config.projection_dim, nl)
         self._trainable_head = nl
         self._num_labels = nl
-        params, grads, masks = _C.clipv_buffers(self._h)
+        params, grads, masks = _C.model_buffers(self._h)
         self._params, self._grads, self._mask_buf = params, grads, masks
-        self._table = _table(_C.clipv_tensors(self._h))
+        self._table = _table(_C.model_tensors(self._h))
         self._views = _vision_views(params, self._table, config, nl)
         self._gviews = _vision_views(grads, self._table, config, nl)
         self.prunable_names = vision_prunable_names(config)
-        self._mviews = self._mask_views()
+        self._mviews = self._make_mask_views()
         self.logit_scale = float(config.logit_scale_init_value if logit_scale is None else logit_scale)
         self.text = text if text is not None else CLIPTextTower(config)
         self.tokenizer = None
@@ -212,14 +212,14 @@ class CLIPModel:
         self._training = False
         self._seed = int(seed)
         self.last_logits: np.ndarray | None = None
-        _C.clipv_rng(self._h, self._seed, 0)
+        _C.model_rng(self._h, self._seed, 0)
         if nl > 0:  # a linear probe starts small and centred; zero_shot_head() can overwrite it
             rng = np.random.default_rng(seed)
             self._views[HEAD_WEIGHT][...] = rng.normal(0.0, 0.02, self._views[HEAD_WEIGHT].shape)
             self._views[HEAD_BIAS][...] = 0.0
 
     # -- layout -------------------------------------------------------------------------------------
-    def _mask_views(self) -> dict[str, np.ndarray]:
+    def _make_mask_views(self) -> dict[str, np.ndarray]:
         """Mask views: the mask buffer covers the encoder's prunable tensors, same layout."""
         v = self.config.vision
         L, C, F = v.num_hidden_layers, v.hidden_size, v.intermediate_size
@@ -260,73 +260,6 @@ class CLIPModel:
         """L, H, I, K of the trained tower (the vision encoder) for FLOPs accounting."""
         v = self.config.vision
         return {"L": v.num_hidden_layers, "H": v.hidden_size, "I": v.intermediate_size, "K": self.num_labels}
-
-    @property
-    def num_parameters(self) -> int:
-        return int(self._params.size)
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        """Trainable parameters (views of the C buffer) under HF names."""
-        return dict(self._views)
-
-    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> None:
-        """Copy tensors in by name. strict: every name must be present and none unknown.
-        Masked weights are zeroed again afterwards (the masks stay)."""
-        load_views(self._views, state, strict)
-        self._apply_masks()
-
-    def param_offsets(self) -> dict[str, tuple[int, tuple[int, ...]]]:
-        """name -> (offset in the flat buffer, shape)."""
-        base = self._params.__array_interface__["data"][0]
-        return {k: ((v.__array_interface__["data"][0] - base) // 4, tuple(v.shape)) for k, v in self._views.items()}
-
-    def flat_parameters(self) -> np.ndarray:
-        """The whole parameter buffer, (num_parameters,) float32 view."""
-        return self._params
-
-    @property
-    def grads(self) -> dict[str, np.ndarray]:
-        return dict(self._gviews)
-
-    @property
-    def masks(self) -> dict[str, np.ndarray]:
-        return dict(self._mviews)
-
-    def set_masks(self, masks: Mapping[str, Any]) -> None:
-        """Set masks (name -> 0/1 array, 1 = kept) of some or all prunable weights; zero the masked weights."""
-        set_mask_views(self._mviews, self._views, masks)
-        self._apply_masks()
-
-    def _apply_masks(self) -> None:
-        n = self._mask_buf.size  # the mask covers the start of the buffer (the prunable tensors)
-        self._params[:n] *= self._mask_buf
-        self._grads[:n] *= self._mask_buf
-
-    def train(self, mode: bool = True) -> "CLIPModel":
-        self._training = bool(mode)
-        _C.clipv_set_training(self._h, self._training)
-        return self
-
-    def eval(self) -> "CLIPModel":
-        return self.train(False)
-
-    @property
-    def training(self) -> bool:
-        return self._training
-
-    def seed(self, s: int) -> None:
-        """Seed the dropout RNG (attention dropout; 0 in released CLIP checkpoints)."""
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= int(s) < 2**64:
-            raise ValueError(f"seed: expected an integer in [0, 2**64), got {s!r}")
-        self._seed = int(s)
-        _C.clipv_rng(self._h, self._seed, 0)
-
-    def rng_state(self) -> tuple[int, int]:
-        """(seed, step) of the dropout RNG."""
-        return tuple(_C.clipv_rng_state(self._h))
-
-    def set_rng_state(self, state: tuple[int, int]) -> None:
-        _C.clipv_rng(self._h, int(state[0]), int(state[1]))
 
     @staticmethod
     def default_no_decay(name: str) -> bool:
@@ -454,21 +387,22 @@ class CLIPModel:
         m.set_rng_state(self.rng_state())
         return m
 
-    def __reduce__(self):
-        """Pickling (processes, Ray's object store): config, the parameter and mask buffers as they
-        are (pickle protocol 5 writes each once, or hands it out of band without a copy; the new
-        model copies it once into its own C buffer), a frozen head, the text tower, mode and
-        dropout RNG state. Gradients are not carried (the new model's are zero)."""
+    def _rebuild(self) -> tuple[tuple, dict[str, Any]]:
         frozen = None if self._trainable_head else self.head()
-        return (_unpickle_clip, (self.config, self._trainable_head, self._seed, self.logit_scale, self.text,
-                                 self._params, self._mask_buf, frozen, self._training, self.rng_state(),
-                                 self.tokenizer, self.source_path, self.classnames))
+        return ((self.config, self._trainable_head or None, self._seed, self.logit_scale, self.text),
+                {"tokenizer": self.tokenizer, "source_path": self.source_path, "classnames": self.classnames,
+                 "frozen_head": frozen})
+
+    def _restore(self, attrs: dict[str, Any]) -> None:
+        attrs = dict(attrs)
+        frozen = attrs.pop("frozen_head")
+        if frozen is not None:
+            self.set_head(*frozen)
+        super()._restore(attrs)
 
     def copy_from(self, other: "CLIPModel") -> None:
         """Copy parameters, masks and head from a model with the same config (no allocation)."""
-        if not isinstance(other, CLIPModel):
-            raise TypeError(f"copy_from: expected a CLIPModel, got {type(other).__name__}")
-        _C.clipv_copy(self._h, other._h)
+        super().copy_from(other)
         self._num_labels = other._num_labels
 
     # -- optimizer hooks (used by instantsoup.AdamW) ------------------------------------------------
@@ -496,15 +430,9 @@ class CLIPModel:
         decay.append(cur)
         return np.asarray(bounds, dtype=np.int64), np.asarray(decay, dtype=np.uint8)
 
-    def _c_adamw(self, exp_avg, exp_avg_sq, seg, decay, lr, beta1, beta2, eps, weight_decay, step,
-                 max_norm) -> float:
-        """One masked AdamW step on ``grads`` (instantsoup.AdamW's hook) -> grad norm before clipping."""
-        return _C.clipv_adamw(self._h, exp_avg, exp_avg_sq, seg, decay, float(lr), float(beta1), float(beta2),
-                              float(eps), float(weight_decay), int(step), float(max_norm))
-
-    def _c_train_step(self, exp_avg, exp_avg_sq, seg, decay, lr, beta1, beta2, eps, weight_decay, step, max_norm,
-                      batch, labels, label_smoothing=0.0) -> tuple[float, float]:
-        """Fused forward + backward + clip + AdamW + re-mask (instantsoup.AdamW's hook) -> (loss, norm)."""
+    def _train_step(self, exp_avg, exp_avg_sq, seg, decay, hp, batch, labels, label_smoothing=0.0) -> tuple[float, float]:
+        """Fused forward + backward + clip + AdamW + re-mask (instantsoup.AdamW's entry point) -> (loss, norm)."""
+        lr, beta1, beta2, eps, weight_decay, step, max_norm = hp
         px = self._pixels(batch)
         y = self._labels(labels, px.shape[0])
         return _C.clipv_train_step(self._h, exp_avg, exp_avg_sq, seg, decay, float(lr), float(beta1),
@@ -570,16 +498,3 @@ def _unpickle_text(config: CLIPConfig, params: np.ndarray) -> CLIPTextTower:
     t = CLIPTextTower(config)
     t._params[...] = params
     return t
-
-
-def _unpickle_clip(config, trainable_head, seed, logit_scale, text, params, masks, frozen_head, training,
-                   rng_state, tokenizer, source_path, classnames) -> CLIPModel:
-    m = CLIPModel(config, trainable_head or None, seed, logit_scale, text)
-    m._params[...] = params
-    m._mask_buf[...] = masks
-    if frozen_head is not None:
-        m.set_head(*frozen_head)
-    m.tokenizer, m.source_path, m.classnames = tokenizer, source_path, classnames
-    m.train(training)
-    m.set_rng_state(rng_state)
-    return m

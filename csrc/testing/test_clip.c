@@ -1,7 +1,9 @@
-/* py_clip.c -- bindings of the CLIP kernels (clip.c): validate, release the GIL, call. */
+/* test_clip.c -- test bindings of the CLIP kernels (clip.c): validate, release the GIL, call. */
 #include "boundary.h"
 
 #include <stdlib.h>
+
+#include "clip.h"
 
 #define ARR(var, obj, name, nd, shp, fl)                                                          \
     PyArrayObject *var = isp_arg_array(obj, name, NPY_FLOAT32, nd, shp, fl);                    \
@@ -206,7 +208,7 @@ static PyObject *py_cosine_head_backward(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-PyMethodDef isp_clip_methods[] = {
+PyMethodDef isp_test_clip_methods[] = {
     {"patch_embed_forward", py_patch_embed_forward, METH_VARARGS, patch_embed_forward_doc},
     {"patch_embed_backward", py_patch_embed_backward, METH_VARARGS, patch_embed_backward_doc},
     {"cosine_head_forward", (PyCFunction)(void (*)(void))py_cosine_head_forward,
