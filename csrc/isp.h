@@ -35,6 +35,7 @@ int isp_get_num_threads(void);
 
 #include "blas.h"
 #include "soup.h" /* prune.h + soup.h: selection, masks, merges, soups */
+#include "gemm_bf16.h" /* bf16 GEMM paths, CPUID dispatch, autocast */
 #include "ops.h"     /* engine kernels */
 #include "encoder.h" /* engine encoder stack; bert.h and optim.h are included by their users */
 #include "clip.h" /* CLIP: patch embedding, cosine head */

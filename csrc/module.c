@@ -193,21 +193,45 @@ static int64_t row_stride(PyArrayObject *a)
     return PyArray_STRIDE(a, 0) / (npy_intp)sizeof(float);
 }
 
+/* The ISA path named `name` (must be available), or -1 with ValueError. */
+static int isa_from_name(const char *name, const char *who)
+{
+    for (int i = 0; i < ISP_NUM_ISA; i++)
+        if (strcmp(name, isp_isa_name((isp_isa)i)) == 0) {
+            if (!isp_isa_available((isp_isa)i)) {
+                PyErr_Format(PyExc_ValueError, "%s: ISA path '%s' is not available on this CPU",
+                             who, name);
+                return -1;
+            }
+            return i;
+        }
+    PyErr_Format(PyExc_ValueError,
+                 "%s: unknown ISA path '%s' (expected fp32, avx2bf16, avx512bf16 or amx)", who,
+                 name);
+    return -1;
+}
+
 PyDoc_STRVAR(sgemm_doc,
              "sgemm(a, b, c, trans_a=False, trans_b=False, alpha=1.0, beta=0.0)\n--\n\n"
              "c = alpha * op(a) @ op(b) + beta * c in place, row-major float32 (OpenBLAS).\n"
              "a is (M,K) or (K,M) if trans_a; b is (K,N) or (N,K) if trans_b; c is (M,N).\n"
-             "Rows may be strided (column slices) but each row must be contiguous.");
+             "Rows may be strided (column slices) but each row must be contiguous.\n"
+             "bf16=PATH ('fp32', 'avx2bf16', 'avx512bf16', 'amx') computes the product with\n"
+             "bf16-rounded operands and fp32 accumulation on that path (it must be available).");
 
 static PyObject *py_sgemm(PyObject *self, PyObject *args, PyObject *kwds)
 {
     (void)self;
-    static char *kwlist[] = {"a", "b", "c", "trans_a", "trans_b", "alpha", "beta", NULL};
+    static char *kwlist[] = {"a", "b", "c", "trans_a", "trans_b", "alpha", "beta", "bf16", NULL};
     PyObject *ao, *bo, *co;
     int ta = 0, tb = 0;
     float alpha = 1.0f, beta = 0.0f;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO|ppff:sgemm", kwlist, &ao, &bo, &co, &ta, &tb,
-                                     &alpha, &beta))
+    const char *bf16 = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO|ppffz:sgemm", kwlist, &ao, &bo, &co, &ta, &tb,
+                                     &alpha, &beta, &bf16))
+        return NULL;
+    int isa = -1;
+    if (bf16 != NULL && (isa = isa_from_name(bf16, "sgemm")) < 0)
         return NULL;
     PyArrayObject *a = isp_arg_array(ao, "a", NPY_FLOAT32, 2, NULL, ISP_ARR_ROWS);
     if (!a)
@@ -243,7 +267,13 @@ static PyObject *py_sgemm(PyObject *self, PyObject *args, PyObject *kwds)
     float *cp = PyArray_DATA(c);
     int64_t lda = row_stride(a), ldb = row_stride(b), ldc = row_stride(c);
     Py_BEGIN_ALLOW_THREADS;
-    st = blas_sgemm(ta, tb, M, N, K, alpha, ap, lda, bp, ldb, beta, cp, ldc);
+    st = blas_check_gemm(ta, tb, M, N, K, lda, ldb, ldc);
+    if (st == ISP_OK && isa < 0)
+        blas_sgemm_rm(ta, tb, (int)M, (int)N, (int)K, alpha, ap, (int)lda, bp, (int)ldb, beta, cp,
+                      (int)ldc);
+    else if (st == ISP_OK)
+        gemm_bf16((isp_isa)isa, ta, tb, (int)M, (int)N, (int)K, alpha, ap, (int)lda, bp, (int)ldb,
+                  beta, cp, (int)ldc);
     Py_END_ALLOW_THREADS;
     if (st != ISP_OK)
         return isp_raise(st);
@@ -298,7 +328,76 @@ static PyObject *py_build_info(PyObject *self, PyObject *noargs)
                          (unsigned int)NPY_ABI_VERSION);
 }
 
+static PyObject *py_isa_available(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+    PyObject *out = PyList_New(0);
+    for (int i = 0; out != NULL && i < ISP_NUM_ISA; i++) {
+        if (!isp_isa_available((isp_isa)i))
+            continue;
+        PyObject *n = PyUnicode_FromString(isp_isa_name((isp_isa)i));
+        if (n == NULL || PyList_Append(out, n) < 0) {
+            Py_XDECREF(n);
+            Py_CLEAR(out);
+            break;
+        }
+        Py_DECREF(n);
+    }
+    return out;
+}
+
+static PyObject *py_set_isa(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    const char *name = PyUnicode_AsUTF8(arg);
+    if (name == NULL)
+        return NULL;
+    int isa = isa_from_name(name, "set_isa");
+    if (isa < 0)
+        return NULL;
+    isp_status st = isp_isa_set((isp_isa)isa);
+    if (st != ISP_OK)
+        return isp_raise(st);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_get_isa(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+    return PyUnicode_FromString(isp_isa_name(isp_isa_get()));
+}
+
+static PyObject *py_set_autocast(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    long p = PyLong_AsLong(arg);
+    if (p == -1 && PyErr_Occurred())
+        return NULL;
+    if (p != ISP_PREC_FP32 && p != ISP_PREC_BF16) {
+        PyErr_Format(PyExc_ValueError, "set_autocast: expected 0 (fp32) or 1 (bf16), got %ld", p);
+        return NULL;
+    }
+    isp_autocast_set((isp_precision)p);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_get_autocast(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+    return PyLong_FromLong((long)isp_autocast_get());
+}
+
 PyMethodDef isp_core_methods[] = {
+    {"isa_available", py_isa_available, METH_NOARGS,
+     "The bf16 GEMM paths this CPU runs (names, always including 'fp32')."},
+    {"set_isa", py_set_isa, METH_O, "Select the bf16 GEMM path by name (must be available)."},
+    {"get_isa", py_get_isa, METH_NOARGS, "The selected bf16 GEMM path (the best one by default)."},
+    {"set_autocast", py_set_autocast, METH_O,
+     "This thread's precision of engine matrix products: 0 fp32, 1 bf16 operands."},
+    {"get_autocast", py_get_autocast, METH_NOARGS, "This thread's autocast precision (0 or 1)."},
     {"sgemm", (PyCFunction)(void (*)(void))py_sgemm, METH_VARARGS | METH_KEYWORDS, sgemm_doc},
     {"set_num_threads", py_set_num_threads, METH_O, "Set our OpenMP and OpenBLAS thread count."},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, "The thread count in use."},

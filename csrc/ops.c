@@ -472,6 +472,10 @@ void softmax_forward(float *probs, const float *logits, int64_t N, int V)
 void gemm_par(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc)
 {
+    if (isp_autocast_get() == ISP_PREC_BF16) {
+        gemm_bf16_par(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
     const int nt = NT;
     if (nt <= 1 || M < 32 || (int64_t)M * N * K < ((int64_t)1 << 18)) {
         if (nt > 1)
@@ -545,6 +549,8 @@ void linear_backward(float *dinp, float *dweight, float *dbias, const float *dou
  * Per-thread scratch: two (T,T) blocks and one row.
  */
 #define ATT_PER(T) (2 * (int64_t)(T) * (T) + (int64_t)(T) + 64)
+/* the products' path, read on the calling thread (autocast is thread-local): -1 = fp32 sgemm */
+#define ATT_ISA() (isp_autocast_get() == ISP_PREC_BF16 ? (int)isp_isa_get() : -1)
 
 int64_t attention_scratch_size(int T, int C, int NH, int nthreads)
 {
@@ -588,9 +594,19 @@ SIMD_FN(
             di[j] = pi[j] * (di[j] - dot) * scale;
     })
 
+/* one single-threaded product of a head: OpenBLAS sgemm, or bf16 operands on path isa (>= 0) */
+static void head_gemm(int isa, int ta, int tb, int M, int N, int K, float alpha, const float *A,
+                      int lda, const float *B, int ldb, float *C, int ldc)
+{
+    if (isa < 0)
+        blas_sgemm_rm(ta, tb, M, N, K, alpha, A, lda, B, ldb, 0.0f, C, ldc);
+    else
+        gemm_bf16((isp_isa)isa, ta, tb, M, N, K, alpha, A, lda, B, ldb, 0.0f, C, ldc);
+}
+
 static void attention_head_forward(float *out, float *att, const float *qkv, const uint8_t *am,
                                    int b, int h, int T, int C, int NH, int causal, float p_drop,
-                                   uint64_t key, float *scratch)
+                                   uint64_t key, float *scratch, int isa)
 {
     const int HS = C / NH, C3 = 3 * C;
     const float scale = 1.0f / sqrtf((float)HS);
@@ -600,19 +616,19 @@ static void attention_head_forward(float *out, float *att, const float *qkv, con
     float *s = att + blk;
     for (int j = 0; j < T; j++)
         vis[j] = (am == NULL || am[j]) ? 1.0f : 0.0f;
-    blas_sgemm_rm(0, 1, T, T, HS, scale, q, C3, k, C3, 0.0f, s, T);
+    head_gemm(isa, 0, 1, T, T, HS, scale, q, C3, k, C3, s, T);
     SIMD_CALL(softmax_rows)(s, vis, T, causal);
     const float *pp = s;
     if (p_drop > 0.0f) {
         SIMD_CALL(dropout_chunk)(pd, s, blk, (int64_t)T * T, p_drop, key);
         pp = pd;
     }
-    blas_sgemm_rm(0, 0, T, HS, T, 1.0f, pp, T, v, C3, 0.0f, out + (int64_t)b * T * C + h * HS, C);
+    head_gemm(isa, 0, 0, T, HS, T, 1.0f, pp, T, v, C3, out + (int64_t)b * T * C + h * HS, C);
 }
 
 static void attention_head_backward(float *dqkv, const float *dout, const float *qkv,
                                     const float *att, int b, int h, int T, int C, int NH,
-                                    float p_drop, uint64_t key, float *scratch)
+                                    float p_drop, uint64_t key, float *scratch, int isa)
 {
     const int HS = C / NH, C3 = 3 * C;
     const float scale = 1.0f / sqrtf((float)HS);
@@ -628,28 +644,29 @@ static void attention_head_backward(float *dqkv, const float *dout, const float 
         pp = pd;
     }
     /* dV = P_dropped^T dO;  dP_dropped = dO V^T, then back through the dropout */
-    blas_sgemm_rm(1, 0, T, HS, T, 1.0f, pp, T, dob, C, 0.0f, dv, C3);
-    blas_sgemm_rm(0, 1, T, T, HS, 1.0f, dob, C, v, C3, 0.0f, dp, T);
+    head_gemm(isa, 1, 0, T, HS, T, 1.0f, pp, T, dob, C, dv, C3);
+    head_gemm(isa, 0, 1, T, T, HS, 1.0f, dob, C, v, C3, dp, T);
     if (p_drop > 0.0f)
         SIMD_CALL(dropout_chunk)(dp, dp, blk, (int64_t)T * T, p_drop, key);
     SIMD_CALL(softmax_rows_backward)(dp, p, T, scale);
     /* dQ = dS K;  dK = dS^T Q */
-    blas_sgemm_rm(0, 0, T, HS, T, 1.0f, dp, T, k, C3, 0.0f, dq, C3);
-    blas_sgemm_rm(1, 0, T, HS, T, 1.0f, dp, T, q, C3, 0.0f, dk, C3);
+    head_gemm(isa, 0, 0, T, HS, T, 1.0f, dp, T, k, C3, dq, C3);
+    head_gemm(isa, 1, 0, T, HS, T, 1.0f, dp, T, q, C3, dk, C3);
 }
 
 void attention_forward(float *out, float *att, const float *qkv, const uint8_t *amask, int B, int T,
                        int C, int NH, int causal, float p_drop, uint64_t key, float *scratch)
 {
     const int64_t per = ATT_PER(T);
-    const int nt = NT;
+    const int nt = NT, isa = ATT_ISA();
     if (nt > 1)
         blas_set_num_threads(1);
 #pragma omp parallel for num_threads(nt) schedule(static) collapse(2)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++)
             attention_head_forward(out, att, qkv, amask != NULL ? amask + (int64_t)b * T : NULL, b,
-                                   h, T, C, NH, causal, p_drop, key, scratch + per * THREAD_ID());
+                                   h, T, C, NH, causal, p_drop, key, scratch + per * THREAD_ID(),
+                                   isa);
     if (nt > 1)
         blas_set_num_threads(nt);
 }
@@ -659,7 +676,7 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
                         uint64_t key, float *scratch)
 {
     const int64_t per = ATT_PER(T);
-    const int nt = NT;
+    const int nt = NT, isa = ATT_ISA();
     (void)amask;
     (void)causal; /* masked keys have probability 0 in att, so they get no gradient */
     if (nt > 1)
@@ -668,7 +685,7 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++)
             attention_head_backward(dqkv, dout, qkv, att, b, h, T, C, NH, p_drop, key,
-                                    scratch + per * THREAD_ID());
+                                    scratch + per * THREAD_ID(), isa);
     if (nt > 1)
         blas_set_num_threads(nt);
 }

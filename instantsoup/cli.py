@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from instantsoup.config import (DataSettings, PruneSettings, RunSettings, Settings, SettingsError,
+from instantsoup.config import (PRECISIONS, DataSettings, PruneSettings, RunSettings, Settings, SettingsError,
                                 TrainSettings, add_arguments, check_model_dir, from_namespace)
 
 log = logging.getLogger("instantsoup")
@@ -127,6 +127,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     task = load_task(data, args.checkpoint, fit_max_length(args.checkpoint, args.max_length), args.seed)
     model = load_for_task(args.checkpoint, task)
+    try:
+        model.precision = args.precision
+    except ValueError as e:  # INSTANTSOUP_ISA names a path this CPU lacks
+        raise SettingsError(str(e)) from None
     if args.mask:
         try:
             model.set_masks(runs.load_arrays(args.mask))
@@ -196,7 +200,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     base = Settings(
         train=TrainSettings(batch_size=args.batch_size, lr=args.lr, epochs=args.epochs, seed=args.seed,
-                            max_length=args.max_length, warmup_ratio=0.06),
+                            max_length=args.max_length, warmup_ratio=0.06, precision=args.precision),
         prune=PruneSettings(sparsity=args.sparsity, step=args.step, denoisers=args.denoisers,
                             lookahead=args.lookahead),
         data=DataSettings(task="default", max_train_examples=args.max_train_examples,
@@ -250,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-length", type=int, default=128, help="maximum tokens per example")
     ev.add_argument("--seed", type=int, default=0, help="seed of the validation hold-out split")
     ev.add_argument("--threads", type=int, default=0, help="threads (0 = all available cores)")
+    ev.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                    help="precision of the matrix products (bf16: bf16 operands, fp32 accumulation)")
     add_arguments(ev, DataSettings)
     ev.set_defaults(func=_cmd_eval)
 
@@ -266,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
         de.add_argument("--" + k.replace("_", "-"), type=type(v), default=v, help=f"demo {k}")
     de.add_argument("--seed", type=int, default=0, help="seed")
     de.add_argument("--threads", type=int, default=0, help="threads (0 = all available cores)")
+    de.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                    help="precision of the matrix products (bf16: bf16 operands, fp32 accumulation)")
     de.add_argument("--no-progress", action="store_true", help="hide progress bars")
     de.set_defaults(func=_cmd_demo)
     return p

@@ -7,7 +7,9 @@ back, so the CLI and the Python API can never disagree. ``validate()`` refuses b
 the size of the training set (steps per epoch) is known.
 
 Fields with ``metadata["hash"] = False`` (progress bars, thread counts, paths of outputs) do not
-change what a run computes and stay out of the run directory's hash. Fields of
+change what a run computes and stay out of the run directory's hash. Fields with
+``metadata["hash"] = "nondefault"`` (added after runs were made) enter it only when they differ from
+their default, so the runs made before they existed keep their hashes. Fields of
 :class:`PruneSettings` list the methods they apply to in ``metadata["methods"]``; only those enter the
 hash of a run of that method, so tuning an ISP knob never invalidates a finished IMP run.
 """
@@ -25,13 +27,14 @@ from typing import Any
 METHODS = ("isp", "imp", "omp", "gmp", "random", "dense", "ims")
 MERGE_RULES = ("union", "intersection", "vote")
 SCHEDULES = ("linear", "cosine", "constant")
+PRECISIONS = ("fp32", "bf16")  # of the matrix products (see instantsoup.precision)
 
 
 class SettingsError(ValueError):
     """Settings that cannot produce a sensible run; raised before any work is done."""
 
 
-def _f(default: Any, help: str, *, methods: tuple[str, ...] | None = None, hash: bool = True,
+def _f(default: Any, help: str, *, methods: tuple[str, ...] | None = None, hash: bool | str = True,
        choices: tuple | None = None, flag: str | None = None) -> Any:
     meta = {"help": help, "hash": hash}
     if methods is not None:
@@ -64,6 +67,9 @@ class TrainSettings:
     seed: int = _f(0, "seed of data order, dropout, subsets, random masks and protocols")
     max_length: int = _f(128, "maximum tokens per example (longer inputs are truncated)")
     select_best: bool = _f(True, "keep the weights with the best validation score of the final stage")
+    precision: str = _f("fp32", "precision of the matrix products in training and evaluation: 'fp32', or "
+                        "'bf16' (bf16 operands, fp32 accumulation; fp32 weights, moments, loss, softmax and "
+                        "LayerNorm statistics)", choices=PRECISIONS, hash="nondefault")
 
     def validate(self) -> None:
         if self.batch_size < 1:
@@ -90,6 +96,8 @@ class TrainSettings:
             raise SettingsError(f"eval_every must be >= 0, got {self.eval_every}")
         if self.max_length < 2:
             raise SettingsError(f"max_length must be >= 2, got {self.max_length}")
+        if self.precision not in PRECISIONS:
+            raise SettingsError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
     def total_steps(self, steps_per_epoch: int) -> int:
         """The budget in optimizer steps."""
@@ -343,7 +351,8 @@ def hashable(obj: Any, method: str | None = None) -> dict:
     """Fields of a settings object that enter the run hash (see module docstring)."""
     out = {}
     for f in dataclasses.fields(obj):
-        if not f.metadata.get("hash", True):
+        h = f.metadata.get("hash", True)
+        if not h or (h == "nondefault" and getattr(obj, f.name) == f.default):
             continue
         ms = f.metadata.get("methods")
         if method is not None and ms is not None and method not in ms:

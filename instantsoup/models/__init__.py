@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from instantsoup.models.bert import BertConfig, BertModel
+from instantsoup.precision import check_precision
 
 __all__ = ["load_model", "BertModel", "BertConfig"]
 
@@ -38,7 +39,7 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     return cfg
 
 
-def load_model(path: str | os.PathLike, num_labels: int | None = None, seed: int = 0):
+def load_model(path: str | os.PathLike, num_labels: int | None = None, seed: int = 0, precision: str = "fp32"):
     """Load a Hugging Face checkpoint directory into an instantsoup engine model.
 
     Args:
@@ -48,13 +49,19 @@ def load_model(path: str | os.PathLike, num_labels: int | None = None, seed: int
             the config. A head of another size in the checkpoint is re-initialised.
         seed: seed for the weights the checkpoint lacks (classifier, pooler), initialised like
             transformers does: normal(0, initializer_range) weights, zero biases.
+        precision: "fp32" (default) or "bf16": the precision of the model's matrix products
+            (bf16 operands, fp32 accumulation; weights, gradients and everything else stay fp32;
+            see instantsoup.precision). Settable later as ``model.precision``.
 
     Returns:
         a model object (``model.kind`` says which: "bert").
     """
+    check_precision(precision)
     cfg = read_config(path)
     mt = cfg.get("model_type")
     if mt not in _LOADERS:
         raise ValueError(f"{os.fspath(path)}: model_type {mt!r} is not supported "
                          f"(supported: {', '.join(sorted(_LOADERS))})")
-    return _LOADERS[mt](path, num_labels=num_labels, seed=seed)
+    model = _LOADERS[mt](path, num_labels=num_labels, seed=seed)
+    model.precision = precision
+    return model

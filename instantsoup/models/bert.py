@@ -21,6 +21,7 @@ import numpy as np
 
 from instantsoup._native import _C
 from instantsoup.models.views import load_views, set_mask_views
+from instantsoup.precision import PrecisionMixin, autocast
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +300,7 @@ def read_checkpoint(path: str) -> dict[str, np.ndarray]:
 # the model
 
 
-class BertModel:
+class BertModel(PrecisionMixin):
     """A BERT sequence classifier (BertForSequenceClassification maths) on the C engine.
 
     Parameters live in one float32 C buffer; ``state_dict()``, ``grads`` and ``masks`` are NumPy
@@ -492,7 +493,8 @@ class BertModel:
     def forward(self, batch: Mapping[str, Any]) -> np.ndarray:
         """Logits (B, num_labels) float32 for a batch dict (input_ids (B,T), attention_mask, token_type_ids)."""
         ids, tt, am = self._batch(batch)
-        return _C.bert_forward(self._h, ids, tt, am)
+        with autocast(self.precision):
+            return _C.bert_forward(self._h, ids, tt, am)
 
     __call__ = forward
 
@@ -500,7 +502,8 @@ class BertModel:
         """Mean loss (cross-entropy, or MSE when num_labels == 1); overwrites ``grads``."""
         ids, tt, am = self._batch(batch)
         y = self._labels(labels, ids.shape[0])
-        loss, self.last_logits = _C.bert_forward_backward(self._h, ids, tt, am, y, float(label_smoothing))
+        with autocast(self.precision):
+            loss, self.last_logits = _C.bert_forward_backward(self._h, ids, tt, am, y, float(label_smoothing))
         return loss
 
     # -- copies -------------------------------------------------------------------------------
@@ -510,6 +513,7 @@ class BertModel:
         other = BertModel(copy.deepcopy(self.config))
         other.copy_from(self)
         other.source_path = self.source_path
+        other.precision = self.precision
         other.train(self._training)
         other.set_rng_state(self.rng_state())
         return other
