@@ -7,9 +7,10 @@ back, so the CLI and the Python API can never disagree. ``validate()`` refuses b
 the size of the training set (steps per epoch) is known.
 
 Fields with ``metadata["hash"] = False`` (progress bars, thread counts, paths of outputs) do not
-change what a run computes and stay out of the run directory's hash. Fields with
-``metadata["hash"] = "nondefault"`` (added after runs were made) enter it only when they differ from
-their default, so the runs made before they existed keep their hashes. Fields of
+change what a run computes and stay out of the run directory's hash. Fields added after runs were
+made carry ``metadata["hash"] = ("omit_if", v)`` with v the behaviour before they existed: they
+enter the hash only when their value is not v, so those runs keep their hashes (and a run that
+computes something else gets another one). Fields of
 :class:`PruneSettings` list the methods they apply to in ``metadata["methods"]``; only those enter the
 hash of a run of that method, so tuning an ISP knob never invalidates a finished IMP run.
 """
@@ -34,7 +35,7 @@ class SettingsError(ValueError):
     """Settings that cannot produce a sensible run; raised before any work is done."""
 
 
-def _f(default: Any, help: str, *, methods: tuple[str, ...] | None = None, hash: bool | str = True,
+def _f(default: Any, help: str, *, methods: tuple[str, ...] | None = None, hash: bool | tuple = True,
        choices: tuple | None = None, flag: str | None = None) -> Any:
     meta = {"help": help, "hash": hash}
     if methods is not None:
@@ -67,9 +68,12 @@ class TrainSettings:
     seed: int = _f(0, "seed of data order, dropout, subsets, random masks and protocols")
     max_length: int = _f(128, "maximum tokens per example (longer inputs are truncated)")
     select_best: bool = _f(True, "keep the weights with the best validation score of the final stage")
+    length_buckets: int = _f(16, "text: sort windows of this many batches by length before cutting them, "
+                             "then shuffle the batches (less padding); 0 = plain shuffled batches",
+                             hash=("omit_if", 0))
     precision: str = _f("fp32", "precision of the matrix products in training and evaluation: 'fp32', or "
                         "'bf16' (bf16 operands, fp32 accumulation; fp32 weights, moments, loss, softmax and "
-                        "LayerNorm statistics)", choices=PRECISIONS, hash="nondefault")
+                        "LayerNorm statistics)", choices=PRECISIONS, hash=("omit_if", "fp32"))
 
     def validate(self) -> None:
         if self.batch_size < 1:
@@ -96,6 +100,8 @@ class TrainSettings:
             raise SettingsError(f"eval_every must be >= 0, got {self.eval_every}")
         if self.max_length < 2:
             raise SettingsError(f"max_length must be >= 2, got {self.max_length}")
+        if self.length_buckets < 0:
+            raise SettingsError(f"length_buckets must be >= 0, got {self.length_buckets}")
         if self.precision not in PRECISIONS:
             raise SettingsError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
@@ -352,7 +358,7 @@ def hashable(obj: Any, method: str | None = None) -> dict:
     out = {}
     for f in dataclasses.fields(obj):
         h = f.metadata.get("hash", True)
-        if not h or (h == "nondefault" and getattr(obj, f.name) == f.default):
+        if not h or (isinstance(h, tuple) and getattr(obj, f.name) == h[1]):
             continue
         ms = f.metadata.get("methods")
         if method is not None and ms is not None and method not in ms:

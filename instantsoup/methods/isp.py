@@ -29,7 +29,7 @@ from instantsoup.config import Settings
 from instantsoup.methods.common import (Context, draw_protocol, finished_ticket, mask_sparsity, merge,
                                         overlap, prunable, score, select, set_weight_decay, setup)
 from instantsoup.ticket import Ticket
-from instantsoup.train import StepOrder, TaskData
+from instantsoup.train import TaskData
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def denoised_round(ctx: Context, scratch: Any, scratch_opt: Any, i: int, level: 
         scratch.copy_from(model)
         scratch_opt.copy_from(ctx.opt)
         set_weight_decay(scratch_opt, proto.weight_decay)
-        order = StepOrder(len(ctx.task.train), s.train.batch_size, proto.seed, pool=proto.subset)
+        order = ctx.trainer.make_order(proto.seed, pool=proto.subset)
         loss = ctx.trainer.train(scratch, scratch_opt, 0, pr.lookahead, stage="denoisers", order=order,
                                  lr_mult=proto.lr_mult, lr_offset=step, seed=proto.seed, evaluate=False,
                                  desc=f"ISP round {i} denoiser {n}")
