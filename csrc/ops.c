@@ -559,9 +559,16 @@ int64_t attention_scratch_size(int T, int C, int NH, int nthreads)
     return (int64_t)nthreads * ATT_PER(T);
 }
 
-/* rows of scores s (T,T) -> probabilities in place; vis (T) 1 = key visible */
+/*
+ * rows of scores s (T,T) -> probabilities in place; vis (T) 1 = key visible. With pd != NULL the
+ * same pass also writes the dropped-out probabilities (dropout_chunk's arithmetic and indices:
+ * element (i,j) of the tile is RNG index blk + i*T + j), so the tile is not swept again.
+ */
 SIMD_FN(
-    softmax_rows, (float *s, const float *vis, int T, int causal), for (int i = 0; i < T; i++) {
+    softmax_rows, (float *s, const float *vis, int T, int causal, float *pd, float p_drop,
+                   uint64_t key, int64_t blk),
+    const float dscale = pd != NULL ? 1.0f / (1.0f - p_drop) : 0.0f;
+    for (int i = 0; i < T; i++) {
         float *p = s + (int64_t)i * T;
         const int jn = causal ? i + 1 : T; /* keys beyond jn are masked */
         float mx = -INFINITY;
@@ -569,18 +576,23 @@ SIMD_FN(
             float sj = vis[j] != 0.0f ? p[j] : -INFINITY;
             mx = sj > mx ? sj : mx;
         }
+        float *q = pd != NULL ? pd + (int64_t)i * T : NULL;
+        const int64_t r0 = blk + (int64_t)i * T;
         if (mx == -INFINITY) { /* every key masked: uniform, as adding finfo.min does */
             for (int j = 0; j < T; j++)
                 p[j] = 1.0f / (float)T;
-            continue;
+        } else {
+            for (int j = 0; j < jn; j++)
+                p[j] = vis[j] != 0.0f ? fexp(p[j] - mx) : 0.0f;
+            float sum = sum_f(p, jn);
+            for (int j = 0; j < jn; j++)
+                p[j] = p[j] / sum;
+            for (int j = jn; j < T; j++)
+                p[j] = 0.0f;
         }
-        for (int j = 0; j < jn; j++)
-            p[j] = vis[j] != 0.0f ? fexp(p[j] - mx) : 0.0f;
-        float sum = sum_f(p, jn);
-        for (int j = 0; j < jn; j++)
-            p[j] = p[j] / sum;
-        for (int j = jn; j < T; j++)
-            p[j] = 0.0f;
+        if (q != NULL)
+            for (int j = 0; j < T; j++)
+                q[j] = rng_u(key, (uint64_t)(r0 + j)) >= p_drop ? p[j] * dscale : 0.0f;
     })
 
 /* ds (T,T) = p * (dp - rowsum(p * dp)) * scale, in place over dp */
@@ -617,12 +629,8 @@ static void attention_head_forward(float *out, float *att, const float *qkv, con
     for (int j = 0; j < T; j++)
         vis[j] = (am == NULL || am[j]) ? 1.0f : 0.0f;
     head_gemm(isa, 0, 1, T, T, HS, scale, q, C3, k, C3, s, T);
-    SIMD_CALL(softmax_rows)(s, vis, T, causal);
-    const float *pp = s;
-    if (p_drop > 0.0f) {
-        SIMD_CALL(dropout_chunk)(pd, s, blk, (int64_t)T * T, p_drop, key);
-        pp = pd;
-    }
+    SIMD_CALL(softmax_rows)(s, vis, T, causal, p_drop > 0.0f ? pd : NULL, p_drop, key, blk);
+    const float *pp = p_drop > 0.0f ? pd : s;
     head_gemm(isa, 0, 0, T, HS, T, 1.0f, pp, T, v, C3, out + (int64_t)b * T * C + h * HS, C);
 }
 
