@@ -261,43 +261,51 @@ static inline __attribute__((always_inline)) void pack(void *dst, pack_fmt fmt, 
     }
 }
 
-/* op(A)[i0:i0+mc, k0:k0+kc] into dst in the layout of isa (kcp = kc rounded up to kunit). */
-static void pack_a(void *dst, isp_isa isa, const blocking *bl, int ta, const float *A, int lda,
-                   int i0, int mc, int k0, int kc, int kcp)
+/* pack() with the layout as a constant (pack is inlined once per layout) */
+static void pack_block(void *dst, pack_fmt fmt, const float *src, int64_t sx, int64_t sk, int nx,
+                       int kc, int kcp, int w)
 {
-    const float *src = ta ? A + (int64_t)k0 * lda + i0 : A + (int64_t)i0 * lda + k0;
-    const int64_t sx = ta ? 1 : lda, sk = ta ? lda : 1;
-    switch (isa) {
-    case ISP_ISA_FP32:
-        pack(dst, FMT_XK_F32, src, sx, sk, mc, kc, kc, mc);
+    switch (fmt) {
+    case FMT_KW_F32:
+        pack(dst, FMT_KW_F32, src, sx, sk, nx, kc, kcp, w);
         break;
-    case ISP_ISA_AVX2BF16:
-        pack(dst, FMT_KW_F32, src, sx, sk, mc, kc, kcp, bl->mr);
+    case FMT_XK_F32:
+        pack(dst, FMT_XK_F32, src, sx, sk, nx, kc, kcp, w);
         break;
-    case ISP_ISA_AMX:
-        pack(dst, FMT_XK_BF16, src, sx, sk, mc, kc, kcp, bl->mr);
+    case FMT_XK_BF16:
+        pack(dst, FMT_XK_BF16, src, sx, sk, nx, kc, kcp, w);
         break;
     default:
-        pack(dst, FMT_PAIR_BF16, src, sx, sk, mc, kc, kcp, bl->mr);
+        pack(dst, FMT_PAIR_BF16, src, sx, sk, nx, kc, kcp, w);
     }
 }
 
-/* op(B)[k0:k0+kc, j0:j0+nc] into dst in the layout of isa. */
-static void pack_b(void *dst, isp_isa isa, const blocking *bl, int tb, const float *B, int ldb,
-                   int k0, int kc, int kcp, int j0, int nc)
+/*
+ * op(A)[i0:i0+mc, k0:k0+kc] (is_b = 0) or op(B)^T[j0:j0+nc, k0:k0+kc] (is_b = 1, i0 = j0, mc = nc)
+ * into dst in the layout of isa; kcp = kc rounded up to the path's K unit. The fp32 path packs
+ * whole row-major blocks (A (mc,kc), B (kc,nc)) for sgemm, the others panels of width mr / nr.
+ */
+static void pack_operand(void *dst, isp_isa isa, const blocking *bl, int is_b, int trans,
+                         const float *X, int ldx, int i0, int mc, int k0, int kc, int kcp)
 {
-    const float *src = tb ? B + (int64_t)j0 * ldb + k0 : B + (int64_t)k0 * ldb + j0;
-    const int64_t sx = tb ? ldb : 1, sk = tb ? 1 : ldb;
-    switch (isa) {
-    case ISP_ISA_FP32:
-        pack(dst, FMT_KW_F32, src, sx, sk, nc, kc, kc, nc);
-        break;
-    case ISP_ISA_AVX2BF16:
-        pack(dst, FMT_KW_F32, src, sx, sk, nc, kc, kcp, bl->nr);
-        break;
-    default:
-        pack(dst, FMT_PAIR_BF16, src, sx, sk, nc, kc, kcp, bl->nr);
+    /* element (x, k) of the block: op(A)[x][k] = A[x][k] or A[k][x] (trans); op(B)[k][x] likewise */
+    const int rows_are_x = is_b ? trans : !trans;
+    const float *src = rows_are_x ? X + (int64_t)i0 * ldx + k0 : X + (int64_t)k0 * ldx + i0;
+    const int64_t sx = rows_are_x ? ldx : 1, sk = rows_are_x ? 1 : ldx;
+    pack_fmt fmt;
+    int w = is_b ? bl->nr : bl->mr;
+    if (isa == ISP_ISA_FP32) {
+        fmt = is_b ? FMT_KW_F32 : FMT_XK_F32;
+        w = mc;
+        kcp = kc;
+    } else if (isa == ISP_ISA_AVX2BF16) {
+        fmt = FMT_KW_F32;
+    } else if (isa == ISP_ISA_AMX && !is_b) {
+        fmt = FMT_XK_BF16;
+    } else {
+        fmt = FMT_PAIR_BF16;
     }
+    pack_block(dst, fmt, src, sx, sk, mc, kc, kcp, w);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -511,10 +519,10 @@ void gemm_bf16(isp_isa isa, int ta, int tb, int M, int N, int K, float alpha, co
             const int kc = K - pc < bl.kc ? K - pc : bl.kc;
             const int kcp = (kc + bl.kunit - 1) / bl.kunit * bl.kunit;
             const float bet = pc == 0 ? beta : 1.0f;
-            pack_b(Bp, isa, &bl, tb, B, ldb, pc, kc, kcp, jc, nc);
+            pack_operand(Bp, isa, &bl, 1, tb, B, ldb, jc, nc, pc, kc, kcp);
             for (int ic = 0; ic < M; ic += bl.mc) {
                 const int mc = M - ic < bl.mc ? M - ic : bl.mc;
-                pack_a(Ap, isa, &bl, ta, A, lda, ic, mc, pc, kc, kcp);
+                pack_operand(Ap, isa, &bl, 0, ta, A, lda, ic, mc, pc, kc, kcp);
                 float *Cb = C + (int64_t)ic * ldc + jc;
                 if (isa == ISP_ISA_FP32) {
                     blas_sgemm_rm(0, 0, mc, nc, kc, alpha, Ap, kc, Bp, nc, bet, Cb, ldc);
@@ -546,33 +554,4 @@ void gemm_bf16(isp_isa isa, int ta, int tb, int M, int N, int K, float alpha, co
     if (isa == ISP_ISA_AMX)
         amx_end();
 #endif
-}
-
-void gemm_bf16_par(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
-                   const float *B, int ldb, float beta, float *C, int ldc)
-{
-    const isp_isa isa = isp_isa_get();
-    const int nt = isp_get_num_threads();
-    int nb = nt < M / 16 ? nt : M / 16; /* blocks of at least 16 rows */
-    const int fp32 = isa == ISP_ISA_FP32;
-    if (nb <= 1 || (int64_t)M * N * K < ((int64_t)1 << 18)) {
-        if (fp32 && nt > 1)
-            blas_set_num_threads(1);
-        gemm_bf16(isa, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-        if (fp32 && nt > 1)
-            blas_set_num_threads(nt);
-        return;
-    }
-    if (fp32)
-        blas_set_num_threads(1);
-#pragma omp parallel for num_threads(nb) schedule(static)
-    for (int t = 0; t < nb; t++) {
-        int m0 = (int)(((int64_t)M * t / nb) & ~(int64_t)15);
-        int m1 = t == nb - 1 ? M : (int)(((int64_t)M * (t + 1) / nb) & ~(int64_t)15);
-        const float *Ab = ta ? A + m0 : A + (int64_t)m0 * lda;
-        gemm_bf16(isa, ta, tb, m1 - m0, N, K, alpha, Ab, lda, B, ldb, beta,
-                  C + (int64_t)m0 * ldc, ldc);
-    }
-    if (fp32)
-        blas_set_num_threads(nt);
 }

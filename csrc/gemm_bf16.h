@@ -57,8 +57,5 @@ uint16_t bf16_bits(float x);
  */
 void gemm_bf16(isp_isa isa, int ta, int tb, int M, int N, int K, float alpha, const float *A,
                int lda, const float *B, int ldb, float beta, float *C, int ldc);
-/* The same with the rows of C split over our threads (as gemm_par) on the selected path. */
-void gemm_bf16_par(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
-                   const float *B, int ldb, float beta, float *C, int ldc);
 
 #endif /* ISP_GEMM_BF16_H */

@@ -469,18 +469,27 @@ void softmax_forward(float *probs, const float *logits, int64_t N, int V)
  * is computed by one sgemm over the full K; OpenBLAS may still pick other kernel paths for other
  * block heights, so different thread counts can differ in the last bits (same count: identical).
  */
+/* one single-threaded product: OpenBLAS sgemm (isa < 0), or bf16 operands on path isa */
+static void gemm_on(int isa, int ta, int tb, int M, int N, int K, float alpha, const float *A,
+                    int lda, const float *B, int ldb, float beta, float *C, int ldc)
+{
+    if (isa < 0)
+        blas_sgemm_rm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    else
+        gemm_bf16((isp_isa)isa, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+/* the path of this thread's products, read on the calling thread (autocast is thread-local) */
+#define PRODUCT_ISA() (isp_autocast_get() == ISP_PREC_BF16 ? (int)isp_isa_get() : -1)
+
 void gemm_par(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc)
 {
-    if (isp_autocast_get() == ISP_PREC_BF16) {
-        gemm_bf16_par(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-        return;
-    }
-    const int nt = NT;
+    const int nt = NT, isa = PRODUCT_ISA();
     if (nt <= 1 || M < 32 || (int64_t)M * N * K < ((int64_t)1 << 18)) {
         if (nt > 1)
             blas_set_num_threads(1);
-        blas_sgemm_rm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        gemm_on(isa, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         if (nt > 1)
             blas_set_num_threads(nt);
         return;
@@ -492,8 +501,8 @@ void gemm_par(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
         int m0 = (int)(((int64_t)M * t / nb) & ~(int64_t)15);
         int m1 = t == nb - 1 ? M : (int)(((int64_t)M * (t + 1) / nb) & ~(int64_t)15);
         const float *Ab = ta ? A + m0 : A + (int64_t)m0 * lda;
-        blas_sgemm_rm(ta, tb, m1 - m0, N, K, alpha, Ab, lda, B, ldb, beta, C + (int64_t)m0 * ldc,
-                      ldc);
+        gemm_on(isa, ta, tb, m1 - m0, N, K, alpha, Ab, lda, B, ldb, beta, C + (int64_t)m0 * ldc,
+                ldc);
     }
     blas_set_num_threads(nt);
 }
@@ -549,8 +558,7 @@ void linear_backward(float *dinp, float *dweight, float *dbias, const float *dou
  * Per-thread scratch: two (T,T) blocks and one row.
  */
 #define ATT_PER(T) (2 * (int64_t)(T) * (T) + (int64_t)(T) + 64)
-/* the products' path, read on the calling thread (autocast is thread-local): -1 = fp32 sgemm */
-#define ATT_ISA() (isp_autocast_get() == ISP_PREC_BF16 ? (int)isp_isa_get() : -1)
+
 
 int64_t attention_scratch_size(int T, int C, int NH, int nthreads)
 {
@@ -606,16 +614,6 @@ SIMD_FN(
             di[j] = pi[j] * (di[j] - dot) * scale;
     })
 
-/* one single-threaded product of a head: OpenBLAS sgemm, or bf16 operands on path isa (>= 0) */
-static void head_gemm(int isa, int ta, int tb, int M, int N, int K, float alpha, const float *A,
-                      int lda, const float *B, int ldb, float *C, int ldc)
-{
-    if (isa < 0)
-        blas_sgemm_rm(ta, tb, M, N, K, alpha, A, lda, B, ldb, 0.0f, C, ldc);
-    else
-        gemm_bf16((isp_isa)isa, ta, tb, M, N, K, alpha, A, lda, B, ldb, 0.0f, C, ldc);
-}
-
 static void attention_head_forward(float *out, float *att, const float *qkv, const uint8_t *am,
                                    int b, int h, int T, int C, int NH, int causal, float p_drop,
                                    uint64_t key, float *scratch, int isa)
@@ -628,10 +626,10 @@ static void attention_head_forward(float *out, float *att, const float *qkv, con
     float *s = att + blk;
     for (int j = 0; j < T; j++)
         vis[j] = (am == NULL || am[j]) ? 1.0f : 0.0f;
-    head_gemm(isa, 0, 1, T, T, HS, scale, q, C3, k, C3, s, T);
+    gemm_on(isa, 0, 1, T, T, HS, scale, q, C3, k, C3, 0.0f, s, T);
     SIMD_CALL(softmax_rows)(s, vis, T, causal, p_drop > 0.0f ? pd : NULL, p_drop, key, blk);
     const float *pp = p_drop > 0.0f ? pd : s;
-    head_gemm(isa, 0, 0, T, HS, T, 1.0f, pp, T, v, C3, out + (int64_t)b * T * C + h * HS, C);
+    gemm_on(isa, 0, 0, T, HS, T, 1.0f, pp, T, v, C3, 0.0f, out + (int64_t)b * T * C + h * HS, C);
 }
 
 static void attention_head_backward(float *dqkv, const float *dout, const float *qkv,
@@ -652,21 +650,21 @@ static void attention_head_backward(float *dqkv, const float *dout, const float 
         pp = pd;
     }
     /* dV = P_dropped^T dO;  dP_dropped = dO V^T, then back through the dropout */
-    head_gemm(isa, 1, 0, T, HS, T, 1.0f, pp, T, dob, C, dv, C3);
-    head_gemm(isa, 0, 1, T, T, HS, 1.0f, dob, C, v, C3, dp, T);
+    gemm_on(isa, 1, 0, T, HS, T, 1.0f, pp, T, dob, C, 0.0f, dv, C3);
+    gemm_on(isa, 0, 1, T, T, HS, 1.0f, dob, C, v, C3, 0.0f, dp, T);
     if (p_drop > 0.0f)
         SIMD_CALL(dropout_chunk)(dp, dp, blk, (int64_t)T * T, p_drop, key);
     SIMD_CALL(softmax_rows_backward)(dp, p, T, scale);
     /* dQ = dS K;  dK = dS^T Q */
-    head_gemm(isa, 0, 0, T, HS, T, 1.0f, dp, T, k, C3, dq, C3);
-    head_gemm(isa, 1, 0, T, HS, T, 1.0f, dp, T, q, C3, dk, C3);
+    gemm_on(isa, 0, 0, T, HS, T, 1.0f, dp, T, k, C3, 0.0f, dq, C3);
+    gemm_on(isa, 1, 0, T, HS, T, 1.0f, dp, T, q, C3, 0.0f, dk, C3);
 }
 
 void attention_forward(float *out, float *att, const float *qkv, const uint8_t *amask, int B, int T,
                        int C, int NH, int causal, float p_drop, uint64_t key, float *scratch)
 {
     const int64_t per = ATT_PER(T);
-    const int nt = NT, isa = ATT_ISA();
+    const int nt = NT, isa = PRODUCT_ISA();
     if (nt > 1)
         blas_set_num_threads(1);
 #pragma omp parallel for num_threads(nt) schedule(static) collapse(2)
@@ -684,7 +682,7 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
                         uint64_t key, float *scratch)
 {
     const int64_t per = ATT_PER(T);
-    const int nt = NT, isa = ATT_ISA();
+    const int nt = NT, isa = PRODUCT_ISA();
     (void)amask;
     (void)causal; /* masked keys have probability 0 in att, so they get no gradient */
     if (nt > 1)
