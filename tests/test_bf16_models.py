@@ -191,3 +191,30 @@ def test_cli_precision_flag(tmp_path):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["prune", "--precision", "fp16"])
     assert build_parser().parse_args(["eval", "x", "--precision", "bf16"]).precision == "bf16"
+
+
+def test_clip_vision_tower_in_bf16(tmp_path, one_thread):
+    """CLIP's vision tower goes through the same products: bf16 logits near fp32, masks exact, clone."""
+    from clip_helpers import tiny_clip
+
+    from instantsoup.models.clip import load_clip
+
+    tiny_clip(tmp_path)
+    model = load_clip(tmp_path, num_labels=3, seed=0).train()
+    rng = np.random.default_rng(0)
+    s = model.config.vision.image_size
+    px = {"pixel_values": rng.standard_normal((4, 3, s, s)).astype(np.float32)}
+    y = np.array([0, 2, 1, 0])
+    model.eval()
+    lo32 = model.forward(px)
+    model.precision = "bf16"
+    assert model.clone().precision == "bf16"
+    lo16 = model.forward(px)
+    assert not np.array_equal(lo16, lo32) and np.allclose(lo16, lo32, atol=3e-2 * np.abs(lo32).max())
+    model.train()
+    model.set_masks(instantsoup.magnitude_masks(model, 0.5))
+    opt = instantsoup.AdamW(model, lr=1e-3)
+    for _ in range(2):
+        assert np.isfinite(opt.train_step(px, y))
+    for name, mk in model.masks.items():
+        assert np.all(model.state_dict()[name][mk == 0] == 0.0), name
