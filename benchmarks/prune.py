@@ -30,8 +30,7 @@ import tracemalloc
 
 import numpy as np
 
-# run from a source checkout without installing: the repository root first on the path
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import _checkout  # noqa: E402,F401  (installed instantsoup, else this checkout's in-place build)
 
 HIDDEN, FFN, LAYERS = 768, 3072, 12
 

@@ -1,18 +1,21 @@
 """Time one training step (forward + backward + AdamW) in instantsoup and in PyTorch.
 
-Same config, batch, sequence length and thread count on both sides; random weights and tokens
-(no download). Prints ms/step for both, the ratio, our GFLOP/s, and the sgemm GFLOP/s that
-OpenBLAS reaches on the same GEMM shapes (through _T.sgemm).
+Same config, batch, sequence length and thread count on every side, all measured in one run; random
+weights and tokens (no download), dropout 0.1. Columns: PyTorch fp32, PyTorch with
+``torch.autocast("cpu", dtype=torch.bfloat16)`` around the forward pass, ours in each ``--precision``,
+ratios torch / ours, our GFLOP/s (matmul FLOPs of the step), the peaks measured on the step's
+linear-layer GEMM shapes (OpenBLAS sgemm, and our bf16 GEMM on the path this CPU selects; both
+through the test-only instantsoup._C_test.sgemm, our threads), our peak RSS, and the load average
+(shared machines).
 
-    python benchmarks/train_step.py --sizes tiny,minilm --steps 5 --threads 2
+    python benchmarks/train_step.py --sizes tiny,minilm --steps 5 --threads 2 --precision fp32,bf16
 """
 from __future__ import annotations
 
 import os
 import sys
 
-# run from a source checkout (after build_ext --inplace) as well as against an installed package
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import _checkout  # noqa: E402,F401  (installed instantsoup, else this checkout's in-place build)
 
 # Both sides get the same OpenMP wait policy (instantsoup defaults to PASSIVE, see
 # instantsoup/_native.py); it must be set before torch or instantsoup load libgomp.
@@ -57,8 +60,9 @@ def gemm_shapes(s):
     return out
 
 
-def sgemm_gflops(s, reps=3) -> float:
-    """OpenBLAS (its own threads) on the step's linear-layer GEMM shapes; best of reps per shape."""
+def sgemm_gflops(s, reps=3, bf16=None) -> float:
+    """GFLOP/s on the step's linear-layer GEMM shapes, best of reps per shape: OpenBLAS sgemm, or
+    with ``bf16=path`` our bf16 GEMM (rounded operands, fp32 sums) on that path."""
     from instantsoup import _C_test as _T
 
     total_flops, total_t = 0.0, 0.0
@@ -67,11 +71,11 @@ def sgemm_gflops(s, reps=3) -> float:
         a = rng.standard_normal((K, M) if ta else (M, K), dtype=np.float32)
         b = rng.standard_normal((Nn, K) if tb else (K, Nn), dtype=np.float32)
         c = np.zeros((M, Nn), np.float32)
-        _T.sgemm(a, b, c, trans_a=bool(ta), trans_b=bool(tb))
+        _T.sgemm(a, b, c, trans_a=bool(ta), trans_b=bool(tb), bf16=bf16)
         dt = math.inf
         for _ in range(reps):
             t0 = time.perf_counter()
-            _T.sgemm(a, b, c, trans_a=bool(ta), trans_b=bool(tb))
+            _T.sgemm(a, b, c, trans_a=bool(ta), trans_b=bool(tb), bf16=bf16)
             dt = min(dt, time.perf_counter() - t0)
         total_flops += 2.0 * M * Nn * K * count
         total_t += dt * count
@@ -101,7 +105,9 @@ def batch_for(s, rng):
     return dict(input_ids=ids, attention_mask=am, token_type_ids=np.zeros((B, T), np.int64)), rng.integers(0, 2, B)
 
 
-def bench_torch(hf, batch, y, steps, warmup):
+def bench_torch(hf, batch, y, steps, warmup, bf16=False):
+    import contextlib
+
     import torch
 
     hf.train()
@@ -112,18 +118,19 @@ def bench_torch(hf, batch, y, steps, warmup):
     for i in range(warmup + steps):
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss = hf(**tb, labels=ty).loss
-        loss.backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+            loss = hf(**tb, labels=ty).loss
+        loss.float().backward()
         opt.step()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     return float(np.median(times))
 
 
-def bench_ours(d, batch, y, steps, warmup):
+def bench_ours(d, batch, y, steps, warmup, precision="fp32"):
     import instantsoup
 
-    model = instantsoup.load_model(d).train()
+    model = instantsoup.load_model(d, precision=precision).train()
     opt = instantsoup.AdamW(model, lr=2e-5, weight_decay=0.01)
     times = []
     for i in range(warmup + steps):
@@ -134,6 +141,12 @@ def bench_ours(d, batch, y, steps, warmup):
     return float(np.median(times))
 
 
+def peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="tiny,minilm", help=f"comma-separated, from {','.join(SIZES)}")
@@ -142,9 +155,13 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=None, help="override the batch size")
     ap.add_argument("--seq", type=int, default=None, help="override the sequence length")
+    ap.add_argument("--precision", default="fp32,bf16", help="our precisions to time: fp32, bf16 or both")
     ap.add_argument("--skip-torch", action="store_true")
     ap.add_argument("--wait-policy", default="passive", help="OMP_WAIT_POLICY for both sides: passive, active, default")
     args = ap.parse_args(argv)
+    precisions = [p for p in args.precision.split(",") if p]
+    if not precisions or any(p not in ("fp32", "bf16") for p in precisions):
+        ap.error(f"--precision: expected fp32, bf16 or fp32,bf16, got {args.precision!r}")
 
     import torch
 
@@ -153,10 +170,15 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     instantsoup.set_num_threads(args.threads)
     info = instantsoup.build_info()
-    print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')} threads={args.threads} torch={torch.__version__} blas={info['blas']} {info['blas_version']} "
-          f"core={info['blas_corename']}")
-    print(f"{'size':8s} {'B':>3s} {'T':>4s} {'torch ms':>9s} {'ours ms':>9s} {'ratio':>6s} "
-          f"{'our GF/s':>9s} {'torch GF/s':>10s} {'sgemm GF/s':>10s}")
+    isa = instantsoup.precision.get_isa()
+    print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')} threads={args.threads} torch={torch.__version__} "
+          f"blas={info['blas']} {info['blas_version']} core={info['blas_corename']} bf16 path={isa} "
+          f"(available: {info['isa_available']})")
+    head = f"{'size':7s} {'B':>3s} {'T':>4s} {'torch32 ms':>10s} {'torch16 ms':>10s}"
+    for p in precisions:
+        head += f" {'ours ' + p + ' ms':>12s} {'t32/ours':>8s} {'t16/ours':>8s} {'GF/s':>6s}"
+    head += f" {'sgemm GF/s':>10s} {'bf16 GF/s':>9s} {'RSS MB':>7s} {'load':>9s}"
+    print(head)
     rng = np.random.default_rng(0)
     for name in args.sizes.split(","):
         s = dict(SIZES[name])
@@ -165,15 +187,25 @@ def main(argv=None):
         if args.seq:
             s["seq"] = args.seq
         batch, y = batch_for(s, rng)
+        load0 = os.getloadavg()[0]
+        ours = {}
         with tempfile.TemporaryDirectory() as d:
             hf = make_checkpoint(s, d)
-            ours = bench_ours(d, batch, y, args.steps, args.warmup)
-        tt = float("nan") if args.skip_torch else bench_torch(hf, batch, y, args.steps, args.warmup)
+            for p in precisions:
+                ours[p] = bench_ours(d, batch, y, args.steps, args.warmup, p)
+        rss = peak_rss_mb()  # ours only: torch has not run a step in this process yet
+        nan = float("nan")
+        t32 = nan if args.skip_torch else bench_torch(hf, batch, y, args.steps, args.warmup)
+        t16 = nan if args.skip_torch else bench_torch(hf, batch, y, args.steps, args.warmup, bf16=True)
         del hf
         fl = train_flops(s)
         sg = sgemm_gflops(s)
-        print(f"{name:8s} {s['batch']:3d} {s['seq']:4d} {tt * 1e3:9.1f} {ours * 1e3:9.1f} {tt / ours:6.2f} "
-              f"{fl / ours / 1e9:9.1f} {fl / tt / 1e9:10.1f} {sg:10.1f}", flush=True)
+        bg = sgemm_gflops(s, bf16=isa)
+        row = f"{name:7s} {s['batch']:3d} {s['seq']:4d} {t32 * 1e3:10.1f} {t16 * 1e3:10.1f}"
+        for p in precisions:
+            row += f" {ours[p] * 1e3:12.1f} {t32 / ours[p]:8.2f} {t16 / ours[p]:8.2f} {fl / ours[p] / 1e9:6.1f}"
+        row += f" {sg:10.1f} {bg:9.1f} {rss:7.0f} {load0:4.1f}-{os.getloadavg()[0]:<4.1f}"
+        print(row, flush=True)
 
 
 if __name__ == "__main__":

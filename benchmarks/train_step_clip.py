@@ -17,8 +17,7 @@ import warnings
 
 import numpy as np
 
-# run from a source checkout without installing: the in-place build next to this folder
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import _checkout  # noqa: E402,F401  (installed instantsoup, else this checkout's in-place build)
 
 
 def build(args):

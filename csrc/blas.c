@@ -44,9 +44,8 @@ void blas_sgemm_rm(int trans_a, int trans_b, int M, int N, int K, float alpha, c
                     ldc);
 }
 
-isp_status blas_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-                      const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
-                      int64_t ldc)
+isp_status blas_check_gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
+                           int64_t lda, int64_t ldb, int64_t ldc)
 {
     if (M < 0 || N < 0 || K < 0)
         return isp_fail(ISP_ERR_VALUE, "sgemm: negative size M=%lld N=%lld K=%lld", (long long)M,
@@ -64,6 +63,16 @@ isp_status blas_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
     if (ldc < (N > 1 ? N : 1))
         return isp_fail(ISP_ERR_VALUE, "sgemm: ldc=%lld but C has %lld columns", (long long)ldc,
                         (long long)N);
+    return ISP_OK;
+}
+
+isp_status blas_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                      const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                      int64_t ldc)
+{
+    isp_status st = blas_check_gemm(trans_a, trans_b, M, N, K, lda, ldb, ldc);
+    if (st != ISP_OK)
+        return st;
     blas_sgemm_rm(trans_a, trans_b, (int)M, (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta,
                   C, (int)ldc);
     return ISP_OK;

@@ -22,6 +22,10 @@ isp_status blas_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
                       const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                       int64_t ldc);
 
+/* The checks of blas_sgemm alone (sizes, leading dimensions, the 32-bit limit). */
+isp_status blas_check_gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
+                           int64_t lda, int64_t ldb, int64_t ldc);
+
 /* Unchecked fast path for kernels that already know their shapes are valid. */
 void blas_sgemm_rm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
                    int lda, const float *B, int ldb, float beta, float *C, int ldc);

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gemm_bf16.h"
+
 const char *isp_typename(int typenum)
 {
     switch (typenum) {
@@ -192,6 +194,23 @@ int isp_parse_act(PyObject *o, isp_act *act)
     }
     *act = (isp_act)v;
     return 1;
+}
+
+int isp_isa_from_name(const char *name, const char *who)
+{
+    for (int i = 0; i < ISP_NUM_ISA; i++)
+        if (strcmp(name, isp_isa_name((isp_isa)i)) == 0) {
+            if (!isp_isa_available((isp_isa)i)) {
+                PyErr_Format(PyExc_ValueError, "%s: ISA path '%s' is not available on this CPU",
+                             who, name);
+                return -1;
+            }
+            return i;
+        }
+    PyErr_Format(PyExc_ValueError,
+                 "%s: unknown ISA path '%s' (expected fp32, avx2bf16, avx512bf16 or amx)", who,
+                 name);
+    return -1;
 }
 
 /* ceil(P / 8) without the overflow of (P + 7) / 8 near INT64_MAX */

@@ -108,6 +108,10 @@ int isp_arr_list_parse(PyObject *obj, const char *name, int typenum, const int64
 /* An activation code (csrc/ops.h isp_act) from a Python int; 0 with ValueError if unknown. */
 int isp_parse_act(PyObject *o, isp_act *act);
 
+/* The bf16 GEMM path (csrc/gemm_bf16.h isp_isa) named `name`; it must be available on this CPU.
+   -1 with ValueError naming `who` otherwise. */
+int isp_isa_from_name(const char *name, const char *who);
+
 /* dtype name for messages */
 const char *isp_typename(int typenum);
 

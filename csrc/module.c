@@ -1,12 +1,13 @@
 /*
  * module.c -- the runtime extension instantsoup._C: module init (the one exported symbol),
- * threads and build information. Shared argument checks live in boundary.c; kernel families
+ * threads, build information, the bf16 GEMM path and the thread's autocast switch. Shared argument checks live in boundary.c; kernel families
  * bind in py_<family>.c; test-only bindings are in csrc/testing (instantsoup._C_test).
  */
 #define ISP_MODULE_MAIN
 #include "boundary.h"
 
 #include "blas.h"
+#include "gemm_bf16.h"
 
 #include <string.h>
 
@@ -63,7 +64,76 @@ static PyObject *py_build_info(PyObject *self, PyObject *noargs)
                          (unsigned int)NPY_ABI_VERSION);
 }
 
+static PyObject *py_isa_available(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+    PyObject *out = PyList_New(0);
+    for (int i = 0; out != NULL && i < ISP_NUM_ISA; i++) {
+        if (!isp_isa_available((isp_isa)i))
+            continue;
+        PyObject *n = PyUnicode_FromString(isp_isa_name((isp_isa)i));
+        if (n == NULL || PyList_Append(out, n) < 0) {
+            Py_XDECREF(n);
+            Py_CLEAR(out);
+            break;
+        }
+        Py_DECREF(n);
+    }
+    return out;
+}
+
+static PyObject *py_set_isa(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    const char *name = PyUnicode_AsUTF8(arg);
+    if (name == NULL)
+        return NULL;
+    int isa = isp_isa_from_name(name, "set_isa");
+    if (isa < 0)
+        return NULL;
+    isp_status st = isp_isa_set((isp_isa)isa);
+    if (st != ISP_OK)
+        return isp_raise(st);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_get_isa(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+    return PyUnicode_FromString(isp_isa_name(isp_isa_get()));
+}
+
+static PyObject *py_set_autocast(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    long p = PyLong_AsLong(arg);
+    if (p == -1 && PyErr_Occurred())
+        return NULL;
+    if (p != ISP_PREC_FP32 && p != ISP_PREC_BF16) {
+        PyErr_Format(PyExc_ValueError, "set_autocast: expected 0 (fp32) or 1 (bf16), got %ld", p);
+        return NULL;
+    }
+    isp_autocast_set((isp_precision)p);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_get_autocast(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+    return PyLong_FromLong((long)isp_autocast_get());
+}
+
 PyMethodDef isp_core_methods[] = {
+    {"isa_available", py_isa_available, METH_NOARGS,
+     "The bf16 GEMM paths this CPU runs (names, always including 'fp32')."},
+    {"set_isa", py_set_isa, METH_O, "Select the bf16 GEMM path by name (must be available)."},
+    {"get_isa", py_get_isa, METH_NOARGS, "The selected bf16 GEMM path (the best one by default)."},
+    {"set_autocast", py_set_autocast, METH_O,
+     "This thread's precision of engine matrix products: 0 fp32, 1 bf16 operands."},
+    {"get_autocast", py_get_autocast, METH_NOARGS, "This thread's autocast precision (0 or 1)."},
     {"set_num_threads", py_set_num_threads, METH_O, "Set our OpenMP and OpenBLAS thread count."},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, "The thread count in use."},
     {"build_info", py_build_info, METH_NOARGS, "BLAS, OpenMP and compiler facts (a dict)."},

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "blas.h"
+#include "gemm_bf16.h"
 #include "mix.h"
 #include "ops.h"
 
@@ -464,14 +465,27 @@ void softmax_forward(float *probs, const float *logits, int64_t N, int V)
  * is computed by one sgemm over the full K; OpenBLAS may still pick other kernel paths for other
  * block heights, so different thread counts can differ in the last bits (same count: identical).
  */
+/* one single-threaded product: OpenBLAS sgemm (isa < 0), or bf16 operands on path isa */
+static void gemm_on(int isa, int ta, int tb, int M, int N, int K, float alpha, const float *A,
+                    int lda, const float *B, int ldb, float beta, float *C, int ldc)
+{
+    if (isa < 0)
+        blas_sgemm_rm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    else
+        gemm_bf16((isp_isa)isa, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+/* the path of this thread's products, read on the calling thread (autocast is thread-local) */
+#define PRODUCT_ISA() (isp_autocast_get() == ISP_PREC_BF16 ? (int)isp_isa_get() : -1)
+
 void gemm_par(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc)
 {
-    const int nt = NT;
+    const int nt = NT, isa = PRODUCT_ISA();
     if (nt <= 1 || M < 32 || (int64_t)M * N * K < ((int64_t)1 << 18)) {
         if (nt > 1)
             blas_set_num_threads(1);
-        blas_sgemm_rm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        gemm_on(isa, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         if (nt > 1)
             blas_set_num_threads(nt);
         return;
@@ -483,8 +497,8 @@ void gemm_par(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
         int m0 = (int)(((int64_t)M * t / nb) & ~(int64_t)15);
         int m1 = t == nb - 1 ? M : (int)(((int64_t)M * (t + 1) / nb) & ~(int64_t)15);
         const float *Ab = ta ? A + m0 : A + (int64_t)m0 * lda;
-        blas_sgemm_rm(ta, tb, m1 - m0, N, K, alpha, Ab, lda, B, ldb, beta, C + (int64_t)m0 * ldc,
-                      ldc);
+        gemm_on(isa, ta, tb, m1 - m0, N, K, alpha, Ab, lda, B, ldb, beta, C + (int64_t)m0 * ldc,
+                ldc);
     }
     blas_set_num_threads(nt);
 }
@@ -541,6 +555,7 @@ void linear_backward(float *dinp, float *dweight, float *dbias, const float *dou
  */
 #define ATT_PER(T) (2 * (int64_t)(T) * (T) + (int64_t)(T) + 64)
 
+
 int64_t attention_scratch_size(int T, int C, int NH, int nthreads)
 {
     (void)C;
@@ -548,9 +563,16 @@ int64_t attention_scratch_size(int T, int C, int NH, int nthreads)
     return (int64_t)nthreads * ATT_PER(T);
 }
 
-/* rows of scores s (T,T) -> probabilities in place; vis (T) 1 = key visible */
+/*
+ * rows of scores s (T,T) -> probabilities in place; vis (T) 1 = key visible. With pd != NULL the
+ * same pass also writes the dropped-out probabilities (dropout_chunk's arithmetic and indices:
+ * element (i,j) of the tile is RNG index blk + i*T + j), so the tile is not swept again.
+ */
 SIMD_FN(
-    softmax_rows, (float *s, const float *vis, int T, int causal), for (int i = 0; i < T; i++) {
+    softmax_rows, (float *s, const float *vis, int T, int causal, float *pd, float p_drop,
+                   uint64_t key, int64_t blk),
+    const float dscale = pd != NULL ? 1.0f / (1.0f - p_drop) : 0.0f;
+    for (int i = 0; i < T; i++) {
         float *p = s + (int64_t)i * T;
         const int jn = causal ? i + 1 : T; /* keys beyond jn are masked */
         float mx = -INFINITY;
@@ -558,18 +580,23 @@ SIMD_FN(
             float sj = vis[j] != 0.0f ? p[j] : -INFINITY;
             mx = sj > mx ? sj : mx;
         }
+        float *q = pd != NULL ? pd + (int64_t)i * T : NULL;
+        const int64_t r0 = blk + (int64_t)i * T;
         if (mx == -INFINITY) { /* every key masked: uniform, as adding finfo.min does */
             for (int j = 0; j < T; j++)
                 p[j] = 1.0f / (float)T;
-            continue;
+        } else {
+            for (int j = 0; j < jn; j++)
+                p[j] = vis[j] != 0.0f ? fexp(p[j] - mx) : 0.0f;
+            float sum = sum_f(p, jn);
+            for (int j = 0; j < jn; j++)
+                p[j] = p[j] / sum;
+            for (int j = jn; j < T; j++)
+                p[j] = 0.0f;
         }
-        for (int j = 0; j < jn; j++)
-            p[j] = vis[j] != 0.0f ? fexp(p[j] - mx) : 0.0f;
-        float sum = sum_f(p, jn);
-        for (int j = 0; j < jn; j++)
-            p[j] = p[j] / sum;
-        for (int j = jn; j < T; j++)
-            p[j] = 0.0f;
+        if (q != NULL)
+            for (int j = 0; j < T; j++)
+                q[j] = rng_u(key, (uint64_t)(r0 + j)) >= p_drop ? p[j] * dscale : 0.0f;
     })
 
 /* ds (T,T) = p * (dp - rowsum(p * dp)) * scale, in place over dp */
@@ -585,7 +612,7 @@ SIMD_FN(
 
 static void attention_head_forward(float *out, float *att, const float *qkv, const uint8_t *am,
                                    int b, int h, int T, int C, int NH, int causal, float p_drop,
-                                   uint64_t key, float *scratch)
+                                   uint64_t key, float *scratch, int isa)
 {
     const int HS = C / NH, C3 = 3 * C;
     const float scale = 1.0f / sqrtf((float)HS);
@@ -595,19 +622,15 @@ static void attention_head_forward(float *out, float *att, const float *qkv, con
     float *s = att + blk;
     for (int j = 0; j < T; j++)
         vis[j] = (am == NULL || am[j]) ? 1.0f : 0.0f;
-    blas_sgemm_rm(0, 1, T, T, HS, scale, q, C3, k, C3, 0.0f, s, T);
-    SIMD_CALL(softmax_rows)(s, vis, T, causal);
-    const float *pp = s;
-    if (p_drop > 0.0f) {
-        SIMD_CALL(dropout_chunk)(pd, s, blk, (int64_t)T * T, p_drop, key);
-        pp = pd;
-    }
-    blas_sgemm_rm(0, 0, T, HS, T, 1.0f, pp, T, v, C3, 0.0f, out + (int64_t)b * T * C + h * HS, C);
+    gemm_on(isa, 0, 1, T, T, HS, scale, q, C3, k, C3, 0.0f, s, T);
+    SIMD_CALL(softmax_rows)(s, vis, T, causal, p_drop > 0.0f ? pd : NULL, p_drop, key, blk);
+    const float *pp = p_drop > 0.0f ? pd : s;
+    gemm_on(isa, 0, 0, T, HS, T, 1.0f, pp, T, v, C3, 0.0f, out + (int64_t)b * T * C + h * HS, C);
 }
 
 static void attention_head_backward(float *dqkv, const float *dout, const float *qkv,
                                     const float *att, int b, int h, int T, int C, int NH,
-                                    float p_drop, uint64_t key, float *scratch)
+                                    float p_drop, uint64_t key, float *scratch, int isa)
 {
     const int HS = C / NH, C3 = 3 * C;
     const float scale = 1.0f / sqrtf((float)HS);
@@ -623,28 +646,29 @@ static void attention_head_backward(float *dqkv, const float *dout, const float 
         pp = pd;
     }
     /* dV = P_dropped^T dO;  dP_dropped = dO V^T, then back through the dropout */
-    blas_sgemm_rm(1, 0, T, HS, T, 1.0f, pp, T, dob, C, 0.0f, dv, C3);
-    blas_sgemm_rm(0, 1, T, T, HS, 1.0f, dob, C, v, C3, 0.0f, dp, T);
+    gemm_on(isa, 1, 0, T, HS, T, 1.0f, pp, T, dob, C, 0.0f, dv, C3);
+    gemm_on(isa, 0, 1, T, T, HS, 1.0f, dob, C, v, C3, 0.0f, dp, T);
     if (p_drop > 0.0f)
         SIMD_CALL(dropout_chunk)(dp, dp, blk, (int64_t)T * T, p_drop, key);
     SIMD_CALL(softmax_rows_backward)(dp, p, T, scale);
     /* dQ = dS K;  dK = dS^T Q */
-    blas_sgemm_rm(0, 0, T, HS, T, 1.0f, dp, T, k, C3, 0.0f, dq, C3);
-    blas_sgemm_rm(1, 0, T, HS, T, 1.0f, dp, T, q, C3, 0.0f, dk, C3);
+    gemm_on(isa, 0, 0, T, HS, T, 1.0f, dp, T, k, C3, 0.0f, dq, C3);
+    gemm_on(isa, 1, 0, T, HS, T, 1.0f, dp, T, q, C3, 0.0f, dk, C3);
 }
 
 void attention_forward(float *out, float *att, const float *qkv, const uint8_t *amask, int B, int T,
                        int C, int NH, int causal, float p_drop, uint64_t key, float *scratch)
 {
     const int64_t per = ATT_PER(T);
-    const int nt = NT;
+    const int nt = NT, isa = PRODUCT_ISA();
     if (nt > 1)
         blas_set_num_threads(1);
 #pragma omp parallel for num_threads(nt) schedule(static) collapse(2)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++)
             attention_head_forward(out, att, qkv, amask != NULL ? amask + (int64_t)b * T : NULL, b,
-                                   h, T, C, NH, causal, p_drop, key, scratch + per * THREAD_ID());
+                                   h, T, C, NH, causal, p_drop, key, scratch + per * THREAD_ID(),
+                                   isa);
     if (nt > 1)
         blas_set_num_threads(nt);
 }
@@ -654,7 +678,7 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
                         uint64_t key, float *scratch)
 {
     const int64_t per = ATT_PER(T);
-    const int nt = NT;
+    const int nt = NT, isa = PRODUCT_ISA();
     (void)amask;
     (void)causal; /* masked keys have probability 0 in att, so they get no gradient */
     if (nt > 1)
@@ -663,7 +687,7 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++)
             attention_head_backward(dqkv, dout, qkv, att, b, h, T, C, NH, p_drop, key,
-                                    scratch + per * THREAD_ID());
+                                    scratch + per * THREAD_ID(), isa);
     if (nt > 1)
         blas_set_num_threads(nt);
 }

@@ -9,13 +9,14 @@ import os as _os
 import warnings as _warnings
 
 from instantsoup._native import _C, available_cores
+from instantsoup import precision
 
 __version__ = "0.1.0"
 
 # Environment variables that set the default thread count at import (the first one set wins).
 THREAD_VARIABLES = ("INSTANTSOUP_NUM_THREADS", "OMP_NUM_THREADS")
 
-__all__ = ["__version__", "set_num_threads", "get_num_threads", "default_num_threads", "build_info"]
+__all__ = ["__version__", "set_num_threads", "get_num_threads", "default_num_threads", "build_info", "precision"]
 
 
 def set_num_threads(n: int) -> None:
@@ -49,7 +50,12 @@ def build_info() -> dict:
     info["blas_version"] = cfg.split()[1] if cfg.startswith("OpenBLAS ") and len(cfg.split()) > 1 else cfg
     info["instantsoup_version"] = __version__
     info["available_cores"] = available_cores()
-    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") + THREAD_VARIABLES:
+    info["isa_available"] = ", ".join(precision.available_isas())
+    try:
+        info["isa"] = precision.get_isa()
+    except ValueError as e:  # INSTANTSOUP_ISA names a path this CPU lacks
+        info["isa"] = f"error: {e}"
+    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "INSTANTSOUP_ISA") + THREAD_VARIABLES:
         if var in _os.environ:
             info["env_" + var] = _os.environ[var]
     return info

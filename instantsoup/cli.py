@@ -13,7 +13,7 @@ import time
 import traceback
 from pathlib import Path
 
-from instantsoup.config import (DataSettings, PruneSettings, RunSettings, Settings, SettingsError,
+from instantsoup.config import (PRECISIONS, DataSettings, PruneSettings, RunSettings, Settings, SettingsError,
                                 TrainSettings, add_arguments, check_model_dir, explicit_options, from_namespace,
                                 read_config_file, settings_dict, with_family_defaults, with_preset)
 
@@ -239,6 +239,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         if model.num_labels != task.num_labels:  # the labels were mapped through the checkpoint's names
             raise SettingsError(f"the checkpoint's head has {model.num_labels} outputs but the task has "
                                 f"{task.num_labels} labels; --reinit-head evaluates a new random head")
+    try:
+        model.precision = args.precision
+    except ValueError as e:  # INSTANTSOUP_ISA names a path this CPU lacks
+        raise SettingsError(str(e)) from None
     if args.mask:
         try:
             model.set_masks(runs.load_arrays(args.mask))
@@ -396,7 +400,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     base = Settings(
         train=TrainSettings(batch_size=args.batch_size, lr=args.lr, match_steps=args.steps, seed=args.seed,
-                            max_length=args.max_length, warmup_ratio=0.06),
+                            max_length=args.max_length, warmup_ratio=0.06, precision=args.precision),
         prune=PruneSettings(sparsity=args.sparsity, step=args.step, denoisers=args.denoisers,
                             lookahead=args.lookahead),
         data=DataSettings(task="default", max_train_examples=args.max_train_examples,
@@ -463,6 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--reinit-head", action="store_true",
                     help="evaluate with a new, randomly initialised classifier head of the task's size instead of "
                     "refusing a head that does not fit the task's labels")
+    ev.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                    help="precision of the matrix products (bf16: bf16 operands, fp32 accumulation)")
     add_arguments(ev, DataSettings)
     ev.set_defaults(func=_cmd_eval)
 
@@ -501,6 +507,8 @@ def build_parser() -> argparse.ArgumentParser:
         de.add_argument("--" + k.replace("_", "-"), type=type(v), default=v, help=DEMO_HELP.get(k, f"demo {k}"))
     de.add_argument("--seed", type=int, default=0, help="seed")
     de.add_argument("--threads", type=int, default=0, help="threads (0 = the default: INSTANTSOUP_NUM_THREADS, else OMP_NUM_THREADS, else all cores)")
+    de.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                    help="precision of the matrix products (bf16: bf16 operands, fp32 accumulation)")
     de.add_argument("--no-progress", action="store_true", help="hide progress bars")
     de.set_defaults(func=_cmd_demo)
     return p

@@ -7,7 +7,10 @@ back, so the CLI and the Python API can never disagree. ``validate()`` refuses b
 the size of the training set (steps per epoch) is known.
 
 Fields with ``metadata["hash"] = False`` (progress bars, thread counts, paths of outputs) do not
-change what a run computes and stay out of the run directory's hash. Fields of
+change what a run computes and stay out of the run directory's hash. Fields added after runs were
+made carry ``metadata["hash"] = ("omit_if", v)`` with v the behaviour before they existed: they
+enter the hash only when their value is not v, so those runs keep their hashes (and a run that
+computes something else gets another one). Fields of
 :class:`PruneSettings` list the methods they apply to in ``metadata["methods"]``; only those enter the
 hash of a run of that method, so tuning an ISP knob never invalidates a finished IMP run.
 """
@@ -28,6 +31,7 @@ SCHEDULES = ("linear", "cosine", "constant")
 VARIANTS = ("released", "paper", "soup")  # ISP variants (docs/experiments.md)
 RELEASED_MARGIN = 0.05  # the authors' released script stops its rounds within 5 points of the target
 DEFAULT_MARGIN = 0.005
+PRECISIONS = ("fp32", "bf16")  # of the matrix products (see instantsoup.precision)
 
 
 # Table 1 of the paper (Jaiswal et al., ICML 2023): BERT on GLUE, CLIP ViT-B/32 on image tasks
@@ -47,7 +51,7 @@ class SettingsError(ValueError):
     """Settings that cannot produce a sensible run; raised before any work is done."""
 
 
-def _f(default: Any, help: str, *, methods: tuple[str, ...] | None = None, hash: bool = True,
+def _f(default: Any, help: str, *, methods: tuple[str, ...] | None = None, hash: bool | tuple = True,
        choices: tuple | None = None, flag: str | None = None, aliases: tuple[str, ...] = ()) -> Any:
     meta = {"help": help, "hash": hash, "aliases": aliases}
     if methods is not None:
@@ -84,6 +88,12 @@ class TrainSettings:
     seed: int = _f(0, "seed of data order, dropout, subsets, random masks and protocols")
     max_length: int = _f(128, "maximum tokens per example (longer inputs are truncated)")
     select_best: bool = _f(True, "keep the weights with the best validation score of the final stage")
+    length_buckets: int = _f(16, "text: sort windows of this many batches by length before cutting them, "
+                             "then shuffle the batches (less padding); 0 = plain shuffled batches",
+                             hash=("omit_if", 0))
+    precision: str = _f("fp32", "precision of the matrix products in training and evaluation: 'fp32', or "
+                        "'bf16' (bf16 operands, fp32 accumulation; fp32 weights, moments, loss, softmax and "
+                        "LayerNorm statistics)", choices=PRECISIONS, hash=("omit_if", "fp32"))
 
     def validate(self) -> None:
         if self.batch_size < 1:
@@ -110,6 +120,10 @@ class TrainSettings:
             raise SettingsError(f"eval_every must be >= 0, got {self.eval_every}")
         if self.max_length < 2:
             raise SettingsError(f"max_length must be >= 2, got {self.max_length}")
+        if self.length_buckets < 0:
+            raise SettingsError(f"length_buckets must be >= 0, got {self.length_buckets}")
+        if self.precision not in PRECISIONS:
+            raise SettingsError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
     def total_steps(self, steps_per_epoch: int) -> int:
         """The budget in optimizer steps."""
@@ -513,7 +527,8 @@ def hashable(obj: Any, method: str | None = None) -> dict:
     """Fields of a settings object that enter the run hash (see module docstring)."""
     out = {}
     for f in dataclasses.fields(obj):
-        if not f.metadata.get("hash", True):
+        h = f.metadata.get("hash", True)
+        if not h or (isinstance(h, tuple) and getattr(obj, f.name) == h[1]):
             continue
         ms = f.metadata.get("methods")
         if method is not None and ms is not None and method not in ms:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from instantsoup.models.base import EngineModel
+from instantsoup.precision import autocast, check_precision
 
 __all__ = ["AdamW"]
 
@@ -36,15 +37,20 @@ class AdamW:
         no_decay: which parameters get no weight decay: None (default: biases and LayerNorm
             weights, as the Hugging Face Trainer), a collection of name substrings, or a
             callable name -> bool.
+        precision: the precision of ``train_step``'s matrix products: "fp32", "bf16" (bf16
+            operands, fp32 accumulation) or None (default: the model's ``precision``). The
+            moments and the update are fp32 in every case (fp32 master weights).
 
     Masked weights (model.masks == 0) stay exactly 0, with zero gradient and moments.
     """
 
     def __init__(self, model, lr: float = 2e-5, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.01, no_decay: Iterable[str] | Callable[[str], bool] | None = None):
+                 weight_decay: float = 0.01, no_decay: Iterable[str] | Callable[[str], bool] | None = None,
+                 precision: str | None = None):
         if not isinstance(model, EngineModel):
             raise TypeError(f"AdamW: expected an instantsoup engine model, got {type(model).__name__}")
         self.model = model
+        self.precision = None if precision is None else check_precision(precision)
         self.lr = _check_float("lr", lr)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ValueError(f"betas: expected a pair, got {betas!r}")
@@ -106,8 +112,9 @@ class AdamW:
 
         The gradient norm before clipping is left in ``last_grad_norm``.
         """
-        loss, norm = self.model._train_step(self.exp_avg, self.exp_avg_sq, self._seg, self._decay,
-                                            self._hp(lr, max_grad_norm), batch, labels, float(label_smoothing))
+        with autocast(self.precision or self.model.precision):
+            loss, norm = self.model._train_step(self.exp_avg, self.exp_avg_sq, self._seg, self._decay,
+                                                self._hp(lr, max_grad_norm), batch, labels, float(label_smoothing))
         self.step_count += 1
         self.last_grad_norm = norm
         return loss

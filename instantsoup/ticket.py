@@ -76,6 +76,7 @@ class Ticket:
         return {"method": self.method, "target_sparsity": float(self.target_sparsity),
                 "sparsity": f"{self.sparsity:.6f}", "base_model": self.base_model,
                 "seeds": [] if seed is None else [int(seed)],
+                "precision": self.settings.get("train", {}).get("precision", "fp32"),
                 "instantsoup_version": instantsoup.__version__}
 
     def save_masks(self, path: str | os.PathLike) -> Path:

@@ -126,9 +126,12 @@ class StepOrder:
 
     ``indices(k)`` is a pure function of (seed, k), so data order resumes exactly at any step. The
     last batch of an epoch may be smaller. ``pool`` restricts the order to a subset (denoisers).
+    ``lengths``: a length-bucketed :class:`instantsoup.data.Batches` over the whole split; its
+    epoch plan (over ``pool``, with this seed) gives the batches instead of the plain permutation.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, pool: np.ndarray | None = None):
+    def __init__(self, n: int, batch_size: int, seed: int, pool: np.ndarray | None = None,
+                 lengths: Any = None):
         self.pool = np.arange(n, dtype=np.int64) if pool is None else np.asarray(pool, dtype=np.int64)
         if len(self.pool) == 0:
             raise ValueError("StepOrder: empty data")
@@ -137,8 +140,11 @@ class StepOrder:
         self.steps_per_epoch = math.ceil(len(self.pool) / batch_size)
         self._epoch = -1
         self._perm: np.ndarray | None = None
+        self._bucketed = None if lengths is None else lengths.take(self.pool, batch_size=batch_size, seed=seed)
 
     def indices(self, step: int) -> np.ndarray:
+        if self._bucketed is not None:
+            return self._bucketed.batch_indices(step)
         e, j = divmod(step, self.steps_per_epoch)
         if e != self._epoch:
             self._perm = self.pool[np.random.default_rng([self.seed, e]).permutation(len(self.pool))]
@@ -249,7 +255,15 @@ class Trainer:
                  progress: bool = True, cost: Cost | None = None):
         self.s = settings
         self.task = task
-        self.order = StepOrder(len(task.train), settings.batch_size, settings.seed)
+        self._lengths = None  # text: one length-bucketed Batches over the training split
+        if settings.length_buckets > 0 and isinstance(task.train, Split):  # images (ImageSplit): no lengths
+            from instantsoup.data import Batches
+
+            tr = task.train
+            self._lengths = Batches(tr.input_ids if tr.token_type_ids is None else (tr.input_ids, tr.token_type_ids),
+                                    None, settings.batch_size, settings.seed, bucket=True,
+                                    bucket_batches=settings.length_buckets, pad_id=task.pad_id)
+        self.order = self.make_order(settings.seed)
         self.steps_per_epoch = self.order.steps_per_epoch
         self.total_steps = total_steps if total_steps is not None else settings.total_steps(self.steps_per_epoch)
         self.warmup = settings.warmup(self.total_steps)
@@ -259,6 +273,11 @@ class Trainer:
         self.history: list[dict] = []
         self.eval_batch_size = max(64, settings.batch_size)
         self.scalars: Callable[[dict], None] | None = None  # e.g. a TensorBoard writer (methods.common)
+
+    def make_order(self, seed: int, pool: np.ndarray | None = None) -> StepOrder:
+        """The step-indexed data order over the training split (or its subset ``pool``): length-
+        bucketed for text when ``length_buckets`` > 0, else a plain seeded permutation."""
+        return StepOrder(len(self.task.train), self.s.batch_size, seed, pool=pool, lengths=self._lengths)
 
     # schedule
     def lr(self, step: int, total: int | None = None, warmup: int | None = None) -> float:

@@ -40,6 +40,9 @@ def machine_key() -> str:
 
 
 def run_all(threads: int = 2) -> dict[str, str]:
+    """The digests: ``bert_isp`` and ``clip_isp`` with plain shuffled batches (``length_buckets=0``,
+    the data order the record was made with), ``bert_isp_buckets`` with the trainer's default
+    length-bucketed batches (CLIP's images have no lengths: one run)."""
     import instantsoup
     from instantsoup import methods
     from instantsoup.config import PruneSettings, Settings, TrainSettings
@@ -56,11 +59,13 @@ def run_all(threads: int = 2) -> dict[str, str]:
             d = Path(d)
             (d / "bert").mkdir()
             build_tiny_bert(d / "bert")
-            model = instantsoup.load_model(d / "bert", num_labels=2, seed=0)
-            s = Settings(train=TrainSettings(batch_size=16, lr=5e-3, epochs=2, seed=1),
-                         prune=PruneSettings(method="isp", sparsity=0.5, step=0.5, t=2, denoisers=2, lookahead=2))
-            t = methods.instant_soup(model, make_tiny_task(), s, progress=False)
-            out["bert_isp"] = _digest(t.masks, model.state_dict())
+            for key, buckets in (("bert_isp", 0), ("bert_isp_buckets", TrainSettings.length_buckets)):
+                model = instantsoup.load_model(d / "bert", num_labels=2, seed=0)
+                s = Settings(train=TrainSettings(batch_size=16, lr=5e-3, epochs=2, seed=1, length_buckets=buckets),
+                             prune=PruneSettings(method="isp", sparsity=0.5, step=0.5, t=2, denoisers=2,
+                                                 lookahead=2))
+                t = methods.instant_soup(model, make_tiny_task(), s, progress=False)
+                out[key] = _digest(t.masks, model.state_dict())
             (d / "clip").mkdir()
             tiny_clip(d / "clip", tokenizer=False)  # (a trained BPE vocabulary varies run to run)
             ds, task = colour_task(np.random.default_rng(1234))

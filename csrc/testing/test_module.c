@@ -1,8 +1,7 @@
 /*
  * test_module.c -- instantsoup._C_test: bindings of single kernels for the NumPy-oracle tests and
- * the sanitizer job (sgemm here; encoder ops in test_ops.c; CLIP kernels in test_clip.c; vote histograms
- * in test_prune.c). Never
- * imported at run time.
+ * the sanitizer job (sgemm, also on each bf16 GEMM path, here; encoder ops in test_ops.c; CLIP
+ * kernels in test_clip.c; vote histograms in test_prune.c). Never imported at run time.
  */
 #define ISP_MODULE_MAIN
 #include "boundary.h"
@@ -10,6 +9,7 @@
 #include <string.h>
 
 #include "blas.h"
+#include "gemm_bf16.h"
 
 /* row stride of a 2-D float32 array, in elements */
 static int64_t row_stride(PyArrayObject *a)
@@ -23,17 +23,23 @@ PyDoc_STRVAR(sgemm_doc,
              "sgemm(a, b, c, trans_a=False, trans_b=False, alpha=1.0, beta=0.0)\n--\n\n"
              "c = alpha * op(a) @ op(b) + beta * c in place, row-major float32 (OpenBLAS).\n"
              "a is (M,K) or (K,M) if trans_a; b is (K,N) or (N,K) if trans_b; c is (M,N).\n"
-             "Rows may be strided (column slices) but each row must be contiguous.");
+             "Rows may be strided (column slices) but each row must be contiguous.\n"
+             "bf16=PATH ('fp32', 'avx2bf16', 'avx512bf16', 'amx') computes the product with\n"
+             "bf16-rounded operands and fp32 accumulation on that path (it must be available).");
 
 static PyObject *py_sgemm(PyObject *self, PyObject *args, PyObject *kwds)
 {
     (void)self;
-    static char *kwlist[] = {"a", "b", "c", "trans_a", "trans_b", "alpha", "beta", NULL};
+    static char *kwlist[] = {"a", "b", "c", "trans_a", "trans_b", "alpha", "beta", "bf16", NULL};
     PyObject *ao, *bo, *co;
     int ta = 0, tb = 0;
     float alpha = 1.0f, beta = 0.0f;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO|ppff:sgemm", kwlist, &ao, &bo, &co, &ta, &tb,
-                                     &alpha, &beta))
+    const char *bf16 = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO|ppffz:sgemm", kwlist, &ao, &bo, &co, &ta, &tb,
+                                     &alpha, &beta, &bf16))
+        return NULL;
+    int isa = -1;
+    if (bf16 != NULL && (isa = isp_isa_from_name(bf16, "sgemm")) < 0)
         return NULL;
     PyArrayObject *a = isp_arg_array(ao, "a", NPY_FLOAT32, 2, NULL, ISP_ARR_ROWS);
     if (!a)
@@ -69,7 +75,13 @@ static PyObject *py_sgemm(PyObject *self, PyObject *args, PyObject *kwds)
     float *cp = PyArray_DATA(c);
     int64_t lda = row_stride(a), ldb = row_stride(b), ldc = row_stride(c);
     Py_BEGIN_ALLOW_THREADS;
-    st = blas_sgemm(ta, tb, M, N, K, alpha, ap, lda, bp, ldb, beta, cp, ldc);
+    st = blas_check_gemm(ta, tb, M, N, K, lda, ldb, ldc);
+    if (st == ISP_OK && isa < 0)
+        blas_sgemm_rm(ta, tb, (int)M, (int)N, (int)K, alpha, ap, (int)lda, bp, (int)ldb, beta, cp,
+                      (int)ldc);
+    else if (st == ISP_OK)
+        gemm_bf16((isp_isa)isa, ta, tb, (int)M, (int)N, (int)K, alpha, ap, (int)lda, bp, (int)ldb,
+                  beta, cp, (int)ldc);
     Py_END_ALLOW_THREADS;
     if (st != ISP_OK)
         return isp_raise(st);

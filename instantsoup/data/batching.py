@@ -259,6 +259,18 @@ class Batches:
         opts.update(overrides)
         return Batches(None, None, _store=self._store, _indices=chosen, _labels_all=self._labels_all, **opts)
 
+    def take(self, indices: Sequence[int], **overrides) -> "Batches":
+        """Batches over the examples ``indices`` (into the original encoded list, e.g. a denoiser's
+        data subset), with the same options unless overridden by keyword."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.ndim != 1 or len(idx) == 0 or idx.min() < 0 or idx.max() >= len(self._store):
+            raise ValueError(f"take: expected a non-empty 1-D array of example indices in [0, {len(self._store)})")
+        opts = dict(batch_size=self.batch_size, seed=self.seed, shuffle=self.shuffle, bucket=self.bucket,
+                    pad_id=self.pad_id, drop_last=self.drop_last, bucket_batches=self.bucket_batches,
+                    pad_to_multiple_of=self.pad_to_multiple_of)
+        opts.update(overrides)
+        return Batches(None, None, _store=self._store, _indices=idx, _labels_all=self._labels_all, **opts)
+
     def with_options(self, **overrides) -> "Batches":
         """The same examples with other options (e.g. ``shuffle=False`` for evaluation)."""
         opts = dict(batch_size=self.batch_size, seed=self.seed, shuffle=self.shuffle, bucket=self.bucket,

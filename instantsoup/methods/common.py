@@ -239,6 +239,11 @@ def setup(model: Any, task: TaskData, settings: Settings, run_dir: Any = None, *
         settings = dataclasses.replace(settings, prune=dataclasses.replace(settings.prune, method=method))
     settings.validate()
     check_task(model, task)
+    if hasattr(model, "precision"):
+        try:  # training, evaluation and clones (denoisers) run in the settings' precision
+            model.precision = settings.train.precision
+        except ValueError as e:  # INSTANTSOUP_ISA names a path this CPU lacks
+            raise SettingsError(str(e)) from None
     trainer = Trainer(settings.train, task, progress=progress)
     plan = check_budget(settings, trainer.steps_per_epoch)
     trainer.total_steps = plan["total_steps"]

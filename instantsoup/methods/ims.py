@@ -21,7 +21,7 @@ from instantsoup.config import Settings
 from instantsoup.methods.common import (_api, draw_protocol, finished_ticket, select, set_weight_decay,
                                         setup)
 from instantsoup.ticket import Ticket
-from instantsoup.train import StepOrder, TaskData, copy_weights
+from instantsoup.train import TaskData, copy_weights
 
 
 def instant_model_soup(model: Any, task: TaskData, settings: Settings, *, run_dir: Any = None,
@@ -54,7 +54,7 @@ def instant_model_soup(model: Any, task: TaskData, settings: Settings, *, run_di
         model.set_masks(mask)
         ctx.opt.reset()
         prev_wd = set_weight_decay(ctx.opt, proto.weight_decay)
-        order = StepOrder(len(task.train), tr.batch_size, proto.seed, pool=proto.subset)
+        order = ctx.trainer.make_order(proto.seed, pool=proto.subset)
         ctx.trainer.train(model, ctx.opt, 0, pr.soup_steps, stage="ingredients", order=order,
                           lr_mult=proto.lr_mult, seed=proto.seed, evaluate=False,
                           schedule_total=pr.soup_steps, warmup=warmup, desc=f"IMS ingredient {k}")

@@ -43,7 +43,7 @@ from instantsoup.config import Settings
 from instantsoup.methods.common import (Context, draw_protocol, finished_ticket, mask_sparsity, merge,
                                         overlap, prunable, score, select, set_weight_decay, setup)
 from instantsoup.ticket import Ticket
-from instantsoup.train import StepOrder, TaskData, Trainer
+from instantsoup.train import TaskData, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +231,7 @@ def denoise(trainer: Trainer, scratch: Any, scratch_opt: Any, job: Denoiser) -> 
     """Train ``scratch`` (holding the main model's weights and masks; its optimizer prepared) for the
     look-ahead and return its mask at ``job.level``, its mean loss and, for the soup, its |weights|."""
     set_weight_decay(scratch_opt, job.proto.weight_decay)
-    order = StepOrder(len(trainer.task.train), trainer.s.batch_size, job.proto.seed, pool=job.proto.subset)
+    order = trainer.make_order(job.proto.seed, pool=job.proto.subset)
     loss = trainer.train(scratch, scratch_opt, 0, job.lookahead, stage="denoisers", order=order,
                          lr_mult=job.lr_mult, lr_offset=job.lr_offset, schedule_total=job.schedule_total,
                          seed=job.proto.seed, evaluate=False, desc=job.desc)

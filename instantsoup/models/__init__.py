@@ -16,6 +16,7 @@ from instantsoup.models.bert import BertConfig, BertModel
 from instantsoup.models.clip import CLIPModel, load_clip
 from instantsoup.models.encoder import EncoderClassifier, EncoderConfig, encoder_families
 from instantsoup.models.files import read_checkpoint, read_config
+from instantsoup.precision import check_precision
 
 __all__ = ["load_model", "read_config", "supported_model_types", "EngineModel", "EncoderClassifier",
            "EncoderConfig", "BertModel", "BertConfig", "CLIPModel", "load_clip"]
@@ -29,7 +30,8 @@ def supported_model_types() -> list[str]:
     return sorted(_LOADERS)
 
 
-def load_model(path: str | os.PathLike, num_labels: int | None = None, seed: int = 0) -> EngineModel:
+def load_model(path: str | os.PathLike, num_labels: int | None = None, seed: int = 0,
+               precision: str = "fp32") -> EngineModel:
     """Load a Hugging Face checkpoint directory into an instantsoup engine model.
 
     Args:
@@ -39,14 +41,20 @@ def load_model(path: str | os.PathLike, num_labels: int | None = None, seed: int
             the config. A head of another size in the checkpoint is re-initialised.
         seed: seed for the weights the checkpoint lacks (classifier, pooler), initialised like
             transformers does: normal(0, initializer_range) weights, zero biases.
+        precision: "fp32" (default) or "bf16": the precision of the model's matrix products
+            (bf16 operands, fp32 accumulation; weights, gradients and everything else stay fp32;
+            see instantsoup.precision). Settable later as ``model.precision``.
 
     Returns:
         an :class:`EngineModel` (``model.kind`` is its ``model_type``: one of
         :func:`supported_model_types`).
     """
+    check_precision(precision)
     cfg = read_config(path)
     mt = cfg.get("model_type")
     if mt not in _LOADERS:
         raise ValueError(f"{os.fspath(path)}: model_type {mt!r} is not supported "
                          f"(supported: {', '.join(supported_model_types())})")
-    return _LOADERS[mt](path, num_labels=num_labels, seed=seed)
+    model = _LOADERS[mt](path, num_labels=num_labels, seed=seed)
+    model.precision = precision
+    return model

@@ -15,16 +15,19 @@ import numpy as np
 
 from instantsoup._native import _C
 from instantsoup.models.views import load_views, set_mask_views
+from instantsoup.precision import PrecisionMixin
 
 __all__ = ["EngineModel"]
 
 
-class EngineModel(abc.ABC):
+class EngineModel(PrecisionMixin, abc.ABC):
     """An engine model: a classifier whose parameters, gradients and masks live in C buffers.
 
     Attributes every model has: ``kind`` (its family's ``model_type``), ``config``,
     ``prunable_names`` (the weights pruning acts on, in layout order), ``source_path`` (the
-    checkpoint it was loaded from, or None).
+    checkpoint it was loaded from, or None), ``precision`` (of its matrix products, "fp32" or
+    "bf16": a subclass runs its C forward and backward calls inside ``autocast(self.precision)``;
+    AdamW.train_step does so for the fused step).
 
     What every model does the same way is implemented here, on the one C model handle
     (csrc/py_model.c): a subclass sets ``_h`` (the handle), ``_params``, ``_grads``, ``_mask_buf``
@@ -190,9 +193,10 @@ class EngineModel(abc.ABC):
     def __reduce__(self):
         """The constructor arguments, the parameter and mask buffers as they are (pickle protocol 5
         writes each buffer once, or hands it out of band without a copy; the new model copies it once
-        into its own C buffer), mode and dropout RNG state. Gradients are not carried (the new
-        model's are zero)."""
+        into its own C buffer), mode, precision and dropout RNG state. Gradients are not carried (the
+        new model's are zero)."""
         args, attrs = self._rebuild()
+        attrs = {**attrs, "precision": self.precision}
         return (_unpickle_model, (type(self), args, attrs, self._params, self._mask_buf, self._training,
                                   self.rng_state()))
 

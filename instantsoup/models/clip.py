@@ -31,6 +31,7 @@ import numpy as np
 
 from instantsoup._native import _C
 from instantsoup.models.base import EngineModel
+from instantsoup.precision import autocast
 from instantsoup.data.vision import check_pixel_values
 from instantsoup.models.clip_config import (CLIPConfig, read_checkpoint, text_param_shapes, vision_param_shapes,
                                             vision_prunable_names, write_checkpoint)
@@ -279,7 +280,8 @@ class CLIPModel(EngineModel):
 
     def forward(self, batch: Mapping[str, Any]) -> np.ndarray:
         """batch {"pixel_values": (B, 3, H, W) float32} -> logits (B, num_labels) float32."""
-        return _C.clipv_forward(self._h, self._pixels(batch))
+        with autocast(self.precision):
+            return _C.clipv_forward(self._h, self._pixels(batch))
 
     __call__ = forward
 
@@ -287,7 +289,8 @@ class CLIPModel(EngineModel):
         """Mean cross-entropy of the batch; ``grads`` are overwritten (masked entries zero)."""
         px = self._pixels(batch)
         y = self._labels(labels, px.shape[0])
-        loss, self.last_logits = _C.clipv_forward_backward(self._h, px, y, float(label_smoothing))
+        with autocast(self.precision):
+            loss, self.last_logits = _C.clipv_forward_backward(self._h, px, y, float(label_smoothing))
         return float(loss)
 
     def _labels(self, labels: np.ndarray, B: int) -> np.ndarray:
@@ -302,7 +305,8 @@ class CLIPModel(EngineModel):
     # -- CLIP specifics -----------------------------------------------------------------------------
     def encode_image(self, pixel_values: np.ndarray) -> np.ndarray:
         """Image features (B, D) float32 — transformers' ``get_image_features``."""
-        return _C.clipv_encode(self._h, self._pixels(pixel_values))
+        with autocast(self.precision):
+            return _C.clipv_encode(self._h, self._pixels(pixel_values))
 
     def encode_text(self, input_ids: np.ndarray, attention_mask: np.ndarray | None = None) -> np.ndarray:
         """Text features (B, D) float32 — transformers' ``get_text_features``."""
@@ -383,6 +387,7 @@ class CLIPModel(EngineModel):
         m = CLIPModel(self.config, self._trainable_head or None, self._seed, self.logit_scale, self.text)
         m.copy_from(self)
         m.tokenizer, m.source_path, m.classnames = self.tokenizer, self.source_path, self.classnames
+        m.precision = self.precision
         m.train(self._training)
         m.set_rng_state(self.rng_state())
         return m

@@ -25,6 +25,7 @@ from instantsoup._native import _C
 from instantsoup.models.base import EngineModel
 from instantsoup.models.files import read_checkpoint, read_config
 from instantsoup.models.inference import InferenceMixin
+from instantsoup.precision import autocast
 
 log = logging.getLogger(__name__)
 
@@ -506,13 +507,15 @@ class EncoderClassifier(InferenceMixin, EngineModel):
         """Logits (B, num_labels) float32 for a batch dict: input_ids (B,T), attention_mask,
         token_type_ids; or pixel_values (B,3,H,W) for an image model."""
         x, tt, am = self._batch(batch)
-        return _C.clf_forward(self._h, x, tt, am)
+        with autocast(self.precision):
+            return _C.clf_forward(self._h, x, tt, am)
 
     def forward_backward(self, batch: Mapping[str, Any], labels: Any, label_smoothing: float = 0.0) -> float:
         """Mean loss (cross-entropy, or MSE when num_labels == 1); overwrites ``grads``."""
         x, tt, am = self._batch(batch)
         y = self._labels(labels, x.shape[0])
-        loss, self.last_logits = _C.clf_forward_backward(self._h, x, tt, am, y, float(label_smoothing))
+        with autocast(self.precision):
+            loss, self.last_logits = _C.clf_forward_backward(self._h, x, tt, am, y, float(label_smoothing))
         return loss
 
     def _train_step(self, exp_avg, exp_avg_sq, seg, decay, hp, batch, labels, label_smoothing):
@@ -528,6 +531,7 @@ class EncoderClassifier(InferenceMixin, EngineModel):
         other = type(self)(copy.deepcopy(self.config))
         other.copy_from(self)
         other.source_path = self.source_path
+        other.precision = self.precision
         other.train(self._training)
         other.set_rng_state(self.rng_state())
         return other

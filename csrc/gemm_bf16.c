@@ -1,0 +1,558 @@
+/*
+ * gemm_bf16.c -- bf16 GEMM with fp32 accumulation on four paths, CPUID dispatch, the autocast
+ * switch. See gemm_bf16.h for the semantics.
+ *
+ * One blocked driver (GotoBLAS loop order: N blocks of NC, K blocks of KC, M blocks of MC) packs
+ * bf16-rounded operand blocks into the layout of the chosen path and runs its micro-kernel over
+ * MR x NR tiles of C; a tile's fp32 sums are added into C once per K block. Each path's kernel
+ * is compiled for its ISA with a target attribute (the build stays portable; no -march) and is
+ * only called after CPUID said the CPU has it.
+ *
+ * Packed layouts (u16 = bf16 bits; panels are zero-padded to full tiles and to the K unit):
+ *   fp32     A block (mc,kc) and B block (kc,nc) as row-major fp32 of the rounded values (sgemm)
+ *   avx2     A panel [kc][6] fp32, B panel [kc][16] fp32 (rounded values, widened when packed)
+ *   avx512   A panel [kc/2][8][2] u16, B panel [kc/2][32][2] u16 (vdpbf16ps takes k-pairs)
+ *   amx      A panel [32][kc] u16 (two 16x32 tiles per K step of 32), B panel [kc/2][32][2] u16
+ *            (two 16-pair x 16-column tiles per K step; the "VNNI" layout tdpbf16ps reads)
+ */
+#define _GNU_SOURCE
+#include <stdlib.h>
+#include <string.h>
+
+#include "blas.h"
+#include "gemm_bf16.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define ISP_X86 1
+#include <cpuid.h>
+#include <immintrin.h>
+#include <pthread.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+#endif
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* ------------------------------------------------------------------------------------------ */
+/* rounding                                                                                    */
+
+static inline uint32_t rne_bits(uint32_t u);
+
+uint16_t bf16_bits(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    return (uint16_t)(rne_bits(u) >> 16);
+}
+
+static inline float bf16_to_f32(uint16_t b)
+{
+    uint32_t u = (uint32_t)b << 16;
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+float bf16_round(float x)
+{
+    return bf16_to_f32(bf16_bits(x));
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* CPUID, the selected path, autocast                                                          */
+
+static const char *const isa_names[ISP_NUM_ISA] = {"fp32", "avx2bf16", "avx512bf16", "amx"};
+
+const char *isp_isa_name(isp_isa isa)
+{
+    return (int)isa >= 0 && (int)isa < ISP_NUM_ISA ? isa_names[isa] : "?";
+}
+
+#ifdef ISP_X86
+static uint64_t xcr0(void)
+{
+    uint32_t a, d;
+    __asm__ volatile("xgetbv" : "=a"(a), "=d"(d) : "c"(0));
+    return ((uint64_t)d << 32) | a;
+}
+
+static int amx_permitted = -1;
+static pthread_once_t amx_once = PTHREAD_ONCE_INIT;
+
+static void amx_request(void)
+{
+#if defined(__linux__)
+    /* Linux keeps the 8 KB tile state off until a process asks (ARCH_REQ_XCOMP_PERM, feature 18) */
+    amx_permitted = syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+#else
+    amx_permitted = 0;
+#endif
+}
+#endif
+
+int isp_isa_available(isp_isa isa)
+{
+    if (isa == ISP_ISA_FP32)
+        return 1;
+#ifdef ISP_X86
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) /* OSXSAVE */
+        return 0;
+    const int fma = (c >> 12) & 1;
+    uint64_t x = xcr0();
+    unsigned b7 = 0, d7 = 0, a71 = 0, t;
+    if (!__get_cpuid_count(7, 0, &t, &b7, &c, &d7))
+        return 0;
+    __get_cpuid_count(7, 1, &a71, &t, &c, &d);
+    switch (isa) {
+    case ISP_ISA_AVX2BF16:
+        return fma && ((b7 >> 5) & 1) && (x & 0x6) == 0x6;
+    case ISP_ISA_AVX512BF16:
+        return ((b7 >> 16) & 1) && ((a71 >> 5) & 1) && (x & 0xe6) == 0xe6;
+    case ISP_ISA_AMX:
+        if (!((d7 >> 22) & 1) || !((d7 >> 24) & 1) || (x & 0x60000) != 0x60000)
+            return 0;
+        pthread_once(&amx_once, amx_request);
+        return amx_permitted == 1;
+    default:
+        return 0;
+    }
+#else
+    return 0;
+#endif
+}
+
+isp_isa isp_isa_best(void)
+{
+    for (int i = ISP_NUM_ISA - 1; i > 0; i--)
+        if (isp_isa_available((isp_isa)i))
+            return (isp_isa)i;
+    return ISP_ISA_FP32;
+}
+
+static int isa_selected = -1; /* -1: not chosen yet (the best one on first use) */
+
+isp_status isp_isa_set(isp_isa isa)
+{
+    if ((int)isa < 0 || (int)isa >= ISP_NUM_ISA)
+        return isp_fail(ISP_ERR_VALUE, "unknown ISA path %d", (int)isa);
+    if (!isp_isa_available(isa))
+        return isp_fail(ISP_ERR_VALUE, "ISA path '%s' is not available on this CPU",
+                        isp_isa_name(isa));
+    __atomic_store_n(&isa_selected, (int)isa, __ATOMIC_RELAXED);
+    return ISP_OK;
+}
+
+isp_isa isp_isa_get(void)
+{
+    int s = __atomic_load_n(&isa_selected, __ATOMIC_RELAXED);
+    if (s < 0) {
+        s = (int)isp_isa_best();
+        __atomic_store_n(&isa_selected, s, __ATOMIC_RELAXED);
+    }
+    return (isp_isa)s;
+}
+
+static _Thread_local int autocast_prec = ISP_PREC_FP32;
+
+void isp_autocast_set(isp_precision p)
+{
+    autocast_prec = p;
+}
+
+isp_precision isp_autocast_get(void)
+{
+    return (isp_precision)autocast_prec;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* blocking and packing                                                                        */
+
+typedef struct {
+    int mr, nr, kc, mc, nc, kunit, esize; /* esize: bytes per packed element */
+} blocking;
+
+static blocking blocking_of(isp_isa isa)
+{
+    switch (isa) {
+    case ISP_ISA_AVX2BF16:
+        return (blocking){6, 16, 256, 96, 512, 1, 4};
+    case ISP_ISA_AVX512BF16:
+        return (blocking){8, 32, 256, 96, 512, 2, 2};
+    case ISP_ISA_AMX:
+        return (blocking){32, 32, 256, 128, 512, 32, 2};
+    default:
+        return (blocking){1, 1, 512, 256, 1024, 1, 4};
+    }
+}
+
+#define OPA(i, k) (ta ? A[(int64_t)(k) * lda + (i)] : A[(int64_t)(i) * lda + (k)])
+#define OPB(k, j) (tb ? B[(int64_t)(j) * ldb + (k)] : B[(int64_t)(k) * ldb + (j)])
+
+/* bf16 rounding on the bits, branch-free (vectorises): RNE, NaN kept quiet */
+static inline uint32_t rne_bits(uint32_t u)
+{
+    uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    return (u & 0x7fffffffu) > 0x7f800000u ? (u | 0x00400000u) & 0xffff0000u : r;
+}
+
+/* Where element (x, k) of a panel of width w goes, per layout (see the top of the file). */
+typedef enum {
+    FMT_KW_F32,   /* [k][w] fp32 */
+    FMT_XK_F32,   /* [x][kcp] fp32 */
+    FMT_XK_BF16,  /* [x][kcp] bf16 */
+    FMT_PAIR_BF16 /* [k/2][w][2] bf16 */
+} pack_fmt;
+
+/*
+ * Pack the rounded (nx, kc) operand block src[x*sx + k*sk] into panels of width w (the last one
+ * zero-padded), each panel w * kcp elements, K zero-padded to kcp. The loop runs along whichever
+ * axis is contiguous in the source.
+ */
+static inline __attribute__((always_inline)) void pack(void *dst, pack_fmt fmt, const float *src, int64_t sx, int64_t sk, int nx,
+                 int kc, int kcp, int w)
+{
+    const int f32 = fmt == FMT_KW_F32 || fmt == FMT_XK_F32;
+    for (int x0 = 0; x0 < nx; x0 += w) {
+        const int xn = nx - x0 < w ? nx - x0 : w;
+        const int64_t pel = (int64_t)w * kcp;
+        float *df = (float *)dst + (f32 ? (int64_t)(x0 / w) * pel : 0);
+        uint16_t *dh = (uint16_t *)dst + (f32 ? 0 : (int64_t)(x0 / w) * pel);
+        if (xn < w || kcp > kc)
+            memset(f32 ? (void *)df : (void *)dh, 0, (size_t)pel * (f32 ? 4 : 2));
+        const float *s0 = src + (int64_t)x0 * sx;
+#define PUT(x, k, v)                                                                               \
+    do {                                                                                           \
+        uint32_t u_;                                                                               \
+        float v_ = (v);                                                                            \
+        memcpy(&u_, &v_, 4);                                                                       \
+        u_ = rne_bits(u_);                                                                         \
+        switch (fmt) {                                                                             \
+        case FMT_KW_F32:                                                                           \
+            memcpy(df + (int64_t)(k) * w + (x), &u_, 4);                                           \
+            break;                                                                                 \
+        case FMT_XK_F32:                                                                           \
+            memcpy(df + (int64_t)(x) * kcp + (k), &u_, 4);                                         \
+            break;                                                                                 \
+        case FMT_XK_BF16:                                                                          \
+            dh[(int64_t)(x) * kcp + (k)] = (uint16_t)(u_ >> 16);                                   \
+            break;                                                                                 \
+        default:                                                                                   \
+            dh[((int64_t)((k) >> 1) * w + (x)) * 2 + ((k) & 1)] = (uint16_t)(u_ >> 16);            \
+        }                                                                                          \
+    } while (0)
+        if (sk == 1) {
+            for (int x = 0; x < xn; x++) {
+                const float *s = s0 + (int64_t)x * sx;
+                for (int k = 0; k < kc; k++)
+                    PUT(x, k, s[k]);
+            }
+        } else {
+            for (int k = 0; k < kc; k++) {
+                const float *s = s0 + (int64_t)k * sk;
+                for (int x = 0; x < xn; x++)
+                    PUT(x, k, s[(int64_t)x * sx]);
+            }
+        }
+#undef PUT
+    }
+}
+
+/* pack() with the layout as a constant (pack is inlined once per layout) */
+static void pack_block(void *dst, pack_fmt fmt, const float *src, int64_t sx, int64_t sk, int nx,
+                       int kc, int kcp, int w)
+{
+    switch (fmt) {
+    case FMT_KW_F32:
+        pack(dst, FMT_KW_F32, src, sx, sk, nx, kc, kcp, w);
+        break;
+    case FMT_XK_F32:
+        pack(dst, FMT_XK_F32, src, sx, sk, nx, kc, kcp, w);
+        break;
+    case FMT_XK_BF16:
+        pack(dst, FMT_XK_BF16, src, sx, sk, nx, kc, kcp, w);
+        break;
+    default:
+        pack(dst, FMT_PAIR_BF16, src, sx, sk, nx, kc, kcp, w);
+    }
+}
+
+/*
+ * op(A)[i0:i0+mc, k0:k0+kc] (is_b = 0) or op(B)^T[j0:j0+nc, k0:k0+kc] (is_b = 1, i0 = j0, mc = nc)
+ * into dst in the layout of isa; kcp = kc rounded up to the path's K unit. The fp32 path packs
+ * whole row-major blocks (A (mc,kc), B (kc,nc)) for sgemm, the others panels of width mr / nr.
+ */
+static void pack_operand(void *dst, isp_isa isa, const blocking *bl, int is_b, int trans,
+                         const float *X, int ldx, int i0, int mc, int k0, int kc, int kcp)
+{
+    /* element (x, k) of the block: op(A)[x][k] = A[x][k] or A[k][x] (trans); op(B)[k][x] likewise */
+    const int rows_are_x = is_b ? trans : !trans;
+    const float *src = rows_are_x ? X + (int64_t)i0 * ldx + k0 : X + (int64_t)k0 * ldx + i0;
+    const int64_t sx = rows_are_x ? ldx : 1, sk = rows_are_x ? 1 : ldx;
+    pack_fmt fmt;
+    int w = is_b ? bl->nr : bl->mr;
+    if (isa == ISP_ISA_FP32) {
+        fmt = is_b ? FMT_KW_F32 : FMT_XK_F32;
+        w = mc;
+        kcp = kc;
+    } else if (isa == ISP_ISA_AVX2BF16) {
+        fmt = FMT_KW_F32;
+    } else if (isa == ISP_ISA_AMX && !is_b) {
+        fmt = FMT_XK_BF16;
+    } else {
+        fmt = FMT_PAIR_BF16;
+    }
+    pack_block(dst, fmt, src, sx, sk, mc, kc, kcp, w);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* micro-kernels: tile (mr x nr, row stride nr) = the fp32 sums over one packed K block        */
+
+#ifdef ISP_X86
+__attribute__((target("avx2,fma"))) static void micro_avx2(int kc, const float *a, const float *b,
+                                                           float *tile)
+{
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    for (int k = 0; k < kc; k++, a += 6, b += 16) {
+        __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8), x;
+        x = _mm256_broadcast_ss(a + 0);
+        c00 = _mm256_fmadd_ps(x, b0, c00);
+        c01 = _mm256_fmadd_ps(x, b1, c01);
+        x = _mm256_broadcast_ss(a + 1);
+        c10 = _mm256_fmadd_ps(x, b0, c10);
+        c11 = _mm256_fmadd_ps(x, b1, c11);
+        x = _mm256_broadcast_ss(a + 2);
+        c20 = _mm256_fmadd_ps(x, b0, c20);
+        c21 = _mm256_fmadd_ps(x, b1, c21);
+        x = _mm256_broadcast_ss(a + 3);
+        c30 = _mm256_fmadd_ps(x, b0, c30);
+        c31 = _mm256_fmadd_ps(x, b1, c31);
+        x = _mm256_broadcast_ss(a + 4);
+        c40 = _mm256_fmadd_ps(x, b0, c40);
+        c41 = _mm256_fmadd_ps(x, b1, c41);
+        x = _mm256_broadcast_ss(a + 5);
+        c50 = _mm256_fmadd_ps(x, b0, c50);
+        c51 = _mm256_fmadd_ps(x, b1, c51);
+    }
+    _mm256_storeu_ps(tile + 0, c00);
+    _mm256_storeu_ps(tile + 8, c01);
+    _mm256_storeu_ps(tile + 16, c10);
+    _mm256_storeu_ps(tile + 24, c11);
+    _mm256_storeu_ps(tile + 32, c20);
+    _mm256_storeu_ps(tile + 40, c21);
+    _mm256_storeu_ps(tile + 48, c30);
+    _mm256_storeu_ps(tile + 56, c31);
+    _mm256_storeu_ps(tile + 64, c40);
+    _mm256_storeu_ps(tile + 72, c41);
+    _mm256_storeu_ps(tile + 80, c50);
+    _mm256_storeu_ps(tile + 88, c51);
+}
+
+/* vdpbf16ps: lane j += a[2p] b[2p][j] + a[2p+1] b[2p+1][j] for each k-pair p */
+__attribute__((target("avx512f,avx512bf16"))) static void
+micro_avx512bf16(int kcp, const uint16_t *a, const uint16_t *b, float *tile)
+{
+    __m512 c[8][2];
+    for (int r = 0; r < 8; r++)
+        c[r][0] = c[r][1] = _mm512_setzero_ps();
+    for (int p = 0; p < kcp / 2; p++, a += 16, b += 64) {
+        __m512i b0 = _mm512_loadu_si512((const void *)b), b1 = _mm512_loadu_si512((const void *)(b + 32));
+        for (int r = 0; r < 8; r++) {
+            int32_t pair;
+            memcpy(&pair, a + 2 * r, 4);
+            __m512i x = _mm512_set1_epi32(pair);
+            c[r][0] = _mm512_dpbf16_ps(c[r][0], (__m512bh)x, (__m512bh)b0);
+            c[r][1] = _mm512_dpbf16_ps(c[r][1], (__m512bh)x, (__m512bh)b1);
+        }
+    }
+    for (int r = 0; r < 8; r++) {
+        _mm512_storeu_ps(tile + r * 32, c[r][0]);
+        _mm512_storeu_ps(tile + r * 32 + 16, c[r][1]);
+    }
+}
+
+/* The tile configuration: palette 1, tmm0..7 all 16 rows x 64 bytes. */
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_tilecfg;
+
+__attribute__((target("amx-tile"))) static void amx_begin(void)
+{
+    amx_tilecfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        cfg.colsb[t] = 64;
+        cfg.rows[t] = 16;
+    }
+    _tile_loadconfig(&cfg);
+}
+
+__attribute__((target("amx-tile"))) static void amx_end(void)
+{
+    _tile_release();
+}
+
+/*
+ * tmm0..3: the 32x32 fp32 block as 2x2 tiles; tmm4/5: rows 0-15 / 16-31 of A (16 x 32 bf16);
+ * tmm6/7: columns 0-15 / 16-31 of B (16 k-pairs x 16 columns x 2).
+ */
+__attribute__((target("amx-tile,amx-bf16"))) static void micro_amx(int kcp, const uint16_t *a,
+                                                                   const uint16_t *b, float *tile)
+{
+    const long sa = (long)kcp * 2;
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int kb = 0; kb < kcp / 32; kb++) {
+        const uint16_t *ak = a + kb * 32, *bk = b + (int64_t)kb * 16 * 64;
+        _tile_loadd(4, ak, sa);
+        _tile_loadd(5, ak + (int64_t)16 * kcp, sa);
+        _tile_loadd(6, bk, 128);
+        _tile_loadd(7, bk + 32, 128);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, tile, 128);
+    _tile_stored(1, tile + 16, 128);
+    _tile_stored(2, tile + 16 * 32, 128);
+    _tile_stored(3, tile + 16 * 32 + 16, 128);
+}
+#endif
+
+/* ------------------------------------------------------------------------------------------ */
+/* driver                                                                                      */
+
+/* C (mr, nr) = alpha tile + beta C (beta == 0: overwrite) */
+static void tile_update(float *C, int ldc, const float *tile, int ts, int mr, int nr, float alpha,
+                        float beta)
+{
+    for (int i = 0; i < mr; i++) {
+        float *c = C + (int64_t)i * ldc;
+        const float *t = tile + (int64_t)i * ts;
+        if (beta == 0.0f)
+            for (int j = 0; j < nr; j++)
+                c[j] = alpha * t[j];
+        else
+            for (int j = 0; j < nr; j++)
+                c[j] = alpha * t[j] + beta * c[j];
+    }
+}
+
+/* The unpacked loop of the same semantics, for when no scratch can be had. */
+static void gemm_bf16_loop(int ta, int tb, int M, int N, int K, float alpha, const float *A,
+                           int lda, const float *B, int ldb, float beta, float *C, int ldc)
+{
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            float acc = 0.0f;
+            for (int k = 0; k < K; k++)
+                acc += bf16_round(OPA(i, k)) * bf16_round(OPB(k, j));
+            float *c = C + (int64_t)i * ldc + j;
+            *c = beta == 0.0f ? alpha * acc : alpha * acc + beta * *c;
+        }
+}
+
+/* per-thread packing scratch, grown on demand and kept (one per thread that ran a bf16 product) */
+static _Thread_local void *scratch_buf;
+static _Thread_local size_t scratch_cap;
+
+static void *scratch_get(size_t bytes)
+{
+    if (bytes <= scratch_cap)
+        return scratch_buf;
+    bytes = (bytes + 4095) & ~(size_t)4095;
+    void *p = aligned_alloc(64, bytes);
+    if (p == NULL)
+        return NULL;
+    free(scratch_buf);
+    scratch_buf = p;
+    scratch_cap = bytes;
+    return p;
+}
+
+void gemm_bf16(isp_isa isa, int ta, int tb, int M, int N, int K, float alpha, const float *A,
+               int lda, const float *B, int ldb, float beta, float *C, int ldc)
+{
+    if (M <= 0 || N <= 0)
+        return;
+    if (K <= 0) {
+        for (int i = 0; i < M; i++) /* op(A) op(B) is zero: C = beta C */
+            for (int j = 0; j < N; j++)
+                C[(int64_t)i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[(int64_t)i * ldc + j];
+        return;
+    }
+#ifndef ISP_X86
+    isa = ISP_ISA_FP32;
+#endif
+    const blocking bl = blocking_of(isa);
+    const int kcmax = K < bl.kc ? K : bl.kc, kcpmax = (kcmax + bl.kunit - 1) / bl.kunit * bl.kunit;
+    const int mcmax = M < bl.mc ? M : bl.mc, ncmax = N < bl.nc ? N : bl.nc;
+    const int64_t mcp = (int64_t)(mcmax + bl.mr - 1) / bl.mr * bl.mr;
+    const int64_t ncp = (int64_t)(ncmax + bl.nr - 1) / bl.nr * bl.nr;
+    const size_t abytes = ((size_t)(mcp * kcpmax) * (size_t)bl.esize + 63) & ~(size_t)63;
+    const size_t bbytes = (size_t)(ncp * kcpmax) * (size_t)bl.esize;
+    const size_t tbytes = sizeof(float) * (size_t)bl.mr * (size_t)bl.nr;
+    char *buf = scratch_get(abytes + bbytes + tbytes + 64);
+    if (buf == NULL) {
+        gemm_bf16_loop(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    void *Ap = buf, *Bp = buf + abytes;
+    float *tile = (float *)(buf + abytes + ((bbytes + 63) & ~(size_t)63));
+#ifdef ISP_X86
+    if (isa == ISP_ISA_AMX)
+        amx_begin();
+#endif
+    for (int jc = 0; jc < N; jc += bl.nc) {
+        const int nc = N - jc < bl.nc ? N - jc : bl.nc;
+        for (int pc = 0; pc < K; pc += bl.kc) {
+            const int kc = K - pc < bl.kc ? K - pc : bl.kc;
+            const int kcp = (kc + bl.kunit - 1) / bl.kunit * bl.kunit;
+            const float bet = pc == 0 ? beta : 1.0f;
+            pack_operand(Bp, isa, &bl, 1, tb, B, ldb, jc, nc, pc, kc, kcp);
+            for (int ic = 0; ic < M; ic += bl.mc) {
+                const int mc = M - ic < bl.mc ? M - ic : bl.mc;
+                pack_operand(Ap, isa, &bl, 0, ta, A, lda, ic, mc, pc, kc, kcp);
+                float *Cb = C + (int64_t)ic * ldc + jc;
+                if (isa == ISP_ISA_FP32) {
+                    blas_sgemm_rm(0, 0, mc, nc, kc, alpha, Ap, kc, Bp, nc, bet, Cb, ldc);
+                    continue;
+                }
+#ifdef ISP_X86
+                for (int jr = 0; jr < nc; jr += bl.nr) {
+                    const int nr = nc - jr < bl.nr ? nc - jr : bl.nr;
+                    for (int ir = 0; ir < mc; ir += bl.mr) {
+                        const int mr = mc - ir < bl.mr ? mc - ir : bl.mr;
+                        const int64_t ao = (int64_t)ir * kcp, bo = (int64_t)jr * kcp;
+                        if (isa == ISP_ISA_AVX2BF16)
+                            micro_avx2(kcp, (const float *)Ap + ao, (const float *)Bp + bo, tile);
+                        else if (isa == ISP_ISA_AVX512BF16)
+                            micro_avx512bf16(kcp, (const uint16_t *)Ap + ao,
+                                             (const uint16_t *)Bp + bo, tile);
+                        else
+                            micro_amx(kcp, (const uint16_t *)Ap + ao, (const uint16_t *)Bp + bo,
+                                      tile);
+                        tile_update(Cb + (int64_t)ir * ldc + jr, ldc, tile, bl.nr, mr, nr, alpha,
+                                    bet);
+                    }
+                }
+#endif
+            }
+        }
+    }
+#ifdef ISP_X86
+    if (isa == ISP_ISA_AMX)
+        amx_end();
+#endif
+}
