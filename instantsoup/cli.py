@@ -16,6 +16,7 @@ from pathlib import Path
 from instantsoup.config import (PRECISIONS, DataSettings, PruneSettings, RunSettings, Settings, SettingsError,
                                 TrainSettings, add_arguments, check_model_dir, explicit_options, from_namespace,
                                 read_config_file, settings_dict, with_family_defaults, with_preset)
+from instantsoup.runner import fit_max_length, load_for_task, run_settings, set_threads as _set_threads
 
 log = logging.getLogger("instantsoup")
 
@@ -48,84 +49,6 @@ def _settings(args: argparse.Namespace) -> Settings:
     except (OSError, ValueError):  # not a checkpoint: validate() says so
         model_type = None
     return with_family_defaults(s, model_type, given)
-
-
-def _default_model() -> str:
-    from instantsoup import data
-
-    return str(data.default_model_path())
-
-
-def max_threads() -> int:
-    """The most threads worth running: the cores this process may use (more only oversubscribe
-    them; 1000 threads ran 140x slower)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # pragma: no cover - platforms without affinity
-        return max(1, os.cpu_count() or 1)
-
-
-def _set_threads(n: int) -> None:
-    if n > 0:
-        import instantsoup
-
-        cap = max_threads()
-        if n > cap:
-            log.warning("--threads %d is more than the %d cores available; using %d", n, cap, cap)
-            n = cap
-        instantsoup.set_num_threads(n)
-
-
-def fit_max_length(model_dir: str, max_length: int) -> int:
-    """``max_length`` capped at the model's ``max_position_embeddings`` (longer inputs are truncated
-    there rather than refused in the middle of training)."""
-    from instantsoup.models import read_config
-
-    limit = read_config(model_dir).get("max_position_embeddings")
-    if isinstance(limit, int) and 0 < limit < max_length:
-        log.warning("max_length %d exceeds the model's max_position_embeddings %d; truncating at %d",
-                    max_length, limit, limit)
-        return limit
-    return max_length
-
-
-def load_for_task(model_dir: str, task, seed: int = 0):
-    """The model with a head for ``task``: a classifier of ``num_labels`` (BERT), or CLIP's frozen
-    zero-shot head from the task's class names and prompt templates (as the paper does)."""
-    import instantsoup
-    from instantsoup.models import read_config
-
-    if read_config(model_dir).get("model_type") == "clip":
-        model = instantsoup.load_model(model_dir, seed=seed)
-        if not task.info.get("classnames"):
-            raise SettingsError("a CLIP model needs an image task (class names for its zero-shot head)")
-        model.zero_shot_head(task.info["classnames"], task.info["templates"])
-        return model
-    return instantsoup.load_model(model_dir, num_labels=task.num_labels, seed=seed)
-
-
-def run_settings(settings: Settings, *, model_dir: str | None = None, fresh: bool = False,
-                 keep_round_masks: bool = False, quiet: bool = False):
-    """Validate, load model and task, name the run directory, run the method; return (ticket, run dir)."""
-    import instantsoup
-    from instantsoup import runs
-    from instantsoup.methods import run_method
-    from instantsoup.task import load_task
-
-    settings.validate()  # refuses bad settings before any work
-    model_dir = model_dir or settings.run.model or _default_model()
-    check_model_dir(model_dir)
-    _set_threads(settings.run.threads)
-    task = load_task(settings.data, model_dir, fit_max_length(model_dir, settings.train.max_length),
-                     settings.train.seed)
-    root = Path(settings.run.out) / runs.run_name(settings.prune.method, runs.run_identity(settings, model_dir))
-    model = load_for_task(model_dir, task, settings.train.seed)
-    settings = dataclasses.replace(settings, run=dataclasses.replace(settings.run, model=model_dir,
-                                                                     resume=settings.run.resume and not fresh))
-    log.info("run directory %s", root)
-    kw = {"keep_round_masks": True} if keep_round_masks and settings.prune.method == "isp" else {}
-    ticket = run_method(model, task, settings, run_dir=root, progress=settings.run.progress and not quiet, **kw)
-    return ticket, root
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:

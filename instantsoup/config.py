@@ -382,7 +382,7 @@ class DataSettings:
                 check_num_labels(self.num_labels)
             except ValueError as e:
                 raise SettingsError(str(e)) from None
-        from instantsoup.task import is_table_source
+        from instantsoup.data.sources import is_table_source
 
         own = self.train_file or is_table_source(self.task)
         if self.train_file and self.task not in ("default", self.train_file):

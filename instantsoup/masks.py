@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from instantsoup._native import _C
+from instantsoup.fileio import save_arrays
 
 log = logging.getLogger(__name__)
 
@@ -465,8 +466,6 @@ class MaskSet(Mapping):
         non-string values are JSON-encoded). Written atomically (temp file + rename) and
         reproducibly (the same masks and metadata give the same bytes). The file loads with
         ``safetensors.numpy.load_file`` alone."""
-        from instantsoup.runs import save_arrays
-
         meta: dict[str, Any] = dict(self.metadata)
         meta.update(metadata)
         meta.update(format=_FORMAT, convention="1 = kept, 0 = masked",

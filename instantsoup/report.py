@@ -292,7 +292,7 @@ def study_groups(records: list[dict]) -> dict[tuple[str, float], list[dict]]:
 
 
 def _correct(r: dict, split: str = "test"):
-    from instantsoup.study import unpack_bits
+    from instantsoup.stats import unpack_bits
 
     return unpack_bits(r[f"{split}_correct"], int(r[f"{split}_n"]))
 

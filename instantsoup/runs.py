@@ -38,6 +38,10 @@ from typing import Any, Iterator
 import numpy as np
 
 from instantsoup.config import SettingsError
+from instantsoup.data.sources import is_table_source
+from instantsoup.digests import data_identity, model_identity, sha256_file
+from instantsoup.fileio import atomic_write_text, follow_umask, load_arrays, save_arrays
+from instantsoup.masks import MaskSet, PackedMaskSet
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +62,6 @@ def manifest_file(d: Path) -> Path: return Path(d) / "sha256.json"  # noqa: E704
 def lock_path(root: Path) -> Path: return Path(root).parent / f".{Path(root).name}.lock"  # noqa: E704
 
 EXPORT_MARKER = ".instantsoup-export"  # in every folder Ticket.export writes; only such folders are replaced
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "merges.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
-                   "added_tokens.json", "preprocessor_config.json")
 KILL_ENV = "INSTANTSOUP_KILL_AT"  # tests: SIGKILL this process at the named kill_point
 
 
@@ -74,90 +75,14 @@ def kill_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def follow_umask(path: str | os.PathLike, directory: bool = False) -> None:
-    """Give a file made by mkstemp/mkdtemp (mode 0600/0700) the mode a plain open() would give."""
-    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
-
-
 # ---- identities and names ---------------------------------------------------------------------
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """sha256 of a file's bytes (hex), always read from disk."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
-
-
-_DIGESTS: dict[str, str] = {}
-
-
-def _digest_cache_file() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "instantsoup" / "digests.json"
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes (hex), cached by (real path, size, mtime, inode) in memory and in
-    ``$XDG_CACHE_HOME/instantsoup/digests.json`` so that large checkpoints are hashed once."""
-    real = os.path.realpath(path)
-    st = os.stat(real)
-    key = f"{real}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
-    if key in _DIGESTS:
-        return _DIGESTS[key]
-    cache = _digest_cache_file()
-    if not _DIGESTS:
-        with contextlib.suppress(OSError, ValueError):
-            _DIGESTS.update({k: v for k, v in json.loads(cache.read_text()).items() if isinstance(v, str)})
-        if key in _DIGESTS:
-            return _DIGESTS[key]
-    digest = _DIGESTS[key] = sha256_file(real)
-    if st.st_size >= 1 << 20:  # worth remembering across processes; a read-only home is fine
-        with contextlib.suppress(OSError):
-            atomic_write_text(cache, json.dumps(_DIGESTS, sort_keys=True))
-    return digest
-
-
-def dir_identity(path: str | os.PathLike, patterns: tuple[str, ...] = ("**/*",)) -> str:
-    """sha256 over the relative names and contents of the files under ``path`` matching ``patterns``
-    (hidden files and folders excluded); of the file's contents when ``path`` is a file."""
-    p = Path(path)
-    if p.is_file():
-        return file_digest(p)
-    h = hashlib.sha256()
-    files = sorted({f for pat in patterns for f in p.glob(pat)
-                    if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts)})
-    for f in files:
-        h.update(f.relative_to(p).as_posix().encode())
-        h.update(file_digest(f).encode())
-    return h.hexdigest()
-
-
-def model_identity(path: str | os.PathLike) -> str:
-    """Identity of a checkpoint directory: its config.json, weight files and tokenizer files."""
-    return dir_identity(path, ("config.json", "*.safetensors", "*.bin", *TOKENIZER_FILES))
-
-
 def run_identity(settings: Any, model_dir: str | os.PathLike | None = None) -> dict:
     """The identity of a run, from contents only: the settings that change results, the digest of
     the model's weights/config/tokenizer files and of the data files' bytes; never a path spelling
     (``./toy.csv`` and ``toy.csv`` are the same run; a changed vocab.txt is another)."""
-    from instantsoup.task import data_identity
-
     ident = settings.identity()
     data = dict(ident["data"])
     data.pop("data_dir", None)
-    from instantsoup.task import is_table_source
-
     for key in ("task", "train_file", "validation_file", "test_file"):
         path = data.get(key)
         if path and is_table_source(path):  # a table file or dataset folder: its format and bytes, not its name
@@ -264,30 +189,6 @@ def remove_tree(root: str | os.PathLike) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write a text file atomically (temp file + os.replace)."""
-    atomic_write_bytes(path, text.encode())
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes | list[bytes]) -> None:
-    """Write a file atomically (temp file next to it + fsync + os.replace); mode from the umask."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in [data] if isinstance(data, bytes) else data:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        follow_umask(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _fsync_dir(d: Path) -> None:
     """fsync every file under folder ``d`` and the folders themselves; files and folders written
     through mkstemp-style temporaries (mode 0600) get the mode the umask gives."""
@@ -385,57 +286,12 @@ def unflatten_state(arrays: dict[str, np.ndarray], skeleton: Any) -> Any:
     return skeleton
 
 
-_ST_DTYPES = {"uint8": "U8", "int8": "I8", "uint16": "U16", "int16": "I16", "uint32": "U32", "int32": "I32",
-              "uint64": "U64", "int64": "I64", "float16": "F16", "float32": "F32", "float64": "F64",
-              "bool": "BOOL"}
-
-
-def safetensors_bytes(arrays: dict[str, np.ndarray], metadata: dict | None = None) -> list[bytes]:
-    """The safetensors encoding of ``arrays`` (in their order) with string ``metadata``, byte-for-
-    byte the same for the same input: the JSON header has sorted keys (safetensors' own writer
-    emits the metadata map in hash order, so two runs of the same command differed)."""
-    header: dict[str, Any] = {}
-    if metadata:
-        header["__metadata__"] = {str(k): str(v) for k, v in sorted(metadata.items())}
-    bufs, off = [], 0
-    for name, a in arrays.items():
-        a = np.ascontiguousarray(a)
-        if a.dtype.name not in _ST_DTYPES:
-            raise TypeError(f"{name}: dtype {a.dtype} cannot be stored in safetensors")
-        a = a.astype(a.dtype.newbyteorder("<"), copy=False)
-        header[str(name)] = {"dtype": _ST_DTYPES[a.dtype.name], "shape": list(a.shape),
-                             "data_offsets": [off, off + a.nbytes]}
-        bufs.append(a.tobytes())
-        off += a.nbytes
-    blob = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)
-    return [len(blob).to_bytes(8, "little"), blob, *bufs]
-
-
-def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray], metadata: dict | None = None) -> None:
-    """Write a safetensors file atomically and reproducibly (see :func:`safetensors_bytes`)."""
-    atomic_write_bytes(path, safetensors_bytes(arrays, metadata))
-
-
-def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read a safetensors file; a damaged or foreign file is a ValueError naming it."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
-    try:
-        return load_file(str(path))
-    except SafetensorError as e:
-        raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
-
-
 # ---- checkpoints ------------------------------------------------------------------------------
 STATE_FILES = ("weights.safetensors", "optim.safetensors", "optim.json")  # the resumable state
 
 
 def save_checkpoint(d: Path, model: Any, opt: Any | None, state: dict) -> None:
     """Write model weights, bit-packed masks, optimizer state and ``state`` (JSON) into folder ``d``."""
-    from instantsoup.masks import MaskSet
-
     d = Path(d)
     save_arrays(weights_file(d), model.state_dict())
     masks = getattr(model, "masks", None) or {}
@@ -453,8 +309,6 @@ def save_checkpoint(d: Path, model: Any, opt: Any | None, state: dict) -> None:
 def load_packed_masks(path: str | os.PathLike) -> Any:
     """The MaskSet stored by :func:`save_checkpoint` (bit-packed)."""
     from safetensors import safe_open
-
-    from instantsoup.masks import PackedMaskSet
 
     with safe_open(str(path), framework="numpy") as f:
         meta = f.metadata() or {}

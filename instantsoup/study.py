@@ -468,16 +468,16 @@ def imp_level_cells(study: Study, run: Cell, rec: dict) -> list[dict]:
 def run_cell(study: Study, cell: Cell, version: dict | None = None) -> dict:
     """Run (or resume) one cell's run directory and build its results record."""
     import instantsoup
-    from instantsoup import cli
+    from instantsoup import runner
     from instantsoup.task import load_task
     from instantsoup.train import predict
 
-    ticket, root = cli.run_settings(cell.settings, quiet=True)
+    ticket, root = runner.run_settings(cell.settings, quiet=True)
     t0 = time.perf_counter()
     s = cell.settings
-    model_dir = s.run.model or cli._default_model()
-    task = load_task(s.data, model_dir, cli.fit_max_length(model_dir, s.train.max_length), s.train.seed)
-    model = cli.load_for_task(model_dir, task, s.train.seed)
+    model_dir = s.run.model or runner.default_model()
+    task = load_task(s.data, model_dir, runner.fit_max_length(model_dir, s.train.max_length), s.train.seed)
+    model = runner.load_for_task(model_dir, task, s.train.seed)
     model.set_masks(ticket.masks)
     model.load_state_dict(ticket.weights)
     rec: dict[str, Any] = {

@@ -1,4 +1,4 @@
-"""From DataSettings to a tokenized :class:`~instantsoup.train.TaskData` (adapter over instantsoup.data).
+"""From DataSettings to a tokenized :class:`TaskData` (adapter over instantsoup.data).
 
 Splits: model selection always uses a *validation* split that is never reported as the test score.
 A GLUE task's public "validation" (dev) split has labels, its test split does not, so the dev split
@@ -15,15 +15,78 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 
 from instantsoup.config import DataSettings, SettingsError
+from instantsoup.data.metrics import accuracy_metric
+from instantsoup.data.sources import is_table_source
 from instantsoup.data.vision import is_vision_task
-from instantsoup.train import Split, TaskData
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Split:
+    """Tokenized examples of one split: ragged token ids (+ token types) and labels (N,)."""
+
+    input_ids: list[np.ndarray]
+    labels: np.ndarray
+    token_type_ids: list[np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def take(self, idx: np.ndarray) -> "Split":
+        idx = np.asarray(idx, dtype=np.int64)
+        return Split([self.input_ids[i] for i in idx], self.labels[idx],
+                     None if self.token_type_ids is None else [self.token_type_ids[i] for i in idx])
+
+    def collate(self, idx: np.ndarray, pad_id: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Batch ``idx`` padded to its longest example: input_ids/attention_mask/token_type_ids (B,T)."""
+        rows = [self.input_ids[i] for i in idx]
+        T = max(len(r) for r in rows)
+        B = len(rows)
+        ids = np.full((B, T), pad_id, dtype=np.int64)
+        am = np.zeros((B, T), dtype=np.int64)
+        tt = np.zeros((B, T), dtype=np.int64)
+        for b, r in enumerate(rows):
+            ids[b, :len(r)] = r
+            am[b, :len(r)] = 1
+            if self.token_type_ids is not None:
+                tt[b, :len(r)] = self.token_type_ids[idx[b]]
+        return {"input_ids": ids, "attention_mask": am, "token_type_ids": tt}, self.labels[np.asarray(idx)]
+
+
+@dataclass
+class TaskData:
+    """A tokenized task: train / validation (model selection) / test (reported only) splits.
+
+    ``metric(preds, labels) -> dict`` with preds (N,) class ids (or floats for regression);
+    ``main_metric`` names the key used for model selection (higher is better). Build one from your
+    own data with :meth:`from_tables` or :func:`load_task`.
+    """
+
+    name: str
+    train: Split
+    validation: Split
+    metric: Callable[[np.ndarray, np.ndarray], dict]
+    num_labels: int
+    main_metric: str = "accuracy"
+    test: Split | None = None
+    is_regression: bool = False
+    pad_id: int = 0
+    tokenizer_dir: str | None = None
+    identity: str = ""
+    info: dict = field(default_factory=dict)  # e.g. classnames/templates of an image task (zero-shot head)
+    label_names: list[str] = field(default_factory=list)  # label_names[i] names class id i ([] = unnamed)
+
+    @classmethod
+    def from_tables(cls, train: Any, validation: Any = None, test: Any = None, **kw: Any) -> "TaskData":
+        """Your own splits (files, ``datasets`` objects, TextDatasets): see :func:`from_tables`."""
+        return from_tables(train, validation, test, **kw)
 
 
 def encode(tokenizer: Any, dataset: Any, max_length: int) -> Split:
@@ -72,25 +135,6 @@ def _cap(split: Split, n: int, seed: int) -> Split:
     if n <= 0 or len(split) <= n:
         return split
     return split.take(np.sort(np.random.default_rng([seed, 99]).choice(len(split), n, replace=False)))
-
-
-def is_table_source(task: Any) -> bool:
-    """A table file (.csv/.tsv/.jsonl/.parquet ...) or a dataset folder (save_to_disk / Parquet export)
-    rather than a task name ('default', a GLUE or an image task win over a folder of that name)."""
-    if not isinstance(task, (str, os.PathLike)):
-        return False
-    task = os.fspath(task)
-    if os.path.splitext(task)[1]:
-        return True
-    if task == "default" or is_vision_task(task) or not os.path.isdir(task):
-        return False
-    from instantsoup.data.glue import glue_task
-
-    try:
-        glue_task(task)
-    except ValueError:
-        return True
-    return False
 
 
 def _concat(parts: list) -> Any:
@@ -284,7 +328,6 @@ def load_image_task(data: DataSettings, model_dir: str, seed: int = 0) -> TaskDa
     ``info`` carries class names and prompt templates for the zero-shot head.
     """
     from instantsoup.data import vision as V
-    from instantsoup.train import accuracy_metric
 
     if not data.data_dir:
         raise SettingsError(f"image task {data.task!r} needs --data-dir")
@@ -301,18 +344,3 @@ def load_image_task(data: DataSettings, model_dir: str, seed: int = 0) -> TaskDa
                     num_labels=len(train_ds.classnames), main_metric="accuracy", tokenizer_dir=model_dir,
                     info={"classnames": list(train_ds.classnames), "templates": list(train_ds.templates)})
 
-
-def data_identity(data: DataSettings) -> str:
-    """Digest of the data a run reads (files' contents), for the run's hash."""
-    from instantsoup import runs
-
-    files = [f for f in (data.train_file, data.validation_file, data.test_file) if f]
-    if files:  # the split each file is stays in the identity (run_identity keeps which fields are set)
-        return "files:" + ",".join(runs.dir_identity(f) for f in files)
-    if data.task == "default":
-        import instantsoup
-
-        return f"default@{instantsoup.__version__}"
-    if is_table_source(data.task):
-        return runs.dir_identity(data.task)
-    return f"{data.task}:" + runs.dir_identity(data.data_dir)

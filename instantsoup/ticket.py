@@ -22,11 +22,10 @@ from typing import Any
 import numpy as np
 
 from instantsoup import runs
+from instantsoup.digests import TOKENIZER_FILES
 from instantsoup.train import Cost
 
 log = logging.getLogger(__name__)
-
-TOKENIZER_FILES = runs.TOKENIZER_FILES
 
 
 @dataclass

@@ -29,6 +29,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from instantsoup.config import TrainSettings
+from instantsoup.data.metrics import accuracy_metric  # noqa: F401 - public here too
+from instantsoup.task import Split, TaskData  # noqa: F401 - public here too (their home: instantsoup.task)
 
 log = logging.getLogger(__name__)
 
@@ -51,74 +53,6 @@ def lr_at(step: int, *, lr: float, total: int, warmup: int, schedule: str = "lin
     if schedule == "cosine":
         return lr * 0.5 * (1.0 + math.cos(math.pi * frac))
     raise ValueError(f"unknown schedule {schedule!r}")
-
-
-# ---- data -------------------------------------------------------------------------------------
-@dataclass
-class Split:
-    """Tokenized examples of one split: ragged token ids (+ token types) and labels (N,)."""
-
-    input_ids: list[np.ndarray]
-    labels: np.ndarray
-    token_type_ids: list[np.ndarray] | None = None
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
-
-    def take(self, idx: np.ndarray) -> "Split":
-        idx = np.asarray(idx, dtype=np.int64)
-        return Split([self.input_ids[i] for i in idx], self.labels[idx],
-                     None if self.token_type_ids is None else [self.token_type_ids[i] for i in idx])
-
-    def collate(self, idx: np.ndarray, pad_id: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Batch ``idx`` padded to its longest example: input_ids/attention_mask/token_type_ids (B,T)."""
-        rows = [self.input_ids[i] for i in idx]
-        T = max(len(r) for r in rows)
-        B = len(rows)
-        ids = np.full((B, T), pad_id, dtype=np.int64)
-        am = np.zeros((B, T), dtype=np.int64)
-        tt = np.zeros((B, T), dtype=np.int64)
-        for b, r in enumerate(rows):
-            ids[b, :len(r)] = r
-            am[b, :len(r)] = 1
-            if self.token_type_ids is not None:
-                tt[b, :len(r)] = self.token_type_ids[idx[b]]
-        return {"input_ids": ids, "attention_mask": am, "token_type_ids": tt}, self.labels[np.asarray(idx)]
-
-
-@dataclass
-class TaskData:
-    """A tokenized task: train / validation (model selection) / test (reported only) splits.
-
-    ``metric(preds, labels) -> dict`` with preds (N,) class ids (or floats for regression);
-    ``main_metric`` names the key used for model selection (higher is better). Build one from your
-    own data with :meth:`from_tables` or :func:`instantsoup.task.load_task`.
-    """
-
-    name: str
-    train: Split
-    validation: Split
-    metric: Callable[[np.ndarray, np.ndarray], dict]
-    num_labels: int
-    main_metric: str = "accuracy"
-    test: Split | None = None
-    is_regression: bool = False
-    pad_id: int = 0
-    tokenizer_dir: str | None = None
-    identity: str = ""
-    info: dict = field(default_factory=dict)  # e.g. classnames/templates of an image task (zero-shot head)
-    label_names: list[str] = field(default_factory=list)  # label_names[i] names class id i ([] = unnamed)
-
-    @classmethod
-    def from_tables(cls, train: Any, validation: Any = None, test: Any = None, **kw: Any) -> "TaskData":
-        """Your own splits (files, ``datasets`` objects, TextDatasets): see :func:`instantsoup.task.from_tables`."""
-        from instantsoup.task import from_tables
-
-        return from_tables(train, validation, test, **kw)
-
-
-def accuracy_metric(preds: np.ndarray, labels: np.ndarray) -> dict:
-    return {"accuracy": float(np.mean(np.asarray(preds) == np.asarray(labels)))}
 
 
 class StepOrder:

@@ -153,21 +153,23 @@ def test_tokenizer_and_data_contents_are_part_of_the_identity(tiny_bert_dir, tmp
 
 
 def test_digests_are_cached_by_size_and_mtime(tmp_path, monkeypatch):
+    from instantsoup import digests
+
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(runs, "_DIGESTS", {})
+    monkeypatch.setattr(digests, "_DIGESTS", {})
     calls = []
-    orig = runs.sha256_file
-    monkeypatch.setattr(runs, "sha256_file", lambda p: calls.append(p) or orig(p))
+    orig = digests.sha256_file
+    monkeypatch.setattr(digests, "sha256_file", lambda p: calls.append(p) or orig(p))
     big = tmp_path / "w.bin"
     big.write_bytes(b"\1" * (1 << 20))
-    d = runs.file_digest(big)
-    assert runs.file_digest(tmp_path / "." / "w.bin") == d and len(calls) == 1  # another spelling, cached
-    monkeypatch.setattr(runs, "_DIGESTS", {})  # a new process: the cache file answers
-    assert runs.file_digest(big) == d and len(calls) == 1
+    d = digests.file_digest(big)
+    assert digests.file_digest(tmp_path / "." / "w.bin") == d and len(calls) == 1  # another spelling, cached
+    monkeypatch.setattr(digests, "_DIGESTS", {})  # a new process: the cache file answers
+    assert digests.file_digest(big) == d and len(calls) == 1
     mtime = big.stat().st_mtime_ns
     big.write_bytes(b"\2" * (1 << 20))  # same size, new mtime: hashed again
     os.utime(big, ns=(mtime + 10**7, mtime + 10**7))  # (coarse clocks: make the new mtime visible)
-    assert runs.file_digest(big) != d and len(calls) == 2
+    assert digests.file_digest(big) != d and len(calls) == 2
 
 
 def test_a_refused_resume_names_the_fields_and_warns_that_no_resume_deletes(make_model, tmp_path):
@@ -471,12 +473,12 @@ def test_report_skips_a_bad_run_and_reports_the_others(tiny_bert_dir, table, tmp
 
 def test_threads_are_capped_at_the_available_cores(caplog):
     import instantsoup
-    from instantsoup.cli import _set_threads, max_threads
+    from instantsoup.runner import max_threads, set_threads
 
     prev = instantsoup.get_num_threads()
     try:
         with caplog.at_level(logging.WARNING):
-            _set_threads(1000)
+            set_threads(1000)
         assert instantsoup.get_num_threads() == max_threads() <= os.cpu_count()
         assert "--threads 1000 is more than" in caplog.text
     finally:

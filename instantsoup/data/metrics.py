@@ -9,7 +9,7 @@ from typing import Dict, Sequence
 
 import numpy as np
 
-__all__ = ["accuracy", "f1_score", "matthews_corrcoef", "pearson", "spearman", "compute", "METRICS"]
+__all__ = ["accuracy", "f1_score", "matthews_corrcoef", "pearson", "spearman", "compute", "METRICS", "accuracy_metric"]
 
 
 def _pair(preds, labels):
@@ -106,3 +106,8 @@ def compute(names: Sequence[str], preds, labels) -> Dict[str, float]:
             raise ValueError(f"unknown metric {name!r}; known: {sorted(METRICS)}")
         out[name] = METRICS[name](preds, labels)
     return out
+
+
+def accuracy_metric(preds: np.ndarray, labels: np.ndarray) -> dict:
+    """``{"accuracy": ...}``: a TaskData's ``metric`` for a task scored by accuracy alone (image tasks)."""
+    return {"accuracy": float(np.mean(np.asarray(preds) == np.asarray(labels)))}

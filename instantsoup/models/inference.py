@@ -91,7 +91,7 @@ class InferenceMixin:
         (default: the directory the model was loaded from). ``max_length``: default the model's
         ``max_position_embeddings``.
         """
-        from instantsoup.train import Split
+        from instantsoup.task import Split
 
         if isinstance(texts, (str, tuple)):
             raise TypeError("predict: expected a list of texts (or of (a, b) pairs), not a single one")
