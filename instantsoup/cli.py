@@ -281,10 +281,12 @@ def _report_study(args: argparse.Namespace, paths: list[str]) -> int:
 # once on the dense model's validation accuracy among 5e-5, 1e-4, 2e-4 at this budget (docs/experiments.md)
 DEMO_DEFAULTS = {"sparsity": 0.7, "steps": 90, "lr": 2e-4, "batch_size": 16, "max_length": 48,
                  "denoisers": 2, "lookahead": 4, "step": 0.35, "max_train_examples": 512,
-                 "max_eval_examples": 0}
+                 "max_eval_examples": 0, "length_buckets": 16}
 DEMO_METHODS = ("dense", "omp", "isp")
 DEMO_HELP = {"steps": "optimizer steps of every method in total (ISP: main model + denoisers)",
-             "max_eval_examples": "validation/test examples at most (0 = all: the 2,065 movie-disjoint test snippets)"}
+             "max_eval_examples": "validation/test examples at most (0 = all: the 2,065 movie-disjoint test snippets)",
+             "length_buckets": "sort windows of this many batches by length before cutting them (0 = plain shuffled "
+                               "batches, the order the README's recorded output used)"}
 
 
 def _demo_caveats(settings: Settings, tickets: list) -> list[str]:
@@ -323,7 +325,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     base = Settings(
         train=TrainSettings(batch_size=args.batch_size, lr=args.lr, match_steps=args.steps, seed=args.seed,
-                            max_length=args.max_length, warmup_ratio=0.06, precision=args.precision),
+                            max_length=args.max_length, warmup_ratio=0.06, precision=args.precision,
+                            length_buckets=args.length_buckets),
         prune=PruneSettings(sparsity=args.sparsity, step=args.step, denoisers=args.denoisers,
                             lookahead=args.lookahead),
         data=DataSettings(task="default", max_train_examples=args.max_train_examples,
