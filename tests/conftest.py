@@ -4,6 +4,15 @@ import numpy as np
 import pytest
 
 
+def package_parent() -> str:
+    """The folder holding the instantsoup under test (site-packages, or a checkout built in place):
+    the working directory for a child ``python -c``, whose ``sys.path[0]`` is its cwd, so that it never
+    imports a source tree without its compiled extension."""
+    import instantsoup
+
+    return os.path.dirname(os.path.dirname(os.path.abspath(instantsoup.__file__)))
+
+
 def subprocess_env():
     """Environment for a child Python that must import the same instantsoup as this process.
 

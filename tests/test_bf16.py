@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import instantsoup
+from conftest import package_parent
 from instantsoup import _C_test as _T  # test-only bindings of single kernels
 from instantsoup.precision import ISAS, available_isas
 
@@ -177,7 +178,7 @@ def test_forced_path_from_the_environment():
     for name in ISAS:
         env["INSTANTSOUP_ISA"] = name
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                             cwd=package_parent())
         assert out.returncode == 0, out.stderr
         if name in HAVE:
             assert out.stdout.strip() == name

@@ -9,7 +9,7 @@ import re
 import instantsoup
 
 PKG = os.path.dirname(os.path.abspath(instantsoup.__file__))
-CSRC = os.path.join(os.path.dirname(PKG), "csrc")
+CSRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "csrc")  # the checkout's
 
 
 def _modules() -> dict[str, str]:

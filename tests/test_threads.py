@@ -7,7 +7,7 @@ import warnings
 import pytest
 
 import instantsoup
-from conftest import subprocess_env
+from conftest import package_parent, subprocess_env
 
 pytestmark = pytest.mark.kernel
 
@@ -20,7 +20,8 @@ def _threads_at_import(**env_vars):
     for var in instantsoup.THREAD_VARIABLES:
         env.pop(var, None)
     env.update(env_vars)
-    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=120)
+    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=120,
+                         cwd=package_parent())
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1]), out.stderr
 
