@@ -154,6 +154,20 @@ static int parse_amask(PyObject *amo, int B, int T, const uint8_t **am)
     return 1;
 }
 
+/* qkv (B, T, 3C) float32 with C divisible by NH and a dropout probability in [0, 1); sets B, T, C. */
+static PyArrayObject *parse_qkv(PyObject *qo, int NH, float p, const char *fn, int *B, int *T, int *C)
+{
+    PyArrayObject *q = isp_arg_array(qo, "qkv", NPY_FLOAT32, 3, NULL, ISP_ARR_CONTIG);
+    if (!q)
+        return NULL;
+    *B = (int)PyArray_DIM(q, 0), *T = (int)PyArray_DIM(q, 1), *C = (int)PyArray_DIM(q, 2) / 3;
+    if (NH < 1 || *C % NH != 0 || PyArray_DIM(q, 2) % 3 != 0 || !(p >= 0.0f && p < 1.0f)) {
+        PyErr_Format(PyExc_ValueError, "%s: bad sizes", fn);
+        return NULL;
+    }
+    return q;
+}
+
 static PyObject *py_op_attention(PyObject *self, PyObject *args)
 {
     (void)self;
@@ -163,14 +177,10 @@ static PyObject *py_op_attention(PyObject *self, PyObject *args)
     unsigned long long key;
     if (!PyArg_ParseTuple(args, "OOipfK", &qo, &amo, &NH, &causal, &p, &key))
         return NULL;
-    PyArrayObject *q = isp_arg_array(qo, "qkv", NPY_FLOAT32, 3, NULL, ISP_ARR_CONTIG);
+    int B, T, C;
+    PyArrayObject *q = parse_qkv(qo, NH, p, "op_attention", &B, &T, &C);
     if (!q)
         return NULL;
-    int B = (int)PyArray_DIM(q, 0), T = (int)PyArray_DIM(q, 1), C = (int)PyArray_DIM(q, 2) / 3;
-    if (NH < 1 || C % NH != 0 || PyArray_DIM(q, 2) % 3 != 0 || !(p >= 0.0f && p < 1.0f)) {
-        PyErr_SetString(PyExc_ValueError, "op_attention: bad sizes");
-        return NULL;
-    }
     const uint8_t *am;
     if (!parse_amask(amo, B, T, &am))
         return NULL;
@@ -199,14 +209,10 @@ static PyObject *py_op_attention_backward(PyObject *self, PyObject *args)
     unsigned long long key;
     if (!PyArg_ParseTuple(args, "OOOOipfK", &dso, &qo, &ato, &amo, &NH, &causal, &p, &key))
         return NULL;
-    PyArrayObject *q = isp_arg_array(qo, "qkv", NPY_FLOAT32, 3, NULL, ISP_ARR_CONTIG);
+    int B, T, C;
+    PyArrayObject *q = parse_qkv(qo, NH, p, "op_attention_backward", &B, &T, &C);
     if (!q)
         return NULL;
-    int B = (int)PyArray_DIM(q, 0), T = (int)PyArray_DIM(q, 1), C = (int)PyArray_DIM(q, 2) / 3;
-    if (NH < 1 || C % NH != 0 || PyArray_DIM(q, 2) % 3 != 0 || !(p >= 0.0f && p < 1.0f)) {
-        PyErr_SetString(PyExc_ValueError, "op_attention_backward: bad sizes");
-        return NULL;
-    }
     npy_intp od[3] = {B, T, C}, ad[4] = {B, NH, T, T};
     PyArrayObject *d = isp_arg_array(dso, "dout", NPY_FLOAT32, 3, od, ISP_ARR_CONTIG);
     PyArrayObject *a = d ? isp_arg_array(ato, "att", NPY_FLOAT32, 4, ad, ISP_ARR_CONTIG) : NULL;
