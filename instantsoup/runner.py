@@ -41,13 +41,19 @@ def set_threads(n: int) -> None:
 
 
 def fit_max_length(model_dir: str, max_length: int) -> int:
-    """``max_length`` capped at the model's ``max_position_embeddings`` (longer inputs are truncated
-    there rather than refused in the middle of training)."""
+    """``max_length`` capped at the longest input the model's position table allows (longer inputs
+    are truncated there rather than refused in the middle of training)."""
     from instantsoup.models import read_config
+    from instantsoup.models.encoder import encoder_families, family_of
 
-    limit = read_config(model_dir).get("max_position_embeddings")
+    config = read_config(model_dir)
+    model_type = config.get("model_type")
+    if model_type in encoder_families():
+        limit = family_of(model_type).max_tokens(config)
+    else:  # CLIP: the position table is in text_config, and prompts are encoded to its length
+        limit = config.get("max_position_embeddings")
     if isinstance(limit, int) and 0 < limit < max_length:
-        log.warning("max_length %d exceeds the model's max_position_embeddings %d; truncating at %d",
+        log.warning("max_length %d exceeds the %d tokens the model's position table allows; truncating at %d",
                     max_length, limit, limit)
         return limit
     return max_length

@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import instantsoup  # noqa: E402
-from family_helpers import (FAMILIES, hf_logits_loss, is_layernorm, make_batch, make_family,  # noqa: E402
+from family_helpers import (FAMILIES, MAXPOS, hf_logits_loss, is_layernorm, make_batch, make_family,  # noqa: E402
                             named_parameters, published_name)
 from test_engine_parity import torch_adamw_run  # noqa: E402
 
@@ -199,7 +199,7 @@ def write_vocab(path, pad_id: int) -> None:
     (path / "vocab.txt").write_text("\n".join(words) + "\n")
 
 
-@pytest.mark.parametrize("family", ["roberta", "distilbert", "electra", "vit"])
+@pytest.mark.parametrize("family", ["roberta", "xlm-roberta", "distilbert", "electra", "vit"])
 def test_cli_prune_and_eval(tmp_path, family, capsys):
     import json
 
@@ -225,6 +225,25 @@ def test_cli_prune_and_eval(tmp_path, family, capsys):
     assert main(["eval", str(out), *data]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["sparsity"] == pytest.approx(0.5, abs=1e-3) and 0 <= res["test_accuracy"] <= 1
+
+
+@pytest.mark.parametrize("family", [f for f in NAMES if f != "vit"])
+def test_max_length_is_capped_at_the_tokens_the_position_table_allows(tmp_path, family):
+    """RoBERTa-style positions start after the padding index, so a table of n rows takes n - pad - 1
+    tokens; the cap gives exactly that many, and the engine runs a full-length batch (the old cap at
+    max_position_embeddings let the C engine refuse the longest inputs mid-training)."""
+    from instantsoup.runner import fit_max_length
+
+    hf = make_family(family, tmp_path)
+    limit = fit_max_length(str(tmp_path), 10_000)
+    assert limit == MAXPOS
+    assert fit_max_length(str(tmp_path), 7) == 7
+    batch, _ = make_batch(family, np.random.default_rng(0), B=2, T=limit)
+    batch["attention_mask"][:] = 1
+    pad = FAMILIES[family][2].get("pad_token_id", 0)
+    batch["input_ids"][batch["input_ids"] == pad] = pad + 1
+    logits_t = hf(**{k: torch.tensor(v) for k, v in batch.items()}).logits.detach().numpy()
+    np.testing.assert_allclose(instantsoup.load_model(tmp_path).forward(batch), logits_t, rtol=1e-5, atol=1e-5)
 
 
 def test_every_model_meets_the_engine_model_contract(tmp_path):

@@ -94,6 +94,16 @@ class Family:
     aliases: tuple[tuple[str, str], ...] = ()
     embedding_size: bool = False
 
+    def max_tokens(self, config: Mapping[str, Any]) -> int | None:
+        """The longest input (in tokens) config.json's position table allows: RoBERTa's positions
+        start after the padding index (``pad_token_id + 1``), so 514 rows give 512 tokens."""
+        limit = config.get("max_position_embeddings")
+        if self.image or not isinstance(limit, int):
+            return None
+        if self.options.get("pad_positions"):
+            limit -= int(config.get("pad_token_id", self.defaults.get("pad_token_id", 0))) + 1
+        return limit
+
 
 _REGISTRY: dict[str, Family] = {}
 
