@@ -347,60 +347,43 @@ error:
     return ret;
 }
 
-static PyObject *py_mask_pack(PyObject *self, PyObject *args)
+/* mask_pack(bits, mask) and mask_unpack(mask, bits): the output first, the other one read. */
+static PyObject *mask_bits_call(PyObject *args, int unpack)
 {
-    (void)self;
-    PyObject *bo, *mo;
-    if (!PyArg_ParseTuple(args, "OO:mask_pack", &bo, &mo))
+    PyObject *outo, *ino;
+    if (!PyArg_ParseTuple(args, unpack ? "OO:mask_unpack" : "OO:mask_pack", &outo, &ino))
         return NULL;
-    PyArrayObject *m = mask_arg(mo, "mask", -1, 0);
+    PyArrayObject *m = mask_arg(unpack ? outo : ino, "mask", -1, unpack);
     if (m == NULL)
         return NULL;
     int64_t P = (int64_t)PyArray_SIZE(m);
-    PyArrayObject *b = mask_arg(bo, "bits", isp_packed_bytes(P), 1);
+    PyArrayObject *b = mask_arg(unpack ? ino : outo, "bits", isp_packed_bytes(P), !unpack);
     if (b == NULL)
         return NULL;
     if (isp_overlaps(b, m)) {
         PyErr_SetString(PyExc_ValueError, "bits must not share memory with mask");
         return NULL;
     }
-    uint8_t *bp = PyArray_DATA(b);
-    const uint8_t *mp = PyArray_DATA(m);
+    uint8_t *mp = PyArray_DATA(m), *bp = PyArray_DATA(b);
     isp_status st;
     Py_BEGIN_ALLOW_THREADS;
-    st = mask_pack(bp, mp, P);
+    st = unpack ? mask_unpack(mp, bp, P) : mask_pack(bp, mp, P);
     Py_END_ALLOW_THREADS;
     if (st != ISP_OK)
         return isp_raise(st);
     Py_RETURN_NONE;
 }
 
+static PyObject *py_mask_pack(PyObject *self, PyObject *args)
+{
+    (void)self;
+    return mask_bits_call(args, 0);
+}
+
 static PyObject *py_mask_unpack(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *bo, *mo;
-    if (!PyArg_ParseTuple(args, "OO:mask_unpack", &mo, &bo))
-        return NULL;
-    PyArrayObject *m = mask_arg(mo, "mask", -1, 1);
-    if (m == NULL)
-        return NULL;
-    int64_t P = (int64_t)PyArray_SIZE(m);
-    PyArrayObject *b = mask_arg(bo, "bits", isp_packed_bytes(P), 0);
-    if (b == NULL)
-        return NULL;
-    if (isp_overlaps(b, m)) {
-        PyErr_SetString(PyExc_ValueError, "bits must not share memory with mask");
-        return NULL;
-    }
-    uint8_t *mp = PyArray_DATA(m);
-    const uint8_t *bp = PyArray_DATA(b);
-    isp_status st;
-    Py_BEGIN_ALLOW_THREADS;
-    st = mask_unpack(mp, bp, P);
-    Py_END_ALLOW_THREADS;
-    if (st != ISP_OK)
-        return isp_raise(st);
-    Py_RETURN_NONE;
+    return mask_bits_call(args, 1);
 }
 
 static PyObject *py_mask_overlap(PyObject *self, PyObject *args, PyObject *kwds)
