@@ -47,7 +47,8 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from instantsoup.config import METHODS, Settings, SettingsError, settings_from_dict, sparsity_levels
+from instantsoup.config import METHODS, Settings, SettingsError, settings_from_dict
+from instantsoup.methods.common import sparsity_levels
 from instantsoup.stats import pack_bits, unpack_bits  # noqa: F401 - part of this module's API
 
 log = logging.getLogger(__name__)
