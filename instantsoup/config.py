@@ -23,7 +23,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from instantsoup.methods.registry import REGISTRY
+from instantsoup.methods.registry import REGISTRY, get as get_method
 from instantsoup.settings_base import (PRECISIONS, SCHEDULES, DataSettings, SettingsError,  # noqa: F401 (re-exported)
                                        TrainSettings, setting)
 
@@ -44,19 +44,12 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 CLIP_DEFAULTS = ("lr", "weight_decay", "step", "lookahead", "denoisers")
 
 
-def method(name: str) -> Any:
-    """The registered method called ``name`` (:class:`instantsoup.methods.common.Method`)."""
-    if name not in REGISTRY:
-        raise SettingsError(f"unknown method {name!r}; choose one of {', '.join(REGISTRY)}")
-    return REGISTRY[name]
-
-
 class _Prune:
     """What every PruneSettings does; its fields come from the registry (:func:`_prune_settings`)."""
 
     def own(self) -> Any:
         """The settings of this run's method alone: an instance of its settings class."""
-        return method(self.method).settings.of(self)
+        return get_method(self.method).settings.of(self)
 
     def validate(self) -> None:
         """Check the method's own settings (those of other methods are not read, nor checked)."""
@@ -220,7 +213,7 @@ def check_budget(s: Settings, steps_per_epoch: int) -> dict:
     The dict holds ``steps_per_epoch``, ``total_steps``, ``warmup``, ``planned_steps`` and what the
     method plans (ISP: ``t``, ``levels``, ``rounds``, ...).
     """
-    return method(s.prune.method).plan(s, steps_per_epoch)
+    return get_method(s.prune.method).plan(s, steps_per_epoch)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from pathlib import Path
 import instantsoup
 from instantsoup import runs
 from instantsoup.config import PruneSettings, Settings, SettingsError, TrainSettings, check_budget
-from instantsoup.methods.registry import REGISTRY
 
 PINS = Path(__file__).parent / "data" / "method_pins.json"
 METHOD_NAMES = ("isp", "imp", "omp", "gmp", "random", "dense", "ims")  # the methods when the pins were taken
@@ -56,9 +55,18 @@ def identity_cases() -> dict[str, Settings]:
     return out
 
 
+def prune_options() -> dict:
+    """``instantsoup prune``'s options: flags, default, help, choices, type (their order aside)."""
+    from instantsoup.cli import build_parser
+
+    parser = build_parser()._subparsers._group_actions[0].choices["prune"]
+    return {a.dest: [a.option_strings, repr(a.default), a.help, list(a.choices) if a.choices else None,
+                     getattr(a.type, "__name__", None), type(a).__name__] for a in parser._actions}
+
+
 def record() -> dict:
     """What the pins hold, computed by the code at hand."""
-    out: dict = {"identity": {}, "plan": {}}
+    out: dict = {"identity": {}, "plan": {}, "prune_options": prune_options()}
     for name, s in identity_cases().items():
         ident = s.identity()
         out["identity"][name] = {"prune": runs.to_jsonable(ident["prune"]),
@@ -77,7 +85,8 @@ def record() -> dict:
 
 
 def test_identities_and_plans_are_those_recorded_before_the_registry():
-    """Run hashes (so every run directory resumes), budget plans and their errors, for every method."""
+    """Run hashes (so every run directory resumes), budget plans and their errors, for every method;
+    the prune command's options (every README command and config file reads the same)."""
     assert record() == json.loads(PINS.read_text())
 
 
@@ -171,6 +180,8 @@ def test_a_new_method_is_one_module_and_one_registry_line(tiny_bert_dir, tmp_pat
     in --method's choices and --help, the flat settings (its option, config files), run hashes (its
     own fields only; ISP's hash unchanged), validation, check_budget, studies, and it runs from the
     CLI. Nothing else was edited, and the package under test is left as it was."""
+    from instantsoup.methods.registry import REGISTRY
+
     from test_cli import write_table
 
     pkg = tmp_path / "pkg" / "instantsoup"
@@ -207,6 +218,8 @@ def test_a_new_method_is_one_module_and_one_registry_line(tiny_bert_dir, tmp_pat
 def test_no_second_list_of_method_names():
     """No literal in the package lists more than half of the methods by name (the demo's three are a
     choice, not a list of methods): whatever needs them all reads the registry."""
+    from instantsoup.methods.registry import REGISTRY
+
     names = set(REGISTRY)
     found = []
     for path in Path(instantsoup.__file__).parent.rglob("*.py"):
@@ -221,6 +234,8 @@ def test_no_second_list_of_method_names():
 
 def test_the_docs_list_the_registered_methods():
     """docs/experiments.md's table of methods: the registry's names, in its order, with their functions."""
+    from instantsoup.methods.registry import REGISTRY
+
     text = (Path(__file__).parent.parent / "docs" / "experiments.md").read_text(encoding="utf-8")
     section = text.split("\n## Methods\n", 1)[1].split("\n## ", 1)[0]
     rows = [line.split("|")[1:3] for line in section.splitlines() if line.startswith("| `")]

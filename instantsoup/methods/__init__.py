@@ -13,7 +13,7 @@ from instantsoup.methods.imp import imp
 from instantsoup.methods.ims import instant_model_soup
 from instantsoup.methods.isp import instant_soup
 from instantsoup.methods.omp import dense, one_shot, random_prune
-from instantsoup.methods.registry import REGISTRY
+from instantsoup.methods.registry import REGISTRY, get
 
 METHODS: dict[str, Callable[..., Any]] = {name: m.run for name, m in REGISTRY.items()}
 
@@ -23,6 +23,4 @@ __all__ = ["instant_soup", "imp", "one_shot", "gmp", "random_prune", "dense", "i
 
 def run_method(model: Any, task: Any, settings: Any, **kw: Any) -> Any:
     """Dispatch on ``settings.prune.method``."""
-    from instantsoup.config import method
-
-    return method(getattr(getattr(settings, "prune", None), "method", None)).run(model, task, settings, **kw)
+    return get(getattr(getattr(settings, "prune", None), "method", None)).run(model, task, settings, **kw)

@@ -10,10 +10,19 @@ Its order is the order of ``--help`` and of the settings; the first method is th
 """
 from __future__ import annotations
 
+from instantsoup.methods.common import Method
 from instantsoup.methods.gmp import GMP
 from instantsoup.methods.imp import IMP
 from instantsoup.methods.ims import IMS
 from instantsoup.methods.isp import ISP
 from instantsoup.methods.omp import DENSE, OMP, RANDOM
+from instantsoup.settings_base import SettingsError
 
 REGISTRY = {m.name: m for m in (ISP, IMP, OMP, GMP, RANDOM, DENSE, IMS)}
+
+
+def get(name: str) -> Method:
+    """The registered method called ``name``."""
+    if name not in REGISTRY:
+        raise SettingsError(f"unknown method {name!r}; choose one of {', '.join(REGISTRY)}")
+    return REGISTRY[name]
