@@ -24,12 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from instantsoup.methods.registry import REGISTRY, get as get_method
-from instantsoup.settings_base import (PRECISIONS, SCHEDULES, DataSettings, SettingsError,  # noqa: F401 (re-exported)
+from instantsoup.settings_base import (PRECISIONS, DataSettings, SettingsError,  # noqa: F401 (re-exported)
                                        TrainSettings, setting)
 
 METHODS = tuple(REGISTRY)  # the registered methods' names, in the registry's order
-
-
 
 # Table 1 of the paper (Jaiswal et al., ICML 2023): BERT on GLUE, CLIP ViT-B/32 on image tasks
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
