@@ -16,6 +16,7 @@ from pathlib import Path
 from instantsoup.config import (PRECISIONS, DataSettings, PruneSettings, RunSettings, Settings, SettingsError,
                                 TrainSettings, add_arguments, check_model_dir, explicit_options, from_namespace,
                                 read_config_file, settings_dict, with_family_defaults, with_preset)
+from instantsoup.methods.registry import REGISTRY
 from instantsoup.runner import fit_max_length, load_for_task, run_settings, set_threads as _set_threads
 
 log = logging.getLogger("instantsoup")
@@ -363,9 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print as JSON")
     info.set_defaults(func=_cmd_info)
 
-    pr = sub.add_parser("prune", help="draw a ticket with a method (ISP, IMP, OMP, GMP, random, dense, IMS)",
+    pr = sub.add_parser("prune", help=f"draw a ticket with a method ({', '.join(REGISTRY)})",
                         description="Prune a Hugging Face checkpoint on a task; writes a resumable run "
-                        "directory <out>/<method>-<hash>/ with the ticket in ticket/.")
+                        "directory <out>/<method>-<hash>/ with the ticket in ticket/.",
+                        epilog="methods: " + "; ".join(f"{m.name}: {m.description}" for m in REGISTRY.values()))
     for cls in (PruneSettings, TrainSettings, DataSettings, RunSettings):
         add_arguments(pr, cls)
     pr.add_argument("--keep-round-masks", action="store_true",

@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from instantsoup.config import DataSettings
+from instantsoup.settings_base import DataSettings
 from instantsoup.data.sources import is_table_source
 from instantsoup.fileio import atomic_write_text
 

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from instantsoup._native import _C
-from instantsoup.config import PRECISIONS
+from instantsoup.settings_base import PRECISIONS
 
 __all__ = ["PRECISIONS", "ISAS", "check_precision", "available_isas", "get_isa", "set_isa", "autocast",
            "PrecisionMixin"]

@@ -37,7 +37,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from instantsoup.config import SettingsError
+from instantsoup.settings_base import SettingsError
 from instantsoup.data.sources import is_table_source
 from instantsoup.digests import data_identity, model_identity, sha256_file
 from instantsoup.fileio import atomic_write_text, follow_umask, load_arrays, save_arrays

@@ -47,7 +47,8 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from instantsoup.config import METHODS, Settings, SettingsError, settings_from_dict, sparsity_levels
+from instantsoup.config import METHODS, Settings, SettingsError, prune_fields, settings_from_dict
+from instantsoup.methods.common import sparsity_levels
 from instantsoup.stats import pack_bits, unpack_bits  # noqa: F401 - part of this module's API
 
 log = logging.getLogger(__name__)
@@ -169,7 +170,7 @@ def load_study(path: str | os.PathLike) -> Study:
             raise SettingsError(f"{where}: label {label!r} is used twice or contains '/'")
         labels.add(label)
         sps = _float_list(m["sparsities"], f"{where}: sparsities") if "sparsities" in m else \
-            ([0.0] if method == "dense" else sparsities)
+            ([0.0] if "sparsity" not in prune_fields(method) else sparsities)  # dense: no target
         if not sps:
             raise SettingsError(f"{where}: no sparsities (give the study's or the method's)")
         budgets = {}

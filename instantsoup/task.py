@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from instantsoup.config import DataSettings, SettingsError
+from instantsoup.settings_base import DataSettings, SettingsError
 from instantsoup.data.metrics import accuracy_metric
 from instantsoup.data.sources import is_table_source
 from instantsoup.data.vision import is_vision_task

@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from instantsoup.config import TrainSettings
+from instantsoup.settings_base import TrainSettings
 from instantsoup.data.metrics import accuracy_metric  # noqa: F401 - public here too
 from instantsoup.task import Split, TaskData  # noqa: F401 - public here too (their home: instantsoup.task)
 

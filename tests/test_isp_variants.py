@@ -78,7 +78,7 @@ def test_soup_cuts_the_union_by_the_mean_magnitude_of_the_denoisers(make_model, 
     den = [c for c in calls if c["stage"] == "denoisers"]
     main = [c for c in calls if c["stage"] == "rounds"]
     assert len(den) == 6 and len(main) == 3
-    for i, level in enumerate(settings("soup").prune.levels()):
+    for i, level in enumerate(settings("soup").prune.own().levels()):
         rm = {k.split("/")[1].removeprefix("mask_"): v for k, v in t.round_masks.items() if k.startswith(f"round_{i:03d}/")}
         union = np.maximum.reduce([flat(rm[k], names) for k in ("main", "denoiser_0", "denoiser_1")])
         score = (np.abs(flat(den[2 * i]["weights"], names)) + np.abs(flat(den[2 * i + 1]["weights"], names))) / 2
@@ -149,8 +149,8 @@ def test_released_with_no_denoisers_prunes_step_of_the_main_weights(make_model):
 
 def test_released_margin_defaults_to_the_authors_five_points():
     s = settings("released").prune
-    assert s.isp_margin() == 0.05 and settings("soup").prune.isp_margin() == 0.005
-    assert settings("released", margin=0.01).prune.isp_margin() == 0.01
+    assert s.own().isp_margin() == 0.05 and settings("soup").prune.own().isp_margin() == 0.005
+    assert settings("released", margin=0.01).prune.own().isp_margin() == 0.01
     plan = check_budget(settings("released", epochs=4, step=0.3), 6)  # 24 steps
     assert plan["levels"] == pytest.approx([0.3, 0.51, 0.6])  # rounds until within 0.05 of 0.6 without lag
     # 3 rounds + the phase before stopping: 1+2+3+4 = 10 main steps; up to 6 rounds fit (1+...+6 = 21 < 24)

@@ -67,7 +67,7 @@ def test_isp_history_shows_rounds_denoisers_and_merged_masks(make_model, tmp_pat
     s = settings("isp")
     ticket = instant_soup(make_model(), task, s, run_dir=tmp_path / "run", progress=False, keep_round_masks=True)
     rounds = [h for h in ticket.history if h["event"] == "round"]
-    levels = s.prune.levels()
+    levels = s.prune.own().levels()
     assert [r["round"] for r in rounds] == list(range(len(levels))) and len(levels) == 3
     for r, level in zip(rounds, levels):
         assert r["level"] == pytest.approx(level)

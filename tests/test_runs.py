@@ -9,7 +9,8 @@ import pytest
 
 from instantsoup import runs
 from instantsoup.config import (DataSettings, PruneSettings, RunSettings, Settings, SettingsError, TrainSettings,
-                                check_budget, settings_from_dict, sparsity_levels)
+                                check_budget, settings_from_dict)
+from instantsoup.methods.common import sparsity_levels
 from instantsoup.train import Cost, StepOrder, lr_at
 
 
@@ -64,7 +65,7 @@ def test_sparsity_levels():
     assert sparsity_levels(0.0, 0.1) == []
     # a level within the margin of the target becomes the target
     assert sparsity_levels(0.1 + 1e-3, 0.1, margin=0.005) == [0.1 + 1e-3]
-    assert PruneSettings(sparsity=0.19, step=0.1).levels() == pytest.approx([0.1, 0.19])
+    assert PruneSettings(sparsity=0.19, step=0.1).own().levels() == pytest.approx([0.1, 0.19])
 
 
 def test_identity_only_holds_relevant_fields():

@@ -1,4 +1,5 @@
-"""Pruning methods: one function each, over the primitives of :mod:`instantsoup.methods.common`.
+"""Pruning methods: one module each (settings, plan, run) over the primitives of
+:mod:`instantsoup.methods.common`; :mod:`instantsoup.methods.registry` lists them.
 
 Every method takes ``(model, task, settings, *, run_dir=None, progress=True)`` and returns a
 :class:`~instantsoup.ticket.Ticket`.
@@ -12,21 +13,14 @@ from instantsoup.methods.imp import imp
 from instantsoup.methods.ims import instant_model_soup
 from instantsoup.methods.isp import instant_soup
 from instantsoup.methods.omp import dense, one_shot, random_prune
+from instantsoup.methods.registry import REGISTRY, get
 
-METHODS: dict[str, Callable[..., Any]] = {
-    "isp": instant_soup, "imp": imp, "omp": one_shot, "gmp": gmp, "random": random_prune,
-    "dense": dense, "ims": instant_model_soup,
-}
+METHODS: dict[str, Callable[..., Any]] = {name: m.run for name, m in REGISTRY.items()}
 
 __all__ = ["instant_soup", "imp", "one_shot", "gmp", "random_prune", "dense", "instant_model_soup",
-           "METHODS", "run_method"]
+           "METHODS", "REGISTRY", "run_method"]
 
 
 def run_method(model: Any, task: Any, settings: Any, **kw: Any) -> Any:
     """Dispatch on ``settings.prune.method``."""
-    method = getattr(getattr(settings, "prune", None), "method", None)
-    if method not in METHODS:
-        from instantsoup.config import SettingsError
-
-        raise SettingsError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    return METHODS[method](model, task, settings, **kw)
+    return get(getattr(getattr(settings, "prune", None), "method", None)).run(model, task, settings, **kw)

@@ -1,4 +1,5 @@
-"""The four primitives every method composes (train / score / select / merge) and the run scaffolding.
+"""The four primitives every method composes (train / score / select / merge), the run scaffolding, and
+what a method is (:class:`Method`: its run, settings and plan; the list: :mod:`instantsoup.methods.registry`).
 
     train(ctx, model, opt, start, stop, ...)   Trainer.train: masked AdamW steps, schedule, evaluation
     score(model) -> {name: |w|}                magnitudes of the prunable weights (copies)
@@ -7,19 +8,25 @@
 
 :class:`Context` carries what a method needs (model, optimizer, trainer, run directory, plan) and
 turns "save stage / resume from the last stage / finish into a Ticket" into one-liners.
+
+A method's settings class holds the fields only it reads, on top of the groups methods share here:
+:class:`Target` (``sparsity``), :class:`Rounds` (``step``: iterative pruning), :class:`ProtocolSettings`
+(the denoisers' / ingredients' data subsets, lr multipliers and weight decays). Its plan starts from
+:func:`budget`, the main model's budget and the checks every method shares.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from instantsoup import runs
-from instantsoup.config import Settings, SettingsError, check_budget
+from instantsoup.settings_base import SettingsError, setting
 from instantsoup.masks import MaskSet
 from instantsoup.ticket import Ticket
 from instantsoup.train import Best, Cost, StepOrder, TaskData, Trainer, tensorboard_scalars
@@ -121,14 +128,144 @@ class Protocol:
                 "subset_size": int(len(self.subset))}
 
 
-def draw_protocol(settings: Settings, n_train: int, key: int, index: int) -> Protocol:
+def draw_protocol(settings: Any, n_train: int, key: int, index: int) -> Protocol:
     pr, tr = settings.prune, settings.train
     rng = np.random.default_rng([tr.seed, 1009, key, index])
     seed = int(rng.integers(2**31 - 1))
     lr_mult = float(rng.uniform(pr.lr_mult_min, pr.lr_mult_max)) if pr.lr_mult_max > pr.lr_mult_min else pr.lr_mult_min
-    wds = pr.wd_list()
+    wds = ProtocolSettings.of(pr).wd_list()
     wd = float(wds[int(rng.integers(len(wds)))]) if wds else tr.weight_decay
     return Protocol(seed, lr_mult, wd, StepOrder.subset(n_train, pr.subset_fraction, seed))
+
+
+# ---- what a method is: its settings, its plan, its run -----------------------------------------
+@dataclass(frozen=True)
+class Method:
+    """A pruning method, as the registry (:mod:`instantsoup.methods.registry`) lists it."""
+
+    name: str  # ``--method NAME``; its runs are ``<out>/NAME-<hash>``
+    run: Callable[..., Ticket]  # run(model, task, settings, *, run_dir=None, progress=True) -> Ticket
+    settings: type  # a MethodSettings subclass: the fields it reads (only they enter its runs' hashes)
+    plan: Callable[[Any, int], dict]  # plan(settings, steps_per_epoch): the budget check, the planned schedule
+    description: str  # one line
+
+
+@dataclass
+class MethodSettings:
+    """The settings a method reads (none: dense). A subclass declares its fields with ``setting(...)``
+    and checks them in ``validate`` (calling ``super().validate()`` first)."""
+
+    @classmethod
+    def of(cls, prune: Any) -> Any:
+        """These settings, from a PruneSettings (or any object holding these fields)."""
+        return cls(**{f.name: getattr(prune, f.name) for f in dataclasses.fields(cls)})
+
+    def validate(self) -> None:
+        """Refuse bad values with a SettingsError (before any work is done)."""
+
+
+@dataclass
+class Target(MethodSettings):
+    """Methods that prune to a target sparsity."""
+
+    sparsity: float = setting(0.5, "target fraction of prunable weights set to zero, in [0, 1)")
+
+    def validate(self) -> None:
+        super().validate()
+        if not (0.0 <= self.sparsity < 1.0) or not math.isfinite(self.sparsity):
+            raise SettingsError(f"target sparsity must be in [0, 1), got {self.sparsity}")
+
+
+@dataclass
+class Rounds(Target):
+    """Iterative pruning: every round removes ``step`` of the weights still kept."""
+
+    step: float = setting(0.10, "fraction of the still-kept weights removed per pruning round "
+                          "(paper: 0.10 BERT, 0.15 CLIP)")
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0.0 < self.step < 1.0:
+            raise SettingsError(f"step must be in (0, 1), got {self.step}")
+
+    def levels(self) -> list[float]:
+        """The sparsity levels s_1 < s_2 < ... = S the rounds pass through (:func:`sparsity_levels`)."""
+        return sparsity_levels(self.sparsity, self.step)
+
+
+@dataclass
+class ProtocolSettings(MethodSettings):
+    """How the protocols of ISP's denoisers and IMS's ingredients are drawn (:func:`draw_protocol`)."""
+
+    subset_fraction: float = setting(0.5, "ISP/IMS: fraction of the training set each denoiser/ingredient sees")
+    lr_mult_min: float = setting(1.0, "ISP/IMS: smallest learning-rate multiplier drawn per denoiser")
+    lr_mult_max: float = setting(1.0, "ISP/IMS: largest learning-rate multiplier drawn per denoiser")
+    wd_choices: str = setting("", "ISP/IMS: comma-separated weight decays drawn per denoiser "
+                              "('' = the main weight decay)")
+
+    def wd_list(self) -> list[float]:
+        """``wd_choices`` parsed (empty: use the main weight decay)."""
+        return [float(x) for x in self.wd_choices.split(",") if x.strip()]
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0.0 < self.subset_fraction <= 1.0:
+            raise SettingsError(f"subset_fraction must be in (0, 1], got {self.subset_fraction}")
+        if not 0.0 < self.lr_mult_min <= self.lr_mult_max:
+            raise SettingsError(f"need 0 < lr_mult_min <= lr_mult_max, got {self.lr_mult_min}, {self.lr_mult_max}")
+        try:
+            wds = self.wd_list()
+        except ValueError:
+            raise SettingsError(f"wd_choices must be comma-separated numbers, got {self.wd_choices!r}") from None
+        if any(w < 0 for w in wds):
+            raise SettingsError(f"weight decays must be >= 0, got {self.wd_choices!r}")
+
+
+def sparsity_levels(target: float, step: float, margin: float = 0.0, start: float = 0.0) -> list[float]:
+    """Levels from ``start`` towards ``target``, removing ``step`` of the kept weights each time.
+
+    The sequence ends with ``target`` itself (the final exact prune); intermediate levels within
+    ``margin`` of the target are skipped.
+    """
+    out: list[float] = []
+    s = start
+    while s < target - margin - 1e-12:
+        s = min(target, 1.0 - (1.0 - s) * (1.0 - step))
+        out.append(s)
+        if len(out) > 10_000:  # pragma: no cover - guarded by validate()
+            raise SettingsError("too many pruning rounds")
+    if out and out[-1] != target and target - out[-1] <= margin + 1e-12:
+        out[-1] = target
+    elif target > start and (not out or out[-1] != target):
+        out.append(target)
+    return out
+
+
+def budget(s: Any, steps_per_epoch: int, *, passes: int = 1, other_steps: int = 0) -> dict:
+    """The start of every method's plan: the main model's budget T and the checks all methods share.
+
+    The method's planned total of optimizer steps is ``passes·T + other_steps``: IMP K+1 passes less
+    the K·r rewound steps (K pruning rounds, rewind step r); OMP of fine-tuned weights 2 passes; ISP
+    and IMS the denoisers' / ingredients' steps on top; the others T. Without ``match_steps``, T comes
+    from ``epochs`` / ``max_steps``; with ``match_steps = N``, T is set so that the planned total is N
+    (or the nearest below it). Returns ``steps_per_epoch``, ``total_steps`` (T), ``warmup``,
+    ``planned_steps`` (and ``match_steps`` when set).
+    """
+    tr = s.train
+    if steps_per_epoch < 1:
+        raise SettingsError("the training set is empty (0 steps per epoch)")
+    total = tr.total_steps(steps_per_epoch) if tr.match_steps <= 0 else (tr.match_steps - other_steps) // passes
+    if total < 1:
+        raise SettingsError(f"--match-steps {tr.match_steps} leaves no steps for the main model of {s.prune.method} "
+                            f"({max(0, other_steps)} steps go to denoisers/ingredients)")
+    warm = tr.warmup(total)
+    plan = {"steps_per_epoch": steps_per_epoch, "total_steps": total, "warmup": warm,
+            "planned_steps": passes * total + other_steps}
+    if tr.match_steps > 0:
+        plan["match_steps"] = tr.match_steps
+    if warm >= total and warm > 0:
+        raise SettingsError(f"warm-up ({warm} steps) does not fit in the budget of {total} steps")
+    return plan
 
 
 # ---- run scaffolding --------------------------------------------------------------------------
@@ -136,7 +273,7 @@ def draw_protocol(settings: Settings, n_train: int, key: int, index: int) -> Pro
 class Context:
     """What a method works with; built by :func:`setup`."""
 
-    settings: Settings
+    settings: Any  # instantsoup.Settings
     model: Any
     opt: Any
     task: TaskData
@@ -221,22 +358,24 @@ class Context:
         return ticket
 
 
-def setup(model: Any, task: TaskData, settings: Settings, run_dir: Any = None, *, progress: bool = True,
-          keep_round_masks: bool = False, method: str | None = None) -> Context:
-    """Validate everything (before any work), plan the budget, build optimizer and trainer.
+def setup(model: Any, task: TaskData, settings: Any, run_dir: Any = None, *, method: Method,
+          progress: bool = True, keep_round_masks: bool = False) -> Context:
+    """Validate everything (before any work), plan the budget (``method.plan``), build optimizer and
+    trainer.
 
-    ``method``: the method being run; it replaces ``settings.prune.method`` (calling
-    ``methods.imp(model, task, Settings())`` runs, plans and labels IMP, not the default ISP).
+    ``settings``: an instantsoup.Settings. ``method``: the method being run; it replaces
+    ``settings.prune.method`` (calling ``methods.imp(model, task, Settings())`` runs, plans and labels
+    IMP, not the default ISP).
     """
-    if not isinstance(settings, Settings):
+    if not all(dataclasses.is_dataclass(getattr(settings, p, None)) for p in ("train", "prune", "data", "run")):
         raise TypeError(f"settings: expected an instantsoup.Settings, got {type(settings).__name__}")
     missing = [a for a in ("train", "validation", "metric", "num_labels") if not hasattr(task, a)]
     if missing:
         raise TypeError(f"task: expected an instantsoup.TaskData (train/validation splits, metric, "
                         f"num_labels), got {type(task).__name__} without {', '.join(missing)}")
-    if method is not None and settings.prune.method != method:
-        log.info("running %s (settings.prune.method was %r)", method, settings.prune.method)
-        settings = dataclasses.replace(settings, prune=dataclasses.replace(settings.prune, method=method))
+    if settings.prune.method != method.name:
+        log.info("running %s (settings.prune.method was %r)", method.name, settings.prune.method)
+        settings = dataclasses.replace(settings, prune=dataclasses.replace(settings.prune, method=method.name))
     settings.validate()
     check_task(model, task)
     if hasattr(model, "precision"):
@@ -245,7 +384,7 @@ def setup(model: Any, task: TaskData, settings: Settings, run_dir: Any = None, *
         except ValueError as e:  # INSTANTSOUP_ISA names a path this CPU lacks
             raise SettingsError(str(e)) from None
     trainer = Trainer(settings.train, task, progress=progress)
-    plan = check_budget(settings, trainer.steps_per_epoch)
+    plan = method.plan(settings, trainer.steps_per_epoch)
     trainer.total_steps = plan["total_steps"]
     trainer.warmup = plan["warmup"]
     run = run_dir if isinstance(run_dir, runs.RunDir) else runs.RunDir(

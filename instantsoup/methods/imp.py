@@ -16,19 +16,43 @@ Cost: T + K·(T − r) optimizer steps.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from instantsoup import runs
-from instantsoup.config import Settings
-from instantsoup.methods.common import Context, finished_ticket, mask_sparsity, select, setup
+from instantsoup.methods.common import Context, Method, Rounds, budget, finished_ticket, mask_sparsity, select, setup
+from instantsoup.settings_base import SettingsError, setting
 from instantsoup.ticket import Ticket
 from instantsoup.train import Best, TaskData, copy_weights, correct_bits, training_cost
 
 
-def imp(model: Any, task: TaskData, settings: Settings, *, run_dir: Any = None,
+@dataclass
+class IMPSettings(Rounds):
+    rewind_step: int = setting(0, "IMP: rewind kept weights to their values after this many steps "
+                               "(0 = the pre-trained weights)")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.rewind_step < 0:
+            raise SettingsError(f"rewind_step must be >= 0, got {self.rewind_step}")
+
+
+def plan(s: Any, steps_per_epoch: int) -> dict:
+    """T + K·(T − r) steps: the dense round, then K rounds over steps r..T; r must lie inside T."""
+    pr = IMPSettings.of(s.prune)
+    levels = pr.levels()
+    k = len(levels)
+    out = budget(s, steps_per_epoch, passes=k + 1, other_steps=-k * pr.rewind_step)
+    if pr.rewind_step >= out["total_steps"]:
+        raise SettingsError(f"rewind_step {pr.rewind_step} is not inside the budget of {out['total_steps']} steps")
+    out.update(levels=levels, rounds=k)
+    return out
+
+
+def imp(model: Any, task: TaskData, settings: Any, *, run_dir: Any = None,
         progress: bool = True) -> Ticket:
     """Lottery ticket by IMP with rewinding; see the module docstring."""
-    ctx = setup(model, task, settings, run_dir, progress=progress, method="imp")
+    ctx = setup(model, task, settings, run_dir, progress=progress, method=IMP)
     done = finished_ticket(ctx)
     if done is not None:
         return done
@@ -103,3 +127,7 @@ def _save_rewind(ctx: Any, weights: dict) -> None:
         return
     with runs.atomic_dir(ctx.run.path("rewind")) as tmp:
         runs.save_arrays(runs.weights_file(tmp), weights)
+
+
+IMP = Method("imp", imp, IMPSettings, plan, "iterative magnitude pruning with rewinding (lottery tickets), every "
+             "round's ticket recorded")

@@ -12,26 +12,66 @@ The ticket is dense (sparsity 0); ``sparsity`` is the sparsest ingredient's.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from instantsoup import runs
-from instantsoup.config import Settings
-from instantsoup.methods.common import (_api, draw_protocol, finished_ticket, select, set_weight_decay,
-                                        setup)
+from instantsoup.methods.common import (Method, ProtocolSettings, Target, _api, budget, draw_protocol,
+                                        finished_ticket, select, set_weight_decay, setup)
+from instantsoup.settings_base import SettingsError, setting
 from instantsoup.ticket import Ticket
 from instantsoup.train import TaskData, copy_weights
 
 
-def instant_model_soup(model: Any, task: TaskData, settings: Settings, *, run_dir: Any = None,
+@dataclass
+class IMSSettings(ProtocolSettings, Target):
+    soup_size: int = setting(4, "IMS: weak models K in the soup")
+    soup_steps: int = setting(100, "IMS: training steps of each weak model")
+    soup_sparsities: str = setting("spread", "IMS: the ingredients' sparsities: 'spread' (evenly spaced up to "
+                                   "--sparsity: S/K, 2S/K, ..., S), 'same' (all at --sparsity) or K comma-separated "
+                                   "values")
+    soup: str = setting("greedy", "IMS: 'greedy' (ingredients by validation score, each kept only if the soup's "
+                        "validation score does not drop) or 'uniform' soup", choices=("uniform", "greedy"))
+
+    def ingredient_sparsities(self) -> list[float]:
+        """The sparsity of each of the ``soup_size`` ingredients (see ``soup_sparsities``)."""
+        if self.soup_sparsities == "same":
+            return [self.sparsity] * self.soup_size
+        if self.soup_sparsities == "spread":
+            return [self.sparsity * (k + 1) / self.soup_size for k in range(self.soup_size)]
+        return [float(x) for x in self.soup_sparsities.split(",")]
+
+    def validate(self) -> None:
+        super().validate()
+        if self.soup_size < 1 or self.soup_steps < 1:
+            raise SettingsError(f"soup_size and soup_steps must be >= 1, got {self.soup_size}, {self.soup_steps}")
+        try:
+            ing = self.ingredient_sparsities()
+        except ValueError:
+            raise SettingsError(f"soup_sparsities must be 'spread', 'same' or comma-separated numbers, got "
+                                f"{self.soup_sparsities!r}") from None
+        if len(ing) != self.soup_size or not all(0.0 <= x < 1.0 for x in ing):
+            raise SettingsError(f"soup_sparsities: need {self.soup_size} values in [0, 1) (one per ingredient), "
+                                f"got {self.soup_sparsities!r}")
+        if self.soup not in ("uniform", "greedy"):
+            raise SettingsError(f"soup must be 'uniform' or 'greedy', got {self.soup!r}")
+
+
+def plan(s: Any, steps_per_epoch: int) -> dict:
+    """The main budget, plus K·soup_steps steps of the ingredients."""
+    return budget(s, steps_per_epoch, other_steps=s.prune.soup_size * s.prune.soup_steps)
+
+
+def instant_model_soup(model: Any, task: TaskData, settings: Any, *, run_dir: Any = None,
                        progress: bool = True) -> Ticket:
     """IMS; see the module docstring."""
-    ctx = setup(model, task, settings, run_dir, progress=progress, method="ims")
+    ctx = setup(model, task, settings, run_dir, progress=progress, method=IMS)
     done = finished_ticket(ctx)
     if done is not None:
         return done
-    pr, tr = settings.prune, settings.train
+    pr, tr = IMSSettings.of(settings.prune), settings.train
     pre = copy_weights(model)
     ones = {k: np.ones_like(v) for k, v in model.masks.items()}
     names = [f"ingredient_{k:02d}" for k in range(pr.soup_size)]
@@ -89,3 +129,7 @@ def instant_model_soup(model: Any, task: TaskData, settings: Settings, *, run_di
     ctx.opt.reset()
     best = ctx.finetune(0, ctx.plan["total_steps"], desc="IMS fine-tune")
     return ctx.finish(best)
+
+
+IMS = Method("ims", instant_model_soup, IMSSettings, plan, "Instant Model Soup: a greedy soup of sparse weak models, "
+             "fine-tuned dense")

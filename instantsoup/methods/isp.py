@@ -39,9 +39,11 @@ from typing import Any, Iterator
 import numpy as np
 
 from instantsoup import runs
-from instantsoup.config import Settings
-from instantsoup.methods.common import (Context, draw_protocol, finished_ticket, mask_sparsity, merge,
-                                        overlap, prunable, score, select, set_weight_decay, setup)
+from instantsoup.masks import MERGE_RULES
+from instantsoup.methods.common import (Context, Method, ProtocolSettings, Rounds, budget, draw_protocol,
+                                        finished_ticket, mask_sparsity, merge, overlap, prunable, score, select,
+                                        set_weight_decay, setup, sparsity_levels)
+from instantsoup.settings_base import SettingsError, setting
 from instantsoup.ticket import Ticket
 from instantsoup.train import TaskData, Trainer
 
@@ -50,9 +52,107 @@ log = logging.getLogger(__name__)
 
 # the released script's denoisers decay their learning rate linearly to 0 at this step (a constant there)
 RELEASED_DENOISER_HORIZON = 1000
+VARIANTS = ("released", "paper", "soup")
+RELEASED_MARGIN = 0.05  # the authors' released script stops its rounds within 5 points of the target
+DEFAULT_MARGIN = 0.005
 
 
-def instant_soup(model: Any, task: TaskData, settings: Settings, *, run_dir: Any = None,
+@dataclasses.dataclass
+class ISPSettings(ProtocolSettings, Rounds):
+    t: int = setting(0, "ISP: steps per round unit (round i trains t*(i+1) steps); 0 = t_fraction of an epoch")
+    t_fraction: float = setting(0.10, "ISP: t as a fraction of an epoch when --t is 0")
+    denoisers: int = setting(4, "ISP: denoisers N per round (paper: 4 BERT, 5 CLIP)")
+    lookahead: int = setting(30, "ISP: look-ahead steps C of each denoiser (paper: 30 BERT, 50 CLIP)")
+    variant: str = setting("soup", "ISP: 'released' (the authors' released CLIP script: denoisers prune a further "
+                           "--step, a weight goes only if every denoiser prunes it, no exact cut per round), 'paper' "
+                           "(Algorithm 2 literally: union with the main mask cut by the main magnitudes = magnitude "
+                           "pruning on ISP's schedule) or 'soup' (union with the main mask cut by the mean |w| of the "
+                           "denoisers); see docs/experiments.md", choices=VARIANTS)
+    merge: str = setting("union", "ISP: how the masks of a round are merged", choices=MERGE_RULES)
+    merge_main: bool = setting(True, "ISP paper/soup: merge the main model's own magnitude mask with the denoisers'")
+    margin: float = setting(-1.0, "ISP: stop the rounds when within this sparsity of the target; -1 = the "
+                            f"variant's own ({RELEASED_MARGIN} released, {DEFAULT_MARGIN} paper/soup)")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.merge not in MERGE_RULES:
+            raise SettingsError(f"unknown merge rule {self.merge!r}; choose one of {', '.join(MERGE_RULES)}")
+        if self.variant not in VARIANTS:
+            raise SettingsError(f"unknown ISP variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
+        if self.t < 0 or not 0.0 < self.t_fraction <= 10.0:
+            raise SettingsError(f"t must be >= 0 and t_fraction in (0, 10], got t={self.t}, "
+                                f"t_fraction={self.t_fraction}")
+        if self.denoisers < 0 or self.lookahead < 0:
+            raise SettingsError(f"denoisers and lookahead must be >= 0, got {self.denoisers}, {self.lookahead}")
+        if self.denoisers > 0 and self.lookahead == 0:
+            raise SettingsError("ISP with denoisers needs lookahead >= 1 (or set denoisers 0)")
+        if not (0.0 <= self.margin < 0.5 or self.margin == -1.0):
+            raise SettingsError(f"margin must be in [0, 0.5) or -1 (the variant's own), got {self.margin}")
+
+    def isp_margin(self) -> float:
+        """ISP's margin: the one set, or the variant's own when -1."""
+        if self.margin != -1.0:
+            return self.margin
+        return RELEASED_MARGIN if self.variant == "released" else DEFAULT_MARGIN
+
+    def levels(self) -> list[float]:
+        """The levels of the paper and soup variants: ISP stops as soon as it is within ``margin`` of
+        the target."""
+        return sparsity_levels(self.sparsity, self.step, self.isp_margin())
+
+
+def released_levels(target: float, step: float, margin: float) -> list[float]:
+    """The fewest pruning rounds of the released ISP: sparsities after each round if every round removed
+    exactly ``step`` of the kept weights (capped at ``target``), until within ``margin`` of ``target``.
+
+    The real rounds lag behind (a weight goes only if every denoiser prunes it), so a run usually
+    needs more rounds; this lower bound is what the budget check can promise.
+    """
+    out: list[float] = []
+    s = 0.0
+    while target - s >= margin and s < target:
+        s = min(target, 1.0 - (1.0 - s) * (1.0 - step))
+        out.append(s)
+    return out
+
+
+def plan(s: Any, steps_per_epoch: int) -> dict:
+    """The main budget plus N·C denoiser steps per round; the main model's rounds, t·(1+2+...+k) steps,
+    must leave at least one step of final fine-tuning."""
+    pr = ISPSettings.of(s.prune)
+    released = pr.variant == "released"
+    levels = released_levels(pr.sparsity, pr.step, pr.isp_margin()) if released else pr.levels()
+    out = budget(s, steps_per_epoch, other_steps=len(levels) * pr.denoisers * pr.lookahead)
+    total = out["total_steps"]
+    t = pr.t if pr.t > 0 else max(1, int(round(pr.t_fraction * steps_per_epoch)))
+    if released:
+        phases = len(levels) + 1  # the main trains before every pruning round and once more before it stops
+        need = t * phases * (phases + 1) // 2
+        max_rounds = len(levels)  # the most rounds whose main phases t·(1+…+k) leave a fine-tuning step
+        while t * (max_rounds + 1) * (max_rounds + 2) // 2 < total:
+            max_rounds += 1
+        out.update(t=t, levels=levels, rounds=len(levels), max_rounds=max_rounds)
+        if need >= total:
+            raise SettingsError(
+                f"budget too small for ISP (released): at least {len(levels)} pruning rounds to come within "
+                f"{pr.isp_margin()} of sparsity {pr.sparsity} with step {pr.step}; the main model trains "
+                f"t*(1+...+{phases}) = {need} steps (t={t}) before the final fine-tuning, but the budget is "
+                f"{total} steps ({steps_per_epoch} per epoch); raise --epochs, lower --t / --t-fraction or raise "
+                "--step")
+        return out
+    rounds = len(levels)  # one denoised pruning round per level; the last one reaches S
+    need = sum(t * (i + 1) for i in range(rounds))
+    out.update(t=t, levels=levels, rounds=rounds, round_steps=[t * (i + 1) for i in range(rounds)])
+    if need >= total and rounds > 0:
+        raise SettingsError(
+            f"budget too small for ISP: {rounds} rounds to reach sparsity {pr.sparsity} with step "
+            f"{pr.step} need t*(1+...+{rounds}) = {need} steps (t={t}) before the final fine-tuning, "
+            f"but the budget is {total} steps ({steps_per_epoch} per epoch); raise --epochs, lower "
+            "--t / --t-fraction or raise --step")
+    return out
+
+
+def instant_soup(model: Any, task: TaskData, settings: Any, *, run_dir: Any = None,
                  progress: bool = True, keep_round_masks: bool = False, variant: str | None = None) -> Ticket:
     """Draw a ticket at ``settings.prune.sparsity`` with ISP; see the module docstring.
 
@@ -63,12 +163,11 @@ def instant_soup(model: Any, task: TaskData, settings: Settings, *, run_dir: Any
     """
     if variant is not None:
         settings = dataclasses.replace(settings, prune=dataclasses.replace(settings.prune, variant=variant))
-    ctx = setup(model, task, settings, run_dir, progress=progress, method="isp",
-                keep_round_masks=keep_round_masks)
+    ctx = setup(model, task, settings, run_dir, progress=progress, method=ISP, keep_round_masks=keep_round_masks)
     done = finished_ticket(ctx)
     if done is not None:
         return done
-    pr = ctx.settings.prune
+    pr = ISPSettings.of(ctx.settings.prune)
     released = pr.variant == "released"
     n_rounds = ctx.plan["max_rounds"] if released else len(ctx.plan["levels"])
     names = [runs.round_name(i) for i in range(n_rounds)]
@@ -291,3 +390,7 @@ def _denoise_task(model: Any, opt_state: dict | None, task: TaskData, schedule: 
     out["mask"] = out["mask"].pack()
     out["cost"] = trainer.cost.stage("denoisers")
     return out
+
+
+ISP = Method("isp", instant_soup, ISPSettings, plan, "Instant Soup Pruning (Jaiswal et al., ICML 2023) in the "
+             "variant chosen (--variant)")
