@@ -11,7 +11,7 @@ where the train and data settings live. :class:`PruneSettings` is put together f
 registry (:mod:`instantsoup.methods.registry`): ``method``, then every field a registered method's
 settings class declares, flat, as ``instantsoup prune`` and the ``[prune]`` section of a config file
 show them. Only the fields of the run's own method enter the hash of its run (so tuning an ISP knob
-never invalidates a finished IMP run), only they are validated, and its ``plan`` is the budget check.
+never invalidates a finished IMP run), and its ``plan`` is the budget check; every field is validated.
 """
 from __future__ import annotations
 
@@ -50,9 +50,13 @@ class _Prune:
         return get_method(self.method).settings.of(self)
 
     def validate(self) -> None:
-        """Check the method's own settings (those of other methods are not read, nor checked)."""
+        """Check every field: the method's own settings first, then the other methods' (a typo in a
+        knob the method does not read is still a mistake in the user's file, and refused)."""
         own = self.own()
         own.validate()
+        for m in REGISTRY.values():
+            if m.name != self.method:
+                m.settings.of(self).validate()
         if not hasattr(own, "sparsity") and self.sparsity != 0.0:
             raise SettingsError(f"method {self.method!r} does not prune; leave sparsity at 0")
 

@@ -245,3 +245,15 @@ def test_the_docs_list_the_registered_methods():
 if __name__ == "__main__":  # regenerate the pins (only from code whose identities are known to be right)
     PINS.write_text(json.dumps(record(), indent=1, sort_keys=True) + "\n")
     print(f"wrote {os.path.relpath(PINS)}")
+
+
+def test_a_bad_value_of_another_methods_knob_is_still_refused():
+    """Validation reads every registered method's fields, not only the running method's: a typo in an
+    ISP knob of an IMP config file is refused before any work, as before the registry."""
+    import pytest
+
+    for method, bad in (("imp", {"merge": "nope"}), ("omp", {"variant": "nope"}), ("isp", {"rewind_step": -1}),
+                        ("dense", {"gmp_end": 2.0}), ("gmp", {"soup": "nope"})):
+        with pytest.raises(SettingsError):
+            PruneSettings(method=method, sparsity=0.0 if method == "dense" else 0.5, **bad).validate()
+        PruneSettings(method=method, sparsity=0.0 if method == "dense" else 0.5).validate()
