@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "encoder.h"
+#include "profile.h"
 
 #define NT isp_get_num_threads()
 
@@ -252,37 +253,39 @@ void encoder_forward(encoder_acts *a, const encoder_params *p, const encoder_con
         encoder_params w = layer_params(p, cfg, l);
         const float *qkv_in = x;
         if (cfg->prenorm) {
-            layernorm_forward(la.ln1, la.ln1_mean, la.ln1_rstd, x, w.ln1w, w.ln1b, BT, C, cfg->eps);
+            PROF(LN_FWD, layernorm_forward(la.ln1, la.ln1_mean, la.ln1_rstd, x, w.ln1w, w.ln1b, BT,
+                                           C, cfg->eps));
             qkv_in = la.ln1;
         }
-        linear_forward(la.qkv, qkv_in, w.qkvw, w.qkvb, BT, C, 3 * C, C);
-        attention_forward(la.atty, la.att, la.qkv, amask, B, T, C, cfg->NH, cfg->causal, p_attn,
-                          p_attn > 0.0f ? site_key(rng, l, 0) : 0, a->attn_scratch);
-        linear_forward(la.res1, la.atty, w.attprojw, w.attprojb, BT, C, C, C);
-        if (p_hid > 0.0f)
-            dropout_forward(la.res1, la.res1, BTC, p_hid, site_key(rng, l, 1));
-        add_inplace(la.res1, x, BTC);
+        PROF(QKV_FWD, linear_forward(la.qkv, qkv_in, w.qkvw, w.qkvb, BT, C, 3 * C, C));
+        PROF(ATT_FWD, attention_forward(la.atty, la.att, la.qkv, amask, B, T, C, cfg->NH,
+                                        cfg->causal, p_attn,
+                                        p_attn > 0.0f ? site_key(rng, l, 0) : 0, a->attn_scratch));
+        PROF(PROJ_FWD, linear_forward(la.res1, la.atty, w.attprojw, w.attprojb, BT, C, C, C));
+        PROF(RES_FWD, if (p_hid > 0.0f) dropout_forward(la.res1, la.res1, BTC, p_hid,
+                                                        site_key(rng, l, 1));
+             add_inplace(la.res1, x, BTC));
         float *fc_in, *ffn_res;
         if (cfg->prenorm) {
-            layernorm_forward(la.ln2, la.ln2_mean, la.ln2_rstd, la.res1, w.ln2w, w.ln2b, BT, C,
-                              cfg->eps);
+            PROF(LN_FWD, layernorm_forward(la.ln2, la.ln2_mean, la.ln2_rstd, la.res1, w.ln2w,
+                                           w.ln2b, BT, C, cfg->eps));
             fc_in = la.ln2;
             ffn_res = la.res1;
         } else {
-            layernorm_forward(la.ln1, la.ln1_mean, la.ln1_rstd, la.res1, w.ln1w, w.ln1b, BT, C,
-                              cfg->eps);
+            PROF(LN_FWD, layernorm_forward(la.ln1, la.ln1_mean, la.ln1_rstd, la.res1, w.ln1w,
+                                           w.ln1b, BT, C, cfg->eps));
             fc_in = la.ln1;
             ffn_res = la.ln1;
         }
-        linear_forward(la.fch, fc_in, w.fcw, w.fcb, BT, C, F, C);
-        act_forward(a->hact, la.fch, (int64_t)BT * F, cfg->act);
-        linear_forward(la.res2, a->hact, w.fcprojw, w.fcprojb, BT, F, C, F);
-        if (p_hid > 0.0f)
-            dropout_forward(la.res2, la.res2, BTC, p_hid, site_key(rng, l, 2));
-        add_inplace(la.res2, ffn_res, BTC);
+        PROF(FC_FWD, linear_forward(la.fch, fc_in, w.fcw, w.fcb, BT, C, F, C));
+        PROF(ACT_FWD, act_forward(a->hact, la.fch, (int64_t)BT * F, cfg->act));
+        PROF(FCPROJ_FWD, linear_forward(la.res2, a->hact, w.fcprojw, w.fcprojb, BT, F, C, F));
+        PROF(RES_FWD, if (p_hid > 0.0f) dropout_forward(la.res2, la.res2, BTC, p_hid,
+                                                        site_key(rng, l, 2));
+             add_inplace(la.res2, ffn_res, BTC));
         if (!cfg->prenorm) {
-            layernorm_forward(la.ln2, la.ln2_mean, la.ln2_rstd, la.res2, w.ln2w, w.ln2b, BT, C,
-                              cfg->eps);
+            PROF(LN_FWD, layernorm_forward(la.ln2, la.ln2_mean, la.ln2_rstd, la.res2, w.ln2w,
+                                           w.ln2b, BT, C, cfg->eps));
             x = la.ln2;
         } else {
             x = la.res2;
@@ -310,45 +313,52 @@ void encoder_backward(float *dio, encoder_params *g, const encoder_params *p, co
         }
         /* ---- feed-forward half; dio holds d(output) ---- */
         if (!cfg->prenorm) /* d res2 */
-            layernorm_backward(dio, gw.ln2w, gw.ln2b, dio, la.res2, w.ln2w, la.ln2_mean,
-                               la.ln2_rstd, BT, C);
+            PROF(LN_BWD, layernorm_backward(dio, gw.ln2w, gw.ln2b, dio, la.res2, w.ln2w,
+                                            la.ln2_mean, la.ln2_rstd, BT, C));
         const float *dffn = dio;
         if (p_hid > 0.0f) {
-            dropout_backward(a->tmp, dio, BTC, p_hid, site_key(rng, l, 2));
+            PROF(RES_BWD, dropout_backward(a->tmp, dio, BTC, p_hid, site_key(rng, l, 2)));
             dffn = a->tmp;
         }
-        act_forward_deriv(a->hact, a->hderiv, la.fch, BTF, cfg->act);
-        linear_backward(a->dhact, gw.fcprojw, gw.fcprojb, dffn, a->hact, w.fcprojw, BT, F, C, F, 0);
-        mul_inplace(a->dhact, a->hderiv, BTF);
+        PROF(ACT_BWD, act_forward_deriv(a->hact, a->hderiv, la.fch, BTF, cfg->act));
+        PROF(FCPROJ_BWD, linear_backward(a->dhact, gw.fcprojw, gw.fcprojb, dffn, a->hact,
+                                         w.fcprojw, BT, F, C, F, 0));
+        PROF(ACT_BWD, mul_inplace(a->dhact, a->hderiv, BTF));
         if (!cfg->prenorm) {
             /* d ln1 = d res2 (residual) + dfch W_1; then through LN1 to d res1 */
-            linear_backward(dio, gw.fcw, gw.fcb, a->dhact, la.ln1, w.fcw, BT, C, F, C, 1);
-            layernorm_backward(dio, gw.ln1w, gw.ln1b, dio, la.res1, w.ln1w, la.ln1_mean,
-                               la.ln1_rstd, BT, C);
+            PROF(FC_BWD,
+                 linear_backward(dio, gw.fcw, gw.fcb, a->dhact, la.ln1, w.fcw, BT, C, F, C, 1));
+            PROF(LN_BWD, layernorm_backward(dio, gw.ln1w, gw.ln1b, dio, la.res1, w.ln1w,
+                                            la.ln1_mean, la.ln1_rstd, BT, C));
         } else {
             /* d res1 = d res2 (residual) + LN2'(dfch W_1) */
-            linear_backward(a->tmp2, gw.fcw, gw.fcb, a->dhact, la.ln2, w.fcw, BT, C, F, C, 0);
-            layernorm_backward(a->tmp2, gw.ln2w, gw.ln2b, a->tmp2, la.res1, w.ln2w, la.ln2_mean,
-                               la.ln2_rstd, BT, C);
-            add_inplace(dio, a->tmp2, BTC);
+            PROF(FC_BWD, linear_backward(a->tmp2, gw.fcw, gw.fcb, a->dhact, la.ln2, w.fcw, BT, C,
+                                         F, C, 0));
+            PROF(LN_BWD, layernorm_backward(a->tmp2, gw.ln2w, gw.ln2b, a->tmp2, la.res1, w.ln2w,
+                                            la.ln2_mean, la.ln2_rstd, BT, C));
+            PROF(RES_BWD, add_inplace(dio, a->tmp2, BTC));
         }
         /* ---- attention half; dio holds d res1 ---- */
         const float *dproj = dio;
         if (p_hid > 0.0f) {
-            dropout_backward(a->tmp, dio, BTC, p_hid, site_key(rng, l, 1));
+            PROF(RES_BWD, dropout_backward(a->tmp, dio, BTC, p_hid, site_key(rng, l, 1)));
             dproj = a->tmp;
         }
-        linear_backward(a->tmp2, gw.attprojw, gw.attprojb, dproj, la.atty, w.attprojw, BT, C, C, C,
-                        0);
-        attention_backward(a->dqkv, a->tmp2, la.qkv, la.att, amask, B, T, C, cfg->NH, cfg->causal,
-                           p_attn, p_attn > 0.0f ? site_key(rng, l, 0) : 0, a->attn_scratch);
+        PROF(PROJ_BWD, linear_backward(a->tmp2, gw.attprojw, gw.attprojb, dproj, la.atty,
+                                       w.attprojw, BT, C, C, C, 0));
+        PROF(ATT_BWD, attention_backward(a->dqkv, a->tmp2, la.qkv, la.att, amask, B, T, C, cfg->NH,
+                                         cfg->causal, p_attn,
+                                         p_attn > 0.0f ? site_key(rng, l, 0) : 0,
+                                         a->attn_scratch));
         if (!cfg->prenorm) {
-            linear_backward(dio, gw.qkvw, gw.qkvb, a->dqkv, x, w.qkvw, BT, C, 3 * C, C, 1);
+            PROF(QKV_BWD,
+                 linear_backward(dio, gw.qkvw, gw.qkvb, a->dqkv, x, w.qkvw, BT, C, 3 * C, C, 1));
         } else {
-            linear_backward(a->tmp2, gw.qkvw, gw.qkvb, a->dqkv, la.ln1, w.qkvw, BT, C, 3 * C, C, 0);
-            layernorm_backward(a->tmp2, gw.ln1w, gw.ln1b, a->tmp2, x, w.ln1w, la.ln1_mean,
-                               la.ln1_rstd, BT, C);
-            add_inplace(dio, a->tmp2, BTC);
+            PROF(QKV_BWD, linear_backward(a->tmp2, gw.qkvw, gw.qkvb, a->dqkv, la.ln1, w.qkvw, BT,
+                                          C, 3 * C, C, 0));
+            PROF(LN_BWD, layernorm_backward(a->tmp2, gw.ln1w, gw.ln1b, a->tmp2, x, w.ln1w,
+                                            la.ln1_mean, la.ln1_rstd, BT, C));
+            PROF(RES_BWD, add_inplace(dio, a->tmp2, BTC));
         }
     }
 }
