@@ -117,7 +117,7 @@ int64_t encoder_acts_size_mode(const encoder_config *cfg, int B, int T, int nthr
                                int forward_only)
 {
     int64_t BT = (int64_t)B * T, L = forward_only ? 1 : cfg->L, C = cfg->C, F = cfg->F;
-    return L * BT * per_token(cfg) + L * (int64_t)B * cfg->NH * T * T + 3 * BT * F + 2 * BT * C +
+    return L * BT * per_token(cfg) + L * (int64_t)B * cfg->NH * T * T + 2 * BT * F + 2 * BT * C +
            3 * BT * C + attention_scratch_size(T, cfg->C, cfg->NH, nthreads);
 }
 
@@ -144,7 +144,6 @@ void encoder_point_acts_mode(encoder_acts *a, float *base, const encoder_config 
     TAKE(fch, L * BT * F);
     TAKE(res2, L * BT * C);
     TAKE(hact, BT * F);
-    TAKE(hderiv, BT * F);
     TAKE(dhact, BT * F);
     TAKE(tmp, BT * C);
     TAKE(tmp2, BT * C);
@@ -226,13 +225,6 @@ static void add_inplace(float *y, const float *x, int64_t n)
 #pragma omp parallel for num_threads(NT) schedule(static) if (n >= 16384)
     for (int64_t i = 0; i < n; i++)
         y[i] += x[i];
-}
-
-static void mul_inplace(float *y, const float *x, int64_t n)
-{
-#pragma omp parallel for num_threads(NT) schedule(static) if (n >= 16384)
-    for (int64_t i = 0; i < n; i++)
-        y[i] *= x[i];
 }
 
 static uint64_t site_key(const encoder_rng *rng, int l, int k)
@@ -320,10 +312,12 @@ void encoder_backward(float *dio, encoder_params *g, const encoder_params *p, co
             PROF(RES_BWD, dropout_backward(a->tmp, dio, BTC, p_hid, site_key(rng, l, 2)));
             dffn = a->tmp;
         }
-        PROF(ACT_BWD, act_forward_deriv(a->hact, a->hderiv, la.fch, BTF, cfg->act));
+        /* act(fch) again for fc2's weight gradient, then d fch = d act * act'(fch) in one pass
+           (the same products as saving act'(fch) in a second buffer and multiplying after) */
+        PROF(ACT_BWD, act_forward(a->hact, la.fch, BTF, cfg->act));
         PROF(FCPROJ_BWD, linear_backward(a->dhact, gw.fcprojw, gw.fcprojb, dffn, a->hact,
                                          w.fcprojw, BT, F, C, F, 0));
-        PROF(ACT_BWD, mul_inplace(a->dhact, a->hderiv, BTF));
+        PROF(ACT_BWD, act_backward(a->dhact, la.fch, a->dhact, BTF, cfg->act));
         if (!cfg->prenorm) {
             /* d ln1 = d res2 (residual) + dfch W_1; then through LN1 to d res1 */
             PROF(FC_BWD,

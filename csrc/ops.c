@@ -367,26 +367,20 @@ static inline float quick_gelu_d(float x)
 
 /* one branch-free loop per (activation, mode) so that each vectorises */
 #define ACT_CASES(A, F, D)                                                                         \
-    case (A) * 3 + 0:                                                                              \
+    case (A) * 2 + 0:                                                                              \
         for (int64_t i = 0; i < n; i++)                                                            \
             out[i] = F(inp[i]);                                                                    \
         break;                                                                                     \
-    case (A) * 3 + 1:                                                                              \
-        for (int64_t i = 0; i < n; i++) {                                                          \
-            out[i] = F(inp[i]);                                                                    \
-            deriv[i] = D(inp[i]);                                                                  \
-        }                                                                                          \
-        break;                                                                                     \
-    case (A) * 3 + 2:                                                                              \
+    case (A) * 2 + 1:                                                                              \
         for (int64_t i = 0; i < n; i++)                                                            \
             deriv[i] = dout[i] * D(inp[i]);                                                        \
         break;
 
-/* mode 0: out = act(x); 1: out = act(x), deriv = act'(x); 2: deriv = dout * act'(x) */
+/* mode 0: out = act(x); 1: deriv = dout * act'(x) */
 SIMD_FN(
     act_chunk,
     (float *out, float *deriv, const float *inp, const float *dout, int64_t n, int act, int mode),
-    switch (act * 3 + mode) {
+    switch (act * 2 + mode) {
         ACT_CASES(ACT_GELU, gelu_f, gelu_d)
         ACT_CASES(ACT_GELU_TANH, gelu_tanh_f, gelu_tanh_d)
         ACT_CASES(ACT_RELU, relu_f, relu_d)
@@ -412,14 +406,9 @@ void act_forward(float *out, const float *inp, int64_t N, isp_act act)
     act_run(out, NULL, inp, NULL, N, act, 0);
 }
 
-void act_forward_deriv(float *out, float *deriv, const float *inp, int64_t N, isp_act act)
-{
-    act_run(out, deriv, inp, NULL, N, act, 1);
-}
-
 void act_backward(float *dinp, const float *inp, const float *dout, int64_t N, isp_act act)
 {
-    act_run(NULL, dinp, inp, dout, N, act, 2);
+    act_run(NULL, dinp, inp, dout, N, act, 1);
 }
 
 void tanh_forward(float *out, const float *inp, int64_t N)

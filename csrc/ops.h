@@ -52,8 +52,6 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 void act_forward(float *out, const float *inp, int64_t N, isp_act act);
 /* dinp = dout * act'(inp); dinp may alias dout. */
 void act_backward(float *dinp, const float *inp, const float *dout, int64_t N, isp_act act);
-/* Both act(inp) -> out and act'(inp) * dout -> ... split: out = act(inp), deriv = act'(inp). */
-void act_forward_deriv(float *out, float *deriv, const float *inp, int64_t N, isp_act act);
 
 /* out = tanh(inp), dinp = dout * (1 - out^2) (uses the forward output). */
 void tanh_forward(float *out, const float *inp, int64_t N);

@@ -60,11 +60,9 @@ def act_ref(x, act):
 def test_activations(act):
     x = np.linspace(-9, 9, 40001).astype(np.float32)
     x = x[np.abs(x) > 1e-3]  # relu's kink
-    y, d, y2, d2 = _T.op_act(x, act)
+    y, d = _T.op_act(x, act)
     ref = act_ref(x, act)
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=3e-7)
-    np.testing.assert_array_equal(y, y2)
-    np.testing.assert_array_equal(d, d2)
     h = 1e-4
     num = (act_ref(x.astype(np.float64) + h, act) - act_ref(x.astype(np.float64) - h, act)) / (2 * h)
     np.testing.assert_allclose(d, num, rtol=1e-4, atol=3e-6)

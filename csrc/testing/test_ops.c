@@ -90,25 +90,20 @@ static PyObject *py_op_act(PyObject *self, PyObject *args)
     PyArrayObject *x = isp_arg_array(xo, "x", NPY_FLOAT32, 1, NULL, ISP_ARR_CONTIG);
     if (!x)
         return NULL;
-    PyObject *y = new_f32(1, PyArray_DIMS(x)), *d = new_f32(1, PyArray_DIMS(x)),
-             *y2 = new_f32(1, PyArray_DIMS(x)), *d2 = new_f32(1, PyArray_DIMS(x));
-    if (!y || !d || !y2 || !d2) {
+    PyObject *y = new_f32(1, PyArray_DIMS(x)), *d = new_f32(1, PyArray_DIMS(x));
+    if (!y || !d) {
         Py_XDECREF(y);
         Py_XDECREF(d);
-        Py_XDECREF(y2);
-        Py_XDECREF(d2);
         return NULL;
     }
     int64_t n = PyArray_DIM(x, 0);
-    float *d2p = PyArray_DATA((PyArrayObject *)d2);
+    float *dp = PyArray_DATA((PyArrayObject *)d);
     for (int64_t i = 0; i < n; i++)
-        d2p[i] = 1.0f;
+        dp[i] = 1.0f;
     act_forward(PyArray_DATA((PyArrayObject *)y), PyArray_DATA(x), n, act);
-    act_forward_deriv(PyArray_DATA((PyArrayObject *)y2), PyArray_DATA((PyArrayObject *)d),
-                      PyArray_DATA(x), n, act);
-    act_backward(d2p, PyArray_DATA(x), d2p, n, act);
-    /* (act(x), act'(x) from act_forward_deriv, act(x) from act_forward_deriv, act_backward(1)) */
-    return Py_BuildValue("(NNNN)", y, d, y2, d2);
+    act_backward(dp, PyArray_DATA(x), dp, n, act); /* in place, as the encoder's backward does */
+    /* (act(x), act'(x)) */
+    return Py_BuildValue("(NN)", y, d);
 }
 
 static PyObject *py_op_math(PyObject *self, PyObject *args)
