@@ -254,32 +254,34 @@ void encoder_forward(encoder_acts *a, const encoder_params *p, const encoder_con
                                         cfg->causal, p_attn,
                                         p_attn > 0.0f ? site_key(rng, l, 0) : 0, a->attn_scratch));
         PROF(PROJ_FWD, linear_forward(la.res1, la.atty, w.attprojw, w.attprojb, BT, C, C, C));
-        PROF(RES_FWD, if (p_hid > 0.0f) dropout_forward(la.res1, la.res1, BTC, p_hid,
-                                                        site_key(rng, l, 1));
-             add_inplace(la.res1, x, BTC));
+        /* res1 = x + drop(res1) and its LayerNorm (LN2 pre-LN, LN1 post-LN) in one pass */
+        const uint64_t key1 = p_hid > 0.0f ? site_key(rng, l, 1) : 0;
         float *fc_in, *ffn_res;
         if (cfg->prenorm) {
-            PROF(LN_FWD, layernorm_forward(la.ln2, la.ln2_mean, la.ln2_rstd, la.res1, w.ln2w,
-                                           w.ln2b, BT, C, cfg->eps));
+            PROF(RES_LN_FWD, residual_layernorm_forward(la.res1, la.ln2, la.ln2_mean, la.ln2_rstd,
+                                                        la.res1, x, w.ln2w, w.ln2b, BT, C,
+                                                        cfg->eps, p_hid, key1));
             fc_in = la.ln2;
             ffn_res = la.res1;
         } else {
-            PROF(LN_FWD, layernorm_forward(la.ln1, la.ln1_mean, la.ln1_rstd, la.res1, w.ln1w,
-                                           w.ln1b, BT, C, cfg->eps));
+            PROF(RES_LN_FWD, residual_layernorm_forward(la.res1, la.ln1, la.ln1_mean, la.ln1_rstd,
+                                                        la.res1, x, w.ln1w, w.ln1b, BT, C,
+                                                        cfg->eps, p_hid, key1));
             fc_in = la.ln1;
             ffn_res = la.ln1;
         }
         PROF(FC_FWD, linear_forward(la.fch, fc_in, w.fcw, w.fcb, BT, C, F, C));
         PROF(ACT_FWD, act_forward(a->hact, la.fch, (int64_t)BT * F, cfg->act));
         PROF(FCPROJ_FWD, linear_forward(la.res2, a->hact, w.fcprojw, w.fcprojb, BT, F, C, F));
-        PROF(RES_FWD, if (p_hid > 0.0f) dropout_forward(la.res2, la.res2, BTC, p_hid,
-                                                        site_key(rng, l, 2));
-             add_inplace(la.res2, ffn_res, BTC));
-        if (!cfg->prenorm) {
-            PROF(LN_FWD, layernorm_forward(la.ln2, la.ln2_mean, la.ln2_rstd, la.res2, w.ln2w,
-                                           w.ln2b, BT, C, cfg->eps));
+        const uint64_t key2 = p_hid > 0.0f ? site_key(rng, l, 2) : 0;
+        if (!cfg->prenorm) { /* res2 = ln1 + drop(res2), ln2 = LN2(res2): the layer's output */
+            PROF(RES_LN_FWD, residual_layernorm_forward(la.res2, la.ln2, la.ln2_mean, la.ln2_rstd,
+                                                        la.res2, ffn_res, w.ln2w, w.ln2b, BT, C,
+                                                        cfg->eps, p_hid, key2));
             x = la.ln2;
-        } else {
+        } else { /* res2 = res1 + drop(res2): the layer's output */
+            PROF(RES_FWD, if (p_hid > 0.0f) dropout_forward(la.res2, la.res2, BTC, p_hid, key2);
+                 add_inplace(la.res2, ffn_res, BTC));
             x = la.res2;
         }
     }

@@ -17,8 +17,9 @@
     X(QKV_FWD, "linear qkv fwd")                                                                   \
     X(ATT_FWD, "attention fwd (QK^T, mask, softmax, dropout, PV)")                                 \
     X(PROJ_FWD, "linear attn-out fwd")                                                             \
-    X(RES_FWD, "dropout + residual add fwd")                                                       \
-    X(LN_FWD, "layernorm fwd")                                                                     \
+    X(RES_LN_FWD, "dropout + residual add + layernorm fwd (one pass)")                             \
+    X(RES_FWD, "dropout + residual add fwd (pre-LN output)")                                       \
+    X(LN_FWD, "layernorm fwd (pre-LN input)")                                                      \
     X(FC_FWD, "linear fc1 fwd")                                                                    \
     X(ACT_FWD, "activation fwd")                                                                   \
     X(FCPROJ_FWD, "linear fc2 fwd")                                                                \
