@@ -3,9 +3,11 @@ weights as in train_step.py) timed by kernel call site with the engine's opt-in 
 (``instantsoup._C.set_profile`` / ``get_profile``: wall time on the calling thread around whole
 kernel calls; off, it costs one branch per call).
 
-Columns: calls per step, ms per step, share of the step's wall time, and for the sites that are
-matrix products their GFLOP/s next to OpenBLAS sgemm's on the same shapes (best of 3, our threads,
-measured right after; on a loaded machine compare shares, not absolute times).
+Columns: calls per step; wall ms per step and share of the step's wall time; CPU ms (the process's
+CPU time, all threads) and share of the step's CPU time, which a machine shared with other jobs
+distorts less; for the sites that are matrix products their GFLOP/s (wall) next to OpenBLAS sgemm's
+on the same shapes (best of 3, our threads, measured right after; on a loaded machine compare
+shares, not absolute times).
 
     python benchmarks/profile_step.py --size minilm --batch 32 --seq 64 --threads 1 --steps 2
 """
@@ -90,10 +92,11 @@ def main(argv=None):
     opt.train_step(batch, y)
     load0 = os.getloadavg()[0]
     _C.set_profile(True)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(args.steps):
         opt.train_step(batch, y)
     step = (time.perf_counter() - t0) / args.steps
+    step_cpu = (time.process_time() - c0) / args.steps
     prof = _C.get_profile()
     _C.set_profile(False)
     load1 = os.getloadavg()[0]
@@ -104,22 +107,24 @@ def main(argv=None):
     peak = {k: L * sgemm_seconds(v) for k, v in shapes.items()}
     for name, bwd in (("attention fwd (QK^T, mask, softmax, dropout, PV)", False), ("attention bwd", True)):
         flops[name] = L * attention_flops(s, bwd)
-    print(f"{args.size} B{s['batch']} T{s['seq']}, {args.threads} thread(s): {step * 1e3:.0f} ms/step "
-          f"(mean of {args.steps}), {ts.train_flops(s) / step / 1e9:.1f} GF/s; load {load0:.1f}-{load1:.1f}")
-    print(f"| site | calls/step | ms/step | share | GF/s | sgemm GF/s (same shapes) |")
-    print("|---|---|---|---|---|---|")
-    attributed = 0.0
-    for name, (sec, calls) in prof.items():
+    print(f"{args.size} B{s['batch']} T{s['seq']}, {args.threads} thread(s): {step * 1e3:.0f} ms/step wall, "
+          f"{step_cpu * 1e3:.0f} ms CPU (mean of {args.steps}), {ts.train_flops(s) / step / 1e9:.1f} GF/s; "
+          f"load {load0:.1f}-{load1:.1f}")
+    print("| site | calls/step | wall ms/step | share of wall | CPU ms/step | share of CPU | GF/s (wall) | sgemm GF/s (same shapes) |")
+    print("|---|---|---|---|---|---|---|---|")
+    wall_sum = cpu_sum = 0.0
+    for name, (wall, cpu, calls) in prof.items():
         if calls == 0:
             continue
-        ms = sec / args.steps * 1e3
-        attributed += sec / args.steps
-        gf = f"{flops[name] / (sec / args.steps) / 1e9:.1f}" if name in flops else ""
+        wall, cpu = wall / args.steps, cpu / args.steps
+        wall_sum, cpu_sum = wall_sum + wall, cpu_sum + cpu
+        gf = f"{flops[name] / wall / 1e9:.1f}" if name in flops else ""
         pk = f"{flops[name] / peak[name] / 1e9:.1f}" if name in peak else ""
-        print(f"| {name} | {calls // args.steps} | {ms:.1f} | {100 * sec / args.steps / step:.1f}% | {gf} | {pk} |")
-    rest = step - attributed
-    print(f"| not attributed (Python, batch checks, copies) | | {rest * 1e3:.1f} | {100 * rest / step:.1f}% | | |")
-
+        print(f"| {name} | {calls // args.steps} | {wall * 1e3:.1f} | {100 * wall / step:.1f}% | {cpu * 1e3:.1f} | "
+              f"{100 * cpu / step_cpu:.1f}% | {gf} | {pk} |")
+    print(f"| not attributed (Python, batch checks, copies) | | {(step - wall_sum) * 1e3:.1f} | "
+          f"{100 * (step - wall_sum) / step:.1f}% | {(step_cpu - cpu_sum) * 1e3:.1f} | "
+          f"{100 * (step_cpu - cpu_sum) / step_cpu:.1f}% | | |")
 
 if __name__ == "__main__":
     main()

@@ -416,7 +416,9 @@ static void forward(clf_model *m, const clf_batch *x, int T)
     PROF(EMB_FWD, embed_forward(m, x, T));
     encoder_rng rng = {m->core.training, m->core.seed, m->core.step, SITE_ENC};
     encoder_forward(&a->enc, &m->p.enc, &cfg->enc, a->x0, amask, B, T, &rng);
-    const double t_head = isp_prof_on ? isp_prof_now() : 0.0;
+    isp_prof_mark t_head = {0.0, 0.0};
+    if (isp_prof_on)
+        t_head = isp_prof_now();
     const float *h = encoder_output(&a->enc, &cfg->enc, B, T);
     /* the head's input: the first token of each sequence, rows of h with stride T*C */
     const float *src = h;
@@ -470,7 +472,9 @@ static void backward(clf_model *m, const clf_batch *x, int T)
     clf_acts *a = &m->a;
     const uint8_t *amask = x->amask != NULL ? a->amask : NULL;
     float p_cls = m->core.training ? cfg->p_cls : 0.0f;
-    const double t_head = isp_prof_on ? isp_prof_now() : 0.0;
+    isp_prof_mark t_head = {0.0, 0.0};
+    if (isp_prof_on)
+        t_head = isp_prof_now();
     const float *h = encoder_output(&a->enc, &cfg->enc, B, T);
     /* output layer */
     linear_backward(a->dpooled, m->g.clsw, m->g.clsb, a->dlogits, a->pooled_d, m->p.clsw, B, C,

@@ -144,11 +144,11 @@ static PyObject *py_get_profile(PyObject *self, PyObject *noargs)
     PyObject *out = PyDict_New();
     if (out == NULL)
         return NULL;
-    double sec;
+    double wall, cpu;
     int64_t calls;
     const char *name;
-    for (int i = 0; (name = isp_prof_read(i, &sec, &calls)) != NULL; i++) {
-        PyObject *v = Py_BuildValue("(dL)", sec, (long long)calls);
+    for (int i = 0; (name = isp_prof_read(i, &wall, &cpu, &calls)) != NULL; i++) {
+        PyObject *v = Py_BuildValue("(ddL)", wall, cpu, (long long)calls);
         if (v == NULL || PyDict_SetItemString(out, name, v) < 0) {
             Py_XDECREF(v);
             Py_DECREF(out);
@@ -163,7 +163,7 @@ PyMethodDef isp_core_methods[] = {
     {"set_profile", py_set_profile, METH_O,
      "Zero the per-site step profile and turn it on (True) or off (False)."},
     {"get_profile", py_get_profile, METH_NOARGS,
-     "The step profile: {site: (seconds, calls)} since set_profile(True)."},
+     "The step profile: {site: (wall s, process CPU s, calls)} since set_profile(True)."},
     {"isa_available", py_isa_available, METH_NOARGS,
      "The bf16 GEMM paths this CPU runs (names, always including 'fp32')."},
     {"set_isa", py_set_isa, METH_O, "Select the bf16 GEMM path by name (must be available)."},

@@ -1,10 +1,11 @@
 /*
  * profile.h -- an opt-in wall-clock profile of the training step by kernel call site.
  *
- * Off by default: each wrapped call then costs one load and branch. `_C.set_profile(True)` zeroes
+ * Off by default: each wrapped call then costs two loads and branches. `_C.set_profile(True)` zeroes
  * the table and turns it on; `_C.get_profile()` reads it (benchmarks/profile_step.py prints it).
  * Sites are timed on the calling thread around whole kernel calls (each may run its own OpenMP
- * region inside), never inside a parallel region; the table is process-wide, so profile one model
+ * region inside), never inside a parallel region, in wall time and in the process's CPU time (the
+ * latter is what a loaded machine distorts least); the table is process-wide, so profile one model
  * step at a time.
  */
 #ifndef ISP_PROFILE_H
@@ -40,17 +41,24 @@
 typedef enum { ISP_PROF_SITES(ISP_PROF_ENUM) ISP_PROF_NUM } isp_prof_site;
 #undef ISP_PROF_ENUM
 
+/* a point in time: wall clock and the CPU time of the whole process (all its threads) */
+typedef struct {
+    double wall, cpu;
+} isp_prof_mark;
+
 extern int isp_prof_on;
-double isp_prof_now(void);
-void isp_prof_add(isp_prof_site site, double t0);
+isp_prof_mark isp_prof_now(void);
+void isp_prof_add(isp_prof_site site, isp_prof_mark t0);
 void isp_prof_reset(int on);
-/* site i: its name, accumulated seconds and calls; NULL name past the end */
-const char *isp_prof_read(int i, double *seconds, int64_t *calls);
+/* site i: its name, accumulated wall and CPU seconds and calls; NULL name past the end */
+const char *isp_prof_read(int i, double *wall, double *cpu, int64_t *calls);
 
 /* time the statement(s) at SITE when profiling is on */
 #define PROF(site, ...)                                                                            \
     do {                                                                                           \
-        double prof_t0_ = isp_prof_on ? isp_prof_now() : 0.0;                                      \
+        isp_prof_mark prof_t0_ = {0.0, 0.0};                                                       \
+        if (isp_prof_on)                                                                           \
+            prof_t0_ = isp_prof_now();                                                             \
         __VA_ARGS__;                                                                               \
         if (isp_prof_on)                                                                           \
             isp_prof_add(ISP_PROF_##site, prof_t0_);                                               \
