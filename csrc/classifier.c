@@ -459,7 +459,7 @@ static void forward(clf_model *m, const clf_batch *x, int T)
     }
     linear_forward(a->logits, a->pooled_d, m->p.clsw, m->p.clsb, B, C, cfg->NL, C);
     if (isp_prof_on)
-        isp_prof_add(ISP_PROF_HEAD_FWD, t_head);
+        isp_prof_add(ISP_PROF_HEAD, t_head);
 }
 
 static void embed_backward(clf_model *m, const clf_batch *x, int T);
@@ -517,7 +517,7 @@ static void backward(clf_model *m, const clf_batch *x, int T)
             memcpy(a->dio + (int64_t)b * T * C, d + (int64_t)b * C, sizeof(float) * (size_t)C);
     }
     if (isp_prof_on)
-        isp_prof_add(ISP_PROF_HEAD_FWD, t_head);
+        isp_prof_add(ISP_PROF_HEAD, t_head);
     /* encoder */
     encoder_rng rng = {m->core.training, m->core.seed, m->core.step, SITE_ENC};
     encoder_backward(a->dio, &m->g.enc, &m->p.enc, &a->enc, &cfg->enc, a->x0, amask, B, T, &rng);
@@ -590,7 +590,7 @@ isp_status clf_forward_backward(clf_model *m, float *loss, float *logits, const 
     forward(m, x, T);
     clf_acts *a = &m->a;
     int NL = m->cfg.NL;
-    PROF(HEAD_FWD, if (NL == 1) {
+    PROF(HEAD, if (NL == 1) {
         *loss = mse_forward(a->logits, labels, B);
         mse_backward(a->dlogits, a->logits, labels, B);
     } else {

@@ -133,7 +133,7 @@ static PyObject *py_set_profile(PyObject *self, PyObject *arg)
     int on = PyObject_IsTrue(arg);
     if (on < 0)
         return NULL;
-    isp_prof_reset(on);
+    isp_prof_set(on);
     Py_RETURN_NONE;
 }
 
@@ -161,7 +161,7 @@ static PyObject *py_get_profile(PyObject *self, PyObject *noargs)
 
 PyMethodDef isp_core_methods[] = {
     {"set_profile", py_set_profile, METH_O,
-     "Zero the per-site step profile and turn it on (True) or off (False)."},
+     "Turn the per-site step profile on (zeroing it: True) or off (keeping it: False)."},
     {"get_profile", py_get_profile, METH_NOARGS,
      "The step profile: {site: (wall s, process CPU s, calls)} since set_profile(True)."},
     {"isa_available", py_isa_available, METH_NOARGS,

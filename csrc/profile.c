@@ -30,11 +30,13 @@ void isp_prof_add(isp_prof_site site, isp_prof_mark t0)
     prof_calls[site] += 1;
 }
 
-void isp_prof_reset(int on)
+void isp_prof_set(int on)
 {
-    memset(prof_wall, 0, sizeof prof_wall);
-    memset(prof_cpu, 0, sizeof prof_cpu);
-    memset(prof_calls, 0, sizeof prof_calls);
+    if (on) {
+        memset(prof_wall, 0, sizeof prof_wall);
+        memset(prof_cpu, 0, sizeof prof_cpu);
+        memset(prof_calls, 0, sizeof prof_calls);
+    }
     isp_prof_on = on != 0;
 }
 

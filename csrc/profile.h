@@ -1,8 +1,9 @@
 /*
- * profile.h -- an opt-in wall-clock profile of the training step by kernel call site.
+ * profile.h -- an opt-in profile of the training step by kernel call site (wall and CPU time).
  *
  * Off by default: each wrapped call then costs two loads and branches. `_C.set_profile(True)` zeroes
- * the table and turns it on; `_C.get_profile()` reads it (benchmarks/profile_step.py prints it).
+ * the table and turns it on, `_C.set_profile(False)` stops it, `_C.get_profile()` reads it
+ * (benchmarks/profile_step.py prints it).
  * Sites are timed on the calling thread around whole kernel calls (each may run its own OpenMP
  * region inside), never inside a parallel region, in wall time and in the process's CPU time (the
  * latter is what a loaded machine distorts least); the table is process-wide, so profile one model
@@ -24,7 +25,7 @@
     X(FC_FWD, "linear fc1 fwd")                                                                    \
     X(ACT_FWD, "activation fwd")                                                                   \
     X(FCPROJ_FWD, "linear fc2 fwd")                                                                \
-    X(HEAD_FWD, "head + loss fwd/bwd")                                                             \
+    X(HEAD, "classifier head fwd and bwd, loss")                                                   \
     X(LN_BWD, "layernorm bwd")                                                                     \
     X(RES_BWD, "dropout bwd + residual adds")                                                      \
     X(ACT_BWD, "activation recompute + bwd")                                                       \
@@ -49,7 +50,8 @@ typedef struct {
 extern int isp_prof_on;
 isp_prof_mark isp_prof_now(void);
 void isp_prof_add(isp_prof_site site, isp_prof_mark t0);
-void isp_prof_reset(int on);
+/* on: zero the table and start recording; off: stop (the table is kept) */
+void isp_prof_set(int on);
 /* site i: its name, accumulated wall and CPU seconds and calls; NULL name past the end */
 const char *isp_prof_read(int i, double *wall, double *cpu, int64_t *calls);
 
