@@ -20,13 +20,21 @@ static PyObject *new_f32(int nd, const npy_intp *dims)
     return PyArray_ZEROS(nd, (npy_intp *)dims, NPY_FLOAT32, 0);
 }
 
+/* op_layernorm(x, w, b, eps) -> (LN(x), mean, rstd); with the residual arguments
+   op_layernorm(x, w, b, eps, y, p, seed, step, site) -> (LN(res), mean, rstd, res), res = drop(y) + x
+   in one pass (residual_layernorm_forward) */
 static PyObject *py_op_layernorm(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *xo, *wo, *bo;
-    float eps;
-    if (!PyArg_ParseTuple(args, "OOOf", &xo, &wo, &bo, &eps))
+    PyObject *xo, *wo, *bo, *yo = NULL;
+    float eps, p = 0.0f;
+    unsigned long long seed = 0, step = 0, site = 0;
+    if (!PyArg_ParseTuple(args, "OOOf|OfKKK", &xo, &wo, &bo, &eps, &yo, &p, &seed, &step, &site))
         return NULL;
+    if (!(p >= 0.0f && p < 1.0f)) {
+        PyErr_SetString(PyExc_ValueError, "p must be in [0, 1)");
+        return NULL;
+    }
     PyArrayObject *x = isp_arg_array(xo, "inp", NPY_FLOAT32, 2, NULL, ISP_ARR_CONTIG);
     if (!x)
         return NULL;
@@ -35,58 +43,29 @@ static PyObject *py_op_layernorm(PyObject *self, PyObject *args)
     PyArrayObject *b = w ? isp_arg_array(bo, "bias", NPY_FLOAT32, 1, cs, ISP_ARR_CONTIG) : NULL;
     if (!b)
         return NULL;
-    PyObject *out = new_f32(2, PyArray_DIMS(x)), *mean = new_f32(1, ns), *rstd = new_f32(1, ns);
-    if (!out || !mean || !rstd)
+    PyArrayObject *y = NULL;
+    if (yo != NULL && !(y = isp_arg_array(yo, "y", NPY_FLOAT32, 2, PyArray_DIMS(x), ISP_ARR_CONTIG)))
+        return NULL;
+    PyObject *out = new_f32(2, PyArray_DIMS(x)), *mean = new_f32(1, ns), *rstd = new_f32(1, ns),
+             *res = y != NULL ? new_f32(2, PyArray_DIMS(x)) : NULL;
+    if (!out || !mean || !rstd || (y != NULL && !res))
         goto fail;
-    layernorm_forward(PyArray_DATA((PyArrayObject *)out), PyArray_DATA((PyArrayObject *)mean),
-                      PyArray_DATA((PyArrayObject *)rstd), PyArray_DATA(x), PyArray_DATA(w),
-                      PyArray_DATA(b), N, (int)C, eps);
-    return Py_BuildValue("(NNN)", out, mean, rstd);
-fail:
-    Py_XDECREF(out);
-    Py_XDECREF(mean);
-    Py_XDECREF(rstd);
-    return NULL;
-}
-
-/* op_residual_layernorm(y, x, w, b, eps, p, seed, step, site) -> (res, out, mean, rstd) */
-static PyObject *py_op_residual_layernorm(PyObject *self, PyObject *args)
-{
-    (void)self;
-    PyObject *yo, *xo, *wo, *bo;
-    float eps, p;
-    unsigned long long seed, step, site;
-    if (!PyArg_ParseTuple(args, "OOOOffKKK", &yo, &xo, &wo, &bo, &eps, &p, &seed, &step, &site))
-        return NULL;
-    if (!(p >= 0.0f && p < 1.0f)) {
-        PyErr_SetString(PyExc_ValueError, "p must be in [0, 1)");
-        return NULL;
+    float *o = PyArray_DATA((PyArrayObject *)out), *m = PyArray_DATA((PyArrayObject *)mean),
+          *r = PyArray_DATA((PyArrayObject *)rstd);
+    if (y == NULL) {
+        layernorm_forward(o, m, r, PyArray_DATA(x), PyArray_DATA(w), PyArray_DATA(b), N, (int)C,
+                          eps);
+        return Py_BuildValue("(NNN)", out, mean, rstd);
     }
-    PyArrayObject *y = isp_arg_array(yo, "y", NPY_FLOAT32, 2, NULL, ISP_ARR_CONTIG);
-    if (!y)
-        return NULL;
-    npy_intp N = PyArray_DIM(y, 0), C = PyArray_DIM(y, 1), cs[1] = {C}, ns[1] = {N};
-    PyArrayObject *x = isp_arg_array(xo, "x", NPY_FLOAT32, 2, PyArray_DIMS(y), ISP_ARR_CONTIG);
-    PyArrayObject *w = x ? isp_arg_array(wo, "weight", NPY_FLOAT32, 1, cs, ISP_ARR_CONTIG) : NULL;
-    PyArrayObject *b = w ? isp_arg_array(bo, "bias", NPY_FLOAT32, 1, cs, ISP_ARR_CONTIG) : NULL;
-    if (!b)
-        return NULL;
-    PyObject *res = new_f32(2, PyArray_DIMS(y)), *out = new_f32(2, PyArray_DIMS(y)),
-             *mean = new_f32(1, ns), *rstd = new_f32(1, ns);
-    if (!res || !out || !mean || !rstd)
-        goto fail;
-    residual_layernorm_forward(PyArray_DATA((PyArrayObject *)res),
-                               PyArray_DATA((PyArrayObject *)out),
-                               PyArray_DATA((PyArrayObject *)mean),
-                               PyArray_DATA((PyArrayObject *)rstd), PyArray_DATA(y), PyArray_DATA(x),
-                               PyArray_DATA(w), PyArray_DATA(b), N, (int)C, eps, p,
+    residual_layernorm_forward(PyArray_DATA((PyArrayObject *)res), o, m, r, PyArray_DATA(y),
+                               PyArray_DATA(x), PyArray_DATA(w), PyArray_DATA(b), N, (int)C, eps, p,
                                rng_key(seed, step, site));
-    return Py_BuildValue("(NNNN)", res, out, mean, rstd);
+    return Py_BuildValue("(NNNN)", out, mean, rstd, res);
 fail:
-    Py_XDECREF(res);
     Py_XDECREF(out);
     Py_XDECREF(mean);
     Py_XDECREF(rstd);
+    Py_XDECREF(res);
     return NULL;
 }
 
@@ -471,7 +450,6 @@ static PyObject *py_op_encoder(PyObject *self, PyObject *args)
 PyMethodDef isp_test_ops_methods[] = {
     {"op_layernorm", py_op_layernorm, METH_VARARGS, "test binding"},
     {"op_layernorm_backward", py_op_layernorm_backward, METH_VARARGS, "test binding"},
-    {"op_residual_layernorm", py_op_residual_layernorm, METH_VARARGS, "test binding"},
     {"op_act", py_op_act, METH_VARARGS, "test binding"},
     {"op_math", py_op_math, METH_VARARGS, "test binding: (exp, erf)"},
     {"op_attention", py_op_attention, METH_VARARGS, "test binding"},
