@@ -1,8 +1,8 @@
 /*
  * profile.h -- an opt-in profile of the training step by kernel call site (wall and CPU time).
  *
- * Off by default: each wrapped call then costs two loads and branches. `_C.set_profile(True)` zeroes
- * the table and turns it on, `_C.set_profile(False)` stops it, `_C.get_profile()` reads it
+ * Off by default: each wrapped call then costs two loads and branches. `_C.set_profile(True)`
+ * zeroes the table and turns it on, `_C.set_profile(False)` stops it, `_C.get_profile()` reads it
  * (benchmarks/profile_step.py prints it).
  * Sites are timed on the calling thread around whole kernel calls (each may run its own OpenMP
  * region inside), never inside a parallel region, in wall time and in the process's CPU time (the

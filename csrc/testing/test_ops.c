@@ -21,8 +21,8 @@ static PyObject *new_f32(int nd, const npy_intp *dims)
 }
 
 /* op_layernorm(x, w, b, eps) -> (LN(x), mean, rstd); with the residual arguments
-   op_layernorm(x, w, b, eps, y, p, seed, step, site) -> (LN(res), mean, rstd, res), res = drop(y) + x
-   in one pass (residual_layernorm_forward) */
+   op_layernorm(x, w, b, eps, y, p, seed, step, site) -> (LN(res), mean, rstd, res),
+   res = drop(y) + x, in one pass (residual_layernorm_forward) */
 static PyObject *py_op_layernorm(PyObject *self, PyObject *args)
 {
     (void)self;
@@ -44,8 +44,11 @@ static PyObject *py_op_layernorm(PyObject *self, PyObject *args)
     if (!b)
         return NULL;
     PyArrayObject *y = NULL;
-    if (yo != NULL && !(y = isp_arg_array(yo, "y", NPY_FLOAT32, 2, PyArray_DIMS(x), ISP_ARR_CONTIG)))
-        return NULL;
+    if (yo != NULL) {
+        y = isp_arg_array(yo, "y", NPY_FLOAT32, 2, PyArray_DIMS(x), ISP_ARR_CONTIG);
+        if (!y)
+            return NULL;
+    }
     PyObject *out = new_f32(2, PyArray_DIMS(x)), *mean = new_f32(1, ns), *rstd = new_f32(1, ns),
              *res = y != NULL ? new_f32(2, PyArray_DIMS(x)) : NULL;
     if (!out || !mean || !rstd || (y != NULL && !res))
