@@ -9,6 +9,7 @@
 
 #include "classifier.h"
 #include "clip.h" /* the patch embedding ViT shares with CLIP */
+#include "profile.h"
 
 #define NT isp_get_num_threads()
 
@@ -412,9 +413,12 @@ static void forward(clf_model *m, const clf_batch *x, int T)
         amask = a->amask;
     }
     float p_cls = m->core.training ? cfg->p_cls : 0.0f;
-    embed_forward(m, x, T);
+    PROF(EMB_FWD, embed_forward(m, x, T));
     encoder_rng rng = {m->core.training, m->core.seed, m->core.step, SITE_ENC};
     encoder_forward(&a->enc, &m->p.enc, &cfg->enc, a->x0, amask, B, T, &rng);
+    isp_prof_mark t_head = {0.0, 0.0};
+    if (isp_prof_on)
+        t_head = isp_prof_now();
     const float *h = encoder_output(&a->enc, &cfg->enc, B, T);
     /* the head's input: the first token of each sequence, rows of h with stride T*C */
     const float *src = h;
@@ -454,7 +458,11 @@ static void forward(clf_model *m, const clf_batch *x, int T)
             memcpy(a->pooled_d, a->pooled, sizeof(float) * (size_t)B * C);
     }
     linear_forward(a->logits, a->pooled_d, m->p.clsw, m->p.clsb, B, C, cfg->NL, C);
+    if (isp_prof_on)
+        isp_prof_add(ISP_PROF_HEAD, t_head);
 }
+
+static void embed_backward(clf_model *m, const clf_batch *x, int T);
 
 static void backward(clf_model *m, const clf_batch *x, int T)
 {
@@ -463,8 +471,10 @@ static void backward(clf_model *m, const clf_batch *x, int T)
     const int64_t BC = (int64_t)B * C;
     clf_acts *a = &m->a;
     const uint8_t *amask = x->amask != NULL ? a->amask : NULL;
-    float p_hid = m->core.training ? cfg->enc.p_hidden : 0.0f;
     float p_cls = m->core.training ? cfg->p_cls : 0.0f;
+    isp_prof_mark t_head = {0.0, 0.0};
+    if (isp_prof_on)
+        t_head = isp_prof_now();
     const float *h = encoder_output(&a->enc, &cfg->enc, B, T);
     /* output layer */
     linear_backward(a->dpooled, m->g.clsw, m->g.clsb, a->dlogits, a->pooled_d, m->p.clsw, B, C,
@@ -506,10 +516,22 @@ static void backward(clf_model *m, const clf_batch *x, int T)
         for (int b = 0; b < B; b++)
             memcpy(a->dio + (int64_t)b * T * C, d + (int64_t)b * C, sizeof(float) * (size_t)C);
     }
+    if (isp_prof_on)
+        isp_prof_add(ISP_PROF_HEAD, t_head);
     /* encoder */
     encoder_rng rng = {m->core.training, m->core.seed, m->core.step, SITE_ENC};
     encoder_backward(a->dio, &m->g.enc, &m->p.enc, &a->enc, &cfg->enc, a->x0, amask, B, T, &rng);
-    /* embeddings (ELECTRA's projected ones drop out before the projection) */
+    PROF(EMB_BWD, embed_backward(m, x, T));
+}
+
+/* the gradients of the embeddings from a->dio (ELECTRA's projected ones drop out before the
+   projection) */
+static void embed_backward(clf_model *m, const clf_batch *x, int T)
+{
+    const clf_config *cfg = &m->cfg;
+    const int C = cfg->enc.C, B = x->B, BT = B * T;
+    clf_acts *a = &m->a;
+    float p_hid = m->core.training ? cfg->enc.p_hidden : 0.0f;
     if (p_hid > 0.0f && !projects(cfg))
         dropout_backward(a->dio, a->dio, (int64_t)BT * C, p_hid, key_of(m, SITE_EMB));
     if (cfg->emb == CLF_EMB_PATCHES) {
@@ -568,18 +590,18 @@ isp_status clf_forward_backward(clf_model *m, float *loss, float *logits, const 
     forward(m, x, T);
     clf_acts *a = &m->a;
     int NL = m->cfg.NL;
-    if (NL == 1) {
+    PROF(HEAD, if (NL == 1) {
         *loss = mse_forward(a->logits, labels, B);
         mse_backward(a->dlogits, a->logits, labels, B);
     } else {
         *loss = crossentropy_forward(a->probs, a->logits, labels, B, NL, smoothing);
         crossentropy_backward(a->dlogits, a->probs, labels, B, NL, smoothing);
-    }
+    });
     if (logits != NULL)
         memcpy(logits, a->logits, sizeof(float) * (size_t)B * NL);
-    model_zero_grads(&m->core);
+    PROF(GRADS, model_zero_grads(&m->core));
     backward(m, x, T);
-    model_finish_backward(&m->core);
+    PROF(GRADS, model_finish_backward(&m->core));
     return ISP_OK;
 }
 
@@ -590,5 +612,6 @@ isp_status clf_train_step(clf_model *m, float *loss, float *grad_norm, float *mo
     isp_status st = clf_forward_backward(m, loss, NULL, x, labels, smoothing);
     if (st != ISP_OK)
         return st;
-    return model_adamw(&m->core, mom1, mom2, seg, decay, S, hp, 1, grad_norm);
+    PROF(ADAMW, st = model_adamw(&m->core, mom1, mom2, seg, decay, S, hp, 1, grad_norm));
+    return st;
 }

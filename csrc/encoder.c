@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "encoder.h"
+#include "profile.h"
 
 #define NT isp_get_num_threads()
 
@@ -116,7 +117,7 @@ int64_t encoder_acts_size_mode(const encoder_config *cfg, int B, int T, int nthr
                                int forward_only)
 {
     int64_t BT = (int64_t)B * T, L = forward_only ? 1 : cfg->L, C = cfg->C, F = cfg->F;
-    return L * BT * per_token(cfg) + L * (int64_t)B * cfg->NH * T * T + 3 * BT * F + 2 * BT * C +
+    return L * BT * per_token(cfg) + L * (int64_t)B * cfg->NH * T * T + 2 * BT * F + 2 * BT * C +
            3 * BT * C + attention_scratch_size(T, cfg->C, cfg->NH, nthreads);
 }
 
@@ -143,7 +144,6 @@ void encoder_point_acts_mode(encoder_acts *a, float *base, const encoder_config 
     TAKE(fch, L * BT * F);
     TAKE(res2, L * BT * C);
     TAKE(hact, BT * F);
-    TAKE(hderiv, BT * F);
     TAKE(dhact, BT * F);
     TAKE(tmp, BT * C);
     TAKE(tmp2, BT * C);
@@ -227,13 +227,6 @@ static void add_inplace(float *y, const float *x, int64_t n)
         y[i] += x[i];
 }
 
-static void mul_inplace(float *y, const float *x, int64_t n)
-{
-#pragma omp parallel for num_threads(NT) schedule(static) if (n >= 16384)
-    for (int64_t i = 0; i < n; i++)
-        y[i] *= x[i];
-}
-
 static uint64_t site_key(const encoder_rng *rng, int l, int k)
 {
     return rng_key(rng->seed, rng->step, rng->site_base + 3 * (uint64_t)l + (uint64_t)k);
@@ -252,39 +245,43 @@ void encoder_forward(encoder_acts *a, const encoder_params *p, const encoder_con
         encoder_params w = layer_params(p, cfg, l);
         const float *qkv_in = x;
         if (cfg->prenorm) {
-            layernorm_forward(la.ln1, la.ln1_mean, la.ln1_rstd, x, w.ln1w, w.ln1b, BT, C, cfg->eps);
+            PROF(LN_FWD, layernorm_forward(la.ln1, la.ln1_mean, la.ln1_rstd, x, w.ln1w, w.ln1b, BT,
+                                           C, cfg->eps));
             qkv_in = la.ln1;
         }
-        linear_forward(la.qkv, qkv_in, w.qkvw, w.qkvb, BT, C, 3 * C, C);
-        attention_forward(la.atty, la.att, la.qkv, amask, B, T, C, cfg->NH, cfg->causal, p_attn,
-                          p_attn > 0.0f ? site_key(rng, l, 0) : 0, a->attn_scratch);
-        linear_forward(la.res1, la.atty, w.attprojw, w.attprojb, BT, C, C, C);
-        if (p_hid > 0.0f)
-            dropout_forward(la.res1, la.res1, BTC, p_hid, site_key(rng, l, 1));
-        add_inplace(la.res1, x, BTC);
+        PROF(QKV_FWD, linear_forward(la.qkv, qkv_in, w.qkvw, w.qkvb, BT, C, 3 * C, C));
+        PROF(ATT_FWD, attention_forward(la.atty, la.att, la.qkv, amask, B, T, C, cfg->NH,
+                                        cfg->causal, p_attn,
+                                        p_attn > 0.0f ? site_key(rng, l, 0) : 0, a->attn_scratch));
+        PROF(PROJ_FWD, linear_forward(la.res1, la.atty, w.attprojw, w.attprojb, BT, C, C, C));
+        /* res1 = x + drop(res1) and its LayerNorm (LN2 pre-LN, LN1 post-LN) in one pass */
+        const uint64_t key1 = p_hid > 0.0f ? site_key(rng, l, 1) : 0;
         float *fc_in, *ffn_res;
         if (cfg->prenorm) {
-            layernorm_forward(la.ln2, la.ln2_mean, la.ln2_rstd, la.res1, w.ln2w, w.ln2b, BT, C,
-                              cfg->eps);
+            PROF(RES_LN_FWD, residual_layernorm_forward(la.res1, la.ln2, la.ln2_mean, la.ln2_rstd,
+                                                        la.res1, x, w.ln2w, w.ln2b, BT, C,
+                                                        cfg->eps, p_hid, key1));
             fc_in = la.ln2;
             ffn_res = la.res1;
         } else {
-            layernorm_forward(la.ln1, la.ln1_mean, la.ln1_rstd, la.res1, w.ln1w, w.ln1b, BT, C,
-                              cfg->eps);
+            PROF(RES_LN_FWD, residual_layernorm_forward(la.res1, la.ln1, la.ln1_mean, la.ln1_rstd,
+                                                        la.res1, x, w.ln1w, w.ln1b, BT, C,
+                                                        cfg->eps, p_hid, key1));
             fc_in = la.ln1;
             ffn_res = la.ln1;
         }
-        linear_forward(la.fch, fc_in, w.fcw, w.fcb, BT, C, F, C);
-        act_forward(a->hact, la.fch, (int64_t)BT * F, cfg->act);
-        linear_forward(la.res2, a->hact, w.fcprojw, w.fcprojb, BT, F, C, F);
-        if (p_hid > 0.0f)
-            dropout_forward(la.res2, la.res2, BTC, p_hid, site_key(rng, l, 2));
-        add_inplace(la.res2, ffn_res, BTC);
-        if (!cfg->prenorm) {
-            layernorm_forward(la.ln2, la.ln2_mean, la.ln2_rstd, la.res2, w.ln2w, w.ln2b, BT, C,
-                              cfg->eps);
+        PROF(FC_FWD, linear_forward(la.fch, fc_in, w.fcw, w.fcb, BT, C, F, C));
+        PROF(ACT_FWD, act_forward(a->hact, la.fch, (int64_t)BT * F, cfg->act));
+        PROF(FCPROJ_FWD, linear_forward(la.res2, a->hact, w.fcprojw, w.fcprojb, BT, F, C, F));
+        const uint64_t key2 = p_hid > 0.0f ? site_key(rng, l, 2) : 0;
+        if (!cfg->prenorm) { /* res2 = ln1 + drop(res2), ln2 = LN2(res2): the layer's output */
+            PROF(RES_LN_FWD, residual_layernorm_forward(la.res2, la.ln2, la.ln2_mean, la.ln2_rstd,
+                                                        la.res2, ffn_res, w.ln2w, w.ln2b, BT, C,
+                                                        cfg->eps, p_hid, key2));
             x = la.ln2;
-        } else {
+        } else { /* res2 = res1 + drop(res2): the layer's output */
+            PROF(RES_FWD, if (p_hid > 0.0f) dropout_forward(la.res2, la.res2, BTC, p_hid, key2);
+                 add_inplace(la.res2, ffn_res, BTC));
             x = la.res2;
         }
     }
@@ -310,45 +307,54 @@ void encoder_backward(float *dio, encoder_params *g, const encoder_params *p, co
         }
         /* ---- feed-forward half; dio holds d(output) ---- */
         if (!cfg->prenorm) /* d res2 */
-            layernorm_backward(dio, gw.ln2w, gw.ln2b, dio, la.res2, w.ln2w, la.ln2_mean,
-                               la.ln2_rstd, BT, C);
+            PROF(LN_BWD, layernorm_backward(dio, gw.ln2w, gw.ln2b, dio, la.res2, w.ln2w,
+                                            la.ln2_mean, la.ln2_rstd, BT, C));
         const float *dffn = dio;
         if (p_hid > 0.0f) {
-            dropout_backward(a->tmp, dio, BTC, p_hid, site_key(rng, l, 2));
+            PROF(RES_BWD, dropout_backward(a->tmp, dio, BTC, p_hid, site_key(rng, l, 2)));
             dffn = a->tmp;
         }
-        act_forward_deriv(a->hact, a->hderiv, la.fch, BTF, cfg->act);
-        linear_backward(a->dhact, gw.fcprojw, gw.fcprojb, dffn, a->hact, w.fcprojw, BT, F, C, F, 0);
-        mul_inplace(a->dhact, a->hderiv, BTF);
+        /* act(fch) again for fc2's weight gradient, then d fch = d act * act'(fch) in one pass
+           (the same products as saving act'(fch) in a second buffer and multiplying after) */
+        PROF(ACT_BWD, act_forward(a->hact, la.fch, BTF, cfg->act));
+        PROF(FCPROJ_BWD, linear_backward(a->dhact, gw.fcprojw, gw.fcprojb, dffn, a->hact,
+                                         w.fcprojw, BT, F, C, F, 0));
+        PROF(ACT_BWD, act_backward(a->dhact, la.fch, a->dhact, BTF, cfg->act));
         if (!cfg->prenorm) {
             /* d ln1 = d res2 (residual) + dfch W_1; then through LN1 to d res1 */
-            linear_backward(dio, gw.fcw, gw.fcb, a->dhact, la.ln1, w.fcw, BT, C, F, C, 1);
-            layernorm_backward(dio, gw.ln1w, gw.ln1b, dio, la.res1, w.ln1w, la.ln1_mean,
-                               la.ln1_rstd, BT, C);
+            PROF(FC_BWD,
+                 linear_backward(dio, gw.fcw, gw.fcb, a->dhact, la.ln1, w.fcw, BT, C, F, C, 1));
+            PROF(LN_BWD, layernorm_backward(dio, gw.ln1w, gw.ln1b, dio, la.res1, w.ln1w,
+                                            la.ln1_mean, la.ln1_rstd, BT, C));
         } else {
             /* d res1 = d res2 (residual) + LN2'(dfch W_1) */
-            linear_backward(a->tmp2, gw.fcw, gw.fcb, a->dhact, la.ln2, w.fcw, BT, C, F, C, 0);
-            layernorm_backward(a->tmp2, gw.ln2w, gw.ln2b, a->tmp2, la.res1, w.ln2w, la.ln2_mean,
-                               la.ln2_rstd, BT, C);
-            add_inplace(dio, a->tmp2, BTC);
+            PROF(FC_BWD, linear_backward(a->tmp2, gw.fcw, gw.fcb, a->dhact, la.ln2, w.fcw, BT, C,
+                                         F, C, 0));
+            PROF(LN_BWD, layernorm_backward(a->tmp2, gw.ln2w, gw.ln2b, a->tmp2, la.res1, w.ln2w,
+                                            la.ln2_mean, la.ln2_rstd, BT, C));
+            PROF(RES_BWD, add_inplace(dio, a->tmp2, BTC));
         }
         /* ---- attention half; dio holds d res1 ---- */
         const float *dproj = dio;
         if (p_hid > 0.0f) {
-            dropout_backward(a->tmp, dio, BTC, p_hid, site_key(rng, l, 1));
+            PROF(RES_BWD, dropout_backward(a->tmp, dio, BTC, p_hid, site_key(rng, l, 1)));
             dproj = a->tmp;
         }
-        linear_backward(a->tmp2, gw.attprojw, gw.attprojb, dproj, la.atty, w.attprojw, BT, C, C, C,
-                        0);
-        attention_backward(a->dqkv, a->tmp2, la.qkv, la.att, amask, B, T, C, cfg->NH, cfg->causal,
-                           p_attn, p_attn > 0.0f ? site_key(rng, l, 0) : 0, a->attn_scratch);
+        PROF(PROJ_BWD, linear_backward(a->tmp2, gw.attprojw, gw.attprojb, dproj, la.atty,
+                                       w.attprojw, BT, C, C, C, 0));
+        PROF(ATT_BWD, attention_backward(a->dqkv, a->tmp2, la.qkv, la.att, amask, B, T, C, cfg->NH,
+                                         cfg->causal, p_attn,
+                                         p_attn > 0.0f ? site_key(rng, l, 0) : 0,
+                                         a->attn_scratch));
         if (!cfg->prenorm) {
-            linear_backward(dio, gw.qkvw, gw.qkvb, a->dqkv, x, w.qkvw, BT, C, 3 * C, C, 1);
+            PROF(QKV_BWD,
+                 linear_backward(dio, gw.qkvw, gw.qkvb, a->dqkv, x, w.qkvw, BT, C, 3 * C, C, 1));
         } else {
-            linear_backward(a->tmp2, gw.qkvw, gw.qkvb, a->dqkv, la.ln1, w.qkvw, BT, C, 3 * C, C, 0);
-            layernorm_backward(a->tmp2, gw.ln1w, gw.ln1b, a->tmp2, x, w.ln1w, la.ln1_mean,
-                               la.ln1_rstd, BT, C);
-            add_inplace(dio, a->tmp2, BTC);
+            PROF(QKV_BWD, linear_backward(a->tmp2, gw.qkvw, gw.qkvb, a->dqkv, la.ln1, w.qkvw, BT,
+                                          C, 3 * C, C, 0));
+            PROF(LN_BWD, layernorm_backward(a->tmp2, gw.ln1w, gw.ln1b, a->tmp2, x, w.ln1w,
+                                            la.ln1_mean, la.ln1_rstd, BT, C));
+            PROF(RES_BWD, add_inplace(dio, a->tmp2, BTC));
         }
     }
 }

@@ -69,7 +69,7 @@ typedef struct {
     float *fch;                       /* (L,B,T,F) before the activation */
     float *res2;                      /* (L,B,T,C) */
     /* scratch shared by the layers */
-    float *hact, *hderiv, *dhact; /* (B,T,F): act(fch), act'(fch), its gradient */
+    float *hact, *dhact;          /* (B,T,F): act(fch) and its gradient */
     float *tmp, *tmp2;            /* (B,T,C) */
     float *dqkv;                  /* (B,T,3C) */
     float *attn_scratch;          /* attention_scratch_size(T, C, NH, nthreads) */

@@ -8,6 +8,7 @@
 
 #include "blas.h"
 #include "gemm_bf16.h"
+#include "profile.h"
 
 #include <string.h>
 
@@ -126,7 +127,43 @@ static PyObject *py_get_autocast(PyObject *self, PyObject *noargs)
     return PyLong_FromLong((long)isp_autocast_get());
 }
 
+static PyObject *py_set_profile(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    int on = PyObject_IsTrue(arg);
+    if (on < 0)
+        return NULL;
+    isp_prof_set(on);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_get_profile(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+    PyObject *out = PyDict_New();
+    if (out == NULL)
+        return NULL;
+    double wall, cpu;
+    int64_t calls;
+    const char *name;
+    for (int i = 0; (name = isp_prof_read(i, &wall, &cpu, &calls)) != NULL; i++) {
+        PyObject *v = Py_BuildValue("(ddL)", wall, cpu, (long long)calls);
+        if (v == NULL || PyDict_SetItemString(out, name, v) < 0) {
+            Py_XDECREF(v);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(v);
+    }
+    return out;
+}
+
 PyMethodDef isp_core_methods[] = {
+    {"set_profile", py_set_profile, METH_O,
+     "Turn the per-site step profile on (zeroing it: True) or off (keeping it: False)."},
+    {"get_profile", py_get_profile, METH_NOARGS,
+     "The step profile: {site: (wall s, process CPU s, calls)} since set_profile(True)."},
     {"isa_available", py_isa_available, METH_NOARGS,
      "The bf16 GEMM paths this CPU runs (names, always including 'fp32')."},
     {"set_isa", py_set_isa, METH_O, "Select the bf16 GEMM path by name (must be available)."},

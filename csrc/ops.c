@@ -222,21 +222,25 @@ static inline float sqdev_f(const float *x, float m, int n)
 /* ------------------------------------------------------------------------------------------ */
 /* layernorm                                                                                   */
 
+/* one row: o = LN(x), its mean and 1/std into *mean, *rstd */
+static inline void layernorm_row(float *o, float *mean, float *rstd, const float *x,
+                                 const float *weight, const float *bias, int C, float eps)
+{
+    float m = sum_f(x, C) / (float)C;
+    float v = sqdev_f(x, m, C) / (float)C;
+    float s = 1.0f / sqrtf(v + eps);
+    for (int c = 0; c < C; c++)
+        o[c] = (x[c] - m) * s * weight[c] + bias[c];
+    *mean = m;
+    *rstd = s;
+}
+
 SIMD_FN(
     layernorm_rows,
     (float *out, float *mean, float *rstd, const float *inp, const float *weight, const float *bias,
      int64_t n0, int64_t n1, int C, float eps),
-    for (int64_t n = n0; n < n1; n++) {
-        const float *x = inp + n * C;
-        float m = sum_f(x, C) / (float)C;
-        float v = sqdev_f(x, m, C) / (float)C;
-        float s = 1.0f / sqrtf(v + eps);
-        float *o = out + n * C;
-        for (int c = 0; c < C; c++)
-            o[c] = (x[c] - m) * s * weight[c] + bias[c];
-        mean[n] = m;
-        rstd[n] = s;
-    })
+    for (int64_t n = n0; n < n1; n++)
+        layernorm_row(out + n * C, mean + n, rstd + n, inp + n * C, weight, bias, C, eps);)
 
 #define ROWS 64 /* rows per task */
 
@@ -248,6 +252,41 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, c
     for (int64_t k = 0; k < ntask; k++)
         SIMD_CALL(layernorm_rows)(out, mean, rstd, inp, weight, bias, k * ROWS,
                                   (k + 1) * ROWS < N ? (k + 1) * ROWS : N, C, eps);
+}
+
+/* rows [n0,n1): res = drop(y) + x (dropout_chunk's arithmetic and indices when p > 0), then
+   out = LN(res), row by row while the row is in cache */
+SIMD_FN(
+    residual_layernorm_rows,
+    (float *res, float *out, float *mean, float *rstd, const float *y, const float *x,
+     const float *weight, const float *bias, int64_t n0, int64_t n1, int C, float eps, float p,
+     uint64_t key),
+    const float scale = 1.0f / (1.0f - p);
+    for (int64_t n = n0; n < n1; n++) {
+        float *r = res + n * C;
+        const float *yr = y + n * C, *xr = x + n * C;
+        if (p > 0.0f) {
+            for (int c = 0; c < C; c++) {
+                float u = rng_u(key, (uint64_t)(n * C + c));
+                r[c] = (u >= p ? yr[c] * scale : 0.0f) + xr[c];
+            }
+        } else {
+            for (int c = 0; c < C; c++)
+                r[c] = yr[c] + xr[c];
+        }
+        layernorm_row(out + n * C, mean + n, rstd + n, r, weight, bias, C, eps);
+    })
+
+void residual_layernorm_forward(float *res, float *out, float *mean, float *rstd, const float *y,
+                                const float *x, const float *weight, const float *bias, int64_t N,
+                                int C, float eps, float p, uint64_t key)
+{
+    int64_t ntask = (N + ROWS - 1) / ROWS;
+#pragma omp parallel for num_threads(NT) schedule(static) if (BIG(N * C))
+    for (int64_t k = 0; k < ntask; k++)
+        SIMD_CALL(residual_layernorm_rows)(res, out, mean, rstd, y, x, weight, bias, k * ROWS,
+                                           (k + 1) * ROWS < N ? (k + 1) * ROWS : N, C, eps, p,
+                                           key);
 }
 
 /* columns [c0,c1) of dweight/dbias: a fixed order over rows for every column */
@@ -367,26 +406,20 @@ static inline float quick_gelu_d(float x)
 
 /* one branch-free loop per (activation, mode) so that each vectorises */
 #define ACT_CASES(A, F, D)                                                                         \
-    case (A) * 3 + 0:                                                                              \
+    case (A) * 2 + 0:                                                                              \
         for (int64_t i = 0; i < n; i++)                                                            \
             out[i] = F(inp[i]);                                                                    \
         break;                                                                                     \
-    case (A) * 3 + 1:                                                                              \
-        for (int64_t i = 0; i < n; i++) {                                                          \
-            out[i] = F(inp[i]);                                                                    \
-            deriv[i] = D(inp[i]);                                                                  \
-        }                                                                                          \
-        break;                                                                                     \
-    case (A) * 3 + 2:                                                                              \
+    case (A) * 2 + 1:                                                                              \
         for (int64_t i = 0; i < n; i++)                                                            \
             deriv[i] = dout[i] * D(inp[i]);                                                        \
         break;
 
-/* mode 0: out = act(x); 1: out = act(x), deriv = act'(x); 2: deriv = dout * act'(x) */
+/* mode 0: out = act(x); 1: deriv = dout * act'(x) */
 SIMD_FN(
     act_chunk,
     (float *out, float *deriv, const float *inp, const float *dout, int64_t n, int act, int mode),
-    switch (act * 3 + mode) {
+    switch (act * 2 + mode) {
         ACT_CASES(ACT_GELU, gelu_f, gelu_d)
         ACT_CASES(ACT_GELU_TANH, gelu_tanh_f, gelu_tanh_d)
         ACT_CASES(ACT_RELU, relu_f, relu_d)
@@ -412,14 +445,9 @@ void act_forward(float *out, const float *inp, int64_t N, isp_act act)
     act_run(out, NULL, inp, NULL, N, act, 0);
 }
 
-void act_forward_deriv(float *out, float *deriv, const float *inp, int64_t N, isp_act act)
-{
-    act_run(out, deriv, inp, NULL, N, act, 1);
-}
-
 void act_backward(float *dinp, const float *inp, const float *dout, int64_t N, isp_act act)
 {
-    act_run(NULL, dinp, inp, dout, N, act, 2);
+    act_run(NULL, dinp, inp, dout, N, act, 1);
 }
 
 void tanh_forward(float *out, const float *inp, int64_t N)

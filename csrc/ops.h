@@ -41,6 +41,13 @@ void dropout_backward(float *dinp, const float *dout, int64_t N, float p, uint64
 /* out, inp are (N,C); mean, rstd are (N); weight, bias are (C). out may not alias inp. */
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
                        const float *bias, int64_t N, int C, float eps);
+/* The residual sum and its LayerNorm in one pass over the rows: res = y' + x with y' = y, or
+   with p > 0 y dropped out as dropout_forward(y, p, key) does; then out = LN(res) as
+   layernorm_forward. Bitwise the same as dropout_forward, an add, and layernorm_forward. res may
+   alias y. */
+void residual_layernorm_forward(float *res, float *out, float *mean, float *rstd, const float *y,
+                                const float *x, const float *weight, const float *bias, int64_t N,
+                                int C, float eps, float p, uint64_t key);
 /* dinp (N,C) is overwritten (may alias dout); dweight, dbias (C) accumulate. */
 void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                         const float *inp, const float *weight, const float *mean, const float *rstd,
@@ -52,8 +59,6 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 void act_forward(float *out, const float *inp, int64_t N, isp_act act);
 /* dinp = dout * act'(inp); dinp may alias dout. */
 void act_backward(float *dinp, const float *inp, const float *dout, int64_t N, isp_act act);
-/* Both act(inp) -> out and act'(inp) * dout -> ... split: out = act(inp), deriv = act'(inp). */
-void act_forward_deriv(float *out, float *deriv, const float *inp, int64_t N, isp_act act);
 
 /* out = tanh(inp), dinp = dout * (1 - out^2) (uses the forward output). */
 void tanh_forward(float *out, const float *inp, int64_t N);

@@ -20,13 +20,21 @@ static PyObject *new_f32(int nd, const npy_intp *dims)
     return PyArray_ZEROS(nd, (npy_intp *)dims, NPY_FLOAT32, 0);
 }
 
+/* op_layernorm(x, w, b, eps) -> (LN(x), mean, rstd); with the residual arguments
+   op_layernorm(x, w, b, eps, y, p, seed, step, site) -> (LN(res), mean, rstd, res),
+   res = drop(y) + x, in one pass (residual_layernorm_forward) */
 static PyObject *py_op_layernorm(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *xo, *wo, *bo;
-    float eps;
-    if (!PyArg_ParseTuple(args, "OOOf", &xo, &wo, &bo, &eps))
+    PyObject *xo, *wo, *bo, *yo = NULL;
+    float eps, p = 0.0f;
+    unsigned long long seed = 0, step = 0, site = 0;
+    if (!PyArg_ParseTuple(args, "OOOf|OfKKK", &xo, &wo, &bo, &eps, &yo, &p, &seed, &step, &site))
         return NULL;
+    if (!(p >= 0.0f && p < 1.0f)) {
+        PyErr_SetString(PyExc_ValueError, "p must be in [0, 1)");
+        return NULL;
+    }
     PyArrayObject *x = isp_arg_array(xo, "inp", NPY_FLOAT32, 2, NULL, ISP_ARR_CONTIG);
     if (!x)
         return NULL;
@@ -35,17 +43,32 @@ static PyObject *py_op_layernorm(PyObject *self, PyObject *args)
     PyArrayObject *b = w ? isp_arg_array(bo, "bias", NPY_FLOAT32, 1, cs, ISP_ARR_CONTIG) : NULL;
     if (!b)
         return NULL;
-    PyObject *out = new_f32(2, PyArray_DIMS(x)), *mean = new_f32(1, ns), *rstd = new_f32(1, ns);
-    if (!out || !mean || !rstd)
+    PyArrayObject *y = NULL;
+    if (yo != NULL) {
+        y = isp_arg_array(yo, "y", NPY_FLOAT32, 2, PyArray_DIMS(x), ISP_ARR_CONTIG);
+        if (!y)
+            return NULL;
+    }
+    PyObject *out = new_f32(2, PyArray_DIMS(x)), *mean = new_f32(1, ns), *rstd = new_f32(1, ns),
+             *res = y != NULL ? new_f32(2, PyArray_DIMS(x)) : NULL;
+    if (!out || !mean || !rstd || (y != NULL && !res))
         goto fail;
-    layernorm_forward(PyArray_DATA((PyArrayObject *)out), PyArray_DATA((PyArrayObject *)mean),
-                      PyArray_DATA((PyArrayObject *)rstd), PyArray_DATA(x), PyArray_DATA(w),
-                      PyArray_DATA(b), N, (int)C, eps);
-    return Py_BuildValue("(NNN)", out, mean, rstd);
+    float *o = PyArray_DATA((PyArrayObject *)out), *m = PyArray_DATA((PyArrayObject *)mean),
+          *r = PyArray_DATA((PyArrayObject *)rstd);
+    if (y == NULL) {
+        layernorm_forward(o, m, r, PyArray_DATA(x), PyArray_DATA(w), PyArray_DATA(b), N, (int)C,
+                          eps);
+        return Py_BuildValue("(NNN)", out, mean, rstd);
+    }
+    residual_layernorm_forward(PyArray_DATA((PyArrayObject *)res), o, m, r, PyArray_DATA(y),
+                               PyArray_DATA(x), PyArray_DATA(w), PyArray_DATA(b), N, (int)C, eps, p,
+                               rng_key(seed, step, site));
+    return Py_BuildValue("(NNNN)", out, mean, rstd, res);
 fail:
     Py_XDECREF(out);
     Py_XDECREF(mean);
     Py_XDECREF(rstd);
+    Py_XDECREF(res);
     return NULL;
 }
 
@@ -90,25 +113,20 @@ static PyObject *py_op_act(PyObject *self, PyObject *args)
     PyArrayObject *x = isp_arg_array(xo, "x", NPY_FLOAT32, 1, NULL, ISP_ARR_CONTIG);
     if (!x)
         return NULL;
-    PyObject *y = new_f32(1, PyArray_DIMS(x)), *d = new_f32(1, PyArray_DIMS(x)),
-             *y2 = new_f32(1, PyArray_DIMS(x)), *d2 = new_f32(1, PyArray_DIMS(x));
-    if (!y || !d || !y2 || !d2) {
+    PyObject *y = new_f32(1, PyArray_DIMS(x)), *d = new_f32(1, PyArray_DIMS(x));
+    if (!y || !d) {
         Py_XDECREF(y);
         Py_XDECREF(d);
-        Py_XDECREF(y2);
-        Py_XDECREF(d2);
         return NULL;
     }
     int64_t n = PyArray_DIM(x, 0);
-    float *d2p = PyArray_DATA((PyArrayObject *)d2);
+    float *dp = PyArray_DATA((PyArrayObject *)d);
     for (int64_t i = 0; i < n; i++)
-        d2p[i] = 1.0f;
+        dp[i] = 1.0f;
     act_forward(PyArray_DATA((PyArrayObject *)y), PyArray_DATA(x), n, act);
-    act_forward_deriv(PyArray_DATA((PyArrayObject *)y2), PyArray_DATA((PyArrayObject *)d),
-                      PyArray_DATA(x), n, act);
-    act_backward(d2p, PyArray_DATA(x), d2p, n, act);
-    /* (act(x), act'(x) from act_forward_deriv, act(x) from act_forward_deriv, act_backward(1)) */
-    return Py_BuildValue("(NNNN)", y, d, y2, d2);
+    act_backward(dp, PyArray_DATA(x), dp, n, act); /* in place, as the encoder's backward does */
+    /* (act(x), act'(x)) */
+    return Py_BuildValue("(NN)", y, d);
 }
 
 static PyObject *py_op_math(PyObject *self, PyObject *args)
