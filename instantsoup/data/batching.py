@@ -15,6 +15,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from instantsoup.data.encoded import Encoded
+from instantsoup.data.epochs import EpochSizes
 
 __all__ = ["Batches"]
 
@@ -69,7 +70,7 @@ class _Store:
         return len(self.lengths)
 
 
-class Batches:
+class Batches(EpochSizes):
     """Batches over tokenized examples (see module docstring).
 
     encoded:      :class:`Encoded` (or ``(input_ids, token_type_ids)``, or just the id lists)
@@ -117,31 +118,7 @@ class Batches:
                              f"{self.batch_size} leaves no batch")
         self._plan_cache: Tuple[int, List[np.ndarray]] = (-1, [])
 
-    # ------------------------------------------------------------------ sizes
-    @property
-    def num_examples(self) -> int:
-        return len(self._indices)
-
-    @property
-    def steps_per_epoch(self) -> int:
-        n, b = len(self._indices), self.batch_size
-        return n // b if self.drop_last else -(-n // b)
-
-    def __len__(self) -> int:
-        return self.steps_per_epoch
-
-    def num_steps(self, epochs: float) -> int:
-        """Steps in ``epochs`` epochs (fractions allowed: 0.1 epoch = 10% of the batches, rounded)."""
-        if epochs < 0:
-            raise ValueError(f"epochs must be >= 0, got {epochs}")
-        steps = int(round(float(epochs) * self.steps_per_epoch))
-        return max(steps, 1) if epochs > 0 else 0
-
-    @property
-    def indices(self) -> np.ndarray:
-        """(N,) the example indices (into the original encoded list) this Batches draws from."""
-        return self._indices
-
+    # ----------------------- sizes (num_examples, steps_per_epoch, num_steps, indices): EpochSizes
     @property
     def labels(self) -> Optional[np.ndarray]:
         """(N,) labels of :attr:`indices` in that order (None when unlabeled)."""

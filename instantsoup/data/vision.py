@@ -38,6 +38,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from instantsoup.data.epochs import EpochSizes
 from instantsoup.data.errors import DataError
 from instantsoup.data.vision_prompts import CLASSNAMES, TEMPLATES, templates_for
 
@@ -975,7 +976,7 @@ def load_vision_dataset(name: str, root: str | os.PathLike, split: str = "train"
 # batches
 # ------------------------------------------------------------------------------------------------
 
-class ImageBatches:
+class ImageBatches(EpochSizes):
     """Seeded, resumable mini-batches of preprocessed images (the image twin of
     :class:`instantsoup.data.Batches`, with the same methods).
 
@@ -1023,31 +1024,7 @@ class ImageBatches:
                              f"{self.batch_size} leaves no batch")
         self._order_cache: tuple[int, np.ndarray] | None = None
 
-    # -- sizes -------------------------------------------------------------------------------------
-    @property
-    def num_examples(self) -> int:
-        return len(self._indices)
-
-    @property
-    def steps_per_epoch(self) -> int:
-        n = len(self._indices)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def __len__(self) -> int:
-        return self.steps_per_epoch
-
-    def num_steps(self, epochs: float) -> int:
-        """Steps in ``epochs`` epochs (fractions allowed, rounded; at least 1 when epochs > 0)."""
-        if epochs < 0:
-            raise ValueError(f"epochs must be >= 0, got {epochs}")
-        steps = int(round(float(epochs) * self.steps_per_epoch))
-        return max(steps, 1) if epochs > 0 else 0
-
-    @property
-    def indices(self) -> np.ndarray:
-        """(N,) the dataset indices these batches draw from."""
-        return self._indices
-
+    # -- sizes (num_examples, steps_per_epoch, num_steps, indices): EpochSizes ----------------------
     @property
     def labels(self) -> np.ndarray:
         """(N,) labels of :attr:`indices`, in that order."""
