@@ -161,18 +161,19 @@ fail:
     return 0;
 }
 
-static PyObject *py_clf_forward(PyObject *self, PyObject *args)
+/* The logits (B, NL) of one batch; with loss != NULL also the loss (into *loss) and the gradients
+   (clf_forward_backward, labels labo), else the forward pass alone. */
+static PyObject *clf_run(PyObject *cap, PyObject *ido, PyObject *tto, PyObject *amo, PyObject *labo,
+                         float smoothing, float *loss)
 {
-    (void)self;
-    PyObject *cap, *ido, *tto, *amo;
-    if (!PyArg_ParseTuple(args, "OOOO:clf_forward", &cap, &ido, &tto, &amo))
-        return NULL;
     isp_model_handle *h = isp_model_get(cap, &clf_family, 1);
     if (h == NULL)
         return NULL;
     clf_model *m = (clf_model *)h->m;
+    if (loss != NULL && !isp_check_smoothing(smoothing))
+        return NULL;
     batch_args b;
-    if (!parse_batch(m, ido, tto, amo, NULL, &b))
+    if (!parse_batch(m, ido, tto, amo, loss != NULL ? labo : NULL, &b))
         return NULL;
     npy_intp dims[2] = {b.x.B, m->cfg.NL};
     PyObject *out = PyArray_SimpleNew(2, dims, NPY_FLOAT32);
@@ -184,7 +185,8 @@ static PyObject *py_clf_forward(PyObject *self, PyObject *args)
     isp_status st;
     h->busy = 1;
     Py_BEGIN_ALLOW_THREADS;
-    st = clf_forward(m, lp, &b.x);
+    st = loss != NULL ? clf_forward_backward(m, loss, lp, &b.x, b.labels, smoothing)
+                      : clf_forward(m, lp, &b.x);
     Py_END_ALLOW_THREADS;
     h->busy = 0;
     batch_free(&b);
@@ -195,6 +197,15 @@ static PyObject *py_clf_forward(PyObject *self, PyObject *args)
     return out;
 }
 
+static PyObject *py_clf_forward(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *cap, *ido, *tto, *amo;
+    if (!PyArg_ParseTuple(args, "OOOO:clf_forward", &cap, &ido, &tto, &amo))
+        return NULL;
+    return clf_run(cap, ido, tto, amo, NULL, 0.0f, NULL);
+}
+
 static PyObject *py_clf_forward_backward(PyObject *self, PyObject *args)
 {
     (void)self;
@@ -203,34 +214,10 @@ static PyObject *py_clf_forward_backward(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOOOOf:clf_forward_backward", &cap, &ido, &tto, &amo, &labo,
                           &smoothing))
         return NULL;
-    isp_model_handle *h = isp_model_get(cap, &clf_family, 1);
-    if (h == NULL)
-        return NULL;
-    clf_model *m = (clf_model *)h->m;
-    if (!isp_check_smoothing(smoothing))
-        return NULL;
-    batch_args b;
-    if (!parse_batch(m, ido, tto, amo, labo, &b))
-        return NULL;
-    npy_intp dims[2] = {b.x.B, m->cfg.NL};
-    PyObject *out = PyArray_SimpleNew(2, dims, NPY_FLOAT32);
-    if (out == NULL) {
-        batch_free(&b);
-        return NULL;
-    }
-    float *lp = PyArray_DATA((PyArrayObject *)out);
     float loss = 0.0f;
-    isp_status st;
-    h->busy = 1;
-    Py_BEGIN_ALLOW_THREADS;
-    st = clf_forward_backward(m, &loss, lp, &b.x, b.labels, smoothing);
-    Py_END_ALLOW_THREADS;
-    h->busy = 0;
-    batch_free(&b);
-    if (st != ISP_OK) {
-        Py_DECREF(out);
-        return isp_raise(st);
-    }
+    PyObject *out = clf_run(cap, ido, tto, amo, labo, smoothing, &loss);
+    if (out == NULL)
+        return NULL;
     return Py_BuildValue("(dN)", (double)loss, out);
 }
 
