@@ -207,13 +207,7 @@ class Batches(EpochSizes):
         Resuming a run at step s with ``start=s`` yields exactly the batches the run would have seen.
         Yields (batch, labels), or (step, batch, labels) with ``with_step``.
         """
-        if start < 0:
-            raise ValueError(f"start must be >= 0, got {start}")
-        stop = None
-        if epochs is not None:
-            stop = self.num_steps(epochs)
-        if num_steps is not None:
-            stop = start + int(num_steps) if stop is None else min(stop, start + int(num_steps))
+        stop = self.stop_step(num_steps, start, epochs)
         s = int(start)
         while stop is None or s < stop:
             b, y = self.batch(s)

@@ -5,6 +5,8 @@ A subclass sets ``_indices`` ((N,) the examples it draws from), ``batch_size`` a
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 
@@ -37,3 +39,16 @@ class EpochSizes:
     def indices(self) -> np.ndarray:
         """(N,) the example indices (into the whole encoded list / dataset) these batches draw from."""
         return self._indices
+
+    def stop_step(self, num_steps: Optional[int], start: int, epochs: Optional[float]) -> Optional[int]:
+        """Where ``iter_steps(num_steps, start, epochs=epochs)`` stops: after ``num_steps`` steps from
+        ``start``, or at ``num_steps(epochs)`` counted from step 0, whichever comes first (None:
+        neither given, endless)."""
+        if start < 0:
+            raise ValueError(f"start must be >= 0, got {start}")
+        stop = None
+        if epochs is not None:
+            stop = self.num_steps(epochs)
+        if num_steps is not None:
+            stop = start + int(num_steps) if stop is None else min(stop, start + int(num_steps))
+        return stop

@@ -1103,13 +1103,7 @@ class ImageBatches(EpochSizes):
         number of epochs counted from step 0 — the iterator stops at ``num_steps(epochs)``.
         Yields (batch, labels), or (step, batch, labels) with ``with_step``.
         """
-        if start < 0:
-            raise ValueError(f"start must be >= 0, got {start}")
-        stop = None
-        if epochs is not None:
-            stop = self.num_steps(epochs)
-        if num_steps is not None:
-            stop = start + int(num_steps) if stop is None else min(stop, start + int(num_steps))
+        stop = self.stop_step(num_steps, start, epochs)
         for s, b, y in self._steps(start, stop):
             yield (s, b, y) if with_step else (b, y)
 
