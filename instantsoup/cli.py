@@ -263,9 +263,9 @@ def _report_study(args: argparse.Namespace, paths: list[str]) -> int:
     if not records:
         print(f"instantsoup report: error: no finished cells in {', '.join(paths)}", file=sys.stderr)
         return 2
-    if args.margin <= 0 or args.bootstrap < 100:
-        raise SettingsError("--margin must be > 0 and --bootstrap >= 100")
-    text = report.study_markdown(records, args.reference, args.margin, args.bootstrap)
+    if args.margin <= 0 or args.bootstrap < 100 or args.min_seeds < 1:
+        raise SettingsError("--margin must be > 0, --bootstrap >= 100 and --min-seeds >= 1")
+    text = report.study_markdown(records, args.reference, args.margin, args.bootstrap, args.min_seeds)
     print(text)
     if args.markdown:
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
@@ -410,6 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--reference", default="imp", help="results file: the method label differences are paired with")
     rp.add_argument("--margin", type=float, default=1.0, help="results file: equivalence margin in accuracy points")
     rp.add_argument("--bootstrap", type=int, default=10_000, help="results file: bootstrap resamples")
+    rp.add_argument("--min-seeds", type=int, default=3, help="results file: a verdict on fewer seeds is marked "
+                    "provisional (its interval lacks the seed-to-seed noise)")
     rp.add_argument("--markdown", default="", help="results file: also write the Markdown tables to this file")
     rp.set_defaults(func=_cmd_report)
 

@@ -316,12 +316,15 @@ def study_summary(records: list[dict]) -> list[dict]:
     return rows
 
 
-def study_pairs(records: list[dict], reference: str = "imp", margin: float = 1.0, n_boot: int = 10_000) -> list[dict]:
+def study_pairs(records: list[dict], reference: str = "imp", margin: float = 1.0, n_boot: int = 10_000,
+                min_seeds: int = 3) -> list[dict]:
     """Paired differences (label - reference) of test accuracy in points, per target sparsity.
 
     Only seeds both have are used. The interval is the two-level bootstrap of
     :func:`instantsoup.stats.paired_bootstrap`; ``seed_sd`` is the standard deviation over seeds
-    of the per-seed differences (the study adds seeds when it exceeds 1.5 points).
+    of the per-seed differences (the study adds seeds when it exceeds 1.5 points). A pair with
+    fewer than ``min_seeds`` seeds (the design's count) is ``provisional``: its interval then holds
+    the test examples' noise but not the seeds'.
     """
     from instantsoup.stats import paired_bootstrap, verdict
 
@@ -341,6 +344,7 @@ def study_pairs(records: list[dict], reference: str = "imp", margin: float = 1.0
                     "seeds": [r["seed"] for r in both], "diff": est, "lo": lo, "hi": hi,
                     "seed_sd": float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else float("nan"),
                     "per_seed": per_seed, "verdict": verdict(lo, hi, margin), "margin": margin,
+                    "provisional": len(both) < min_seeds, "min_seeds": min_seeds,
                     "step_ratio": float(np.mean([r["steps"] for r in both]) /
                                         np.mean([ref[r["seed"]]["steps"] for r in both]))})
     return out
@@ -352,10 +356,16 @@ def _pm(m: float, h: float, digits: int = 1) -> str:
     return f"{m:.{digits}f}" + (f" ± {h:.{digits}f}" if np.isfinite(h) else " (1 seed)")
 
 
-def study_markdown(records: list[dict], reference: str = "imp", margin: float = 1.0, n_boot: int = 10_000) -> str:
+def _provisional(p: dict) -> str:
+    n = len(p["seeds"])
+    return f" (provisional: {n} of {p['min_seeds']} seeds)" if p["provisional"] else ""
+
+
+def study_markdown(records: list[dict], reference: str = "imp", margin: float = 1.0, n_boot: int = 10_000,
+                   min_seeds: int = 3) -> str:
     """Docs-ready Markdown: the summary table and the paired differences vs ``reference``."""
     rows = study_summary(records)
-    pairs = study_pairs(records, reference, margin, n_boot)
+    pairs = study_pairs(records, reference, margin, n_boot, min_seeds)
     lines = ["| method | target sparsity | achieved | seeds | test acc. % (mean ± 95 % CI) | val acc. % | "
              "optimizer steps | training TFLOPs | wall min |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -375,7 +385,7 @@ def study_markdown(records: list[dict], reference: str = "imp", margin: float = 
         sd = f"{p['seed_sd']:.2f}" if np.isfinite(p["seed_sd"]) else "-"
         lines.append(f"| {p['label']} | {p['target_sparsity']:.3f} | {','.join(map(str, p['seeds']))} | "
                      f"{p['diff']:+.2f} | [{p['lo']:+.2f}, {p['hi']:+.2f}] | {sd} | {p['step_ratio']:.2f} | "
-                     f"{p['verdict']} |")
+                     f"{p['verdict']}{_provisional(p)} |")
     if not pairs:
         lines.append(f"| (no cell shares a sparsity and a seed with `{reference}` yet) | | | | | | | |")
     return "\n".join(lines) + "\n"

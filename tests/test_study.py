@@ -225,6 +225,10 @@ def test_study_report_tables_verdicts_and_plots(tmp_path, capsys):
     assert pairs["same"]["diff"] == 0 and pairs["same"]["verdict"] == "equivalent"
     assert pairs["worse"]["diff"] == pytest.approx(-5.0) and pairs["worse"]["verdict"] == "worse"
     assert pairs["same"]["step_ratio"] == pytest.approx(150 / 400)
+    assert not pairs["same"]["provisional"]
+    one = [r for r in S.read_records(results) if r["seed"] == 0]
+    md1 = __import__("instantsoup.report", fromlist=["x"]).study_markdown(one, n_boot=200)
+    assert "| worse | 0.500 | 0 | -5.00 |" in md1 and "| worse (provisional: 1 of 3 seeds) |" in md1
     rc = main(["report", str(results), "--plots", str(tmp_path / "plots"), "--markdown", str(tmp_path / "t.md"),
                "--bootstrap", "500"])
     assert rc == 0
