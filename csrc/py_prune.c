@@ -6,6 +6,7 @@
  */
 #include "boundary.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,6 +102,52 @@ static int out_overlaps_list(PyArrayObject *out, isp_arr_list *L, int allow_firs
     return 0;
 }
 
+/* P, the number of weights a mask covers, as passed from Python: 0 on success (P >= 0). */
+static int check_P(long long P)
+{
+    if (P < 0) {
+        PyErr_SetString(PyExc_ValueError, "P: expected >= 0");
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * masks: a list of 1 to max_count uint8 arrays of len bytes each, none sharing memory with out
+ * (the first may be out itself where first_may_be_out). On failure the caller frees ms.
+ */
+static int parse_masks(PyObject *masko, PyArrayObject *out, int64_t len, int max_count,
+                       int first_may_be_out, isp_arr_list *ms)
+{
+    if (isp_arr_list_parse(masko, "masks", NPY_UINT8, NULL, 0, len, ms) < 0)
+        return -1;
+    if (ms->count < 1 && max_count == INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "masks: the list of masks is empty");
+        return -1;
+    }
+    if (ms->count < 1 || ms->count > max_count) {
+        PyErr_Format(PyExc_ValueError, "masks: expected 1 to %d masks, got %d", max_count, ms->count);
+        return -1;
+    }
+    return out_overlaps_list(out, ms, first_may_be_out) ? -1 : 0;
+}
+
+/*
+ * xs, the tensors whose values are the keys of kind 'abs' and 'score' (what: the argument that
+ * named the kind); left empty for the kinds that read none. On failure the caller frees xs.
+ */
+static int parse_keys(PyObject *xso, sel_kind kind, const char *what, const int64_t *n, int T,
+                      isp_arr_list *xs)
+{
+    if (kind != SEL_ABS && kind != SEL_SCORE)
+        return 0;
+    if (xso == Py_None) {
+        PyErr_Format(PyExc_ValueError, "xs: %s 'abs' and 'score' need the tensors", what);
+        return -1;
+    }
+    return isp_arr_list_parse(xso, "xs", NPY_FLOAT32, n, T, -1, xs) < 0 ? -1 : 0;
+}
+
 PyDoc_STRVAR(mask_select_doc,
              "mask_select(out, sizes, n_keep, kind, xs=None, cur=None, seed=0, gather=True)\n--\n\n"
              "Write into out (P,) uint8 the mask keeping exactly n_keep weights of the tensors of\n"
@@ -145,14 +192,8 @@ static PyObject *py_mask_select(PyObject *self, PyObject *args, PyObject *kwds)
         }
         cur = PyArray_DATA(c);
     }
-    if (kind == SEL_ABS || kind == SEL_SCORE) {
-        if (xso == Py_None) {
-            PyErr_SetString(PyExc_ValueError, "xs: kind 'abs' and 'score' need the tensors");
-            goto error;
-        }
-        if (isp_arr_list_parse(xso, "xs", NPY_FLOAT32, n, T, -1, &xs) < 0)
-            goto error;
-    }
+    if (parse_keys(xso, kind, "kind", n, T, &xs) < 0)
+        goto error;
     sel_source src = {.kind = kind, .x = (const float *const *)xs.ptr, .cur = cur, .seed = seed,
                       .vm = NULL, .K = 0, .packed = 0, .vstar = 0, .no_gather = !gather};
     uint8_t *op = PyArray_DATA(out);
@@ -204,22 +245,9 @@ static PyObject *py_mask_vote_select(PyObject *self, PyObject *args, PyObject *k
     PyArrayObject *out = mask_arg(outo, "out", P, 1);
     if (out == NULL)
         goto error;
-    if (isp_arr_list_parse(masko, "masks", NPY_UINT8, NULL, 0, packed ? isp_packed_bytes(P) : P, &ms) < 0)
+    if (parse_masks(masko, out, packed ? isp_packed_bytes(P) : P, 255, 0, &ms) < 0 ||
+        parse_keys(xso, kind, "tie", n, T, &xs) < 0)
         goto error;
-    if (ms.count < 1 || ms.count > 255) {
-        PyErr_Format(PyExc_ValueError, "masks: expected 1 to 255 masks, got %d", ms.count);
-        goto error;
-    }
-    if (out_overlaps_list(out, &ms, 0))
-        goto error;
-    if (kind != SEL_NONE) {
-        if (xso == Py_None) {
-            PyErr_SetString(PyExc_ValueError, "xs: tie 'abs' and 'score' need the tensors");
-            goto error;
-        }
-        if (isp_arr_list_parse(xso, "xs", NPY_FLOAT32, n, T, -1, &xs) < 0)
-            goto error;
-    }
     uint8_t *op = PyArray_DATA(out);
     isp_status st;
     Py_BEGIN_ALLOW_THREADS;
@@ -263,23 +291,15 @@ static PyObject *py_mask_combine(PyObject *self, PyObject *args, PyObject *kwds)
         PyErr_Format(PyExc_ValueError, "rule: expected 'union' or 'intersection', got '%s'", rules);
         return NULL;
     }
-    if (P < 0) {
-        PyErr_SetString(PyExc_ValueError, "P: expected >= 0");
+    if (check_P(P) < 0)
         return NULL;
-    }
     int64_t len = packed ? isp_packed_bytes(P) : P;
     PyArrayObject *out = mask_arg(outo, "out", len, 1);
     if (out == NULL)
         return NULL;
-    isp_arr_list ms;
-    if (isp_arr_list_parse(masko, "masks", NPY_UINT8, NULL, 0, len, &ms) < 0)
-        return NULL;
+    isp_arr_list ms = {0};
     PyObject *ret = NULL;
-    if (ms.count < 1) {
-        PyErr_SetString(PyExc_ValueError, "masks: the list of masks is empty");
-        goto error;
-    }
-    if (out_overlaps_list(out, &ms, 1))
+    if (parse_masks(masko, out, len, INT_MAX, 1, &ms) < 0)
         goto error;
     uint8_t *op = PyArray_DATA(out);
     isp_status st;
@@ -310,10 +330,8 @@ static PyObject *py_mask_vote_keep(PyObject *self, PyObject *args, PyObject *kwd
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOLpi:mask_vote_keep", kwlist, &outo, &masko,
                                      &P, &packed, &min_votes))
         return NULL;
-    if (P < 0) {
-        PyErr_SetString(PyExc_ValueError, "P: expected >= 0");
+    if (check_P(P) < 0)
         return NULL;
-    }
     if (min_votes < 0) {
         PyErr_Format(PyExc_ValueError, "min_votes: expected >= 0, got %d", min_votes);
         return NULL;
@@ -321,15 +339,9 @@ static PyObject *py_mask_vote_keep(PyObject *self, PyObject *args, PyObject *kwd
     PyArrayObject *out = mask_arg(outo, "out", P, 1);
     if (out == NULL)
         return NULL;
-    isp_arr_list ms;
-    if (isp_arr_list_parse(masko, "masks", NPY_UINT8, NULL, 0, packed ? isp_packed_bytes(P) : P, &ms) < 0)
-        return NULL;
+    isp_arr_list ms = {0};
     PyObject *ret = NULL;
-    if (ms.count < 1 || ms.count > 255) {
-        PyErr_Format(PyExc_ValueError, "masks: expected 1 to 255 masks, got %d", ms.count);
-        goto error;
-    }
-    if (out_overlaps_list(out, &ms, 0))
+    if (parse_masks(masko, out, packed ? isp_packed_bytes(P) : P, 255, 0, &ms) < 0)
         goto error;
     uint8_t *op = PyArray_DATA(out);
     isp_status st;
@@ -396,10 +408,8 @@ static PyObject *py_mask_overlap(PyObject *self, PyObject *args, PyObject *kwds)
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOLp:mask_overlap", kwlist, &ao, &bo, &P,
                                      &packed))
         return NULL;
-    if (P < 0) {
-        PyErr_SetString(PyExc_ValueError, "P: expected >= 0");
+    if (check_P(P) < 0)
         return NULL;
-    }
     int64_t len = packed ? isp_packed_bytes(P) : P;
     PyArrayObject *a = mask_arg(ao, "a", len, 0);
     if (a == NULL)
@@ -427,10 +437,8 @@ static PyObject *py_mask_count(PyObject *self, PyObject *args, PyObject *kwds)
     int packed;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OLp:mask_count", kwlist, &mo, &P, &packed))
         return NULL;
-    if (P < 0) {
-        PyErr_SetString(PyExc_ValueError, "P: expected >= 0");
+    if (check_P(P) < 0)
         return NULL;
-    }
     PyArrayObject *m = mask_arg(mo, "m", packed ? isp_packed_bytes(P) : P, 0);
     if (m == NULL)
         return NULL;
