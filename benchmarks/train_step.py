@@ -6,8 +6,9 @@ weights and tokens (no download), dropout 0.1. Columns: PyTorch fp32, PyTorch wi
 ratios torch / ours, our GFLOP/s (matmul FLOPs of the step), the peaks measured on the step's
 linear-layer GEMM shapes (OpenBLAS sgemm, and our bf16 GEMM on the path this CPU selects; both
 through the test-only instantsoup._C_test.sgemm, our threads) with the bf16 GEMM's relative error
-against sgemm on those shapes (a check that the timed path computes the product), our peak RSS (shown until PyTorch has
-run a step in the process, whose peak it would then include), and the load average (shared machines).
+against sgemm on those shapes (a check that the timed path computes the product), our peak RSS (our
+steps run in a spawned child process that never imports torch, so its peak is ours alone), and the
+load average (shared machines).
 
 ``--threads`` takes a list (``1,2,4,8,16``): every size is timed at every count in one process, then a
 scaling table gives each column's speed-up over the smallest count. ``--torch-cuda`` adds PyTorch's
@@ -159,10 +160,24 @@ def bench_ours(d, batch, y, steps, warmup, precision="fp32"):
     return float(np.median(times))
 
 
-def peak_rss_mb() -> float:
+def _ours_child(job):
+    """In a fresh process (no torch imported): our step time and the process's peak RSS in MB."""
     import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    import instantsoup
+
+    d, batch, y, steps, warmup, precision, threads = job
+    instantsoup.set_num_threads(threads)
+    t = bench_ours(d, batch, y, steps, warmup, precision)
+    return t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def ours_in_child(d, batch, y, steps, warmup, precision, threads):
+    """bench_ours in a spawned child, so that its peak RSS is ours alone (this process holds torch)."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_ours_child, ((d, batch, y, steps, warmup, precision, threads),))
 
 
 def int_list(text: str) -> list[int]:
@@ -235,7 +250,6 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     nan = float("nan")
     rows = []
-    torch_ran = False
     with tempfile.TemporaryDirectory() as root:
         shapes = {}
         for name in sizes:
@@ -255,10 +269,9 @@ def main(argv=None):
             for name in sizes:
                 s, batch, y, d = shapes[name]
                 load0 = os.getloadavg()[0]
-                ours = {p: bench_ours(d, batch, y, args.steps, args.warmup, p) for p in precisions}
-                # the process's peak is ours alone only until torch has run a step in it
-                rss = peak_rss_mb() if not torch_ran else nan
-                torch_ran = torch_ran or not args.skip_torch
+                got = {p: ours_in_child(d, batch, y, args.steps, args.warmup, p, threads) for p in precisions}
+                ours = {p: t for p, (t, _) in got.items()}
+                rss = max(r for _, r in got.values())
                 hf = transformers.BertForSequenceClassification.from_pretrained(d)
                 t32 = nan if args.skip_torch else bench_torch(hf, batch, y, args.steps, args.warmup)
                 t16 = (nan if args.skip_torch or args.skip_torch_bf16
