@@ -2,7 +2,8 @@
 # Thread scaling 1 -> 16 threads on a lent 16-core machine (the device tool's nvidia-h200 kind: an
 # Intel Xeon with AMX beside one H200), as ONE prepared run: our training step in fp32 and bf16
 # against PyTorch fp32 / bf16 autocast at 1, 16, 2, 4 and 8 threads (MiniLM-L6 B32 T128 and BERT-base
-# B16 T128), PyTorch's bf16 step on the GPU as the moonshot reference, and the machine's CPU flags.
+# B16 T128), PyTorch's bf16 step on the GPU as the moonshot reference, the machine's CPU flags, and
+# benchmarks/gemm_split.py (how the engine should cut its matrix products over 16 threads).
 #
 # That machine has no network and Python 3.12 with torch and transformers, so the package travels as
 # wheels built here:
@@ -14,8 +15,8 @@
 #
 #   bash benchmarks/device_scaling.sh
 #
-# Its results come back in $OUT (scaling.json, after every row; log.txt). About 6-8 minutes; give
-# the call timeout_s 590 and hand the machine back after it.
+# Its results come back in $OUT (scaling.json after every row, gemm_split.json, log.txt). About 7-9
+# minutes; give the call timeout_s 590 and hand the machine back after it.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -52,4 +53,7 @@ export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
     echo "== train step, threads 1 16 2 4 8"
     python3 benchmarks/train_step.py --sizes minilm,base --threads 1,16,2,4,8 --steps 2 --warmup 1 \
         --precision fp32,bf16 --torch-cuda --json "$OUT/scaling.json"
+    echo "== GEMM split: gemm_par's row blocks vs 2-D blocks vs OpenBLAS's own threads (BERT-base shapes)"
+    timeout 150 python3 benchmarks/gemm_split.py --size base --threads 1,4,16 --reps 1 \
+        --json "$OUT/gemm_split.json" || echo "gemm_split.py stopped (rc $?)"
 } 2>&1 | tee "$OUT/log.txt"
