@@ -266,6 +266,8 @@ def _report_study(args: argparse.Namespace, paths: list[str]) -> int:
     if args.margin <= 0 or args.bootstrap < 100 or args.min_seeds < 1:
         raise SettingsError("--margin must be > 0, --bootstrap >= 100 and --min-seeds >= 1")
     text = report.study_markdown(records, args.reference, args.margin, args.bootstrap, args.min_seeds)
+    if args.overlaps:
+        text += "\n" + report.study_overlaps_markdown(report.study_overlaps(records, args.runs_root))
     print(text)
     if args.markdown:
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
@@ -413,6 +415,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--min-seeds", type=int, default=3, help="results file: a verdict on fewer seeds is marked "
                     "provisional (its interval lacks the seed-to-seed noise)")
     rp.add_argument("--markdown", default="", help="results file: also write the Markdown tables to this file")
+    rp.add_argument("--overlaps", action="store_true", help="results file: also the Jaccard overlap of the "
+                    "methods' masks, read from the cells' run directories")
+    rp.add_argument("--runs-root", default=".", help="results file: the folder the study ran in (its run_dir "
+                    "paths are relative to it; default: here)")
     rp.set_defaults(func=_cmd_report)
 
     stp = sub.add_parser("study", help="run a grid of runs (methods x sparsities x seeds) from a study file",

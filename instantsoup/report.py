@@ -391,6 +391,61 @@ def study_markdown(records: list[dict], reference: str = "imp", margin: float = 
     return "\n".join(lines) + "\n"
 
 
+def study_overlaps(records: list[dict], runs_root: str | os.PathLike = ".") -> list[dict]:
+    """How alike the tickets of different methods are: for every two labels at one target sparsity,
+    the Jaccard overlap |A∩B| / |A∪B| of their kept weights in each seed both have, read from the
+    cells' run directories (``runs_root``/run_dir/ticket/masks.safetensors, run_dir as recorded,
+    relative to where the study ran). A cell without its mask file, or whose ticket holds another
+    sparsity than the cell's (IMP's lower levels come from the run whose ticket is its last round), is
+    left out. One dict per pair: label_a, label_b, target_sparsity, seeds, jaccard (per seed)."""
+    masks: dict[str, Any] = {}
+    by_cell: dict[tuple[str, float, int], Any] = {}
+    for r in records:
+        path = Path(runs_root) / r.get("run_dir", "") / "ticket" / "masks.safetensors"
+        if not r.get("run_dir") or not path.is_file():
+            continue
+        key = str(path.resolve())
+        if key not in masks:
+            masks[key] = MaskSet.load(path).pack()
+        m = masks[key]
+        if abs(m.sparsity - float(r["sparsity"])) > 1e-3:  # another level's ticket
+            continue
+        by_cell[(r["label"], round(float(r["target_sparsity"]), 6), int(r["seed"]))] = m
+    labels = list(dict.fromkeys(r["label"] for r in records))
+    out = []
+    for sp in sorted({k[1] for k in by_cell}):
+        for i, a in enumerate(labels):
+            for b in labels[i + 1:]:
+                seeds = sorted(k[2] for k in by_cell if k[:2] == (a, sp) and (b, sp, k[2]) in by_cell)
+                if seeds:
+                    out.append({"label_a": a, "label_b": b, "target_sparsity": sp, "seeds": seeds,
+                                "jaccard": [by_cell[(a, sp, s)].overlap(by_cell[(b, sp, s)])["jaccard"]
+                                            for s in seeds]})
+    return out
+
+
+def study_overlaps_markdown(pairs: list[dict]) -> str:
+    """One table per target sparsity: the mean Jaccard overlap over seeds (their number in brackets)."""
+    if not pairs:
+        return "No two cells with mask files in their run directories share a sparsity and a seed.\n"
+    lines = []
+    for sp in sorted({p["target_sparsity"] for p in pairs}):
+        mine = [p for p in pairs if p["target_sparsity"] == sp]
+        labels = list(dict.fromkeys([p["label_a"] for p in mine] + [p["label_b"] for p in mine]))
+        cell = {(p["label_a"], p["label_b"]): p for p in mine}
+        lines += [f"Mask overlap at target sparsity {sp:.3f} (Jaccard of the kept weights, mean over seeds; "
+                  "seeds in brackets):", "", "| | " + " | ".join(labels[1:]) + " |",
+                  "|---|" + "---|" * (len(labels) - 1)]
+        for i, a in enumerate(labels[:-1]):
+            row = []
+            for j, b in enumerate(labels[1:], start=1):
+                p = cell.get((a, b)) or cell.get((b, a))
+                row.append("" if j <= i or p is None else f"{np.mean(p['jaccard']):.3f} ({len(p['seeds'])})")
+            lines.append(f"| {a} | " + " | ".join(row) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def study_plots(records: list[dict], out_dir: str | os.PathLike) -> list[Path]:
     """study_accuracy_vs_sparsity.png (CI bands, dense and majority lines) and study_cost.png
     (test accuracy vs optimizer steps, training FLOPs and wall time); return the paths."""

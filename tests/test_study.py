@@ -35,6 +35,50 @@ def write_study(tmp_path, model_dir, methods=None, seeds=(0, 1), sparsities=(0.5
     return path
 
 
+def test_study_mask_overlaps_against_numpy(tmp_path, capsys):
+    """Jaccard of the kept weights per seed from the cells' mask files; a ticket of another level and a
+    missing run directory are left out; the CLI appends one table per sparsity."""
+    from instantsoup import report
+    from instantsoup.masks import MaskSet
+
+    rng = np.random.default_rng(0)
+    shapes = {"a.weight": (30, 20), "b.weight": (50,)}
+    P = 650
+    kept = {}
+
+    def cell(label, sp, seed, kept_flat, mask_sparsity=None):
+        run = f"runs/{label}-{seed}-{sp}"
+        (tmp_path / run / "ticket").mkdir(parents=True)
+        flat = kept_flat.astype(np.uint8)
+        MaskSet({"a.weight": flat[:600].reshape(30, 20), "b.weight": flat[600:]}).save(
+            tmp_path / run / "ticket" / "masks.safetensors")
+        return {"label": label, "target_sparsity": sp, "seed": seed, "run_dir": run,
+                "sparsity": 1 - flat.mean() if mask_sparsity is None else mask_sparsity}
+
+    recs = []
+    for seed in (0, 1):
+        for label in ("x", "y"):
+            k = rng.random(P) < 0.5
+            kept[(label, seed)] = k
+            recs.append(cell(label, 0.5, seed, k))
+    k = rng.random(P) < 0.5
+    recs.append(cell("z", 0.5, 0, k, mask_sparsity=0.7))  # its ticket holds another level: left out
+    recs.append({"label": "w", "target_sparsity": 0.5, "seed": 0, "run_dir": "runs/gone", "sparsity": 0.5})
+    pairs = report.study_overlaps(recs, tmp_path)
+    assert [(p["label_a"], p["label_b"], p["seeds"]) for p in pairs] == [("x", "y", [0, 1])]
+    for seed, j in zip((0, 1), pairs[0]["jaccard"]):
+        a, b = kept[("x", seed)], kept[("y", seed)]
+        assert j == pytest.approx((a & b).sum() / (a | b).sum(), abs=1e-12)
+    md = report.study_overlaps_markdown(pairs)
+    assert f"| x | {np.mean(pairs[0]['jaccard']):.3f} (2) |" in md and "target sparsity 0.500" in md
+    assert "No two cells" in report.study_overlaps_markdown([])
+    results = tmp_path / "r.jsonl"
+    for r, f in zip(recs[:4], fake_records(seeds=(0, 1))[:4]):
+        S.append_record(results, dict(f, **{k: v for k, v in r.items() if k != "sparsity"}, sparsity=r["sparsity"]))
+    assert main(["report", str(results), "--overlaps", "--runs-root", str(tmp_path), "--bootstrap", "100"]) == 0
+    assert "Mask overlap at target sparsity 0.500" in capsys.readouterr().out
+
+
 def test_study_runs_every_cell_once_and_records_what_the_report_needs(tiny_bert_dir, tmp_path, capsys):
     path = write_study(tmp_path, tiny_bert_dir)
     results = tmp_path / "results" / "toy.jsonl"
