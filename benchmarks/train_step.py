@@ -106,9 +106,7 @@ def make_checkpoint(s, d):
                                   num_attention_heads=s["heads"], intermediate_size=s["inter"],
                                   max_position_embeddings=512, num_labels=2, hidden_dropout_prob=0.1,
                                   attention_probs_dropout_prob=0.1)
-    hf = transformers.BertForSequenceClassification(cfg)
-    hf.save_pretrained(d)
-    return hf
+    transformers.BertForSequenceClassification(cfg).save_pretrained(d)
 
 
 def batch_for(s, rng):

@@ -401,7 +401,7 @@ def study_overlaps(records: list[dict], runs_root: str | os.PathLike = ".") -> l
     masks: dict[str, Any] = {}
     by_cell: dict[tuple[str, float, int], Any] = {}
     for r in records:
-        path = Path(runs_root) / r.get("run_dir", "") / "ticket" / "masks.safetensors"
+        path = runs.masks_file(runs.ticket_path(Path(runs_root) / r.get("run_dir", "")))
         if not r.get("run_dir") or not path.is_file():
             continue
         key = str(path.resolve())
