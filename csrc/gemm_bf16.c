@@ -376,23 +376,27 @@ micro_avx512bf16(int kcp, const uint16_t *a, const uint16_t *b, float *tile)
     }
 }
 
-/* The tile configuration: palette 1, tmm0..7 all 16 rows x 64 bytes. */
+/*
+ * The tile configuration: palette 1, tmm0..7 all 16 rows x 64 bytes. It lives in static memory:
+ * GCC 12's _tile_loadconfig tells the compiler it reads only the first 8 bytes of its operand, so
+ * a configuration built in a local variable lost its colsb/rows stores to dead-store elimination
+ * and ldtilecfg raised #GP (SIGSEGV) on the garbage.
+ */
 typedef struct {
     uint8_t palette, start_row, reserved[14];
     uint16_t colsb[16];
     uint8_t rows[16];
 } amx_tilecfg;
 
+static const amx_tilecfg amx_cfg __attribute__((aligned(64))) = {
+    .palette = 1,
+    .colsb = {64, 64, 64, 64, 64, 64, 64, 64},
+    .rows = {16, 16, 16, 16, 16, 16, 16, 16},
+};
+
 __attribute__((target("amx-tile"))) static void amx_begin(void)
 {
-    amx_tilecfg cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int t = 0; t < 8; t++) {
-        cfg.colsb[t] = 64;
-        cfg.rows[t] = 16;
-    }
-    _tile_loadconfig(&cfg);
+    _tile_loadconfig(&amx_cfg);
 }
 
 __attribute__((target("amx-tile"))) static void amx_end(void)
