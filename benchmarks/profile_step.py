@@ -49,8 +49,11 @@ def attention_flops(s, backward):
     return (4 if backward else 2) * 2 * B * T * T * C
 
 
-def sgemm_seconds(shapes, reps=3):
+def sgemm_seconds(shapes, reps=3, bf16=None):
+    """Best-of-reps seconds of the shapes through OpenBLAS sgemm, or our bf16 GEMM on path ``bf16``."""
     from instantsoup import _C_test
+
+    kw = {"bf16": bf16} if bf16 else {}
 
     rng = np.random.default_rng(0)
     total = 0.0
@@ -58,11 +61,11 @@ def sgemm_seconds(shapes, reps=3):
         a = rng.standard_normal((K, M) if ta else (M, K), dtype=np.float32)
         b = rng.standard_normal((N, K) if tb else (K, N), dtype=np.float32)
         c = np.zeros((M, N), np.float32)
-        _C_test.sgemm(a, b, c, trans_a=bool(ta), trans_b=bool(tb))
+        _C_test.sgemm(a, b, c, trans_a=bool(ta), trans_b=bool(tb), **kw)
         best = math.inf
         for _ in range(reps):
             t0 = time.perf_counter()
-            _C_test.sgemm(a, b, c, trans_a=bool(ta), trans_b=bool(tb))
+            _C_test.sgemm(a, b, c, trans_a=bool(ta), trans_b=bool(tb), **kw)
             best = min(best, time.perf_counter() - t0)
         total += best
     return total
@@ -75,6 +78,8 @@ def main(argv=None):
     ap.add_argument("--seq", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=2, help="profiled steps (after one warm-up step)")
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                    help="the model's precision; with bf16 the last column is our bf16 GEMM on the same shapes")
     args = ap.parse_args(argv)
 
     import instantsoup
@@ -87,8 +92,8 @@ def main(argv=None):
     batch, y = ts.batch_for(s, np.random.default_rng(0))
     with tempfile.TemporaryDirectory() as d:
         ts.make_checkpoint(s, d)
-        model = instantsoup.load_model(d).train()
-    opt = instantsoup.AdamW(model, lr=2e-5, weight_decay=0.01)
+        model = instantsoup.load_model(d, precision=args.precision).train()
+    opt = instantsoup.AdamW(model, lr=2e-5, weight_decay=0.01, precision=args.precision)
     opt.train_step(batch, y)
     load0 = os.getloadavg()[0]
     _C.set_profile(True)
@@ -104,13 +109,15 @@ def main(argv=None):
     L = s["layers"]
     shapes = site_shapes(s)
     flops = {k: L * sum(2.0 * M * N * K for M, N, K, _, _ in v) for k, v in shapes.items()}
-    peak = {k: L * sgemm_seconds(v) for k, v in shapes.items()}
+    isa = instantsoup.precision.get_isa() if args.precision == "bf16" else None
+    peak = {k: L * sgemm_seconds(v, bf16=isa) for k, v in shapes.items()}
     for name, bwd in (("attention fwd (QK^T, mask, softmax, dropout, PV)", False), ("attention bwd", True)):
         flops[name] = L * attention_flops(s, bwd)
-    print(f"{args.size} B{s['batch']} T{s['seq']}, {args.threads} thread(s): {step * 1e3:.0f} ms/step wall, "
+    print(f"{args.size} B{s['batch']} T{s['seq']}, {args.precision}{f' ({isa})' if isa else ''}, {args.threads} thread(s): {step * 1e3:.0f} ms/step wall, "
           f"{step_cpu * 1e3:.0f} ms CPU (mean of {args.steps}), {ts.train_flops(s) / step / 1e9:.1f} GF/s; "
           f"load {load0:.1f}-{load1:.1f}")
-    print("| site | calls/step | wall ms/step | share of wall | CPU ms/step | share of CPU | GF/s (wall) | sgemm GF/s (same shapes) |")
+    peak_name = f"our {isa} GEMM" if isa else "sgemm"
+    print(f"| site | calls/step | wall ms/step | share of wall | CPU ms/step | share of CPU | GF/s (wall) | {peak_name} GF/s (same shapes) |")
     print("|---|---|---|---|---|---|---|---|")
     wall_sum = cpu_sum = 0.0
     for name, (wall, cpu, calls) in prof.items():

@@ -176,15 +176,26 @@ typedef struct {
     int mr, nr, kc, mc, nc, kunit, esize; /* esize: bytes per packed element */
 } blocking;
 
-static blocking blocking_of(isp_isa isa)
+/*
+ * The amx path takes K in as few blocks as it can (at most 1024 each, all blocks the same size up
+ * to the K unit), so each element of C is updated once per K block; the A and B blocks are then
+ * sized to stay in L2 (B <= 1 MB, A <= 512 KB). The blocking depends on K only, never on M or N,
+ * so a product split into row blocks sums every element in the same order.
+ */
+static blocking blocking_of(isp_isa isa, int K)
 {
     switch (isa) {
     case ISP_ISA_AVX2BF16:
         return (blocking){6, 16, 256, 96, 512, 1, 4};
     case ISP_ISA_AVX512BF16:
         return (blocking){8, 32, 256, 96, 512, 2, 2};
-    case ISP_ISA_AMX:
-        return (blocking){32, 32, 256, 128, 512, 32, 2};
+    case ISP_ISA_AMX: {
+        const int nblk = (K + 1023) / 1024, kc = ((K + nblk - 1) / nblk + 31) / 32 * 32;
+        int nc = (int)((1 << 20) / (2 * kc)) / 32 * 32, mc = (int)((1 << 19) / (2 * kc)) / 32 * 32;
+        nc = nc < 32 ? 32 : nc > 512 ? 512 : nc;
+        mc = mc < 32 ? 32 : mc > 128 ? 128 : mc;
+        return (blocking){32, 32, kc, mc, nc, 32, 2};
+    }
     default:
         return (blocking){1, 1, 512, 256, 1024, 1, 4};
     }
@@ -204,62 +215,79 @@ static inline uint32_t rne_bits(uint32_t u)
 typedef enum {
     FMT_KW_F32,   /* [k][w] fp32 */
     FMT_XK_F32,   /* [x][kcp] fp32 */
-    FMT_XK_BF16,  /* [x][kcp] bf16 */
+    FMT_XK_BF16,  /* [x][kcp + XK_PAD] bf16 (the amx A panel; rows padded, see XK_PAD) */
     FMT_PAIR_BF16 /* [k/2][w][2] bf16 */
 } pack_fmt;
+
+/*
+ * The amx A panel's rows are kcp + XK_PAD elements apart: with kcp a multiple of 2048 the rows
+ * would sit a multiple of 4 KB apart, and packing a transposed A (one element per row per step)
+ * would hit one L1 set with every write.
+ */
+#define XK_PAD 32
+
+static inline int64_t panel_row(pack_fmt fmt, int kcp)
+{
+    return fmt == FMT_XK_BF16 ? (int64_t)kcp + XK_PAD : kcp;
+}
 
 /*
  * Pack the rounded (nx, kc) operand block src[x*sx + k*sk] into panels of width w (the last one
  * zero-padded), each panel w * kcp elements, K zero-padded to kcp. The loop runs along whichever
  * axis is contiguous in the source.
  */
-static inline __attribute__((always_inline)) void pack(void *dst, pack_fmt fmt, const float *src, int64_t sx, int64_t sk, int nx,
-                 int kc, int kcp, int w)
+static inline __attribute__((always_inline)) void pack(void *dst, pack_fmt fmt, const float *src,
+                                                        int64_t sx, int64_t sk, int nx, int kc,
+                                                        int kcp, int w)
 {
     const int f32 = fmt == FMT_KW_F32 || fmt == FMT_XK_F32;
-    for (int x0 = 0; x0 < nx; x0 += w) {
-        const int xn = nx - x0 < w ? nx - x0 : w;
-        const int64_t pel = (int64_t)w * kcp;
-        float *df = (float *)dst + (f32 ? (int64_t)(x0 / w) * pel : 0);
-        uint16_t *dh = (uint16_t *)dst + (f32 ? 0 : (int64_t)(x0 / w) * pel);
-        if (xn < w || kcp > kc)
-            memset(f32 ? (void *)df : (void *)dh, 0, (size_t)pel * (f32 ? 4 : 2));
-        const float *s0 = src + (int64_t)x0 * sx;
-#define PUT(x, k, v)                                                                               \
+    const int64_t rs = panel_row(fmt, kcp), pel = (int64_t)w * rs;
+    const int npanels = (nx + w - 1) / w;
+    /* zero what no element fills: K beyond kc in every panel, missing columns in the last one */
+    for (int p = kcp > kc ? 0 : nx % w ? npanels - 1 : npanels; p < npanels; p++)
+        memset((char *)dst + (size_t)(p * pel) * (f32 ? 4 : 2), 0, (size_t)pel * (f32 ? 4 : 2));
+#define PUT(p, x, k, v)                                                                            \
     do {                                                                                           \
         uint32_t u_;                                                                               \
         float v_ = (v);                                                                            \
         memcpy(&u_, &v_, 4);                                                                       \
         u_ = rne_bits(u_);                                                                         \
+        float *df_ = (float *)dst + (int64_t)(p) * pel;                                            \
+        uint16_t *dh_ = (uint16_t *)dst + (int64_t)(p) * pel;                                      \
         switch (fmt) {                                                                             \
         case FMT_KW_F32:                                                                           \
-            memcpy(df + (int64_t)(k) * w + (x), &u_, 4);                                           \
+            memcpy(df_ + (int64_t)(k) * w + (x), &u_, 4);                                          \
             break;                                                                                 \
         case FMT_XK_F32:                                                                           \
-            memcpy(df + (int64_t)(x) * kcp + (k), &u_, 4);                                         \
+            memcpy(df_ + (int64_t)(x) * kcp + (k), &u_, 4);                                        \
             break;                                                                                 \
         case FMT_XK_BF16:                                                                          \
-            dh[(int64_t)(x) * kcp + (k)] = (uint16_t)(u_ >> 16);                                   \
+            dh_[(int64_t)(x) * rs + (k)] = (uint16_t)(u_ >> 16);                                   \
             break;                                                                                 \
         default:                                                                                   \
-            dh[((int64_t)((k) >> 1) * w + (x)) * 2 + ((k) & 1)] = (uint16_t)(u_ >> 16);            \
+            dh_[((int64_t)((k) >> 1) * w + (x)) * 2 + ((k) & 1)] = (uint16_t)(u_ >> 16);           \
         }                                                                                          \
     } while (0)
-        if (sk == 1) {
-            for (int x = 0; x < xn; x++) {
-                const float *s = s0 + (int64_t)x * sx;
-                for (int k = 0; k < kc; k++)
-                    PUT(x, k, s[k]);
-            }
-        } else {
-            for (int k = 0; k < kc; k++) {
-                const float *s = s0 + (int64_t)k * sk;
+    if (sk == 1) { /* a source row per x: along k */
+        for (int x = 0; x < nx; x++) {
+            const float *s = src + (int64_t)x * sx;
+            for (int k = 0; k < kc; k++)
+                PUT(x / w, x % w, k, s[k]);
+        }
+    } else { /* a source row per k: along x over every panel, so the source streams */
+        for (int k = 0; k < kc; k++) {
+            const float *s = src + (int64_t)k * sk;
+            if (k + 16 < kc) /* each source row lies in its own page: no hardware prefetch */
+                for (int x = 0; x < nx; x += 16)
+                    __builtin_prefetch(s + 16 * sk + (int64_t)x * sx);
+            for (int p = 0; p < npanels; p++) {
+                const int x0 = p * w, xn = nx - x0 < w ? nx - x0 : w;
                 for (int x = 0; x < xn; x++)
-                    PUT(x, k, s[(int64_t)x * sx]);
+                    PUT(p, x, k, s[(int64_t)(x0 + x) * sx]);
             }
         }
-#undef PUT
     }
+#undef PUT
 }
 
 /* pack() with the layout as a constant (pack is inlined once per layout) */
@@ -280,6 +308,158 @@ static void pack_block(void *dst, pack_fmt fmt, const float *src, int64_t sx, in
         pack(dst, FMT_PAIR_BF16, src, sx, sk, nx, kc, kcp, w);
     }
 }
+
+#ifdef ISP_X86
+/* rne_bits on 16 lanes, narrowed to the 16 bf16 halves */
+__attribute__((target("avx512f,avx512bw"))) static inline __m256i bf16x16(__m512 v)
+{
+    const __m512i u = _mm512_castps_si512(v), hi = _mm512_set1_epi32((int)0xffff0000u);
+    __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff),
+                                                     _mm512_and_si512(_mm512_srli_epi32(u, 16),
+                                                                      _mm512_set1_epi32(1))));
+    const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
+                                                  _mm512_set1_epi32(0x7f800000));
+    r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(u, _mm512_set1_epi32(0x00400000)));
+    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_and_si512(r, hi), 16));
+}
+
+/* r[j] = column j of the 16 x 16 block r[0..15] (rows) */
+__attribute__((target("avx512f"))) static inline void transpose16(__m512 r[16])
+{
+    __m512 t[16], u[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    /* u[4g + c], 128-bit lane L = rows 4g..4g+3 of column 4L + c */
+    for (int g = 0; g < 4; g++) {
+        u[4 * g + 0] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+        u[4 * g + 1] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0xee);
+        u[4 * g + 2] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+        u[4 * g + 3] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xee);
+    }
+    for (int c = 0; c < 4; c++) {
+        const __m512 v0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x44);
+        const __m512 v1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xee);
+        const __m512 w0 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x44);
+        const __m512 w1 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xee);
+        r[c] = _mm512_shuffle_f32x4(v0, w0, 0x88);
+        r[4 + c] = _mm512_shuffle_f32x4(v0, w0, 0xdd);
+        r[8 + c] = _mm512_shuffle_f32x4(v1, w1, 0x88);
+        r[12 + c] = _mm512_shuffle_f32x4(v1, w1, 0xdd);
+    }
+}
+
+/*
+ * The amx A panel (FMT_XK_BF16) from a source whose rows run along K (src[k * sk + x]): 16 x 16
+ * blocks transposed in registers, 16 k-values stored per panel row. Same values as pack().
+ */
+__attribute__((target("avx512f,avx512bw"))) static void pack_xk_transposed(uint16_t *dst,
+                                                                          const float *src,
+                                                                          int64_t sk, int nx, int kc,
+                                                                          int kcp, int w)
+{
+    const int64_t rs = panel_row(FMT_XK_BF16, kcp), pel = (int64_t)w * rs;
+    for (int x0 = 0; x0 < nx; x0 += 16) {
+        const int xn = nx - x0 < 16 ? nx - x0 : 16;
+        const __mmask16 m = (__mmask16)((1u << xn) - 1);
+        uint16_t *d = dst + (int64_t)(x0 / w) * pel + (int64_t)(x0 % w) * rs;
+        for (int k0 = 0; k0 < kc; k0 += 16) {
+            __m512 r[16];
+            for (int i = 0; i < 16; i++)
+                r[i] = k0 + i < kc ? _mm512_maskz_loadu_ps(m, src + (int64_t)(k0 + i) * sk + x0)
+                                   : _mm512_setzero_ps();
+            transpose16(r);
+            for (int j = 0; j < xn; j++)
+                _mm256_storeu_si256((__m256i *)(d + (int64_t)j * rs + k0), bf16x16(r[j]));
+        }
+    }
+}
+
+/* 32 consecutive floats as 32 bf16 values: 16 lanes of (bf16 x[2i+1] << 16 | bf16 x[2i]) */
+__attribute__((target("avx512f,avx512bw"))) static inline __m512i bf16x32(const float *x, __mmask16 m0,
+                                                                        __mmask16 m1)
+{
+    return _mm512_inserti64x4(_mm512_castsi256_si512(bf16x16(_mm512_maskz_loadu_ps(m0, x))),
+                              bf16x16(_mm512_maskz_loadu_ps(m1, x + 16)), 1);
+}
+
+/*
+ * The k-pair layout (FMT_PAIR_BF16, w = 32) with AVX-512: a pair of bf16 values is one 32-bit
+ * unit, so a source with rows along K (sk == 1) is a 16 x 16 transpose of pairs, and a source
+ * with rows along x (sx == 1) interleaves two rows. Same values as pack().
+ */
+__attribute__((target("avx512f,avx512bw"))) static void pack_pairs(uint16_t *dst, const float *src,
+                                                                  int64_t sx, int64_t sk, int nx,
+                                                                  int kc, int kcp, int w)
+{
+    const int64_t pel = (int64_t)w * kcp;
+    if (sk == 1) {
+        for (int x0 = 0; x0 < nx; x0 += 16) {
+            const int xn = nx - x0 < 16 ? nx - x0 : 16;
+            uint16_t *d = dst + (int64_t)(x0 / w) * pel + (int64_t)(x0 % w) * 2;
+            for (int k0 = 0; k0 < kc; k0 += 32) {
+                const int kn = kc - k0 < 32 ? kc - k0 : 32;
+                const __mmask16 m0 = (__mmask16)(kn >= 16 ? 0xffff : (1u << kn) - 1);
+                const __mmask16 m1 = (__mmask16)(kn >= 32 ? 0xffff : kn > 16 ? (1u << (kn - 16)) - 1 : 0);
+                __m512 r[16];
+                for (int i = 0; i < 16; i++)
+                    r[i] = i < xn ? _mm512_castsi512_ps(bf16x32(src + (int64_t)(x0 + i) * sx + k0, m0, m1))
+                                  : _mm512_setzero_ps();
+                transpose16(r); /* r[j]: pair k0/2 + j of the 16 columns */
+                for (int j = 0; j < 16 && 2 * j < kn; j++)
+                    _mm512_storeu_ps((float *)(d + ((int64_t)(k0 / 2 + j) * w) * 2), r[j]);
+            }
+        }
+    } else {
+        const __m512i lo16 = _mm512_set1_epi32(0xffff);
+        for (int x0 = 0; x0 < nx; x0 += 16) {
+            const int xn = nx - x0 < 16 ? nx - x0 : 16;
+            const __mmask16 m = (__mmask16)((1u << xn) - 1);
+            uint16_t *d = dst + (int64_t)(x0 / w) * pel + (int64_t)(x0 % w) * 2;
+            for (int k = 0; k < kc; k += 2) {
+                const __m512i e = _mm512_cvtepu16_epi32(bf16x16(_mm512_maskz_loadu_ps(m, src + (int64_t)k * sk + x0)));
+                const __m512i o = k + 1 < kc ? _mm512_cvtepu16_epi32(bf16x16(_mm512_maskz_loadu_ps(m, src + (int64_t)(k + 1) * sk + x0)))
+                                             : _mm512_setzero_si512();
+                const __m512i pr = _mm512_or_si512(_mm512_and_si512(e, lo16), _mm512_slli_epi32(o, 16));
+                _mm512_mask_storeu_epi32(d + ((int64_t)(k / 2) * w) * 2, m, pr);
+            }
+        }
+    }
+}
+
+/* pack_block compiled for AVX-512 (the vectoriser then packs 16 values per instruction) */
+__attribute__((target("avx512f,avx512bw"))) static void pack_block_avx512(void *dst, pack_fmt fmt,
+                                                                         const float *src, int64_t sx,
+                                                                         int64_t sk, int nx, int kc,
+                                                                         int kcp, int w)
+{
+    switch (fmt) {
+    case FMT_XK_BF16:
+        if (sx == 1 && w % 16 == 0) {
+            /* zero the K padding and missing rows first, as pack() does */
+            const int64_t pel = (int64_t)w * panel_row(fmt, kcp);
+            const int np = (nx + w - 1) / w;
+            for (int p = kcp > kc ? 0 : nx % w ? np - 1 : np; p < np; p++)
+                memset((uint16_t *)dst + p * pel, 0, (size_t)pel * 2);
+            pack_xk_transposed((uint16_t *)dst, src, sk, nx, kc, kcp, w);
+        } else {
+            pack(dst, FMT_XK_BF16, src, sx, sk, nx, kc, kcp, w);
+        }
+        break;
+    default:
+        if ((sk == 1 || sx == 1) && w == 32) {
+            const int64_t pel = (int64_t)w * kcp;
+            const int np = (nx + w - 1) / w;
+            for (int p = kcp > kc ? 0 : nx % w ? np - 1 : np; p < np; p++)
+                memset((uint16_t *)dst + p * pel, 0, (size_t)pel * 2);
+            pack_pairs((uint16_t *)dst, src, sx, sk, nx, kc, kcp, w);
+        } else {
+            pack(dst, FMT_PAIR_BF16, src, sx, sk, nx, kc, kcp, w);
+        }
+    }
+}
+#endif
 
 /*
  * op(A)[i0:i0+mc, k0:k0+kc] (is_b = 0) or op(B)^T[j0:j0+nc, k0:k0+kc] (is_b = 1, i0 = j0, mc = nc)
@@ -306,6 +486,12 @@ static void pack_operand(void *dst, isp_isa isa, const blocking *bl, int is_b, i
     } else {
         fmt = FMT_PAIR_BF16;
     }
+#ifdef ISP_X86
+    if (isa == ISP_ISA_AVX512BF16 || isa == ISP_ISA_AMX) {
+        pack_block_avx512(dst, fmt, src, sx, sk, mc, kc, kcp, w);
+        return;
+    }
+#endif
     pack_block(dst, fmt, src, sx, sk, mc, kc, kcp, w);
 }
 
@@ -408,10 +594,10 @@ __attribute__((target("amx-tile"))) static void amx_end(void)
  * tmm0..3: the 32x32 fp32 block as 2x2 tiles; tmm4/5: rows 0-15 / 16-31 of A (16 x 32 bf16);
  * tmm6/7: columns 0-15 / 16-31 of B (16 k-pairs x 16 columns x 2).
  */
-__attribute__((target("amx-tile,amx-bf16"))) static void micro_amx(int kcp, const uint16_t *a,
+__attribute__((target("amx-tile,amx-bf16"))) static void micro_amx(int kcp, int64_t rs, const uint16_t *a,
                                                                    const uint16_t *b, float *tile)
 {
-    const long sa = (long)kcp * 2;
+    const long sa = (long)rs * 2; /* bytes between A panel rows */
     _tile_zero(0);
     _tile_zero(1);
     _tile_zero(2);
@@ -419,7 +605,7 @@ __attribute__((target("amx-tile,amx-bf16"))) static void micro_amx(int kcp, cons
     for (int kb = 0; kb < kcp / 32; kb++) {
         const uint16_t *ak = a + kb * 32, *bk = b + (int64_t)kb * 16 * 64;
         _tile_loadd(4, ak, sa);
-        _tile_loadd(5, ak + (int64_t)16 * kcp, sa);
+        _tile_loadd(5, ak + (int64_t)16 * rs, sa);
         _tile_loadd(6, bk, 128);
         _tile_loadd(7, bk + 32, 128);
         _tile_dpbf16ps(0, 4, 6);
@@ -452,6 +638,32 @@ static void tile_update(float *C, int ldc, const float *tile, int ts, int mr, in
                 c[j] = alpha * t[j] + beta * c[j];
     }
 }
+
+#ifdef ISP_X86
+/* tile_update on AVX-512 (the avx512bf16 and amx paths): rows of up to 32 columns as two masked
+ * 16-lane halves, so a partial tile is updated by the same arithmetic as a full one */
+__attribute__((target("avx512f"))) static void tile_update_avx512(float *C, int ldc, const float *tile,
+                                                                 int ts, int mr, int nr, float alpha,
+                                                                 float beta)
+{
+    const __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xffff : (1u << nr) - 1);
+    const __mmask16 m1 = (__mmask16)(nr >= 32 ? 0xffff : nr > 16 ? (1u << (nr - 16)) - 1 : 0);
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    for (int i = 0; i < mr; i++) {
+        float *c = C + (int64_t)i * ldc;
+        const float *t = tile + (int64_t)i * ts;
+        __m512 t0 = _mm512_mul_ps(va, _mm512_maskz_loadu_ps(m0, t));
+        __m512 t1 = _mm512_mul_ps(va, _mm512_maskz_loadu_ps(m1, t + 16));
+        if (beta != 0.0f) {
+            t0 = _mm512_add_ps(t0, _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m0, c)));
+            t1 = _mm512_add_ps(t1, _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m1, c + 16)));
+        }
+        _mm512_mask_storeu_ps(c, m0, t0);
+        _mm512_mask_storeu_ps(c + 16, m1, t1);
+    }
+}
+
+#endif
 
 /* The unpacked loop of the same semantics, for when no scratch can be had. */
 static void gemm_bf16_loop(int ta, int tb, int M, int N, int K, float alpha, const float *A,
@@ -499,12 +711,12 @@ void gemm_bf16(isp_isa isa, int ta, int tb, int M, int N, int K, float alpha, co
 #ifndef ISP_X86
     isa = ISP_ISA_FP32;
 #endif
-    const blocking bl = blocking_of(isa);
+    const blocking bl = blocking_of(isa, K);
     const int kcmax = K < bl.kc ? K : bl.kc, kcpmax = (kcmax + bl.kunit - 1) / bl.kunit * bl.kunit;
     const int mcmax = M < bl.mc ? M : bl.mc, ncmax = N < bl.nc ? N : bl.nc;
     const int64_t mcp = (int64_t)(mcmax + bl.mr - 1) / bl.mr * bl.mr;
     const int64_t ncp = (int64_t)(ncmax + bl.nr - 1) / bl.nr * bl.nr;
-    const size_t abytes = ((size_t)(mcp * kcpmax) * (size_t)bl.esize + 63) & ~(size_t)63;
+    const size_t abytes = ((size_t)(mcp * (kcpmax + XK_PAD)) * (size_t)bl.esize + 63) & ~(size_t)63;
     const size_t bbytes = (size_t)(ncp * kcpmax) * (size_t)bl.esize;
     const size_t tbytes = sizeof(float) * (size_t)bl.mr * (size_t)bl.nr;
     char *buf = scratch_get(abytes + bbytes + tbytes + 64);
@@ -538,17 +750,22 @@ void gemm_bf16(isp_isa isa, int ta, int tb, int M, int N, int K, float alpha, co
                     const int nr = nc - jr < bl.nr ? nc - jr : bl.nr;
                     for (int ir = 0; ir < mc; ir += bl.mr) {
                         const int mr = mc - ir < bl.mr ? mc - ir : bl.mr;
-                        const int64_t ao = (int64_t)ir * kcp, bo = (int64_t)jr * kcp;
+                        const int64_t ars = isa == ISP_ISA_AMX ? (int64_t)kcp + XK_PAD : kcp;
+                        const int64_t ao = (int64_t)ir * ars, bo = (int64_t)jr * kcp;
                         if (isa == ISP_ISA_AVX2BF16)
                             micro_avx2(kcp, (const float *)Ap + ao, (const float *)Bp + bo, tile);
                         else if (isa == ISP_ISA_AVX512BF16)
                             micro_avx512bf16(kcp, (const uint16_t *)Ap + ao,
                                              (const uint16_t *)Bp + bo, tile);
                         else
-                            micro_amx(kcp, (const uint16_t *)Ap + ao, (const uint16_t *)Bp + bo,
+                            micro_amx(kcp, ars, (const uint16_t *)Ap + ao, (const uint16_t *)Bp + bo,
                                       tile);
-                        tile_update(Cb + (int64_t)ir * ldc + jr, ldc, tile, bl.nr, mr, nr, alpha,
-                                    bet);
+                        if (isa == ISP_ISA_AVX2BF16)
+                            tile_update(Cb + (int64_t)ir * ldc + jr, ldc, tile, bl.nr, mr, nr, alpha,
+                                        bet);
+                        else
+                            tile_update_avx512(Cb + (int64_t)ir * ldc + jr, ldc, tile, bl.nr, mr, nr,
+                                               alpha, bet);
                     }
                 }
 #endif

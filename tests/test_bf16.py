@@ -62,6 +62,14 @@ def test_rounding_through_each_path(isa):
     if isa in ("avx512bf16", "amx"):  # these instructions flush denormal inputs to zero
         want[np.abs(vals) < 2.0**-126] = 0.0
     np.testing.assert_array_equal(c[:, 0], want)
+    # the same values through every packing of each operand: A transposed, B plain and transposed
+    c = np.zeros((a.shape[0], 1), np.float32)
+    _T.sgemm(a.T.copy(), one, c, trans_a=True, bf16=isa)
+    np.testing.assert_array_equal(c[:, 0], want)
+    for tb in (False, True):
+        c = np.zeros((1, a.shape[0]), np.float32)
+        _T.sgemm(one, a.copy() if tb else a.T.copy(), c, trans_b=tb, bf16=isa)
+        np.testing.assert_array_equal(c[0], want)
     # NaN stays NaN
     c2 = np.zeros((1, 1), np.float32)
     _T.sgemm(np.full((1, 1), np.nan, np.float32), one, c2, bf16=isa)
