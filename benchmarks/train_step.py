@@ -167,6 +167,16 @@ def _ours_child(job):
     d, batch, y, steps, warmup, precision, threads = job
     instantsoup.set_num_threads(threads)
     t = bench_ours(d, batch, y, steps, warmup, precision)
+    # VmHWM is this address space's peak. ru_maxrss is not ours alone: Linux carries the parent's
+    # peak across the fork + exec that starts a spawned child, so a parent that already held a
+    # larger torch model reported its own peak here.
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return t, int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
