@@ -231,6 +231,17 @@ static inline int64_t panel_row(pack_fmt fmt, int kcp)
     return fmt == FMT_XK_BF16 ? (int64_t)kcp + XK_PAD : kcp;
 }
 
+/* Zero what no element of an (nx, kc) block fills: K beyond kc in every panel of width w, the
+ * missing columns of the last one. */
+static void zero_padding(void *dst, pack_fmt fmt, int nx, int kc, int kcp, int w)
+{
+    const size_t esz = fmt == FMT_KW_F32 || fmt == FMT_XK_F32 ? 4 : 2;
+    const int64_t pel = (int64_t)w * panel_row(fmt, kcp);
+    const int npanels = (nx + w - 1) / w;
+    for (int p = kcp > kc ? 0 : nx % w ? npanels - 1 : npanels; p < npanels; p++)
+        memset((char *)dst + (size_t)(p * pel) * esz, 0, (size_t)pel * esz);
+}
+
 /*
  * Pack the rounded (nx, kc) operand block src[x*sx + k*sk] into panels of width w (the last one
  * zero-padded), each panel w * kcp elements, K zero-padded to kcp. The loop runs along whichever
@@ -240,12 +251,9 @@ static inline __attribute__((always_inline)) void pack(void *dst, pack_fmt fmt, 
                                                         int64_t sx, int64_t sk, int nx, int kc,
                                                         int kcp, int w)
 {
-    const int f32 = fmt == FMT_KW_F32 || fmt == FMT_XK_F32;
     const int64_t rs = panel_row(fmt, kcp), pel = (int64_t)w * rs;
     const int npanels = (nx + w - 1) / w;
-    /* zero what no element fills: K beyond kc in every panel, missing columns in the last one */
-    for (int p = kcp > kc ? 0 : nx % w ? npanels - 1 : npanels; p < npanels; p++)
-        memset((char *)dst + (size_t)(p * pel) * (f32 ? 4 : 2), 0, (size_t)pel * (f32 ? 4 : 2));
+    zero_padding(dst, fmt, nx, kc, kcp, w);
 #define PUT(p, x, k, v)                                                                            \
     do {                                                                                           \
         uint32_t u_;                                                                               \
@@ -437,11 +445,7 @@ __attribute__((target("avx512f,avx512bw"))) static void pack_block_avx512(void *
     switch (fmt) {
     case FMT_XK_BF16:
         if (sx == 1 && w % 16 == 0) {
-            /* zero the K padding and missing rows first, as pack() does */
-            const int64_t pel = (int64_t)w * panel_row(fmt, kcp);
-            const int np = (nx + w - 1) / w;
-            for (int p = kcp > kc ? 0 : nx % w ? np - 1 : np; p < np; p++)
-                memset((uint16_t *)dst + p * pel, 0, (size_t)pel * 2);
+            zero_padding(dst, fmt, nx, kc, kcp, w);
             pack_xk_transposed((uint16_t *)dst, src, sk, nx, kc, kcp, w);
         } else {
             pack(dst, FMT_XK_BF16, src, sx, sk, nx, kc, kcp, w);
@@ -449,10 +453,7 @@ __attribute__((target("avx512f,avx512bw"))) static void pack_block_avx512(void *
         break;
     default:
         if ((sk == 1 || sx == 1) && w == 32) {
-            const int64_t pel = (int64_t)w * kcp;
-            const int np = (nx + w - 1) / w;
-            for (int p = kcp > kc ? 0 : nx % w ? np - 1 : np; p < np; p++)
-                memset((uint16_t *)dst + p * pel, 0, (size_t)pel * 2);
+            zero_padding(dst, fmt, nx, kc, kcp, w);
             pack_pairs((uint16_t *)dst, src, sx, sk, nx, kc, kcp, w);
         } else {
             pack(dst, FMT_PAIR_BF16, src, sx, sk, nx, kc, kcp, w);
