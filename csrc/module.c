@@ -57,12 +57,12 @@ static PyObject *py_build_info(PyObject *self, PyObject *noargs)
 #else
     const char *cflags = "";
 #endif
-    return Py_BuildValue("{s:s,s:s,s:s,s:i,s:i,s:i,s:i,s:s,s:s,s:I}", "blas", blas_vendor(),
+    return Py_BuildValue("{s:s,s:s,s:s,s:i,s:i,s:i,s:i,s:s,s:s,s:I,s:s}", "blas", blas_vendor(),
                          "blas_config", blas_config(), "blas_corename", blas_corename(),
                          "blas_num_threads", blas_get_num_threads(), "num_threads",
                          isp_get_num_threads(), "openmp", omp_version, "openmp_max_threads",
                          omp_max, "compiler", compiler, "cflags", cflags, "numpy_abi_version",
-                         (unsigned int)NPY_ABI_VERSION);
+                         (unsigned int)NPY_ABI_VERSION, "simd", ops_simd_name());
 }
 
 static PyObject *py_isa_available(PyObject *self, PyObject *noargs)

@@ -8,6 +8,7 @@
  * pairs are distributed over threads, never the terms of one sum), so our kernels' results do
  * not depend on the thread count (gemm_par's sgemm blocks may, in the last bits). exp and erf are our own vectorisable polynomials (ops_expf / ops_erff).
  */
+#include <stdlib.h>
 #include <math.h>
 #include <string.h>
 
@@ -28,13 +29,18 @@
 #define BIG(n) ((int64_t)(n) >= 16384)
 
 /*
- * SIMD dispatch: hot loops are written once in plain C and compiled twice, for AVX2 and for the
- * baseline x86-64 (SSE2), choosing at run time; the build itself stays portable (no -march).
- * Both variants do the same arithmetic in the same order (no FMA contraction, no reassociation),
- * so the results are bitwise identical whichever is picked.
+ * SIMD dispatch: hot loops are written once in plain C and compiled three times, for AVX-512, AVX2
+ * and the baseline x86-64 (SSE2), choosing at run time; the build itself stays portable (no
+ * -march). All variants do the same arithmetic in the same order (no FMA contraction, no
+ * reassociation), so the results are bitwise identical whichever is picked.
  */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(ISP_NO_DISPATCH)
 #define SIMD_FN(name, params, ...)                                                                 \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"), noinline)) static void            \
+        name##_avx512 params                                                                       \
+    {                                                                                              \
+        __VA_ARGS__                                                                                \
+    }                                                                                              \
     __attribute__((target("avx2"), noinline)) static void name##_avx2 params                       \
     {                                                                                              \
         __VA_ARGS__                                                                                \
@@ -43,7 +49,39 @@
     {                                                                                              \
         __VA_ARGS__                                                                                \
     }
-#define SIMD_CALL(name) (__builtin_cpu_supports("avx2") ? name##_avx2 : name##_base)
+#define SIMD_CALL(name)                                                                            \
+    (simd_level() == 2 ? name##_avx512 : simd_level() == 1 ? name##_avx2 : name##_base)
+
+/* 2: AVX-512 (F, BW, VL, DQ), 1: AVX2, 0: baseline; the best the CPU has, or a lower level named
+ * by INSTANTSOUP_SIMD=avx512|avx2|base (read once; tests compare the variants' bits with it) */
+static int simd_level(void)
+{
+    static int level = -1;
+    int l = __atomic_load_n(&level, __ATOMIC_RELAXED);
+    if (l >= 0)
+        return l;
+    __builtin_cpu_init();
+    l = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")
+            ? 2
+        : __builtin_cpu_supports("avx2") ? 1
+                                         : 0;
+    const char *want = getenv("INSTANTSOUP_SIMD");
+    if (want != NULL) {
+        const int w = strcmp(want, "avx512") == 0 ? 2 : strcmp(want, "avx2") == 0 ? 1
+                      : strcmp(want, "base") == 0  ? 0
+                                                   : l;
+        l = w < l ? w : l; /* never a level the CPU lacks */
+    }
+    __atomic_store_n(&level, l, __ATOMIC_RELAXED);
+    return l;
+}
+
+const char *ops_simd_name(void)
+{
+    static const char *const names[3] = {"base", "avx2", "avx512"};
+    return names[simd_level()];
+}
 #else
 #define SIMD_FN(name, params, ...)                                                                 \
     static void name params                                                                        \
@@ -51,6 +89,10 @@
         __VA_ARGS__                                                                                \
     }
 #define SIMD_CALL(name) name
+const char *ops_simd_name(void)
+{
+    return "base";
+}
 #endif
 
 /* elementwise loops run over fixed chunks of this many elements, one thread per chunk */

@@ -16,6 +16,10 @@
 
 #include "isp.h"
 
+/* The SIMD variant the elementwise kernels run: "avx512", "avx2" or "base" (chosen from CPUID at
+ * first use; INSTANTSOUP_SIMD=avx2|base lowers it). Every variant gives the same bits. */
+const char *ops_simd_name(void);
+
 /* Activation functions of the feed-forward block (HF hidden_act names in brackets). */
 typedef enum {
     ACT_GELU = 0,       /* exact erf GELU ["gelu"] */

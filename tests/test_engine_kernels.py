@@ -284,3 +284,61 @@ def test_encoder_stack_gradient_finite_differences(rng, prenorm, causal, act):
             fd = (f(params + eps * d, x) - f(params - eps * d, x)) / (2 * eps)
             an = float((g * d).sum())
         assert abs(fd - an) <= 2e-2 * abs(an) + 1e-3, (which, fd, an)
+
+
+# the elementwise kernels are compiled for AVX-512, AVX2 and baseline x86-64 and picked at run time
+# (INSTANTSOUP_SIMD lowers the pick); every variant must give the same bits
+SIMD_PROBE = """
+import hashlib, numpy as np
+from instantsoup import _C_test as T
+rng = np.random.default_rng(3)
+h = hashlib.sha256()
+for prenorm, causal, act in [(False, False, 0), (True, True, 3), (True, False, 1), (False, False, 2)]:
+    L, B, T_, C, NH, F = 2, 3, 37, 48, 4, 80   # odd lengths: vector tails on every path
+    n = L * (4 * C * C + 2 * C * F + 9 * C + F)
+    params = rng.normal(0, 0.3, n).astype(np.float32)
+    x = rng.normal(size=(B, T_, C)).astype(np.float32)
+    dout = rng.normal(size=(B, T_, C)).astype(np.float32)
+    am = np.ones((B, T_), np.uint8)
+    am[1, 20:] = 0
+    for out in T.op_encoder(params, x, am, dout, L, NH, act, prenorm, causal, 1e-5, 0.1, 0.1, True, 11, 2):
+        h.update(np.ascontiguousarray(out).tobytes())
+n = 3001
+p = rng.normal(size=n).astype(np.float32); m = np.zeros(n, np.float32); v = np.zeros(n, np.float32)
+mask = (rng.random(n) > 0.4).astype(np.uint8); p *= mask
+for step in range(1, 4):
+    norm = T.op_adamw(p, rng.normal(size=n).astype(np.float32), m, v, np.array([0, 1000, n], np.int64),
+                      np.array([1, 0], np.uint8), mask.copy(), 0, 1e-2, 0.9, 0.99, 1e-8, 0.1, step, 5.0)
+    h.update(np.float64(norm).tobytes())
+for a in (p, m, v):
+    h.update(a.tobytes())
+loss, probs, dl = T.op_crossentropy(rng.normal(0, 3, (9, 5)).astype(np.float32), rng.integers(0, 5, 9).astype(np.int32), 0.1)
+h.update(np.float64(loss).tobytes() + probs.tobytes() + dl.tobytes())
+print(h.hexdigest())
+"""
+
+
+def test_simd_variants_give_the_same_bits():
+    import subprocess
+    import sys
+
+    from conftest import package_parent, subprocess_env
+
+    def run(level):
+        env = subprocess_env()
+        env.pop("INSTANTSOUP_SIMD", None)
+        if level:
+            env["INSTANTSOUP_SIMD"] = level
+        code = "import instantsoup\n" + SIMD_PROBE + "print(instantsoup.build_info()['simd'])\n"
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                             timeout=300, cwd=package_parent())
+        assert out.returncode == 0, out.stderr
+        digest, ran = out.stdout.strip().splitlines()[-2:]
+        return digest, ran
+
+    order = ["base", "avx2", "avx512"]
+    best_digest, best = run(None)
+    levels = order[:order.index(best) + 1]  # every variant this CPU can run
+    got = {lv: run(lv) for lv in levels}
+    assert all(ran == lv for lv, (_, ran) in got.items()), got  # the forced variant really ran
+    assert {d for d, _ in got.values()} == {best_digest}, got
