@@ -778,3 +778,93 @@ void gemm_bf16(isp_isa isa, int ta, int tb, int M, int N, int K, float alpha, co
         amx_end();
 #endif
 }
+
+/* ------------------------------------------------------------------------------------------ */
+/* peak: the path's multiply-add instruction alone                                             */
+
+#ifdef ISP_X86
+__attribute__((target("amx-tile,amx-bf16"))) static void peak_amx(int64_t iters, float *sink)
+{
+    static const uint16_t zeros[16 * 32] __attribute__((aligned(64)));
+    amx_begin();
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    _tile_loadd(4, zeros, 64);
+    _tile_loadd(5, zeros, 64);
+    _tile_loadd(6, zeros, 64);
+    _tile_loadd(7, zeros, 64);
+    for (int64_t i = 0; i < iters; i++) {
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, sink, 64);
+    amx_end();
+}
+
+__attribute__((target("avx512f,avx512bf16"))) static void peak_avx512bf16(int64_t iters, float *sink)
+{
+    __m512 c[16];
+    for (int r = 0; r < 16; r++)
+        c[r] = _mm512_setzero_ps();
+    __m512i ai = _mm512_set1_epi32(0x3f803f80); /* bf16 1.0 pairs */
+    __asm__("" : "+v"(ai)); /* opaque to the compiler: the loop must run */
+    const __m512bh a = (__m512bh)ai, b = a;
+    for (int64_t i = 0; i < iters; i++)
+        for (int r = 0; r < 16; r++)
+            c[r] = _mm512_dpbf16_ps(c[r], a, b);
+    for (int r = 1; r < 16; r++)
+        c[0] = _mm512_add_ps(c[0], c[r]);
+    _mm512_storeu_ps(sink, c[0]);
+}
+
+__attribute__((target("avx2,fma"))) static void peak_fma(int64_t iters, float *sink)
+{
+    __m256 c[12];
+    for (int r = 0; r < 12; r++)
+        c[r] = _mm256_setzero_ps();
+    __m256 a = _mm256_set1_ps(1.0f), b = _mm256_set1_ps(1e-7f);
+    __asm__("" : "+v"(a), "+v"(b)); /* opaque to the compiler: the loop must run */
+    for (int64_t i = 0; i < iters; i++)
+        for (int r = 0; r < 12; r++)
+            c[r] = _mm256_fmadd_ps(a, b, c[r]);
+    for (int r = 1; r < 12; r++)
+        c[0] = _mm256_add_ps(c[0], c[r]);
+    _mm256_storeu_ps(sink, c[0]);
+}
+#endif
+
+static volatile float peak_result; /* a use of the sums, so that no loop is optimised away */
+
+double gemm_bf16_peak(isp_isa isa, int64_t iters)
+{
+    float sink[16 * 16];
+#ifdef ISP_X86
+    double flops = 0.0;
+    switch (isa) {
+    case ISP_ISA_AMX:
+        peak_amx(iters, sink);
+        flops = (double)iters * 4 * 16 * 16 * 32 * 2;
+        break;
+    case ISP_ISA_AVX512BF16:
+        peak_avx512bf16(iters, sink);
+        flops = (double)iters * 16 * 16 * 2 * 2;
+        break;
+    case ISP_ISA_AVX2BF16:
+        peak_fma(iters, sink);
+        flops = (double)iters * 12 * 8 * 2;
+        break;
+    default:
+        return 0.0;
+    }
+    peak_result = sink[0];
+    return flops;
+#endif
+    (void)isa;
+    (void)iters;
+    (void)sink;
+    return 0.0;
+}

@@ -59,4 +59,12 @@ uint16_t bf16_bits(float x);
 void gemm_bf16(isp_isa isa, int ta, int tb, int M, int N, int K, float alpha, const float *A,
                int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
+/*
+ * The path's multiply-add instruction alone, on register / tile-resident operands (no memory):
+ * iters steps of tdpbf16ps on 4 tiles (amx), vdpbf16ps on 16 zmm (avx512bf16) or fp32 FMA on 12
+ * ymm (avx2bf16, the fp32 FMA peak). Returns the floating-point operations done (0 for the fp32
+ * path, which is OpenBLAS's). The path must be available. For benchmarks/matrix_peak.py.
+ */
+double gemm_bf16_peak(isp_isa isa, int64_t iters);
+
 #endif /* ISP_GEMM_BF16_H */

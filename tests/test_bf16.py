@@ -192,3 +192,19 @@ def test_forced_path_from_the_environment():
             assert out.stdout.strip() == name
         else:
             assert out.stdout.startswith("ERR INSTANTSOUP_ISA=" + name) and "not available" in out.stdout
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("isa", ALL_ISAS)
+def test_instruction_peak_probe(isa):
+    """benchmarks/matrix_peak.py's probe: each path's multiply-add loop runs (AMX: the tile state is
+    granted) and counts its work; the fp32 path has no instruction of its own."""
+    if isa == "fp32":
+        with pytest.raises(ValueError, match="no instruction of its own"):
+            _T.bf16_peak(isa, 10)
+        return
+    per_iter = {"amx": 4 * 16 * 16 * 32 * 2, "avx512bf16": 16 * 16 * 2 * 2, "avx2bf16": 12 * 8 * 2}[isa]
+    flops, seconds = _T.bf16_peak(isa, 1000)
+    assert flops == 1000 * per_iter and seconds > 0
+    with pytest.raises(ValueError, match="iters"):
+        _T.bf16_peak(isa, 0)

@@ -7,6 +7,7 @@
 #include "boundary.h"
 
 #include <string.h>
+#include <time.h>
 
 #include "blas.h"
 #include "gemm_bf16.h"
@@ -89,8 +90,42 @@ static PyObject *py_sgemm(PyObject *self, PyObject *args, PyObject *kwds)
 }
 
 
+PyDoc_STRVAR(bf16_peak_doc,
+             "bf16_peak(path, iters) -> (flops, seconds)\n--\n\n"
+             "The bf16 path's multiply-add instruction alone (no memory traffic), iters steps on\n"
+             "this thread: tdpbf16ps (amx), vdpbf16ps (avx512bf16), fp32 FMA (avx2bf16).");
+
+static PyObject *py_bf16_peak(PyObject *self, PyObject *args)
+{
+    (void)self;
+    const char *name;
+    long long iters;
+    if (!PyArg_ParseTuple(args, "sL:bf16_peak", &name, &iters))
+        return NULL;
+    int isa = isp_isa_from_name(name, "bf16_peak");
+    if (isa < 0)
+        return NULL;
+    if (isa == ISP_ISA_FP32 || !isp_isa_available((isp_isa)isa)) {
+        PyErr_Format(PyExc_ValueError, "bf16_peak: path '%s' has no instruction of its own here", name);
+        return NULL;
+    }
+    if (iters < 1) {
+        PyErr_SetString(PyExc_ValueError, "bf16_peak: iters must be >= 1");
+        return NULL;
+    }
+    double flops;
+    struct timespec t0, t1;
+    Py_BEGIN_ALLOW_THREADS;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    flops = gemm_bf16_peak((isp_isa)isa, (int64_t)iters);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    Py_END_ALLOW_THREADS;
+    return Py_BuildValue("(dd)", flops, (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
+}
+
 static PyMethodDef test_core_methods[] = {
     {"sgemm", (PyCFunction)(void (*)(void))py_sgemm, METH_VARARGS | METH_KEYWORDS, sgemm_doc},
+    {"bf16_peak", (PyCFunction)py_bf16_peak, METH_VARARGS, bf16_peak_doc},
     {NULL, NULL, 0, NULL},
 };
 
