@@ -322,11 +322,11 @@ static void pack_block(void *dst, pack_fmt fmt, const float *src, int64_t sx, in
 __attribute__((target("avx512f,avx512bw"))) static inline __m256i bf16x16(__m512 v)
 {
     const __m512i u = _mm512_castps_si512(v), hi = _mm512_set1_epi32((int)0xffff0000u);
-    __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff),
-                                                     _mm512_and_si512(_mm512_srli_epi32(u, 16),
-                                                                      _mm512_set1_epi32(1))));
-    const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
-                                                  _mm512_set1_epi32(0x7f800000));
+    __m512i r = _mm512_add_epi32(
+        u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff),
+                            _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1))));
+    const __mmask16 nan = _mm512_cmpgt_epu32_mask(
+        _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
     r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(u, _mm512_set1_epi32(0x00400000)));
     return _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_and_si512(r, hi), 16));
 }
@@ -362,10 +362,8 @@ __attribute__((target("avx512f"))) static inline void transpose16(__m512 r[16])
  * The amx A panel (FMT_XK_BF16) from a source whose rows run along K (src[k * sk + x]): 16 x 16
  * blocks transposed in registers, 16 k-values stored per panel row. Same values as pack().
  */
-__attribute__((target("avx512f,avx512bw"))) static void pack_xk_transposed(uint16_t *dst,
-                                                                          const float *src,
-                                                                          int64_t sk, int nx, int kc,
-                                                                          int kcp, int w)
+__attribute__((target("avx512f,avx512bw"))) static void
+pack_xk_transposed(uint16_t *dst, const float *src, int64_t sk, int nx, int kc, int kcp, int w)
 {
     const int64_t rs = panel_row(FMT_XK_BF16, kcp), pel = (int64_t)w * rs;
     for (int x0 = 0; x0 < nx; x0 += 16) {
@@ -385,8 +383,8 @@ __attribute__((target("avx512f,avx512bw"))) static void pack_xk_transposed(uint1
 }
 
 /* 32 consecutive floats as 32 bf16 values: 16 lanes of (bf16 x[2i+1] << 16 | bf16 x[2i]) */
-__attribute__((target("avx512f,avx512bw"))) static inline __m512i bf16x32(const float *x, __mmask16 m0,
-                                                                        __mmask16 m1)
+__attribute__((target("avx512f,avx512bw"))) static inline __m512i
+bf16x32(const float *x, __mmask16 m0, __mmask16 m1)
 {
     return _mm512_inserti64x4(_mm512_castsi256_si512(bf16x16(_mm512_maskz_loadu_ps(m0, x))),
                               bf16x16(_mm512_maskz_loadu_ps(m1, x + 16)), 1);
@@ -397,9 +395,8 @@ __attribute__((target("avx512f,avx512bw"))) static inline __m512i bf16x32(const 
  * unit, so a source with rows along K (sk == 1) is a 16 x 16 transpose of pairs, and a source
  * with rows along x (sx == 1) interleaves two rows. Same values as pack().
  */
-__attribute__((target("avx512f,avx512bw"))) static void pack_pairs(uint16_t *dst, const float *src,
-                                                                  int64_t sx, int64_t sk, int nx,
-                                                                  int kc, int kcp, int w)
+__attribute__((target("avx512f,avx512bw"))) static void
+pack_pairs(uint16_t *dst, const float *src, int64_t sx, int64_t sk, int nx, int kc, int kcp, int w)
 {
     const int64_t pel = (int64_t)w * kcp;
     if (sk == 1) {
@@ -409,10 +406,13 @@ __attribute__((target("avx512f,avx512bw"))) static void pack_pairs(uint16_t *dst
             for (int k0 = 0; k0 < kc; k0 += 32) {
                 const int kn = kc - k0 < 32 ? kc - k0 : 32;
                 const __mmask16 m0 = (__mmask16)(kn >= 16 ? 0xffff : (1u << kn) - 1);
-                const __mmask16 m1 = (__mmask16)(kn >= 32 ? 0xffff : kn > 16 ? (1u << (kn - 16)) - 1 : 0);
+                const __mmask16 m1 = (__mmask16)(kn >= 32  ? 0xffff
+                                                 : kn > 16 ? (1u << (kn - 16)) - 1
+                                                           : 0);
                 __m512 r[16];
                 for (int i = 0; i < 16; i++)
-                    r[i] = i < xn ? _mm512_castsi512_ps(bf16x32(src + (int64_t)(x0 + i) * sx + k0, m0, m1))
+                    r[i] = i < xn ? _mm512_castsi512_ps(
+                                        bf16x32(src + (int64_t)(x0 + i) * sx + k0, m0, m1))
                                   : _mm512_setzero_ps();
                 transpose16(r); /* r[j]: pair k0/2 + j of the 16 columns */
                 for (int j = 0; j < 16 && 2 * j < kn; j++)
@@ -426,10 +426,13 @@ __attribute__((target("avx512f,avx512bw"))) static void pack_pairs(uint16_t *dst
             const __mmask16 m = (__mmask16)((1u << xn) - 1);
             uint16_t *d = dst + (int64_t)(x0 / w) * pel + (int64_t)(x0 % w) * 2;
             for (int k = 0; k < kc; k += 2) {
-                const __m512i e = _mm512_cvtepu16_epi32(bf16x16(_mm512_maskz_loadu_ps(m, src + (int64_t)k * sk + x0)));
-                const __m512i o = k + 1 < kc ? _mm512_cvtepu16_epi32(bf16x16(_mm512_maskz_loadu_ps(m, src + (int64_t)(k + 1) * sk + x0)))
+                const __m512i e = _mm512_cvtepu16_epi32(
+                    bf16x16(_mm512_maskz_loadu_ps(m, src + (int64_t)k * sk + x0)));
+                const __m512i o = k + 1 < kc ? _mm512_cvtepu16_epi32(bf16x16(_mm512_maskz_loadu_ps(
+                                                   m, src + (int64_t)(k + 1) * sk + x0)))
                                              : _mm512_setzero_si512();
-                const __m512i pr = _mm512_or_si512(_mm512_and_si512(e, lo16), _mm512_slli_epi32(o, 16));
+                const __m512i pr =
+                    _mm512_or_si512(_mm512_and_si512(e, lo16), _mm512_slli_epi32(o, 16));
                 _mm512_mask_storeu_epi32(d + ((int64_t)(k / 2) * w) * 2, m, pr);
             }
         }
@@ -437,10 +440,9 @@ __attribute__((target("avx512f,avx512bw"))) static void pack_pairs(uint16_t *dst
 }
 
 /* pack_block compiled for AVX-512 (the vectoriser then packs 16 values per instruction) */
-__attribute__((target("avx512f,avx512bw"))) static void pack_block_avx512(void *dst, pack_fmt fmt,
-                                                                         const float *src, int64_t sx,
-                                                                         int64_t sk, int nx, int kc,
-                                                                         int kcp, int w)
+__attribute__((target("avx512f,avx512bw"))) static void
+pack_block_avx512(void *dst, pack_fmt fmt, const float *src, int64_t sx, int64_t sk, int nx, int kc,
+                  int kcp, int w)
 {
     switch (fmt) {
     case FMT_XK_BF16:
@@ -595,8 +597,8 @@ __attribute__((target("amx-tile"))) static void amx_end(void)
  * tmm0..3: the 32x32 fp32 block as 2x2 tiles; tmm4/5: rows 0-15 / 16-31 of A (16 x 32 bf16);
  * tmm6/7: columns 0-15 / 16-31 of B (16 k-pairs x 16 columns x 2).
  */
-__attribute__((target("amx-tile,amx-bf16"))) static void micro_amx(int kcp, int64_t rs, const uint16_t *a,
-                                                                   const uint16_t *b, float *tile)
+__attribute__((target("amx-tile,amx-bf16"))) static void
+micro_amx(int kcp, int64_t rs, const uint16_t *a, const uint16_t *b, float *tile)
 {
     const long sa = (long)rs * 2; /* bytes between A panel rows */
     _tile_zero(0);
@@ -643,9 +645,9 @@ static void tile_update(float *C, int ldc, const float *tile, int ts, int mr, in
 #ifdef ISP_X86
 /* tile_update on AVX-512 (the avx512bf16 and amx paths): rows of up to 32 columns as two masked
  * 16-lane halves, so a partial tile is updated by the same arithmetic as a full one */
-__attribute__((target("avx512f"))) static void tile_update_avx512(float *C, int ldc, const float *tile,
-                                                                 int ts, int mr, int nr, float alpha,
-                                                                 float beta)
+__attribute__((target("avx512f"))) static void tile_update_avx512(float *C, int ldc,
+                                                                  const float *tile, int ts, int mr,
+                                                                  int nr, float alpha, float beta)
 {
     const __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xffff : (1u << nr) - 1);
     const __mmask16 m1 = (__mmask16)(nr >= 32 ? 0xffff : nr > 16 ? (1u << (nr - 16)) - 1 : 0);
@@ -759,14 +761,14 @@ void gemm_bf16(isp_isa isa, int ta, int tb, int M, int N, int K, float alpha, co
                             micro_avx512bf16(kcp, (const uint16_t *)Ap + ao,
                                              (const uint16_t *)Bp + bo, tile);
                         else
-                            micro_amx(kcp, ars, (const uint16_t *)Ap + ao, (const uint16_t *)Bp + bo,
-                                      tile);
+                            micro_amx(kcp, ars, (const uint16_t *)Ap + ao,
+                                      (const uint16_t *)Bp + bo, tile);
                         if (isa == ISP_ISA_AVX2BF16)
-                            tile_update(Cb + (int64_t)ir * ldc + jr, ldc, tile, bl.nr, mr, nr, alpha,
-                                        bet);
+                            tile_update(Cb + (int64_t)ir * ldc + jr, ldc, tile, bl.nr, mr, nr,
+                                        alpha, bet);
                         else
-                            tile_update_avx512(Cb + (int64_t)ir * ldc + jr, ldc, tile, bl.nr, mr, nr,
-                                               alpha, bet);
+                            tile_update_avx512(Cb + (int64_t)ir * ldc + jr, ldc, tile, bl.nr, mr,
+                                               nr, alpha, bet);
                     }
                 }
 #endif
@@ -805,13 +807,14 @@ __attribute__((target("amx-tile,amx-bf16"))) static void peak_amx(int64_t iters,
     amx_end();
 }
 
-__attribute__((target("avx512f,avx512bf16"))) static void peak_avx512bf16(int64_t iters, float *sink)
+__attribute__((target("avx512f,avx512bf16"))) static void peak_avx512bf16(int64_t iters,
+                                                                          float *sink)
 {
     __m512 c[16];
     for (int r = 0; r < 16; r++)
         c[r] = _mm512_setzero_ps();
     __m512i ai = _mm512_set1_epi32(0x3f803f80); /* bf16 1.0 pairs */
-    __asm__("" : "+v"(ai)); /* opaque to the compiler: the loop must run */
+    __asm__("" : "+v"(ai));                     /* opaque to the compiler: the loop must run */
     const __m512bh a = (__m512bh)ai, b = a;
     for (int64_t i = 0; i < iters; i++)
         for (int r = 0; r < 16; r++)
