@@ -113,11 +113,13 @@ def main(argv=None):
     peak = {k: L * sgemm_seconds(v, bf16=isa) for k, v in shapes.items()}
     for name, bwd in (("attention fwd (QK^T, mask, softmax, dropout, PV)", False), ("attention bwd", True)):
         flops[name] = L * attention_flops(s, bwd)
-    print(f"{args.size} B{s['batch']} T{s['seq']}, {args.precision}{f' ({isa})' if isa else ''}, {args.threads} thread(s): {step * 1e3:.0f} ms/step wall, "
+    mode = f"{args.precision} ({isa})" if isa else args.precision
+    print(f"{args.size} B{s['batch']} T{s['seq']}, {mode}, {args.threads} thread(s): {step * 1e3:.0f} ms/step wall, "
           f"{step_cpu * 1e3:.0f} ms CPU (mean of {args.steps}), {ts.train_flops(s) / step / 1e9:.1f} GF/s; "
           f"load {load0:.1f}-{load1:.1f}")
     peak_name = f"our {isa} GEMM" if isa else "sgemm"
-    print(f"| site | calls/step | wall ms/step | share of wall | CPU ms/step | share of CPU | GF/s (wall) | {peak_name} GF/s (same shapes) |")
+    print("| site | calls/step | wall ms/step | share of wall | CPU ms/step | share of CPU | GF/s (wall) | "
+          f"{peak_name} GF/s (same shapes) |")
     print("|---|---|---|---|---|---|---|---|")
     wall_sum = cpu_sum = 0.0
     for name, (wall, cpu, calls) in prof.items():

@@ -312,7 +312,8 @@ for step in range(1, 4):
     h.update(np.float64(norm).tobytes())
 for a in (p, m, v):
     h.update(a.tobytes())
-loss, probs, dl = T.op_crossentropy(rng.normal(0, 3, (9, 5)).astype(np.float32), rng.integers(0, 5, 9).astype(np.int32), 0.1)
+logits, y = rng.normal(0, 3, (9, 5)).astype(np.float32), rng.integers(0, 5, 9).astype(np.int32)
+loss, probs, dl = T.op_crossentropy(logits, y, 0.1)
 h.update(np.float64(loss).tobytes() + probs.tobytes() + dl.tobytes())
 print(h.hexdigest())
 """
