@@ -188,7 +188,7 @@ static blocking blocking_of(isp_isa isa, int K)
     case ISP_ISA_AVX2BF16:
         return (blocking){6, 16, 256, 96, 512, 1, 4};
     case ISP_ISA_AVX512BF16:
-        return (blocking){8, 32, 256, 96, 512, 2, 2};
+        return (blocking){8, 32, 512, 48, 1024, 2, 2};
     case ISP_ISA_AMX: {
         const int nblk = (K + 1023) / 1024, kc = ((K + nblk - 1) / nblk + 31) / 32 * 32;
         int nc = (int)((1 << 20) / (2 * kc)) / 32 * 32, mc = (int)((1 << 19) / (2 * kc)) / 32 * 32;
@@ -318,17 +318,41 @@ static void pack_block(void *dst, pack_fmt fmt, const float *src, int64_t sx, in
 }
 
 #ifdef ISP_X86
-/* rne_bits on 16 lanes, narrowed to the 16 bf16 halves */
-__attribute__((target("avx512f,avx512bw"))) static inline __m256i bf16x16(__m512 v)
+/*
+ * 16-lane loads and stores under a lane mask, plain when the mask is full: on the AMD Zen 5 this
+ * was written on, a zero-masked 512-bit load with a full mask made the operand packers 2-3x
+ * slower than a plain load (docs/ARCHITECTURE.md, "Speed of bf16").
+ */
+__attribute__((target("avx512f"))) static inline __m512 load16(__mmask16 m, const float *p)
 {
-    const __m512i u = _mm512_castps_si512(v), hi = _mm512_set1_epi32((int)0xffff0000u);
+    return m == 0xffff ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(m, p);
+}
+
+__attribute__((target("avx512f"))) static inline void store16(float *p, __mmask16 m, __m512 v)
+{
+    if (m == 0xffff)
+        _mm512_storeu_ps(p, v);
+    else
+        _mm512_mask_storeu_ps(p, m, v);
+}
+
+/* rne_bits on 16 lanes: each lane's bf16 in its upper half, the lower half zero */
+__attribute__((target("avx512f"))) static inline __m512i rne16(__m512 v)
+{
+    const __m512i u = _mm512_castps_si512(v);
     __m512i r = _mm512_add_epi32(
         u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff),
                             _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1))));
     const __mmask16 nan = _mm512_cmpgt_epu32_mask(
         _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
     r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(u, _mm512_set1_epi32(0x00400000)));
-    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_and_si512(r, hi), 16));
+    return _mm512_and_si512(r, _mm512_set1_epi32((int)0xffff0000u));
+}
+
+/* rne_bits on 16 lanes, narrowed to the 16 bf16 halves */
+__attribute__((target("avx512f,avx512bw"))) static inline __m256i bf16x16(__m512 v)
+{
+    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(rne16(v), 16));
 }
 
 /* r[j] = column j of the 16 x 16 block r[0..15] (rows) */
@@ -373,7 +397,7 @@ pack_xk_transposed(uint16_t *dst, const float *src, int64_t sk, int nx, int kc, 
         for (int k0 = 0; k0 < kc; k0 += 16) {
             __m512 r[16];
             for (int i = 0; i < 16; i++)
-                r[i] = k0 + i < kc ? _mm512_maskz_loadu_ps(m, src + (int64_t)(k0 + i) * sk + x0)
+                r[i] = k0 + i < kc ? load16(m, src + (int64_t)(k0 + i) * sk + x0)
                                    : _mm512_setzero_ps();
             transpose16(r);
             for (int j = 0; j < xn; j++)
@@ -386,14 +410,34 @@ pack_xk_transposed(uint16_t *dst, const float *src, int64_t sk, int nx, int kc, 
 __attribute__((target("avx512f,avx512bw"))) static inline __m512i
 bf16x32(const float *x, __mmask16 m0, __mmask16 m1)
 {
-    return _mm512_inserti64x4(_mm512_castsi256_si512(bf16x16(_mm512_maskz_loadu_ps(m0, x))),
-                              bf16x16(_mm512_maskz_loadu_ps(m1, x + 16)), 1);
+    return _mm512_inserti64x4(_mm512_castsi256_si512(bf16x16(load16(m0, x))),
+                              bf16x16(load16(m1, x + 16)), 1);
 }
 
 /*
- * The k-pair layout (FMT_PAIR_BF16, w = 32) with AVX-512: a pair of bf16 values is one 32-bit
- * unit, so a source with rows along K (sk == 1) is a 16 x 16 transpose of pairs, and a source
- * with rows along x (sx == 1) interleaves two rows. Same values as pack().
+ * Store the 16 pair units v (columns x0..x0+15 of pair `pair`; units past nx are zero) into the
+ * k-pair panels of width w (a multiple of 8, so 8 units never straddle two panels): one 16-unit
+ * store when w is a multiple of 16, else one 8-unit store per half that holds a column.
+ */
+__attribute__((target("avx512f"))) static inline void
+store_pair_units(uint16_t *dst, int64_t pel, int w, int x0, int nx, int64_t pair, __m512i v)
+{
+    if (w % 16 == 0) {
+        _mm512_storeu_si512((void *)(dst + (int64_t)(x0 / w) * pel + (pair * w + x0 % w) * 2), v);
+        return;
+    }
+    for (int h = 0; h < 2 && x0 + 8 * h < nx; h++) {
+        const int xs = x0 + 8 * h;
+        _mm256_storeu_si256((__m256i *)(dst + (int64_t)(xs / w) * pel + (pair * w + xs % w) * 2),
+                            _mm512_extracti64x4_epi64(v, h));
+    }
+}
+
+/*
+ * The k-pair layout (FMT_PAIR_BF16, w a multiple of 8) with AVX-512: a pair of bf16 values is one
+ * 32-bit unit, so a source with rows along K (sk == 1) is a 16 x 16 transpose of pairs, and a
+ * source with rows along x (sx == 1) interleaves two rows. Same values as pack(); the columns
+ * past nx in the last panel, zero there already, are written with zeros.
  */
 __attribute__((target("avx512f,avx512bw"))) static void
 pack_pairs(uint16_t *dst, const float *src, int64_t sx, int64_t sk, int nx, int kc, int kcp, int w)
@@ -402,7 +446,6 @@ pack_pairs(uint16_t *dst, const float *src, int64_t sx, int64_t sk, int nx, int 
     if (sk == 1) {
         for (int x0 = 0; x0 < nx; x0 += 16) {
             const int xn = nx - x0 < 16 ? nx - x0 : 16;
-            uint16_t *d = dst + (int64_t)(x0 / w) * pel + (int64_t)(x0 % w) * 2;
             for (int k0 = 0; k0 < kc; k0 += 32) {
                 const int kn = kc - k0 < 32 ? kc - k0 : 32;
                 const __mmask16 m0 = (__mmask16)(kn >= 16 ? 0xffff : (1u << kn) - 1);
@@ -410,30 +453,39 @@ pack_pairs(uint16_t *dst, const float *src, int64_t sx, int64_t sk, int nx, int 
                                                  : kn > 16 ? (1u << (kn - 16)) - 1
                                                            : 0);
                 __m512 r[16];
+                /* the next 16 rows' block at this k0 is read kc/32 blocks from now: fetch it */
+                for (int i = 16; i < 32 && x0 + i < nx; i++) {
+                    __builtin_prefetch(src + (int64_t)(x0 + i) * sx + k0);
+                    __builtin_prefetch(src + (int64_t)(x0 + i) * sx + k0 + kn - 1);
+                }
                 for (int i = 0; i < 16; i++)
                     r[i] = i < xn ? _mm512_castsi512_ps(
                                         bf16x32(src + (int64_t)(x0 + i) * sx + k0, m0, m1))
                                   : _mm512_setzero_ps();
                 transpose16(r); /* r[j]: pair k0/2 + j of the 16 columns */
                 for (int j = 0; j < 16 && 2 * j < kn; j++)
-                    _mm512_storeu_ps((float *)(d + ((int64_t)(k0 / 2 + j) * w) * 2), r[j]);
+                    store_pair_units(dst, pel, w, x0, nx, k0 / 2 + j, _mm512_castps_si512(r[j]));
             }
         }
     } else {
-        const __m512i lo16 = _mm512_set1_epi32(0xffff);
-        for (int x0 = 0; x0 < nx; x0 += 16) {
-            const int xn = nx - x0 < 16 ? nx - x0 : 16;
-            const __mmask16 m = (__mmask16)((1u << xn) - 1);
-            uint16_t *d = dst + (int64_t)(x0 / w) * pel + (int64_t)(x0 % w) * 2;
-            for (int k = 0; k < kc; k += 2) {
-                const __m512i e = _mm512_cvtepu16_epi32(
-                    bf16x16(_mm512_maskz_loadu_ps(m, src + (int64_t)k * sk + x0)));
-                const __m512i o = k + 1 < kc ? _mm512_cvtepu16_epi32(bf16x16(_mm512_maskz_loadu_ps(
-                                                   m, src + (int64_t)(k + 1) * sk + x0)))
-                                             : _mm512_setzero_si512();
-                const __m512i pr =
-                    _mm512_or_si512(_mm512_and_si512(e, lo16), _mm512_slli_epi32(o, 16));
-                _mm512_mask_storeu_epi32(d + ((int64_t)(k / 2) * w) * 2, m, pr);
+        /* 16 source rows (8 pairs) at a time, each row read along x: column strips of a row-major
+         * source would put every row of a strip in the same few L1 sets */
+        for (int k0 = 0; k0 < kc; k0 += 16) {
+            const int kn = kc - k0 < 16 ? kc - k0 : 16;
+            for (int x0 = 0; x0 < nx; x0 += 16) {
+                const int xn = nx - x0 < 16 ? nx - x0 : 16;
+                const __mmask16 m = (__mmask16)((1u << xn) - 1);
+                for (int k = k0; k < k0 + kn; k += 2) {
+                    const float *r0 = src + (int64_t)k * sk + x0;
+                    __builtin_prefetch(r0 + 128);
+                    const __m512i e = _mm512_srli_epi32(rne16(load16(m, r0)), 16);
+                    __m512i o = _mm512_setzero_si512();
+                    if (k + 1 < kc) {
+                        __builtin_prefetch(r0 + sk + 128);
+                        o = rne16(load16(m, r0 + sk));
+                    }
+                    store_pair_units(dst, pel, w, x0, nx, k / 2, _mm512_or_si512(e, o));
+                }
             }
         }
     }
@@ -454,7 +506,7 @@ pack_block_avx512(void *dst, pack_fmt fmt, const float *src, int64_t sx, int64_t
         }
         break;
     default:
-        if ((sk == 1 || sx == 1) && w == 32) {
+        if ((sk == 1 || sx == 1) && w % 8 == 0) {
             zero_padding(dst, fmt, nx, kc, kcp, w);
             pack_pairs((uint16_t *)dst, src, sx, sk, nx, kc, kcp, w);
         } else {
@@ -655,14 +707,14 @@ __attribute__((target("avx512f"))) static void tile_update_avx512(float *C, int 
     for (int i = 0; i < mr; i++) {
         float *c = C + (int64_t)i * ldc;
         const float *t = tile + (int64_t)i * ts;
-        __m512 t0 = _mm512_mul_ps(va, _mm512_maskz_loadu_ps(m0, t));
-        __m512 t1 = _mm512_mul_ps(va, _mm512_maskz_loadu_ps(m1, t + 16));
+        __m512 t0 = _mm512_mul_ps(va, load16(m0, t));
+        __m512 t1 = _mm512_mul_ps(va, load16(m1, t + 16));
         if (beta != 0.0f) {
-            t0 = _mm512_add_ps(t0, _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m0, c)));
-            t1 = _mm512_add_ps(t1, _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m1, c + 16)));
+            t0 = _mm512_add_ps(t0, _mm512_mul_ps(vb, load16(m0, c)));
+            t1 = _mm512_add_ps(t1, _mm512_mul_ps(vb, load16(m1, c + 16)));
         }
-        _mm512_mask_storeu_ps(c, m0, t0);
-        _mm512_mask_storeu_ps(c + 16, m1, t1);
+        store16(c, m0, t0);
+        store16(c + 16, m1, t1);
     }
 }
 
@@ -755,6 +807,15 @@ void gemm_bf16(isp_isa isa, int ta, int tb, int M, int N, int K, float alpha, co
                         const int mr = mc - ir < bl.mr ? mc - ir : bl.mr;
                         const int64_t ars = isa == ISP_ISA_AMX ? (int64_t)kcp + XK_PAD : kcp;
                         const int64_t ao = (int64_t)ir * ars, bo = (int64_t)jr * kcp;
+                        float *Ct = Cb + (int64_t)ir * ldc + jr;
+                        /* C is far bigger than L2 in the model's products: fetch the tile's rows
+                         * while the micro-kernel runs (its last line too when a row is unaligned) */
+                        for (int i = 0; i < mr; i++) {
+                            __builtin_prefetch(Ct + (int64_t)i * ldc, 1, 3);
+                            __builtin_prefetch(Ct + (int64_t)i * ldc + nr - 1, 1, 3);
+                            if (nr > 16)
+                                __builtin_prefetch(Ct + (int64_t)i * ldc + 16, 1, 3);
+                        }
                         if (isa == ISP_ISA_AVX2BF16)
                             micro_avx2(kcp, (const float *)Ap + ao, (const float *)Bp + bo, tile);
                         else if (isa == ISP_ISA_AVX512BF16)
@@ -764,11 +825,9 @@ void gemm_bf16(isp_isa isa, int ta, int tb, int M, int N, int K, float alpha, co
                             micro_amx(kcp, ars, (const uint16_t *)Ap + ao,
                                       (const uint16_t *)Bp + bo, tile);
                         if (isa == ISP_ISA_AVX2BF16)
-                            tile_update(Cb + (int64_t)ir * ldc + jr, ldc, tile, bl.nr, mr, nr,
-                                        alpha, bet);
+                            tile_update(Ct, ldc, tile, bl.nr, mr, nr, alpha, bet);
                         else
-                            tile_update_avx512(Cb + (int64_t)ir * ldc + jr, ldc, tile, bl.nr, mr,
-                                               nr, alpha, bet);
+                            tile_update_avx512(Ct, ldc, tile, bl.nr, mr, nr, alpha, bet);
                     }
                 }
 #endif
