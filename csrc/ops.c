@@ -560,6 +560,20 @@ void gemm_par(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
             blas_set_num_threads(nt);
         return;
     }
+    if (isa >= 0 && N > M && N >= 64) {
+        /* bf16: each block packs the other operand whole, so split the wider side. Every element
+         * is still one kernel's sum over the full K in the same order: the bits do not depend
+         * on the split (the fp32 path keeps row blocks: OpenBLAS's kernels depend on shapes) */
+        int nb = nt < N / 32 ? nt : N / 32; /* blocks of whole 32-column tiles */
+#pragma omp parallel for num_threads(nb) schedule(static)
+        for (int t = 0; t < nb; t++) {
+            int n0 = (int)(((int64_t)N * t / nb) & ~(int64_t)31);
+            int n1 = t == nb - 1 ? N : (int)(((int64_t)N * (t + 1) / nb) & ~(int64_t)31);
+            const float *Bb = tb ? B + (int64_t)n0 * ldb : B + n0;
+            gemm_on(isa, ta, tb, M, n1 - n0, K, alpha, A, lda, Bb, ldb, beta, C + n0, ldc);
+        }
+        return;
+    }
     int nb = nt < M / 16 ? nt : M / 16; /* blocks of at least 16 rows */
     blas_set_num_threads(1);
 #pragma omp parallel for num_threads(nb) schedule(static)

@@ -148,6 +148,34 @@ def test_bf16_same_result_at_any_thread_count(make_model):
             np.testing.assert_array_equal(o, outs[0])
 
 
+def test_bf16_training_step_same_bits_at_any_thread_count(tmp_path):
+    """A bf16 AdamW step at 1, 2 and 3 threads: the same loss and weights to the bit. With 40 tokens
+    and an intermediate size of 256, fc1's forward (B transposed), fc2's input gradient and fc2's
+    weight gradient (B plain) have N > M and are split by columns over the threads, the other
+    products by rows."""
+    from conftest import build_tiny_bert
+
+    d = build_tiny_bert(tmp_path / "wide", intermediate=256)
+    rng = np.random.default_rng(4)
+    batch = {"input_ids": rng.integers(5, 60, (5, 8)).astype(np.int32)}
+    y = rng.integers(0, 2, 5)
+    prev = instantsoup.get_num_threads()
+    results = []
+    try:
+        for nt in (1, 2, 3):
+            instantsoup.set_num_threads(nt)
+            m = instantsoup.load_model(str(d), num_labels=2, seed=0)
+            m.precision = "bf16"
+            loss = instantsoup.AdamW(m, lr=1e-3).train_step(batch, y)
+            results.append((loss, m.flat_parameters().copy()))
+    finally:
+        instantsoup.set_num_threads(prev)
+    if _C.get_isa() != "fp32":  # our own kernels reduce in a fixed order (OpenBLAS may not)
+        for loss, w in results[1:]:
+            assert loss == results[0][0]
+            np.testing.assert_array_equal(w, results[0][1])
+
+
 def test_precision_setting_enters_hash_only_when_bf16_and_reaches_the_ticket(make_model, tmp_path, one_thread):
     import dataclasses
 
