@@ -808,8 +808,8 @@ void gemm_bf16(isp_isa isa, int ta, int tb, int M, int N, int K, float alpha, co
                         const int64_t ars = isa == ISP_ISA_AMX ? (int64_t)kcp + XK_PAD : kcp;
                         const int64_t ao = (int64_t)ir * ars, bo = (int64_t)jr * kcp;
                         float *Ct = Cb + (int64_t)ir * ldc + jr;
-                        /* C is far bigger than L2 in the model's products: fetch the tile's rows
-                         * while the micro-kernel runs (its last line too when a row is unaligned) */
+                        /* C is far bigger than L2 in the model's products: fetch the tile's
+                         * rows while the micro-kernel runs (the last line of an unaligned row) */
                         for (int i = 0; i < mr; i++) {
                             __builtin_prefetch(Ct + (int64_t)i * ldc, 1, 3);
                             __builtin_prefetch(Ct + (int64_t)i * ldc + nr - 1, 1, 3);
