@@ -282,13 +282,15 @@ def is_results_file(path: str | os.PathLike) -> bool:
 
 
 def study_groups(records: list[dict]) -> dict[tuple[str, float], list[dict]]:
-    """Records by (label, target sparsity), each list sorted by seed; labels in file order."""
+    """Records by (label, target sparsity), each list sorted by seed; labels in file order, each
+    label's sparsities ascending (an IMP run records its own level before the lower ones)."""
     out: dict[tuple[str, float], list[dict]] = {}
     for r in records:
         out.setdefault((r["label"], round(float(r["target_sparsity"]), 6)), []).append(r)
     for v in out.values():
         v.sort(key=lambda r: r["seed"])
-    return out
+    labels = list(dict.fromkeys(label for label, _ in out))
+    return {k: out[k] for k in sorted(out, key=lambda k: (labels.index(k[0]), k[1]))}
 
 
 def _correct(r: dict, split: str = "test"):

@@ -339,6 +339,20 @@ def test_one_imp_run_gives_the_cells_of_its_lower_levels(tiny_bert_dir, tmp_path
         assert alone[k] == low[k], k
 
 
+def test_report_rows_list_each_label_by_ascending_sparsity():
+    from instantsoup import report
+
+    def rec(label, sp, seed):
+        return {"label": label, "target_sparsity": sp, "seed": seed}
+
+    # an IMP run appends its own level first, then the lower levels it passed through
+    recs = [rec("imp", 0.672, 1), rec("imp", 0.488, 1), rec("isp", 0.488, 0), rec("imp", 0.672, 0),
+            rec("imp", 0.488, 0), rec("isp", 0.672, 0)]
+    groups = report.study_groups(recs)
+    assert list(groups) == [("imp", 0.488), ("imp", 0.672), ("isp", 0.488), ("isp", 0.672)]
+    assert [r["seed"] for r in groups[("imp", 0.672)]] == [0, 1]
+
+
 def test_imp_cells_must_be_natural_levels(tiny_bert_dir, tmp_path):
     path = write_study(tmp_path, tiny_bert_dir, methods=[
         {"label": "imp", "method": "imp", "prune": {"step": 0.3}, "sparsities": [0.4, 0.51]}])
