@@ -318,6 +318,12 @@ def study_summary(records: list[dict]) -> list[dict]:
     return rows
 
 
+def seed_count(rows: list[dict]) -> str:
+    """How many seeds the summary rows have: "3", or "1-3" while a grid has fewer at some points."""
+    ns = sorted({len(r["seeds"]) for r in rows})
+    return f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}-{ns[-1]}"
+
+
 def study_pairs(records: list[dict], reference: str = "imp", margin: float = 1.0, n_boot: int = 10_000,
                 min_seeds: int = 3) -> list[dict]:
     """Paired differences (label - reference) of test accuracy in points, per target sparsity.
@@ -472,7 +478,7 @@ def study_plots(records: list[dict], out_dir: str | os.PathLike) -> list[Path]:
         x = np.array([r["sparsity"] for r in pts])
         y = np.array([r["test"] for r in pts])
         h = np.array([r["test_ci"] for r in pts])
-        ax.plot(x, y, "o-", color=colors[lab], label=f"{lab} (n={len(pts[0]['seeds'])})")
+        ax.plot(x, y, "o-", color=colors[lab], label=f"{lab} (n={seed_count(pts)})")
         if np.isfinite(h).any():
             ax.fill_between(x, y - np.nan_to_num(h), y + np.nan_to_num(h), color=colors[lab], alpha=0.15)
     ax.set_xlabel("sparsity (fraction of prunable encoder weights zero)")

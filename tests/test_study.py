@@ -353,6 +353,13 @@ def test_report_rows_list_each_label_by_ascending_sparsity():
     assert [r["seed"] for r in groups[("imp", 0.672)]] == [0, 1]
 
 
+def test_plot_legend_seed_count_shows_a_range_while_a_grid_is_incomplete():
+    from instantsoup import report
+
+    assert report.seed_count([{"seeds": [0, 1, 2]}, {"seeds": [0, 1, 2]}]) == "3"
+    assert report.seed_count([{"seeds": [0, 1, 2]}, {"seeds": [0]}]) == "1-3"
+
+
 def test_imp_cells_must_be_natural_levels(tiny_bert_dir, tmp_path):
     path = write_study(tmp_path, tiny_bert_dir, methods=[
         {"label": "imp", "method": "imp", "prune": {"step": 0.3}, "sparsities": [0.4, 0.51]}])
