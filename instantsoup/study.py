@@ -401,9 +401,18 @@ def run_study(study: Study, cells: list[Cell] | None = None, *, say: Any = print
     threads = (study.threads or 1) if ray else parallel.threads_per_cell(study.threads, jobs)
     where = f"Ray tasks ({address or 'default cluster'})" if ray else f"{jobs} local processes"
     say(f"[study {study.name}] {len(todo)} cells to run as {where}, {threads} thread(s) each")
-    parallel.run_cells([(k, (study, run, version, cwd)) for k, run in todo.items()], run_cell_task,
-                       threads=threads, jobs=jobs, ray=ray, address=address, on_done=on_done, on_error=on_error)
+    tasks = [(run.key, (study, run, version, cwd)) for run in longest_first(list(todo.values()))]
+    parallel.run_cells(tasks, run_cell_task, threads=threads, jobs=jobs, ray=ray, address=address,
+                       on_done=on_done, on_error=on_error)
     return counts
+
+
+def longest_first(runs: list[Cell]) -> list[Cell]:
+    """The order in which parallel workers take the runs: IMP runs first, the highest level first
+    (an IMP run trains one budget per round, several times a one-pass cell), then the others in
+    grid order. Workers take the next run when they finish one, so a long run started last would
+    leave the other workers idle while it alone finishes."""
+    return sorted(runs, key=lambda c: (0, -c.sparsity) if c.spec.method == "imp" else (1, 0.0))
 
 
 def run_cell_task(task: tuple) -> list[dict]:

@@ -360,6 +360,18 @@ def test_plot_legend_seed_count_shows_a_range_while_a_grid_is_incomplete():
     assert report.seed_count([{"seeds": [0, 1, 2]}, {"seeds": [0]}]) == "1-3"
 
 
+def test_parallel_workers_take_imp_runs_first(tiny_bert_dir, tmp_path):
+    path = write_study(tmp_path, tiny_bert_dir, seeds=(0, 1), methods=[
+        {"label": "omp", "method": "omp"},
+        {"label": "imp", "method": "imp", "prune": {"step": 0.3}, "sparsities": [0.3, 0.51]},
+        {"label": "dense", "method": "dense"}])
+    cells = S.load_study(path).cells()
+    order = [c.key for c in S.longest_first(cells)]
+    assert order[:4] == ["imp/0.51/0", "imp/0.51/1", "imp/0.3/0", "imp/0.3/1"]
+    rest = [c.key for c in cells if not c.key.startswith("imp/")]
+    assert order[4:] == rest  # the others keep the grid's order
+
+
 def test_imp_cells_must_be_natural_levels(tiny_bert_dir, tmp_path):
     path = write_study(tmp_path, tiny_bert_dir, methods=[
         {"label": "imp", "method": "imp", "prune": {"step": 0.3}, "sparsities": [0.4, 0.51]}])
