@@ -289,8 +289,8 @@ def study_groups(records: list[dict]) -> dict[tuple[str, float], list[dict]]:
         out.setdefault((r["label"], round(float(r["target_sparsity"]), 6)), []).append(r)
     for v in out.values():
         v.sort(key=lambda r: r["seed"])
-    labels = list(dict.fromkeys(label for label, _ in out))
-    return {k: out[k] for k in sorted(out, key=lambda k: (labels.index(k[0]), k[1]))}
+    rank = {label: i for i, label in enumerate(dict.fromkeys(label for label, _ in out))}
+    return {k: out[k] for k in sorted(out, key=lambda k: (rank[k[0]], k[1]))}
 
 
 def _correct(r: dict, split: str = "test"):
